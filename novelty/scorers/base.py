@@ -1,0 +1,57 @@
+"""The scorer interface: embeddings in, one float per row out — **higher = more novel**."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from novelty.errors import NotFittedError
+
+__all__ = ["Scorer"]
+
+
+class Scorer(ABC):
+    """Scores embeddings by how far they lie from the fitted (training) distribution.
+
+    Contract, checked for every registered scorer by ``tests/test_scorers.py``:
+    - ``__init__`` only stores parameters; ``fit(embeddings, labels=None)`` learns state and returns ``self``;
+    - ``score(embeddings)`` returns a float64 array of shape ``(n,)``; **higher means more novel**;
+    - ``get_params()`` returns the constructor arguments (JSON-serialisable);
+    - ``state_arrays()`` / ``from_state(params, arrays, index=...)`` round-trip the fitted state without pickle.
+    Scorers that use the detector's shared FAISS index set ``uses_index = True`` and receive it in ``fit``.
+    """
+
+    name: ClassVar[str]
+    uses_index: ClassVar[bool] = False
+
+    @abstractmethod
+    def fit(self, embeddings: np.ndarray, labels: np.ndarray | None = None, *, index: Any = None) -> Scorer: ...
+
+    @abstractmethod
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """Novelty scores, shape ``(n,)``: higher = more novel."""
+
+    @abstractmethod
+    def get_params(self) -> dict[str, Any]: ...
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Fitted state as named numpy arrays (saved as safetensors). Index-based scorers have none."""
+        return {}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, index: Any = None) -> Scorer:
+        raise NotImplementedError(f"{cls.__name__} does not implement from_state")
+
+    @property
+    def is_fitted(self) -> bool:
+        return getattr(self, "fitted_", False)
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(embeddings) first")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
