@@ -19,8 +19,8 @@ from novelty.weights import create_backbone, list_offline_backbones
 __all__ = [
     "BatchVerdicts",
     "ConformalCalibrator",
-    "EmbeddingIndex",
     "Embedder",
+    "EmbeddingIndex",
     "KNNScorer",
     "MultiScorerCalibrator",
     "Neighbor",

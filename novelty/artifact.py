@@ -20,7 +20,7 @@ import numpy as np
 
 from novelty.errors import ArtifactError, ArtifactIntegrityError, ArtifactVersionError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "read_artifact", "read_arrays", "write_artifact", "write_arrays"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "read_arrays", "read_artifact", "write_arrays", "write_artifact"]
 
 FORMAT = "novelty-detector"
 FORMAT_VERSION = 1
@@ -64,7 +64,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_artifact(target: str | os.PathLike[str], manifest: dict[str, Any], write_files: Callable[[Path], None]) -> Path:
+def write_artifact(
+    target: str | os.PathLike[str], manifest: dict[str, Any], write_files: Callable[[Path], None]
+) -> Path:
     """Write an artifact atomically: ``write_files(tmpdir)`` writes the payload, then the manifest is added
     with the sha256 of every file, and the directory replaces ``target`` in one rename."""
     target = Path(target)
@@ -141,7 +143,11 @@ def read_artifact(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
                 f"{fp}: sha256 {got[:16]}… does not match the manifest's {str(digest)[:16]}…; "
                 "the file is corrupt or was tampered with"
             )
-    extra = sorted(p.name for p in root.iterdir() if p.is_file() and p.name not in files and p.name not in (MANIFEST, MANIFEST_HASH))
+    extra = sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_file() and p.name not in files and p.name not in (MANIFEST, MANIFEST_HASH)
+    )
     if extra:
         raise ArtifactIntegrityError(f"{root}: unexpected file(s) not in the manifest: {', '.join(extra)}")
     return root, manifest

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from novelty import __version__
-from novelty.artifact import read_artifact, read_arrays, write_arrays, write_artifact
+from novelty.artifact import read_arrays, read_artifact, write_arrays, write_artifact
 from novelty.calibration import MultiScorerCalibrator, check_alpha
 from novelty.embedder import Embedder, as_source_list
 from novelty.errors import ArtifactError, ArtifactVersionError, InvalidInputError, NotFittedError
@@ -95,7 +95,7 @@ class BatchVerdicts:
             p_values={k: float(v[i]) for k, v in self.p_values.items()},
             neighbors=tuple(
                 Neighbor(self.train_ids[j], float(d))
-                for j, d in zip(self.neighbor_ids[i], self.neighbor_distances[i])
+                for j, d in zip(self.neighbor_ids[i], self.neighbor_distances[i], strict=True)
                 if ok and j >= 0
             ),
             error=self.errors[i],
@@ -240,7 +240,10 @@ class NoveltyDetector:
         calibrate on the held-out part. Any unreadable training image raises its specific error."""
         sources = as_source_list(images)
         if ids is None:
-            ids = [describe_source(s) if isinstance(s, (str, os.PathLike)) else f"#{i}" for i, s in enumerate(sources)]
+            ids = [
+                describe_source(s) if isinstance(s, (str, os.PathLike)) else f"#{i}"
+                for i, s in enumerate(sources)
+            ]
         log.info("embedding %d training images with %s", len(sources), self.backbone)
         emb = self.embedder.embed(sources, progress=progress)
         return self.fit_embeddings(emb, labels, groups=groups, ids=ids)
@@ -303,10 +306,16 @@ class NoveltyDetector:
         sources = as_source_list(images)
         res = self.embedder.embed_with_errors(sources, progress=progress)
         errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in res.errors]
-        return self.score_embeddings(res.embeddings, sources=[describe_source(s) for s in sources], errors=errors)
+        return self.score_embeddings(
+            res.embeddings, sources=[describe_source(s) for s in sources], errors=errors
+        )
 
     def score_embeddings(
-        self, embeddings: np.ndarray, *, sources: Sequence[str] | None = None, errors: Sequence[str | None] | None = None
+        self,
+        embeddings: np.ndarray,
+        *,
+        sources: Sequence[str] | None = None,
+        errors: Sequence[str | None] | None = None,
     ) -> BatchVerdicts:
         """Score embeddings from this detector's backbone; rows listed in ``errors`` are reported, not scored."""
         self._check_fitted()
@@ -314,7 +323,7 @@ class NoveltyDetector:
         if emb.ndim != 2:
             raise InvalidInputError(f"embeddings must be (n, d), got shape {emb.shape}")
         n = emb.shape[0]
-        errs = list(errors) if errors is not None else [None] * n
+        errs: list[str | None] = list(errors) if errors is not None else [None] * n
         ok = np.array([e is None for e in errs], dtype=bool)
         k = min(self.n_neighbors, self.index_.ntotal)
         nov = np.full(n, np.nan)
@@ -456,20 +465,26 @@ class NoveltyDetector:
             num_workers=num_workers,
             seed=params.get("seed", 0),
         )
-        index = EmbeddingIndex.load(root / idx["file"], metric=idx["metric"], factory=idx.get("factory", "Flat"))
+        index = EmbeddingIndex.load(
+            root / idx["file"], metric=idx["metric"], factory=idx.get("factory", "Flat")
+        )
         if index.ntotal != idx["n"] or index.dim != idx["dim"]:
-            raise ArtifactError(f"{root}: index holds {index.ntotal}×{index.dim}, manifest says {idx['n']}×{idx['dim']}")
+            raise ArtifactError(
+                f"{root}: index holds {index.ntotal}×{index.dim}, manifest says {idx['n']}×{idx['dim']}"
+            )
         scorers: list[Scorer] = []
-        for e in scorer_entries:
-            if e["name"] not in SCORERS:
+        for entry in scorer_entries:
+            if entry["name"] not in SCORERS:
                 raise ArtifactVersionError(
-                    f"{root}: scorer {e['name']!r} is not known to this release; known: {sorted(SCORERS)}"
+                    f"{root}: scorer {entry['name']!r} is not known to this release; known: {sorted(SCORERS)}"
                 )
-            arrays = read_arrays(root / e["file"]) if e.get("file") else {}
-            scorers.append(SCORERS[e["name"]].from_state(e["params"], arrays, index=index))
+            arrays = read_arrays(root / entry["file"]) if entry.get("file") else {}
+            scorers.append(SCORERS[entry["name"]].from_state(entry["params"], arrays, index=index))
         det.index_ = index
         det.scorers_ = scorers
-        det.calibrator_ = MultiScorerCalibrator.from_state([s.name for s in scorers], read_arrays(root / cal["file"]))
+        det.calibrator_ = MultiScorerCalibrator.from_state(
+            [s.name for s in scorers], read_arrays(root / cal["file"])
+        )
         ids = json.loads((root / m.get("train_ids", "train_ids.json")).read_text())
         det.train_ids_ = list(ids["train"])
         det.calibration_ids_ = list(ids.get("calibration", []))
@@ -483,11 +498,17 @@ class NoveltyDetector:
                 "scores would be meaningless. Install the recorded weights or pass weights=PATH to them."
             )
         if emb.dim != det.dim_:
-            raise ArtifactVersionError(f"{root}: backbone gives {emb.dim}-d embeddings, the index holds {det.dim_}-d")
+            raise ArtifactVersionError(
+                f"{root}: backbone gives {emb.dim}-d embeddings, the index holds {det.dim_}-d"
+            )
         return det
 
     def __repr__(self) -> str:
-        state = f"fitted on {self.index_.ntotal}, calibrated on {self.calibrator_.n}" if self.is_fitted else "not fitted"
+        state = (
+            f"fitted on {self.index_.ntotal}, calibrated on {self.calibrator_.n}"
+            if self.is_fitted
+            else "not fitted"
+        )
         names = [s.name for s in self.scorers_] if self.is_fitted else self.scorers
         return f"NoveltyDetector(backbone={self.backbone!r}, scorers={names}, alpha={self.alpha}; {state})"
 
@@ -497,7 +518,11 @@ def _warn_versions(saved: Mapping[str, str], root: Path) -> None:
     import timm
     import torch
 
-    now = {"torch": torch.__version__, "timm": timm.__version__, "faiss": getattr(faiss, "__version__", "unknown")}
+    now = {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "faiss": getattr(faiss, "__version__", "unknown"),
+    }
     diffs = [f"{k} {saved[k]} → {v}" for k, v in now.items() if k in saved and saved[k] != v]
     if diffs:
         warnings.warn(

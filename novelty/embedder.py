@@ -102,7 +102,9 @@ _ERROR_TYPES: dict[str, type[ImageError]] = {
 class _ImageDataset(torch.utils.data.Dataset):
     """Decodes and transforms one source; errors travel back as plain tuples (picklable)."""
 
-    def __init__(self, sources: Sequence[Any], transform: Any, min_size: int, max_pixels: int | None, shape: tuple):
+    def __init__(
+        self, sources: Sequence[Any], transform: Any, min_size: int, max_pixels: int | None, shape: tuple
+    ):
         self.sources = sources
         self.transform = transform
         self.min_size = min_size
@@ -222,7 +224,9 @@ class Embedder:
         workers = self.num_workers
         if workers is None:
             workers = min(4, os.cpu_count() or 1) if n >= 2 * self.batch_size else 0
-        ds = _ImageDataset(sources, self.transform, self.min_size, self.max_pixels, tuple(self.data_config["input_size"]))
+        ds = _ImageDataset(
+            sources, self.transform, self.min_size, self.max_pixels, tuple(self.data_config["input_size"])
+        )
         loader = torch.utils.data.DataLoader(
             ds,
             batch_size=self.batch_size,

@@ -80,7 +80,9 @@ class EmbeddingIndex:
         if self.metric == "cosine":
             norms = np.linalg.norm(arr, axis=1, keepdims=True)
             if (norms == 0).any():
-                raise InvalidInputError(f"{name} contain all-zero rows, which have no direction (cosine metric)")
+                raise InvalidInputError(
+                    f"{name} contain all-zero rows, which have no direction (cosine metric)"
+                )
             arr = arr / norms  # a new array: the caller's data is never normalised in place
         return np.ascontiguousarray(arr, dtype=np.float32)
 
@@ -134,7 +136,7 @@ class EmbeddingIndex:
             raw, I = self._index.search(qc, kk)
             if exclude_self:
                 own = np.arange(start, start + qc.shape[0])[:, None]
-                keep = I != own
+                keep = own != I
                 # when the item is not among its kk hits (ties), drop the last column instead
                 missing = keep.all(axis=1)
                 keep[missing, -1] = False
@@ -179,7 +181,9 @@ class EmbeddingIndex:
         faiss.write_index(self._index, os.fspath(path))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], metric: str = "cosine", factory: str = "Flat") -> EmbeddingIndex:
+    def load(
+        cls, path: str | os.PathLike[str], metric: str = "cosine", factory: str = "Flat"
+    ) -> EmbeddingIndex:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"index file not found: {p}")

@@ -167,7 +167,7 @@ def map_state_dict_by_order(
             "they do not belong to this model"
         )
     mapped: OrderedDict[str, torch.Tensor] = OrderedDict((k, v) for k, v in tgt)  # keeps target counters
-    for i, ((sk, sv), (tk, tv)) in enumerate(zip(src, tgt_items)):
+    for i, ((sk, sv), (tk, tv)) in enumerate(zip(src, tgt_items, strict=True)):
         if tuple(sv.shape) != tuple(tv.shape):
             raise WeightsError(
                 f"{what}: tensor #{i} {sk!r} has shape {tuple(sv.shape)} but the architecture's {tk!r} "
@@ -262,11 +262,20 @@ def create_backbone(
         model = timm.create_model(name, pretrained=False)
         source = "random"
     else:
+        state = read_state_dict(weights)
         model = timm.create_model(name, pretrained=False)
-        _load_into(model, read_state_dict(weights), what=f"{weights} → {name}")
+        try:
+            _load_into(model, state, what=f"{weights} → {name}")
+        except WeightsError:
+            # a headless state dict (saved from an embedding model, without the classifier)
+            model = timm.create_model(name, pretrained=False, num_classes=0)
+            _load_into(model, state, what=f"{weights} → {name} (without classifier)")
         source = f"file:{Path(weights).resolve()}"
-    fingerprint = state_dict_fingerprint(model.state_dict())
     if num_classes != getattr(model, "num_classes", num_classes):
-        model.reset_classifier(num_classes)
+        model.reset_classifier(num_classes)  # type: ignore[operator]
     model.eval()
+    # the fingerprint covers the embedding part only, so it is the same with or without the classifier
+    head = str(getattr(model, "pretrained_cfg", {}).get("classifier") or "")
+    body = {k: v for k, v in model.state_dict().items() if not (head and k.startswith(head + "."))}
+    fingerprint = state_dict_fingerprint(body)
     return Backbone(model, name, source, fingerprint, overrides)

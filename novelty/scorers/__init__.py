@@ -22,5 +22,7 @@ def create_scorer(spec: str | Scorer, **params: Any) -> Scorer:
     try:
         cls = REGISTRY[spec]
     except (KeyError, TypeError):
-        raise UnknownNameError(f"unknown scorer {spec!r}; registered: {', '.join(sorted(REGISTRY))}") from None
+        raise UnknownNameError(
+            f"unknown scorer {spec!r}; registered: {', '.join(sorted(REGISTRY))}"
+        ) from None
     return cls(**params)

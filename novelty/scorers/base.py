@@ -27,7 +27,9 @@ class Scorer(ABC):
     uses_index: ClassVar[bool] = False
 
     @abstractmethod
-    def fit(self, embeddings: np.ndarray, labels: np.ndarray | None = None, *, index: Any = None) -> Scorer: ...
+    def fit(
+        self, embeddings: np.ndarray, labels: np.ndarray | None = None, *, index: Any = None
+    ) -> Scorer: ...
 
     @abstractmethod
     def score(self, embeddings: np.ndarray) -> np.ndarray:
@@ -41,7 +43,9 @@ class Scorer(ABC):
         return {}
 
     @classmethod
-    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, index: Any = None) -> Scorer:
+    def from_state(
+        cls, params: dict[str, Any], arrays: dict[str, np.ndarray], *, index: Any = None
+    ) -> Scorer:
         raise NotImplementedError(f"{cls.__name__} does not implement from_state")
 
     @property

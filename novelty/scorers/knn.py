@@ -50,11 +50,15 @@ class KNNScorer(Scorer):
         self._validate()
         x = as_embeddings(embeddings)
         if x.shape[0] <= self.k:
-            raise InvalidInputError(f"k={self.k} needs more than {self.k} training embeddings, got {x.shape[0]}")
+            raise InvalidInputError(
+                f"k={self.k} needs more than {self.k} training embeddings, got {x.shape[0]}"
+            )
         if index is None:
             index = EmbeddingIndex(metric=self.metric).add(x)
         elif index.ntotal != x.shape[0] or index.metric != self.metric:
-            raise InvalidInputError("the shared index must hold exactly the fitted embeddings with the same metric")
+            raise InvalidInputError(
+                "the shared index must hold exactly the fitted embeddings with the same metric"
+            )
         self.index_ = index
         self.n_train_ = x.shape[0]
         self.fitted_ = True
