@@ -11,13 +11,16 @@ __version__ = "0.1.0"
 from novelty.calibration import ConformalCalibrator, MultiScorerCalibrator, conformal_p_values
 from novelty.detector import BatchVerdicts, Neighbor, NoveltyDetector, Verdict, load
 from novelty.embedder import Embedder
+from novelty.head import ConditionHead
 from novelty.images import load_image
 from novelty.index import EmbeddingIndex
-from novelty.scorers import KNNScorer, Scorer, create_scorer
+from novelty.scorers import AutoencoderScorer, KNNScorer, Scorer, create_scorer
 from novelty.weights import create_backbone, list_offline_backbones
 
 __all__ = [
+    "AutoencoderScorer",
     "BatchVerdicts",
+    "ConditionHead",
     "ConformalCalibrator",
     "Embedder",
     "EmbeddingIndex",

@@ -8,10 +8,13 @@ was fitted on), the conformal p-value is
 If a new in-distribution image is exchangeable with the calibration images, ``P(p ≤ alpha) ≤ alpha``, so
 flagging ``p < alpha`` raises at most an ``alpha`` share of false alarms on in-distribution data.
 
-Several scorers are combined into one p-value by calibrating the *smallest per-scorer p-value*: each
-calibration image gets its per-scorer p-values against the other calibration images (leave-one-out), the
-minimum over scorers is its combined statistic, and a new image's combined statistic is ranked against
-those — a second conformal step, so the combined p-value keeps the same guarantee (up to O(1/n_cal)).
+Several scorers are combined into one score, then calibrated like a single scorer: each scorer's raw
+score is put on a common scale with the median and interquartile range of its calibration scores (a robust
+z-score, continuous beyond the calibration range), the combined score is the **mean of those z-scores**,
+and its conformal p-value is taken against the combined scores of the calibration images. The combination
+is a fixed function of the calibration set, so the guarantee holds up to O(1/n_cal). Measured on textile
+defects, the mean of robust z-scores ranks at least as well as the better of kNN and autoencoder
+(benchmarks/RESULTS.md); the minimum of per-scorer p-values saturates at 1/(n_cal+1) and ranks worse.
 """
 
 from __future__ import annotations
@@ -88,8 +91,16 @@ def check_alpha(alpha: float, n_cal: int) -> None:
         )
 
 
+def robust_scale(calibration_scores: np.ndarray) -> tuple[float, float]:
+    """Median and interquartile range (falling back to the standard deviation, then 1)."""
+    cal = np.asarray(calibration_scores, dtype=np.float64)
+    q25, med, q75 = np.percentile(cal, [25, 50, 75])
+    scale = float(q75 - q25) or float(cal.std()) or 1.0
+    return float(med), scale
+
+
 class MultiScorerCalibrator:
-    """Per-scorer conformal p-values plus one combined p-value (see the module docstring for the rule)."""
+    """Per-scorer conformal p-values plus one combined score and p-value (see the module docstring)."""
 
     def fit(self, calibration_scores: Mapping[str, np.ndarray]) -> MultiScorerCalibrator:
         if not calibration_scores:
@@ -102,39 +113,40 @@ class MultiScorerCalibrator:
         if n < 2:
             raise CalibrationError(f"need at least 2 calibration images, got {n}")
         self.names_ = list(cals)
+        self.raw_ = cals  # paired: row i of every scorer is the same calibration image
         self.calibrators_ = {k: ConformalCalibrator().fit(v) for k, v in cals.items()}
-        if len(cals) > 1:
-            # leave-one-out per-scorer p-values of each calibration image: (1 + #{others ≥ s_i}) / n
-            loo = []
-            for v in cals.values():
-                srt = np.sort(v)
-                at_least_incl_self = n - np.searchsorted(srt, v, side="left")
-                loo.append(at_least_incl_self / float(n))
-            self.combined_cal_ = np.sort(np.min(np.stack(loo), axis=0))
+        self.scales_ = {k: robust_scale(v) for k, v in cals.items()}
+        self.combined_ = ConformalCalibrator().fit(self.combined_scores(cals))
         return self
 
     @property
     def n(self) -> int:
         return self.calibrators_[self.names_[0]].n
 
-    def p_values(self, scores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``(combined p-values, {scorer: p-values})`` for raw scores of each scorer."""
+    def _check(self, scores: Mapping[str, np.ndarray]) -> None:
         if not hasattr(self, "calibrators_"):
             raise NotFittedError("calibrator is not fitted")
         missing = set(self.names_) - set(scores)
         if missing:
             raise InvalidInputError(f"scores missing for scorer(s): {sorted(missing)}")
+
+    def combined_scores(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One raw score per image (higher = more novel): a single scorer's own score, or the mean of the
+        scorers' robust z-scores."""
+        self._check(scores)
+        if len(self.names_) == 1:
+            return _as_scores(scores[self.names_[0]], "scores")
+        z = [(_as_scores(scores[k], f"scores of {k!r}") - c) / s for k, (c, s) in self.scales_.items()]
+        return np.mean(np.stack(z), axis=0)
+
+    def p_values(self, scores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(combined p-values, {scorer: p-values})`` for raw scores of each scorer."""
+        self._check(scores)
         per = {k: self.calibrators_[k].p_values(scores[k]) for k in self.names_}
-        if len(per) == 1:
-            return per[self.names_[0]], per
-        stat = np.min(np.stack([per[k] for k in self.names_]), axis=0)
-        # smaller statistic = more novel: p = (1 + #{cal_stat ≤ stat}) / (n + 1)
-        cal = self.combined_cal_
-        at_most = np.searchsorted(cal, stat, side="right")
-        return (1.0 + at_most) / (cal.shape[0] + 1.0), per
+        return self.combined_.p_values(self.combined_scores(scores)), per
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        return {f"calibration.{k}": self.calibrators_[k].scores_ for k in self.names_}
+        return {f"calibration.{k}": self.raw_[k] for k in self.names_}
 
     @classmethod
     def from_state(cls, names: list[str], arrays: Mapping[str, np.ndarray]) -> MultiScorerCalibrator:

@@ -29,6 +29,7 @@ from novelty.artifact import read_arrays, read_artifact, write_arrays, write_art
 from novelty.calibration import MultiScorerCalibrator, check_alpha
 from novelty.embedder import Embedder, as_source_list
 from novelty.errors import ArtifactError, ArtifactVersionError, InvalidInputError, NotFittedError
+from novelty.head import ConditionHead
 from novelty.images import ImageSource, describe_source
 from novelty.index import EmbeddingIndex, as_embeddings
 from novelty.scorers import REGISTRY as SCORERS
@@ -54,16 +55,22 @@ class Verdict:
 
     ``scores`` are the raw per-scorer scores (higher = more novel), ``p_values`` their conformal p-values.
     For an unreadable input (in batch results) ``error`` says why and the numbers are NaN.
+    With a condition head: ``prediction``, its calibrated ``probability``, and ``trusted`` — a prediction on a
+    novel image is reported but not trusted (the classifier never saw anything like it).
     """
 
     source: str
     novelty: float
     p_value: float
     is_novel: bool
+    score: float  # the raw score behind p_value: the scorer's own, or the combination of several
     scores: dict[str, float]
     p_values: dict[str, float]
     neighbors: tuple[Neighbor, ...]
     error: str | None = None
+    prediction: Any = None  # the condition head's class, when the detector has a head
+    probability: float | None = None  # its temperature-calibrated probability
+    trusted: bool | None = None  # the prediction is trusted only when the image is readable and not novel
 
 
 @dataclass
@@ -74,12 +81,28 @@ class BatchVerdicts:
     novelty: np.ndarray
     p_value: np.ndarray
     is_novel: np.ndarray
+    score: np.ndarray  # the raw score behind p_value (combined when there are several scorers)
     scores: dict[str, np.ndarray]
     p_values: dict[str, np.ndarray]
     neighbor_ids: np.ndarray  # (n, k) positions in the training set, -1 for unreadable inputs
     neighbor_distances: np.ndarray  # (n, k)
     errors: list[str | None]
     train_ids: Sequence[str] = field(repr=False, default=())
+    predictions: list[Any] | None = None  # per input (None where unreadable), when the detector has a head
+    probabilities: np.ndarray | None = None  # (n, n_classes) calibrated, NaN rows where unreadable
+    classes: list[Any] | None = None
+
+    @property
+    def probability(self) -> np.ndarray | None:
+        """Calibrated probability of each predicted class (NaN where unreadable)."""
+        return None if self.probabilities is None else self.probabilities.max(axis=1)
+
+    @property
+    def trusted(self) -> np.ndarray:
+        """Predictions to act on: readable, not novel (and a head exists)."""
+        if self.predictions is None:
+            return np.zeros(len(self), dtype=bool)
+        return self.ok & ~self.is_novel
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -91,6 +114,7 @@ class BatchVerdicts:
             novelty=float(self.novelty[i]),
             p_value=float(self.p_value[i]),
             is_novel=bool(self.is_novel[i]),
+            score=float(self.score[i]),
             scores={k: float(v[i]) for k, v in self.scores.items()},
             p_values={k: float(v[i]) for k, v in self.p_values.items()},
             neighbors=tuple(
@@ -99,6 +123,11 @@ class BatchVerdicts:
                 if ok and j >= 0
             ),
             error=self.errors[i],
+            prediction=None if self.predictions is None else self.predictions[i],
+            probability=(
+                None if self.probabilities is None or not ok else float(self.probabilities[i].max())
+            ),
+            trusted=None if self.predictions is None else bool(ok and not self.is_novel[i]),
         )
 
     def __iter__(self) -> Iterator[Verdict]:
@@ -117,11 +146,16 @@ class BatchVerdicts:
                 "novelty": v.novelty,
                 "p_value": v.p_value,
                 "is_novel": v.is_novel,
+                "score": v.score,
             }
             rec.update({f"score_{k}": s for k, s in v.scores.items()})
             rec.update({f"p_value_{k}": p for k, p in v.p_values.items()})
             rec["neighbors"] = [n.id for n in v.neighbors]
             rec["neighbor_distances"] = [n.distance for n in v.neighbors]
+            if self.predictions is not None:
+                rec["prediction"] = v.prediction
+                rec["probability"] = v.probability
+                rec["trusted"] = v.trusted
             rec["error"] = v.error or ""
             out.append(rec)
         return out
@@ -183,6 +217,8 @@ class NoveltyDetector:
     alpha: flag an image when its p-value < alpha (the false-alarm rate on in-distribution data).
     calibration_fraction: share of the fitting images held out to calibrate (never used to fit scorers).
     n_neighbors: training neighbours reported with each verdict.
+    head: the condition classifier fitted when ``fit`` gets ``labels``: ``None`` → a default
+        :class:`~novelty.head.ConditionHead`, a ``ConditionHead`` or a dict of its parameters, ``False`` → none.
     """
 
     def __init__(
@@ -198,6 +234,7 @@ class NoveltyDetector:
         batch_size: int = 32,
         num_workers: int | None = None,
         seed: int = 0,
+        head: Any = None,
     ):
         self.backbone = backbone
         self.scorers = scorers
@@ -209,6 +246,7 @@ class NoveltyDetector:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.head = head
         self._embedder: Embedder | None = None
 
     # --- the backbone ---------------------------------------------------------------------------------
@@ -276,6 +314,12 @@ class NoveltyDetector:
             s.fit(x_fit, y_fit, index=index if s.uses_index else None)
         cal_scores = {s.name: s.score(x_cal) for s in scorers}
         self.calibrator_ = MultiScorerCalibrator().fit(cal_scores)
+        self.head_ = None
+        if labels is not None and self.head is not False:
+            head = self._make_head()
+            g_fit = None if groups is None else np.asarray(groups)[fit_idx]
+            log.info("fitting condition head on %d labelled embeddings", x_fit.shape[0])
+            self.head_ = head.fit(x_fit, y_fit, groups=g_fit)
         self.index_ = index
         self.scorers_ = scorers
         all_ids = list(ids) if ids is not None else [f"#{i}" for i in range(n)]
@@ -284,6 +328,17 @@ class NoveltyDetector:
         self.dim_ = x.shape[1]
         self.split_ = "groups" if groups is not None else "random"
         return self
+
+    def _make_head(self) -> ConditionHead:
+        if isinstance(self.head, ConditionHead):
+            return self.head
+        if isinstance(self.head, Mapping):
+            return ConditionHead(**{"seed": self.seed, **self.head})
+        if self.head is None or self.head is True:
+            return ConditionHead(seed=self.seed)
+        raise InvalidInputError(
+            f"head must be None, False, a ConditionHead or a dict of its parameters; got {self.head!r}"
+        )
 
     @property
     def is_fitted(self) -> bool:
@@ -328,6 +383,7 @@ class NoveltyDetector:
         k = min(self.n_neighbors, self.index_.ntotal)
         nov = np.full(n, np.nan)
         pv = np.full(n, np.nan)
+        comb = np.full(n, np.nan)
         raw = {s.name: np.full(n, np.nan) for s in self.scorers_}
         pvs = {s.name: np.full(n, np.nan) for s in self.scorers_}
         nb_ids = np.full((n, k), -1, dtype=np.int64)
@@ -340,15 +396,32 @@ class NoveltyDetector:
                 raw[name][ok] = s_ok[name]
                 pvs[name][ok] = per_ok[name]
             pv[ok] = p_ok
+            comb[ok] = self.calibrator_.combined_scores(s_ok)
             nov[ok] = 1.0 - p_ok
             if k:
                 d, i = self.index_.search(x, k)
                 nb_ids[ok], nb_d[ok] = i, d
+        predictions: list[Any] | None = None
+        proba: np.ndarray | None = None
+        classes: list[Any] | None = None
+        if self.head_ is not None:
+            classes = list(self.head_.classes_)
+            proba = np.full((n, len(classes)), np.nan)
+            predictions = [None] * n
+            if ok.any():
+                p_ok = self.head_.predict_proba(as_embeddings(emb[ok], self.dim_))
+                proba[ok] = p_ok
+                for j, c in zip(np.flatnonzero(ok), p_ok.argmax(axis=1), strict=True):
+                    predictions[j] = classes[c]
         return BatchVerdicts(
+            predictions=predictions,
+            probabilities=proba,
+            classes=classes,
             sources=list(sources) if sources is not None else [f"#{i}" for i in range(n)],
             novelty=nov,
             p_value=pv,
             is_novel=ok & (np.nan_to_num(pv, nan=1.0) < self.alpha),
+            score=comb,
             scores=raw,
             p_values=pvs,
             neighbor_ids=nb_ids,
@@ -402,9 +475,16 @@ class NoveltyDetector:
                 "fraction": self.calibration_fraction,
                 "split": self.split_,
                 "seed": self.seed,
-                "rule": "p = (1 + #{cal >= s}) / (n_cal + 1); combined: calibrated min over scorers",
+                "rule": "p = (1 + #{cal >= s}) / (n_cal + 1); several scorers: mean of robust z-scores, then p",
             },
             "train_ids": "train_ids.json",
+            "head": None
+            if self.head_ is None
+            else {
+                "file": "head.safetensors",
+                "params": self.head_.get_params(),
+                **self.head_.state_meta(),
+            },
         }
         for s in self.scorers_:
             arrays = s.state_arrays()
@@ -427,6 +507,8 @@ class NoveltyDetector:
                 arrays = s.state_arrays()
                 if arrays:
                     write_arrays(tmp / f"scorer_{s.name}.safetensors", arrays)
+            if self.head_ is not None:
+                write_arrays(tmp / "head.safetensors", self.head_.state_arrays())
 
         return write_artifact(path, manifest, write)
 
@@ -490,6 +572,12 @@ class NoveltyDetector:
         det.calibration_ids_ = list(ids.get("calibration", []))
         det.dim_ = int(idx["dim"])
         det.split_ = cal.get("split", "random")
+        head = m.get("head")
+        det.head_ = (
+            None
+            if not head
+            else ConditionHead.from_state(head["params"], head, read_arrays(root / head["file"]))
+        )
         emb = det.embedder  # builds the backbone: its weights must be the ones the detector was fitted with
         if emb.fingerprint != bb["fingerprint"]:
             raise ArtifactVersionError(
@@ -510,6 +598,8 @@ class NoveltyDetector:
             else "not fitted"
         )
         names = [s.name for s in self.scorers_] if self.is_fitted else self.scorers
+        if self.is_fitted and self.head_ is not None:
+            state += f", head over {self.head_.classes_}"
         return f"NoveltyDetector(backbone={self.backbone!r}, scorers={names}, alpha={self.alpha}; {state})"
 
 

@@ -73,3 +73,22 @@ def test_errors():
         conformal_p_values(np.array([1.0, np.nan]), np.array([0.0]))
     with pytest.raises(CalibrationError, match="different numbers"):
         MultiScorerCalibrator().fit({"a": np.ones(3), "b": np.ones(4)})
+
+
+def test_combined_state_round_trip_keeps_the_pairing():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=200)
+    cal = {"a": a, "b": a + 0.1 * rng.normal(size=200)}  # strongly paired scorers
+    mc = MultiScorerCalibrator().fit(cal)
+    back = MultiScorerCalibrator.from_state(["a", "b"], mc.state_arrays())
+    test = {"a": rng.normal(size=50) * 2, "b": rng.normal(size=50) * 2}
+    np.testing.assert_array_equal(mc.p_values(test)[0], back.p_values(test)[0])
+    np.testing.assert_array_equal(mc.combined_scores(test), back.combined_scores(test))
+
+
+def test_single_scorer_combined_is_the_scorer_itself(rng):
+    cal = rng.normal(size=99)
+    mc = MultiScorerCalibrator().fit({"knn": cal})
+    s = rng.normal(size=20)
+    np.testing.assert_array_equal(mc.combined_scores({"knn": s}), s)
+    np.testing.assert_array_equal(mc.p_values({"knn": s})[0], conformal_p_values(cal, s))

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from novelty.errors import UnknownNameError
+from novelty.scorers.autoencoder import AutoencoderScorer
 from novelty.scorers.base import Scorer
 from novelty.scorers.knn import KNNScorer
 
-__all__ = ["REGISTRY", "KNNScorer", "Scorer", "create_scorer"]
+__all__ = ["REGISTRY", "AutoencoderScorer", "KNNScorer", "Scorer", "create_scorer"]
 
 REGISTRY: dict[str, type[Scorer]] = {
     KNNScorer.name: KNNScorer,
+    AutoencoderScorer.name: AutoencoderScorer,
 }
 
 
