@@ -83,7 +83,10 @@ def write_artifact(
         data = json.dumps(manifest, indent=2, sort_keys=False).encode()
         (tmp / MANIFEST).write_bytes(data)
         (tmp / MANIFEST_HASH).write_text(f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n")
+        umask = os.umask(0)
+        os.umask(umask)
         for p in tmp.iterdir():
+            os.chmod(p, 0o666 & ~umask)  # some writers create 0600 files; artifacts are shared read-only data
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
         _fsync_dir(tmp)

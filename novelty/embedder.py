@@ -78,6 +78,7 @@ class EmbedResult:
 
     embeddings: np.ndarray
     errors: list[ImageError | None]
+    sizes: np.ndarray | None = None  # (n, 2) width, height of each full-size image; -1 where unreadable
 
     @property
     def ok(self) -> np.ndarray:
@@ -114,18 +115,29 @@ class _ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.sources)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, tuple[str, str, str] | None]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, tuple[str, str, str] | None, tuple[int, int]]:
+        info: dict[str, Any] = {}
         try:
-            img = load_image(self.sources[i], min_size=self.min_size, max_pixels=self.max_pixels)
-            return self.transform(img), i, None
+            img = load_image(self.sources[i], min_size=self.min_size, max_pixels=self.max_pixels, info=info)
+            return self.transform(img), i, None, (int(info["width"]), int(info["height"]))
         except ImageError as e:
-            return torch.zeros(self.shape), i, (type(e).__name__, e.source, e.reason)
+            return torch.zeros(self.shape), i, (type(e).__name__, e.source, e.reason), (-1, -1)
         except InvalidInputError as e:
-            return torch.zeros(self.shape), i, ("ImageError", describe_source(self.sources[i]), str(e))
+            return (
+                torch.zeros(self.shape),
+                i,
+                ("ImageError", describe_source(self.sources[i]), str(e)),
+                (-1, -1),
+            )
 
 
-def _collate(items: list) -> tuple[torch.Tensor, list[int], list]:
-    return torch.stack([t for t, _, _ in items]), [i for _, i, _ in items], [e for _, _, e in items]
+def _collate(items: list) -> tuple[torch.Tensor, list[int], list, list]:
+    return (
+        torch.stack([it[0] for it in items]),
+        [it[1] for it in items],
+        [it[2] for it in items],
+        [it[3] for it in items],
+    )
 
 
 class Embedder:
@@ -219,8 +231,9 @@ class Embedder:
         n = len(sources)
         out = np.full((n, self.dim), np.nan, dtype=np.float32)
         errs: list[ImageError | None] = [None] * n
+        sizes = np.full((n, 2), -1, dtype=np.int64)
         if n == 0:
-            return EmbedResult(out, errs)
+            return EmbedResult(out, errs, sizes)
         workers = self.num_workers
         if workers is None:
             workers = min(4, os.cpu_count() or 1) if n >= 2 * self.batch_size else 0
@@ -241,7 +254,8 @@ class Embedder:
         from tqdm.auto import tqdm
 
         with tqdm(total=n, desc="embedding", unit="img", disable=not show, leave=False) as bar:
-            for batch, idx, batch_errs in loader:
+            for batch, idx, batch_errs, batch_sizes in loader:
+                sizes[idx] = batch_sizes
                 ok = [j for j, e in enumerate(batch_errs) if e is None]
                 for j, e in enumerate(batch_errs):
                     if e is not None:
@@ -251,7 +265,7 @@ class Embedder:
                     emb = self.embed_tensor(batch[ok] if len(ok) < len(idx) else batch)
                     out[[idx[j] for j in ok]] = emb
                 bar.update(len(idx))
-        return EmbedResult(out, errs)
+        return EmbedResult(out, errs, sizes)
 
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """Embed an already preprocessed ``(n, 3, H, W)`` batch."""

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -34,6 +34,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from novelty.errors import (
     CorruptImageError,
     EmptyImageError,
+    ImageError,
     ImageNotFoundError,
     ImageTooLargeError,
     InvalidInputError,
@@ -42,9 +43,20 @@ from novelty.errors import (
     UnsupportedImageError,
 )
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageSource", "describe_source", "load_image", "to_rgb"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ByteSource", "ImageSource", "describe_source", "load_image", "to_rgb"]
 
-ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
+
+@runtime_checkable
+class ByteSource(Protocol):
+    """Anything that names itself (``key``) and returns its encoded bytes on demand (``read_bytes()``),
+    e.g. a member of a zip or tar archive: the bytes are read inside the decoding worker."""
+
+    key: str
+
+    def read_bytes(self) -> bytes: ...
+
+
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray | ByteSource
 
 #: Refuse images with more pixels than this (a 16k × 8k panorama passes; a 20k × 20k bomb does not).
 DEFAULT_MAX_PIXELS = 2**27  # 134 M pixels
@@ -55,6 +67,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 def describe_source(source: Any) -> str:
     """A short name of a source for messages and records."""
+    if isinstance(source, ByteSource):
+        return str(source.key)
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -72,9 +86,12 @@ def load_image(
     min_size: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     background: tuple[int, int, int] = (255, 255, 255),
+    info: dict[str, Any] | None = None,
 ) -> Image.Image:
     """Decode ``source`` into an RGB image.
 
+    ``info``: a dict that receives ``width`` / ``height`` of the full-size image (upright, before any draft
+    scaling) and its ``format``.
     ``min_size``: the smallest side the caller needs; JPEGs larger than that are decoded with DCT scaling
     (1/2, 1/4, 1/8) so that both sides stay ≥ ``min_size`` — much less work for big photos.
     Raises a subclass of :class:`~novelty.errors.ImageError` for every unreadable source
@@ -82,18 +99,34 @@ def load_image(
     """
     min_size, max_pixels = _check_args(min_size, max_pixels)
     name = describe_source(source)
+    if info is None:
+        info = {}
     if isinstance(source, Image.Image):
         _check_pixels(source.size, max_pixels, name)
         with _quiet_pil():
             _load_pixels(source, name)
-            return to_rgb(_exif_transpose(source), name=name, background=background)
+            out = to_rgb(_exif_transpose(source), name=name, background=background)
+        info.update(width=out.width, height=out.height, format=source.format)
+        return out
     if isinstance(source, np.ndarray):
-        return to_rgb(_array_to_pil(source, name, max_pixels), name=name, background=background)
+        out = to_rgb(_array_to_pil(source, name, max_pixels), name=name, background=background)
+        info.update(width=out.width, height=out.height, format="array")
+        return out
+    if isinstance(source, ByteSource) and not isinstance(source, (str, os.PathLike)):
+        try:
+            data = source.read_bytes()
+        except ImageError:
+            raise
+        except (OSError, ValueError, EOFError) as e:
+            raise CorruptImageError(name, f"cannot read the bytes: {e}") from e
+        if not data:
+            raise EmptyImageError(name, "zero bytes")
+        return _decode(io.BytesIO(data), name, min_size, max_pixels, background, info)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if not data:
             raise EmptyImageError(name, "zero bytes")
-        return _decode(io.BytesIO(data), name, min_size, max_pixels, background)
+        return _decode(io.BytesIO(data), name, min_size, max_pixels, background, info)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
@@ -119,7 +152,7 @@ def load_image(
         except OSError as e:
             raise CorruptImageError(name, f"cannot open file: {e.strerror or e}") from e
         with f:
-            return _decode(f, name, min_size, max_pixels, background)
+            return _decode(f, name, min_size, max_pixels, background, info)
     raise InvalidInputError(
         f"cannot read an image from {type(source).__name__}; pass a path, bytes, a PIL image or a numpy array"
     )
@@ -187,7 +220,12 @@ def _unidentified(fp: Any, name: str) -> Exception:
 
 
 def _decode(
-    fp: Any, name: str, min_size: int | None, max_pixels: int | None, background: tuple[int, int, int]
+    fp: Any,
+    name: str,
+    min_size: int | None,
+    max_pixels: int | None,
+    background: tuple[int, int, int],
+    info: dict[str, Any],
 ) -> Image.Image:
     with _quiet_pil():
         try:
@@ -203,10 +241,17 @@ def _decode(
                 raise TruncatedImageError(name, f"file ends inside the header ({e})") from e
             raise CorruptImageError(name, f"unreadable header: {e}") from e
         _check_pixels(img.size, max_pixels, name)
+        header_size = img.size
+        fmt = img.format
         if min_size and img.format == "JPEG":
             img.draft("RGB", (min_size, min_size))
         _load_pixels(img, name)
-        return to_rgb(_exif_transpose(img), name=name, background=background)
+        drafted = img.size
+        upright = _exif_transpose(img)
+        if upright.size != drafted:  # rotated by its EXIF orientation
+            header_size = header_size[::-1]
+        info.update(width=header_size[0], height=header_size[1], format=fmt)
+        return to_rgb(upright, name=name, background=background)
 
 
 def _load_pixels(img: Image.Image, name: str) -> None:
