@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from novelty.weights import DEFAULT_BACKBONE, create_backbone
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbedResult", "Embedder", "as_source_list", "resolve_device"]
+__all__ = ["EmbedResult", "EmbeddedBatch", "Embedder", "as_source_list", "resolve_device"]
 
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -67,6 +67,17 @@ def as_source_list(images: Any) -> list[Any]:
             item = item[0]
         out.append(item)
     return out
+
+
+@dataclass
+class EmbeddedBatch:
+    """One batch of :meth:`Embedder.iter_batches`: positions in the input, embeddings (NaN rows where
+    unreadable), errors and full-size ``(width, height)`` of each image."""
+
+    indices: np.ndarray
+    embeddings: np.ndarray
+    errors: list[ImageError | None]
+    sizes: np.ndarray
 
 
 @dataclass
@@ -178,7 +189,9 @@ class Embedder:
         self.weights = None if weights is None else str(weights)
         self.weights_source = bb.weights_source
         self.fingerprint = bb.fingerprint
-        self.model = bb.model.to(self.device).eval()
+        # channels-last activations: oneDNN's depthwise/pointwise convolutions run ~1.8x faster on CPU
+        # (measured: 27 → 48 img/s for lite0, batch 32, 2 cores) with the same results to ~1e-5
+        self.model = bb.model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.data_config: dict[str, Any] = dict(resolve_model_data_config(self.model))
         self.data_config.update(bb.data_config_overrides)
         self.transform = create_transform(**self.data_config, is_training=False)
@@ -232,8 +245,23 @@ class Embedder:
         out = np.full((n, self.dim), np.nan, dtype=np.float32)
         errs: list[ImageError | None] = [None] * n
         sizes = np.full((n, 2), -1, dtype=np.int64)
+        for b in self.iter_batches(sources, progress=progress):
+            out[b.indices] = b.embeddings
+            sizes[b.indices] = b.sizes
+            for i, e in zip(b.indices, b.errors, strict=True):
+                errs[i] = e
+        return EmbedResult(out, errs, sizes)
+
+    def iter_batches(
+        self, sources: Sequence[Any], *, progress: bool | None = None
+    ) -> Iterator[EmbeddedBatch]:
+        """Stream embeddings batch by batch, in input order (decoding runs ahead in worker processes).
+
+        Long jobs use this to write results as they go instead of holding everything in memory.
+        """
+        n = len(sources)
         if n == 0:
-            return EmbedResult(out, errs, sizes)
+            return
         workers = self.num_workers
         if workers is None:
             workers = min(4, os.cpu_count() or 1) if n >= 2 * self.batch_size else 0
@@ -255,23 +283,25 @@ class Embedder:
 
         with tqdm(total=n, desc="embedding", unit="img", disable=not show, leave=False) as bar:
             for batch, idx, batch_errs, batch_sizes in loader:
-                sizes[idx] = batch_sizes
+                emb = np.full((len(idx), self.dim), np.nan, dtype=np.float32)
+                errs: list[ImageError | None] = [None] * len(idx)
                 ok = [j for j, e in enumerate(batch_errs) if e is None]
                 for j, e in enumerate(batch_errs):
                     if e is not None:
                         cls, src, reason = e
-                        errs[idx[j]] = _ERROR_TYPES.get(cls, ImageError)(src, reason)
+                        errs[j] = _ERROR_TYPES.get(cls, ImageError)(src, reason)
                 if ok:
-                    emb = self.embed_tensor(batch[ok] if len(ok) < len(idx) else batch)
-                    out[[idx[j] for j in ok]] = emb
+                    emb[ok] = self.embed_tensor(batch[ok] if len(ok) < len(idx) else batch)
                 bar.update(len(idx))
-        return EmbedResult(out, errs, sizes)
+                yield EmbeddedBatch(
+                    np.asarray(idx, dtype=np.int64), emb, errs, np.asarray(batch_sizes, np.int64)
+                )
 
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """Embed an already preprocessed ``(n, 3, H, W)`` batch."""
         dtype = _PRECISIONS[self.precision]
         with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True)
+            x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             if dtype is not None:
                 with torch.autocast(device_type=self.device.type, dtype=dtype):
                     feats = self.model(x)
