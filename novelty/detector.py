@@ -217,6 +217,7 @@ class NoveltyDetector:
     alpha: flag an image when its p-value < alpha (the false-alarm rate on in-distribution data).
     calibration_fraction: share of the fitting images held out to calibrate (never used to fit scorers).
     n_neighbors: training neighbours reported with each verdict.
+    draft: JPEG draft decoding (see :class:`~novelty.embedder.Embedder`); saved with the detector.
     head: the condition classifier fitted when ``fit`` gets ``labels``: ``None`` → a default
         :class:`~novelty.head.ConditionHead`, a ``ConditionHead`` or a dict of its parameters, ``False`` → none.
     """
@@ -235,6 +236,7 @@ class NoveltyDetector:
         num_workers: int | None = None,
         seed: int = 0,
         head: Any = None,
+        draft: bool = True,
     ):
         self.backbone = backbone
         self.scorers = scorers
@@ -247,6 +249,7 @@ class NoveltyDetector:
         self.num_workers = num_workers
         self.seed = seed
         self.head = head
+        self.draft = draft
         self._embedder: Embedder | None = None
 
     # --- the backbone ---------------------------------------------------------------------------------
@@ -260,6 +263,7 @@ class NoveltyDetector:
                 device=self.device,
                 batch_size=self.batch_size,
                 num_workers=self.num_workers,
+                draft=self.draft,
             )
         return self._embedder
 
@@ -440,6 +444,7 @@ class NoveltyDetector:
             "n_neighbors": self.n_neighbors,
             "batch_size": self.batch_size,
             "seed": self.seed,
+            "draft": self.draft,
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -546,6 +551,7 @@ class NoveltyDetector:
             batch_size=params.get("batch_size", 32),
             num_workers=num_workers,
             seed=params.get("seed", 0),
+            draft=params.get("draft", True),
         )
         index = EmbeddingIndex.load(
             root / idx["file"], metric=idx["metric"], factory=idx.get("factory", "Flat")

@@ -51,7 +51,8 @@ class ByteSource(Protocol):
     """Anything that names itself (``key``) and returns its encoded bytes on demand (``read_bytes()``),
     e.g. a member of a zip or tar archive: the bytes are read inside the decoding worker."""
 
-    key: str
+    @property
+    def key(self) -> str: ...
 
     def read_bytes(self) -> bytes: ...
 
