@@ -55,7 +55,7 @@ def test_registered_scorer_contract(rng, name):
 
 
 def test_registry_errors():
-    with pytest.raises(UnknownNameError, match="registered: knn"):
+    with pytest.raises(UnknownNameError, match="registered: autoencoder, knn"):
         create_scorer("nope")
     with pytest.raises(InvalidInputError, match="aggregate"):
         KNNScorer(aggregate="median").fit(np.eye(4, dtype=np.float32))
