@@ -1,4 +1,4 @@
-"""Results files of batch scoring: written in crash-safe chunks, resumable after ``kill -9``, one row per input.
+"""Results files of batch scoring: crash-safe chunks, resumable after ``kill -9``, one row per input.
 
     with ResultWriter("results.parquet", run_meta={"detector": fingerprint, "inputs": inputs_hash}) as w:
         todo = [k for k in keys if k not in w.done_keys()]
@@ -19,7 +19,9 @@ output's full name, e.g. ``results.parquet.parts/``)::
 Every file there is written to a temporary name in the same directory, flushed, fsync'ed and renamed with
 ``os.replace``, so a part is either complete or absent, whatever instant the process is killed at. Rows that
 were only buffered are lost by a kill and simply scored again. ``finalize`` writes the output the same way
-and only then removes the work directory (renamed away first, so a half-deleted one is never read back).
+and only then removes the work directory (renamed away to ``.RESULTS.parts.trash-PID`` first, so a
+half-deleted one is never resumed from; a leftover trash directory is deleted by the next writer). Once a run
+has finished there is no work directory any more: running it again scores everything anew.
 
 Formats, by the output's suffix: ``.parquet`` (needs pyarrow: ``pip install 'novelty[batch]'``), ``.csv``
 (RFC 4180: UTF-8, CRLF, quoted where needed; booleans ``true``/``false``; NaN and missing values are empty
@@ -42,9 +44,9 @@ import logging
 import math
 import os
 import re
+import secrets
 import shutil
 import sys
-import tempfile
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -244,9 +246,15 @@ def _fsync_dir(path: Path) -> None:
 def _atomic_write(path: Path, write: Callable[[Path], object], tmp_dir: Path | None = None) -> None:
     """Write ``path`` so that it is either complete or absent: temp file, fsync, ``os.replace``."""
     tmp_dir = path.parent if tmp_dir is None else tmp_dir
-    fd, name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=tmp_dir)
-    os.close(fd)
-    tmp = Path(name)
+    for _ in range(100):
+        tmp = tmp_dir / f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}"
+        try:  # not tempfile.mkstemp: its files are 0600, this one gets the umask's permissions
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise ResultsError(f"cannot create a temporary file in {tmp_dir}")
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
@@ -444,7 +452,8 @@ class ResultWriter:
             except OSError:
                 os.close(fd)
                 raise ResultsLockedError(
-                    f"{self.out_path} is being written by another process; wait for it or use a different --out"
+                    f"{self.out_path} is being written by another process; "
+                    "wait for it or use a different --out"
                 ) from None
             try:  # a finalize elsewhere may have renamed the directory away between the open and the flock
                 if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
@@ -489,7 +498,8 @@ class ResultWriter:
                 stored = meta["run_meta"]
             except (OSError, ValueError, KeyError, TypeError):
                 raise ResumeMismatchError(
-                    f"{meta_path} is unreadable, so the interrupted run in {self.parts_dir} cannot be resumed; "
+                    f"{meta_path} is unreadable, so the interrupted run in {self.parts_dir} "
+                    "cannot be resumed; "
                     "use --no-resume (resume=False) to start over, or a different --out"
                 ) from None
             if stored != self.run_meta:
@@ -500,7 +510,8 @@ class ResultWriter:
                 )
         elif parts:
             raise ResumeMismatchError(
-                f"{self.parts_dir} holds result parts but no {META_FILE}, so it cannot tell which run wrote them; "
+                f"{self.parts_dir} holds result parts but no {META_FILE}, "
+                "so it cannot tell which run wrote them; "
                 "use --no-resume (resume=False) to discard them, or a different --out"
             )
         else:
@@ -578,7 +589,8 @@ class ResultWriter:
                     kinds[col] = _merge_kinds(kinds.get(col), _kind(v))
                 except ValueError:
                     raise InvalidInputError(
-                        f"result row {key!r}, column {col!r}: {_kind(v)} value, earlier rows have {kinds[col]} values"
+                        f"result row {key!r}, column {col!r}: {_kind(v)} value, "
+                        f"earlier rows have {kinds[col]} values"
                     ) from None
                 clean[col] = v
             self._kinds = kinds

@@ -1,4 +1,4 @@
-"""Results files: round trips of every format, resume after a crash, dedupe, ordering, and a real kill -9 test."""
+"""Results files: round trips of every format, resume after a crash, dedupe, ordering, a real kill -9."""
 
 from __future__ import annotations
 
@@ -110,6 +110,9 @@ def test_round_trip_every_format(tmp_path, suffix):
         assert w.finalize(expected_keys=NASTY_KEYS) == out
     assert out.is_file() and not (tmp_path / f"results{suffix}.parts").exists()
     assert sorted(os.listdir(tmp_path)) == [out.name]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # like any file the user writes, not 0600
     back = read_results(out)
     want = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in rows]
     assert canon(back) == canon(want)
@@ -135,14 +138,13 @@ def test_missing_columns_are_filled_alike(tmp_path, suffix):
             [{"key": "b", "score": 2.0, "probability": 0.5, "prediction": "x", "trusted": True, "width": 3}]
         )
         w.write([{"key": "c", "score": 1, "novelty": math.nan}])  # an int in a float column is a float
+    filled = {"probability": math.nan, "prediction": "", "trusted": None, "width": None, "novelty": math.nan}
     assert canon(read_results(out)) == canon(
         [
-            {"key": "a", "score": 1.5, "probability": math.nan, "prediction": "", "trusted": None, "width": None,
-             "novelty": math.nan},
+            {"key": "a", "score": 1.5, **filled},
             {"key": "b", "score": 2.0, "probability": 0.5, "prediction": "x", "trusted": True, "width": 3,
              "novelty": math.nan},
-            {"key": "c", "score": 1.0, "probability": math.nan, "prediction": "", "trusted": None, "width": None,
-             "novelty": math.nan},
+            {"key": "c", "score": 1.0, **filled},
         ]
     )  # fmt: skip
 
@@ -270,7 +272,7 @@ def test_damaged_part_is_dropped_and_redone(tmp_path, caplog):
 
 
 def test_kill_during_finalize_is_recovered(tmp_path):
-    """Killed after the final file replaced the old one but before the parts were removed, or while removing them."""
+    """Killed after the final file was in place but before the parts were removed, or while removing them."""
     out = tmp_path / "r.parquet"
     rows = expected_rows(9)
     w = ResultWriter(out, chunk_rows=4)
@@ -306,11 +308,13 @@ def test_context_manager(tmp_path):
     assert ResultWriter(out2).done_keys() == {"a", "b"}  # buffered rows were saved for the resume
 
 
+HOLD = "w = ResultWriter(sys.argv[2]); print('locked', flush=True); time.sleep(60)"
+
+
 def test_one_writer_per_output(tmp_path):
     out = tmp_path / "r.csv"
     holder = subprocess.Popen(
-        [sys.executable, "-c", STUB_IMPORT + "w = ResultWriter(sys.argv[2]); print('locked', flush=True); time.sleep(60)",
-         str(REPO), str(out)],
+        [sys.executable, "-c", STUB_IMPORT + HOLD, str(REPO), str(out)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -436,7 +440,8 @@ def test_kill_9_at_random_points_then_resume(tmp_path):
     assert not parts_dir.exists() and os.listdir(run_dir) == ["results.parquet"]
 
     final = read_results(out)
-    print(f"\nkill -9 test (seed {seed}): rows done at each kill {done_at_kill}, stray temp files {stray_at_kill}, "
+    print(f"\nkill -9 test (seed {seed}): rows done at each kill {done_at_kill}, "
+          f"stray temp files {stray_at_kill}, "
           f"final {len(final)} rows; uninterrupted run {t_ref:.2f}s")  # fmt: skip
     assert done_at_kill == sorted(done_at_kill) and 0 < done_at_kill[-1] < 3000
     assert len(final) == 3000 and len({r["key"] for r in final}) == 3000
