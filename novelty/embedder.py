@@ -31,6 +31,54 @@ __all__ = ["EmbedResult", "EmbeddedBatch", "Embedder", "as_source_list", "resolv
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+_MALLOC_TUNED = False
+
+
+def tune_glibc_malloc() -> bool:
+    """Keep freed memory in the heap instead of returning it to the OS after every forward pass.
+
+    glibc serves PyTorch's large activation buffers with ``mmap`` and gives them back with ``munmap`` each
+    time, so every batch pays for fresh page faults: on 2 cores, half the CPU went to the kernel and
+    lite0 ran at 48 img/s; with these settings it runs at 117 img/s (benchmarks/RESULTS.md). The cost is a
+    process that keeps up to ~2 GB of freed memory for reuse. Applied once per process by
+    :class:`Embedder` on CPU; set ``NOVELTY_MALLOC_TUNING=0`` to leave the allocator alone. Returns whether
+    the settings were applied (only on Linux with glibc).
+    """
+    global _MALLOC_TUNED
+    if (
+        _MALLOC_TUNED
+        or os.environ.get("NOVELTY_MALLOC_TUNING", "1") == "0"
+        or not sys.platform.startswith("linux")
+    ):
+        return _MALLOC_TUNED
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc: nothing to tune
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    ok = all(
+        mallopt(param, value) == 1
+        for param, value in (
+            (m_mmap_threshold, 1 << 30),
+            (m_trim_threshold, (1 << 31) - 1),
+            (m_top_pad, 1 << 30),
+        )
+    )
+    _MALLOC_TUNED = ok
+    log.debug("glibc malloc tuned for large tensors: %s", ok)
+    return ok
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -165,7 +213,7 @@ class Embedder:
     weights: ``None`` (offline package weights, or the hub for other names), a local file, or ``"random"``.
     device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
     batch_size: images per forward pass.
-    num_workers: decoding processes; ``None`` picks ``min(4, cpu_count)`` for large inputs, 0 for small ones.
+    num_workers: decoding processes; ``None`` picks ``min(4, usable CPUs - 1)`` for large inputs, 0 for small ones.
     precision: ``"fp32"`` (default, reproducible), ``"bf16"`` or ``"fp16"`` autocast (faster, slightly different).
     draft: decode large JPEGs at reduced DCT scale (1/2, 1/4, 1/8) as long as both sides stay above the resize
         target — several times less decoding work; embeddings differ slightly from a full-size decode
@@ -189,6 +237,8 @@ class Embedder:
         if precision not in _PRECISIONS:
             raise InvalidInputError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            tune_glibc_malloc()
         if precision == "fp16" and self.device.type != "cuda":
             raise InvalidInputError("precision='fp16' needs a CUDA device; use 'bf16' on CPU")
         from timm.data import create_transform, resolve_model_data_config
@@ -278,7 +328,8 @@ class Embedder:
             return
         workers = self.num_workers
         if workers is None:
-            workers = min(4, os.cpu_count() or 1) if n >= 2 * self.batch_size else 0
+            # leave a core to the model: on 2 cores, 1 decoding process; none for small inputs
+            workers = min(4, _usable_cpus() - 1) if n >= 2 * self.batch_size else 0
         ds = _ImageDataset(
             sources, self.transform, self.min_size, self.max_pixels, tuple(self.data_config["input_size"])
         )
