@@ -213,7 +213,7 @@ class Embedder:
     weights: ``None`` (offline package weights, or the hub for other names), a local file, or ``"random"``.
     device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``…
     batch_size: images per forward pass.
-    num_workers: decoding processes; ``None`` picks ``min(4, usable CPUs - 1)`` for large inputs, 0 for small ones.
+    num_workers: decoding processes; ``None`` chooses (see :meth:`workers_for`; none on a 2-core machine).
     precision: ``"fp32"`` (default, reproducible), ``"bf16"`` or ``"fp16"`` autocast (faster, slightly different).
     draft: decode large JPEGs at reduced DCT scale (1/2, 1/4, 1/8) as long as both sides stay above the resize
         target — several times less decoding work; embeddings differ slightly from a full-size decode
@@ -316,6 +316,19 @@ class Embedder:
                 errs[i] = e
         return EmbedResult(out, errs, sizes)
 
+    def workers_for(self, n: int) -> int:
+        """Decoding processes used for ``n`` images: ``num_workers``, or an automatic choice.
+
+        Automatic: none for fewer than two batches; otherwise ``min(4, (usable CPUs - 2) // 2)``, i.e. none on
+        2 cores. Measured on 2 cores (benchmarks/RESULTS.md): a decoding process there competes with the
+        model's two threads and costs 15-25 % throughput.
+        """
+        if self.num_workers is not None:
+            return self.num_workers
+        if n < 2 * self.batch_size:
+            return 0
+        return max(0, min(4, (_usable_cpus() - 2) // 2))
+
     def iter_batches(
         self, sources: Sequence[Any], *, progress: bool | None = None
     ) -> Iterator[EmbeddedBatch]:
@@ -326,10 +339,7 @@ class Embedder:
         n = len(sources)
         if n == 0:
             return
-        workers = self.num_workers
-        if workers is None:
-            # leave a core to the model: on 2 cores, 1 decoding process; none for small inputs
-            workers = min(4, _usable_cpus() - 1) if n >= 2 * self.batch_size else 0
+        workers = self.workers_for(n)
         ds = _ImageDataset(
             sources, self.transform, self.min_size, self.max_pixels, tuple(self.data_config["input_size"])
         )
