@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -356,8 +357,18 @@ class Embedder:
         show = progress if progress is not None else (sys.stderr.isatty() and n > 4 * self.batch_size)
         from tqdm.auto import tqdm
 
+        t_start = t_log = time.monotonic()
+        done = 0
         with tqdm(total=n, desc="embedding", unit="img", disable=not show, leave=False) as bar:
             for batch, idx, batch_errs, batch_sizes in loader:
+                done += len(idx)
+                now = time.monotonic()
+                if not show and now - t_log >= 30.0:  # no terminal: a quiet log line every 30 s
+                    rate = done / (now - t_start)
+                    log.info(
+                        "embedded %d/%d images, %.1f img/s, ~%.0f s left", done, n, rate, (n - done) / rate
+                    )
+                    t_log = now
                 emb = np.full((len(idx), self.dim), np.nan, dtype=np.float32)
                 errs: list[ImageError | None] = [None] * len(idx)
                 ok = [j for j, e in enumerate(batch_errs) if e is None]

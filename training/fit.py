@@ -1,7 +1,8 @@
 """One-call training of the embedding models: seeded, early-stopped on a validation split, CSV-logged.
 
-CPU by default; ``accelerator="auto"`` uses a GPU when present. Returns the trained plain ``nn.Module`` in
-eval mode (on the CPU) plus its training history, so callers never hold Lightning objects.
+``accelerator="auto"`` (default) trains on a GPU when one is present, else on the CPU; ``"cpu"`` forces it.
+Returns the trained plain ``nn.Module`` in eval mode (on the CPU) plus its training history, so callers never
+hold Lightning objects.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class TrainConfig:
     batch_size: int = 128
     val_fraction: float = 0.15
     seed: int = 0
-    accelerator: str = "cpu"
+    accelerator: str = "auto"  # a GPU when one is present, else the CPU
     log_dir: str | None = None  # CSV logs go here (a temporary directory when None)
 
 
