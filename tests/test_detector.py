@@ -183,3 +183,16 @@ def test_group_split_keeps_groups_together():
     fit, cal = calibration_split(1000, 0.2, groups=groups, seed=3)
     assert len(set(groups[fit]) & set(groups[cal])) == 0
     assert 150 <= len(cal) <= 250 and len(fit) + len(cal) == 1000
+
+
+def test_local_knn_round_trips_through_an_artifact(textile_embeddings, tmp_path):
+    x = textile_embeddings["nominal"][:300]
+    det = novelty.NoveltyDetector(scorers=("knn", "knn-local")).fit_embeddings(x)
+    q = np.vstack([textile_embeddings["global"][:5], textile_embeddings["nominal"][600:605]])
+    before = det.score_embeddings(q)
+    out = det.save(tmp_path / "det")
+    assert (out / "scorer_knn-local.safetensors").is_file()
+    after = novelty.load(out).score_embeddings(q)
+    np.testing.assert_array_equal(before.scores["knn-local"], after.scores["knn-local"])
+    np.testing.assert_array_equal(before.p_value, after.p_value)
+    assert (before.scores["knn-local"][:5] > np.median(before.scores["knn-local"][5:])).all()

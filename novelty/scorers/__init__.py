@@ -7,12 +7,13 @@ from typing import Any
 from novelty.errors import UnknownNameError
 from novelty.scorers.autoencoder import AutoencoderScorer
 from novelty.scorers.base import Scorer
-from novelty.scorers.knn import KNNScorer
+from novelty.scorers.knn import KNNScorer, LocalKNNScorer
 
-__all__ = ["REGISTRY", "AutoencoderScorer", "KNNScorer", "Scorer", "create_scorer"]
+__all__ = ["REGISTRY", "AutoencoderScorer", "KNNScorer", "LocalKNNScorer", "Scorer", "create_scorer"]
 
 REGISTRY: dict[str, type[Scorer]] = {
     KNNScorer.name: KNNScorer,
+    LocalKNNScorer.name: LocalKNNScorer,
     AutoencoderScorer.name: AutoencoderScorer,
 }
 

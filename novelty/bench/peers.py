@@ -1,0 +1,162 @@
+"""The detectors a user would otherwise pick, run on the very same embeddings as novelty's scorers.
+
+Each peer is fitted on the embeddings novelty's scorers are fitted on (never the calibration or test
+images) with the library's own defaults, except where a default cannot run (noted per peer). Scores are
+turned around where needed so that, as everywhere in novelty, higher = more novel. ``native`` flags are
+the library's own in/out decision at its default threshold (``None`` where it has none): they show the
+false-alarm rate a user gets without calibration.
+
+==================  ===========================================================================================
+peer                what
+==================  ===========================================================================================
+``pyod-knn``        PyOD ``KNN`` (distance to the 5th neighbour, Euclidean; on unit vectors a monotone map of
+                    novelty's cosine kNN). Threshold: ``contamination=0.1``.
+``pyod-ae``         PyOD ``AutoEncoder`` (MLP 64-32, 10 epochs, standardised inputs). ``contamination=0.1``.
+``pyod-ecod``       PyOD ``ECOD`` (empirical-CDF tail probabilities per dimension). ``contamination=0.1``.
+``sklearn-lof``     scikit-learn ``LocalOutlierFactor(novelty=True)`` (20 neighbours). Threshold: its offset.
+``sklearn-iforest`` scikit-learn ``IsolationForest`` (100 trees, ``random_state=seed``). Threshold: its offset.
+``cleanlab-ood``    cleanlab ``OutOfDistribution`` on features (mean cosine distance to 10 neighbours, mapped
+                    to [0, 1]). No threshold.
+==================  ===========================================================================================
+
+Install them with ``pip install 'novelty[bench]'`` (``make setup`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from novelty.datasets import DatasetNotInstalledError
+from novelty.errors import UnknownNameError
+
+__all__ = ["PEERS", "Peer", "PeerNotInstalledError", "PeerOutput", "run_peer"]
+
+
+class PeerNotInstalledError(DatasetNotInstalledError):
+    """The library behind a peer is not installed; the message says how to install it."""
+
+
+@dataclass
+class PeerOutput:
+    scores: list[np.ndarray]  # one array per scored set, higher = more novel
+    native: list[np.ndarray] | None  # the library's own "outlier" decision per scored set
+
+
+FitScore = Callable[[np.ndarray, Sequence[np.ndarray], int], PeerOutput]
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    library: str
+    fit_score: FitScore
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Peers print progress bars and warnings of their own; keep the benchmark's output readable."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _require(module: str, pip_name: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise PeerNotInstalledError(
+            f"this peer needs {pip_name}: pip install {pip_name}  (or: pip install 'novelty[bench]')"
+        )
+
+
+def _pyod(make: Callable[[int], object]) -> FitScore:
+    def fit_score(x: np.ndarray, sets: Sequence[np.ndarray], seed: int) -> PeerOutput:
+        _require("pyod", "pyod")
+        with _quiet():
+            model = make(seed)
+            model.fit(x)  # type: ignore[attr-defined]
+            scores = [np.asarray(model.decision_function(s), dtype=np.float64) for s in sets]  # type: ignore[attr-defined]
+            native = [np.asarray(model.predict(s)) == 1 for s in sets]  # type: ignore[attr-defined]
+        return PeerOutput(scores, native)
+
+    return fit_score
+
+
+def _pyod_knn(seed: int) -> object:
+    from pyod.models.knn import KNN
+
+    return KNN()
+
+
+def _pyod_ae(seed: int) -> object:
+    import torch
+    from pyod.models.auto_encoder import AutoEncoder
+
+    return AutoEncoder(random_state=seed, verbose=0, device=torch.device("cpu"))
+
+
+def _pyod_ecod(seed: int) -> object:
+    from pyod.models.ecod import ECOD
+
+    return ECOD()
+
+
+def _sklearn_lof(x: np.ndarray, sets: Sequence[np.ndarray], seed: int) -> PeerOutput:
+    _require("sklearn", "scikit-learn")
+    from sklearn.neighbors import LocalOutlierFactor
+
+    with _quiet():
+        model = LocalOutlierFactor(novelty=True).fit(x)
+        return PeerOutput(
+            [-model.score_samples(s).astype(np.float64) for s in sets], [model.predict(s) == -1 for s in sets]
+        )
+
+
+def _sklearn_iforest(x: np.ndarray, sets: Sequence[np.ndarray], seed: int) -> PeerOutput:
+    _require("sklearn", "scikit-learn")
+    from sklearn.ensemble import IsolationForest
+
+    with _quiet():
+        model = IsolationForest(random_state=seed).fit(x)
+        return PeerOutput(
+            [-model.score_samples(s).astype(np.float64) for s in sets], [model.predict(s) == -1 for s in sets]
+        )
+
+
+def _cleanlab(x: np.ndarray, sets: Sequence[np.ndarray], seed: int) -> PeerOutput:
+    _require("cleanlab", "cleanlab")
+    from cleanlab.outlier import OutOfDistribution
+
+    logging.getLogger("cleanlab").setLevel(logging.ERROR)
+    with _quiet():
+        ood = OutOfDistribution()
+        ood.fit(features=x, verbose=False)
+        # cleanlab: smaller = less typical; turned around so that higher = more novel
+        return PeerOutput([1.0 - ood.score(features=s).astype(np.float64) for s in sets], None)
+
+
+PEERS: dict[str, Peer] = {
+    p.name: p
+    for p in (
+        Peer("pyod-knn", "pyod", _pyod(_pyod_knn)),
+        Peer("pyod-ae", "pyod", _pyod(_pyod_ae)),
+        Peer("pyod-ecod", "pyod", _pyod(_pyod_ecod)),
+        Peer("sklearn-lof", "scikit-learn", _sklearn_lof),
+        Peer("sklearn-iforest", "scikit-learn", _sklearn_iforest),
+        Peer("cleanlab-ood", "cleanlab", _cleanlab),
+    )
+}
+
+
+def run_peer(name: str, x_fit: np.ndarray, sets: Sequence[np.ndarray], seed: int = 0) -> PeerOutput:
+    """Fit peer ``name`` on ``x_fit`` and score every array of ``sets``."""
+    if name not in PEERS:
+        raise UnknownNameError(f"unknown peer {name!r}; choose from {sorted(PEERS)}")
+    return PEERS[name].fit_score(np.ascontiguousarray(x_fit, dtype=np.float32), sets, seed)
