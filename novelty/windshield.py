@@ -22,9 +22,11 @@ Conditions (:func:`apply_condition`, all on uint8 RGB frames, deterministic give
     ``ice``     ``imagecorruptions.frost`` — frost crystals on the glass.
     ``fog``     ``imagecorruptions.fog`` — plasma-fractal haze; lowers contrast.
     ``snow``    ``imagecorruptions.snow`` — falling snow streaks, brighter image.
+    ``glare``   ``imagecorruptions.brightness`` — low sun straight into the lens: the picture washes out.
+                Not one of the story's production conditions; the benchmark's street scenario uses it.
     Composites join names with ``+`` (``"tunnel+wet"``) and are applied in a fixed physical order:
     scene conditions first (``fog``, ``snow``), then the drops on the lens (``wet``), then what acts on
-    the whole picture including the drops (``ice`` on the glass, ``tunnel`` lighting). So
+    the whole picture including the drops (``ice`` on the glass, ``glare``, ``tunnel`` lighting). So
     ``tunnel+wet`` = spatter, then darken. Each component draws its randomness from
     ``(seed, component, frame id)``, so the drops of a frame are the same in ``wet`` and ``tunnel+wet``
     and do not depend on which other frames are in the batch.
@@ -82,6 +84,7 @@ __all__ = [
     "cache_dir",
     "contact_sheet",
     "find_video",
+    "street_dataset",
     "street_frames",
     "windshield_scenario",
 ]
@@ -95,10 +98,10 @@ INSTALL_HINT = (
 )
 
 #: Conditions that can be combined with ``+``, in the order they are applied.
-BASE_CONDITIONS: tuple[str, ...] = ("fog", "snow", "wet", "ice", "tunnel")
+BASE_CONDITIONS: tuple[str, ...] = ("fog", "snow", "wet", "ice", "glare", "tunnel")
 #: The conditions the classifier never sees in training; each comes as dry and wet variants.
 PRODUCTION_CONDITIONS: tuple[str, ...] = ("tunnel", "ice", "fog", "snow")
-_COMPONENT_CODE = {"wet": 1, "tunnel": 2, "ice": 3, "fog": 4, "snow": 5}
+_COMPONENT_CODE = {"wet": 1, "tunnel": 2, "ice": 3, "fog": 4, "snow": 5, "glare": 6}
 _SPLIT_CYCLE: tuple[str, ...] = ("train", "train", "calibration", "test")
 _SCENARIO_FORMAT = 1  # bump when a transform or the split changes, so old caches are not reused
 
@@ -198,6 +201,33 @@ def street_frames(
     if cache:
         _write_cache(target, lambda fh: np.save(fh, frames, allow_pickle=False))
     return frames
+
+
+def street_dataset(
+    conditions: Sequence[str] = ("dry",),
+    severity: int = 3,
+    seed: int = 0,
+    *,
+    size: tuple[int, int] = (320, 240),
+    frames: Sequence[int] | np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Street frames under each of ``conditions`` as ``(images (n, H, W, 3) uint8, labels (n,) str)``.
+
+    ``frames``: ids of the frames to use (default all 795); the result holds those frames once per
+    condition, in that order, labelled with the condition's name (``"dry"``, ``"fog"``, ``"tunnel+wet"``…).
+    Deterministic in ``(frame id, condition, severity, seed)`` — see :func:`apply_condition`.
+    """
+    all_frames = street_frames(size)
+    ids = np.arange(len(all_frames)) if frames is None else np.asarray(frames, dtype=np.int64)
+    if ids.ndim != 1 or (ids.size and (ids.min() < 0 or ids.max() >= len(all_frames))):
+        raise InvalidInputError(f"frames must be ids in 0..{len(all_frames) - 1}")
+    if isinstance(conditions, str) or not conditions:
+        raise InvalidInputError("conditions must be a non-empty sequence of names, e.g. ('dry', 'fog')")
+    images, labels = [], []
+    for condition in conditions:
+        images.append(apply_condition(all_frames[ids], condition, severity, seed, frame_ids=ids))
+        labels += [condition] * int(ids.size)
+    return np.concatenate(images), np.array(labels)
 
 
 def _cache_folder(override: str | os.PathLike[str] | None) -> Path:
@@ -334,7 +364,7 @@ def _component(name: str, frame: np.ndarray, severity: int, rs: np.random.Random
         return _tunnel(frame, severity, rs)
     if name == "wet":
         return _corrupt("spatter", frame, min(severity, 3), rs)
-    corruption = {"ice": "frost", "fog": "fog", "snow": "snow"}[name]
+    corruption = {"ice": "frost", "fog": "fog", "snow": "snow", "glare": "brightness"}[name]
     return _corrupt(corruption, frame, severity, rs)
 
 

@@ -186,9 +186,13 @@ def test_embedding_cache_embeds_each_image_once(embedder, tmp_path, textile_path
 
 # --- peers ----------------------------------------------------------------------------------------------
 def test_every_peer_scores_higher_for_far_points(rng):
-    x = rng.normal(size=(300, 16)).astype(np.float32)
-    near = rng.normal(size=(40, 16)).astype(np.float32)
-    far = (rng.normal(size=(40, 16)) + 6.0).astype(np.float32)
+    def unit(a: np.ndarray) -> np.ndarray:  # like embeddings: on the unit sphere
+        return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+    centre, elsewhere = np.eye(16)[0] * 4.0, np.eye(16)[1] * 4.0
+    x = unit(rng.normal(size=(300, 16)) + centre)
+    near = unit(rng.normal(size=(40, 16)) + centre)
+    far = unit(rng.normal(size=(40, 16)) + elsewhere)
     for name in PEERS:
         out = run_peer(name, x, [near, far], seed=0)
         assert out.scores[0].shape == (40,) and out.scores[1].shape == (40,)

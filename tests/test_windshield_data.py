@@ -223,3 +223,16 @@ def test_unwritable_cache_only_warns(tmp_path):
     with pytest.warns(RuntimeWarning, match="cannot write the cache"):
         W._write_cache(blocker / "windshield" / "x.npy", lambda fh: fh.write(b"x"))
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+def test_street_dataset_labels_each_condition():
+    images, labels = W.street_dataset(("dry", "glare", "tunnel"), severity=1, frames=[3, 4])
+    assert images.shape == (6, 240, 320, 3) and images.dtype == np.uint8
+    assert labels.tolist() == ["dry", "dry", "glare", "glare", "tunnel", "tunnel"]
+    np.testing.assert_array_equal(images[:2], W.street_frames()[[3, 4]])
+    assert images[2:4].mean() > images[:2].mean() + 10  # glare washes out
+    assert images[4:].mean() < images[:2].mean() / 2  # a tunnel is dark
+    with pytest.raises(InvalidInputError, match="conditions"):
+        W.street_dataset("dry")
+    with pytest.raises(InvalidInputError, match="frames"):
+        W.street_dataset(("dry",), frames=[10_000])

@@ -12,8 +12,8 @@ scenario           family        in-distribution → novel sets
 ``fmnist-near``    near-ood      Fashion-MNIST without two classes (shirt, ankle boot) → those classes
 ``textile``        industrial    nominal textile → global defects, local defects
 ``street``         covariate     clean street frames → the same scenes under ``tunnel`` (darkened),
-                                 ``ice`` (frost), ``fog``, ``snow`` and ``wet`` (spatter), each at
-                                 severities 1 and 3 (3 only at the small size)
+                                 ``ice`` (frost), ``fog``, ``snow``, ``wet`` (spatter) and ``glare``
+                                 (brightness), each at severities 1 and 3 (3 only at the small size)
 =================  ============  =====================================================================
 
 Street frames are split in contiguous blocks of 25 frames dealt in a cycle fit, fit, fit, test (never frame
@@ -73,7 +73,7 @@ NEAR_OOD_CLASSES: tuple[int, ...] = (6, 9)  # shirt, ankle boot
 STREET_BLOCK = 25
 STREET_CYCLE: tuple[str, ...] = ("fit", "fit", "fit", "test")
 STREET_SIZE = (320, 240)
-STREET_CONDITIONS: tuple[str, ...] = ("tunnel", "ice", "fog", "snow", "wet")
+STREET_CONDITIONS: tuple[str, ...] = ("tunnel", "ice", "fog", "snow", "wet", "glare")
 CALIBRATION_FRACTION = 0.3
 
 
@@ -241,7 +241,7 @@ def _street(size: str, seed: int) -> Scenario:
         name="street",
         family="covariate",
         description="clean street frames in-distribution; novel: the test frames darkened (tunnel), "
-        "frosted (ice), in fog, snow, or with drops on the lens (wet)",
+        "frosted (ice), in fog, snow, with drops on the lens (wet) or washed out by glare",
         fit=Part(clean, fit_idx, groups=block[fit_idx]),
         test_in=Part(clean, test_idx),
         test_out=out,
