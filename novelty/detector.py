@@ -26,7 +26,7 @@ import numpy as np
 
 from novelty import __version__
 from novelty.artifact import read_arrays, read_artifact, write_arrays, write_artifact
-from novelty.calibration import MultiScorerCalibrator, check_alpha
+from novelty.calibration import MultiScorerCalibrator, check_alpha, check_groups
 from novelty.embedder import Embedder, as_source_list
 from novelty.errors import ArtifactError, ArtifactVersionError, InvalidInputError, NotFittedError
 from novelty.head import ConditionHead
@@ -310,6 +310,8 @@ class NoveltyDetector:
         scorers = _scorer_specs(self.scorers)
         fit_idx, cal_idx = calibration_split(n, self.calibration_fraction, groups=groups, seed=self.seed)
         check_alpha(self.alpha, cal_idx.shape[0])
+        if groups is not None:
+            check_groups(self.alpha, int(np.unique(np.asarray(groups)[cal_idx]).shape[0]))
         x_fit, x_cal = x[fit_idx], x[cal_idx]
         y_fit = None if labels is None else np.asarray(labels)[fit_idx]
         index = EmbeddingIndex(metric="cosine").add(x_fit)

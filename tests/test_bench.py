@@ -22,7 +22,7 @@ from novelty.bench import (
 )
 from novelty.bench import __main__ as bench_cli
 from novelty.bench import peers as peers_mod
-from novelty.bench.runner import BenchmarkRun
+from novelty.bench.runner import BenchmarkRun, resplit_false_alarm
 from novelty.bench.scenarios import NEAR_OOD_CLASSES, STREET_BLOCK, Pool
 from novelty.datasets import DatasetNotInstalledError
 from novelty.errors import UnknownNameError
@@ -236,6 +236,12 @@ def test_runner_measures_every_method(textile_result):
             assert set(d) == {"auroc", "aupr_in", "aupr_out", "fpr95"}
             assert all(0.0 <= v <= 1.0 for v in d.values())
         assert 0.0 <= m.false_alarm <= 1.0
+        assert (
+            0.0
+            <= m.false_alarm_resplit["q05"]
+            <= m.false_alarm_resplit["mean"]
+            <= m.false_alarm_resplit["q95"]
+        )
     assert r.methods["combined"].metrics["global"]["auroc"] > 0.95
     assert r.methods["sklearn-lof"].native_false_alarm is not None
     assert r.methods["cleanlab-ood"].native_false_alarm is None
@@ -272,7 +278,7 @@ def test_benchmark_files(textile_result, tmp_path):
     md, js = run.write(tmp_path / "out")
     text = md.read_text()
     assert "| textile | global |" in text and "| textile | local |" in text
-    assert "sklearn-lof native" in text
+    assert "sklearn-lof native" in text and "combined, re-split" in text
     data = json.loads(js.read_text())
     assert data["scenarios"][0]["methods"]["knn"]["metrics"]["global"]["auroc"] == pytest.approx(
         textile_result.methods["knn"].metrics["global"]["auroc"]
@@ -308,3 +314,19 @@ def test_cli_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NOVELTY_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
     assert bench_cli.main(["--size", "small", "--scenario", "fmnist-near", "--out", str(tmp_path)]) == 1
     assert "dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_resplit_false_alarm_is_near_alpha_for_exchangeable_scores(rng):
+    cal, test = rng.normal(size=600), rng.normal(size=400)
+    r = resplit_false_alarm(cal, test, 0.05, n_splits=300)
+    assert 0.04 < r["mean"] < 0.06 and r["q05"] <= r["mean"] <= r["q95"]
+    assert resplit_false_alarm(cal, test, 0.05, n_splits=20, seed=3) == resplit_false_alarm(
+        cal, test, 0.05, n_splits=20, seed=3
+    )  # reproducible
+    # with groups (blocks of 10 near-identical scores) the spread across re-splits is wider
+    g_cal, g_test = np.repeat(np.arange(60), 10), np.repeat(np.arange(40), 10)
+    blocky_cal = np.repeat(rng.normal(size=60), 10) + rng.normal(scale=0.01, size=600)
+    blocky_test = np.repeat(rng.normal(size=40), 10) + rng.normal(scale=0.01, size=400)
+    grouped = resplit_false_alarm(blocky_cal, blocky_test, 0.05, cal_groups=g_cal, test_groups=g_test)
+    assert 0.03 < grouped["mean"] < 0.07
+    assert grouped["q95"] - grouped["q05"] > r["q95"] - r["q05"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,17 @@ def test_single_scorer_combined_is_the_scorer_itself(rng):
     s = rng.normal(size=20)
     np.testing.assert_array_equal(mc.combined_scores({"knn": s}), s)
     np.testing.assert_array_equal(mc.p_values({"knn": s})[0], conformal_p_values(cal, s))
+
+
+def test_too_few_calibration_groups_warn():
+    import novelty
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    blocks = np.arange(400) // 25  # 16 blocks → 4 in calibration
+    with pytest.warns(UserWarning, match="only 4 groups"):
+        novelty.NoveltyDetector(calibration_fraction=0.2).fit_embeddings(x, groups=blocks)
+    fine = np.arange(400) // 4  # 100 blocks → 20 in calibration: enough for alpha = 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        novelty.NoveltyDetector(calibration_fraction=0.2).fit_embeddings(x, groups=fine)

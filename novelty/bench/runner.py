@@ -44,6 +44,7 @@ __all__ = [
     "BenchmarkRun",
     "EmbeddingCache",
     "ScenarioResult",
+    "resplit_false_alarm",
     "run_benchmark",
     "run_scenario",
 ]
@@ -108,6 +109,7 @@ class MethodResult:
     metrics: dict[str, dict[str, float]]  # novel set → auroc, aupr_in, aupr_out, fpr95
     false_alarm: float  # share of held-out in-distribution flagged at alpha (conformal p-values)
     native_false_alarm: float | None = None  # peers: at their own default threshold
+    false_alarm_resplit: dict[str, float] = field(default_factory=dict)  # mean, q05, q95 over re-splits
     seconds: float = 0.0
     scores_in: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     scores_out: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -118,6 +120,7 @@ class MethodResult:
             "metrics": self.metrics,
             "false_alarm": self.false_alarm,
             "native_false_alarm": self.native_false_alarm,
+            "false_alarm_resplit": self.false_alarm_resplit,
             "seconds": round(self.seconds, 3),
         }
 
@@ -154,6 +157,53 @@ class ScenarioResult:
         }
 
 
+RESPLITS = 200
+
+
+def resplit_false_alarm(
+    cal_scores: np.ndarray,
+    test_scores: np.ndarray,
+    alpha: float,
+    *,
+    cal_groups: np.ndarray | None = None,
+    test_groups: np.ndarray | None = None,
+    n_splits: int = RESPLITS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The false-alarm rate at ``alpha`` over ``n_splits`` random re-divisions of calibration ∪ test images
+    into parts of the original sizes (by whole groups when groups are given): is one split's number luck?
+
+    Returns the mean and the 5 % / 95 % quantiles of the share of "test" scores with conformal p < alpha.
+    """
+    cal = np.asarray(cal_scores, dtype=np.float64)
+    test = np.asarray(test_scores, dtype=np.float64)
+    scores = np.concatenate([cal, test])
+    if cal_groups is None or test_groups is None:
+        groups = np.arange(scores.size)
+    else:
+        # groups of the two parts are disjoint by construction; offset so equal ids cannot collide
+        tg = np.asarray(test_groups)
+        groups = np.concatenate([np.asarray(cal_groups), tg + (int(np.max(cal_groups)) + 1)])
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(inverse)
+    rng = np.random.default_rng(seed)
+    rates = np.empty(n_splits)
+    for r in range(n_splits):
+        order = rng.permutation(uniq.size)
+        filled = np.cumsum(sizes[order])
+        n_groups = int(np.searchsorted(filled, cal.size)) + 1  # first groups until the calibration size
+        is_cal = np.isin(inverse, order[:n_groups])
+        c, t = np.sort(scores[is_cal]), scores[~is_cal]
+        p = (1.0 + (c.size - np.searchsorted(c, t, side="left"))) / (c.size + 1.0)
+        rates[r] = float(np.mean(p < alpha)) if t.size else np.nan
+    return {
+        "mean": float(np.nanmean(rates)),
+        "q05": float(np.nanquantile(rates, 0.05)),
+        "q95": float(np.nanquantile(rates, 0.95)),
+        "splits": float(n_splits),
+    }
+
+
 def _method(
     name: str,
     kind: str,
@@ -163,6 +213,7 @@ def _method(
     alpha: float,
     seconds: float,
     native: float | None = None,
+    resplit: dict[str, float] | None = None,
 ) -> MethodResult:
     return MethodResult(
         name=name,
@@ -170,6 +221,7 @@ def _method(
         metrics={k: detection_metrics(s_in, v) for k, v in s_out.items()},
         false_alarm=false_alarm_rate(p_in, alpha),
         native_false_alarm=native,
+        false_alarm_resplit=resplit or {},
         seconds=seconds,
         scores_in=s_in,
         scores_out=s_out,
@@ -212,6 +264,16 @@ def run_scenario(
     v_out = {k: det.score_embeddings(v) for k, v in x_out.items()}
     ours_seconds = time.perf_counter() - t0
 
+    groups = None if scenario.fit.groups is None else np.asarray(scenario.fit.groups)
+    cal_groups = None if groups is None else groups[cal_idx]
+    test_groups = None if scenario.test_in.groups is None else np.asarray(scenario.test_in.groups)
+
+    def resplit(cal_scores: np.ndarray, test_scores: np.ndarray) -> dict[str, float]:
+        return resplit_false_alarm(
+            cal_scores, test_scores, alpha, cal_groups=cal_groups, test_groups=test_groups, seed=scenario.seed
+        )
+
+    raw_cal = det.calibrator_.raw_
     methods: dict[str, MethodResult] = {}
     for name in OUR_SCORERS:
         methods[name] = _method(
@@ -222,7 +284,9 @@ def run_scenario(
             v_in.p_values[name],
             alpha,
             ours_seconds,
+            resplit=resplit(raw_cal[name], v_in.scores[name]),
         )
+    # the combined score's robust scaling stays the one fitted on the original calibration part
     methods["combined"] = _method(
         "combined",
         "novelty",
@@ -231,6 +295,7 @@ def run_scenario(
         v_in.p_value,
         alpha,
         ours_seconds,
+        resplit=resplit(det.calibrator_.combined_scores(raw_cal), v_in.score),
     )
 
     skipped: dict[str, str] = {}
@@ -251,7 +316,15 @@ def run_scenario(
         p_in = ConformalCalibrator().fit(s_cal).p_values(s_in)
         native = None if res.native is None else float(np.mean(res.native[1]))
         methods[name] = _method(
-            name, "peer", s_in, dict(zip(out_names, s_out, strict=True)), p_in, alpha, seconds, native
+            name,
+            "peer",
+            s_in,
+            dict(zip(out_names, s_out, strict=True)),
+            p_in,
+            alpha,
+            seconds,
+            native,
+            resplit(s_cal, s_in),
         )
 
     sizes = {"fit": int(fit_idx.size), "calibration": int(cal_idx.size), "test_in": int(x_in.shape[0])}

@@ -243,7 +243,7 @@ def _street(size: str, seed: int) -> Scenario:
         description="clean street frames in-distribution; novel: the test frames darkened (tunnel), "
         "frosted (ice), in fog, snow, with drops on the lens (wet) or washed out by glare",
         fit=Part(clean, fit_idx, groups=block[fit_idx]),
-        test_in=Part(clean, test_idx),
+        test_in=Part(clean, test_idx, groups=block[test_idx]),
         test_out=out,
         seed=seed,
         size=size,
