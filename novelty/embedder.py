@@ -355,7 +355,10 @@ class Embedder:
             prefetch_factor=4 if workers else None,
         )
         show = progress if progress is not None else (sys.stderr.isatty() and n > 4 * self.batch_size)
-        from tqdm.auto import tqdm
+        if show:
+            from tqdm.auto import tqdm
+        else:  # tqdm.auto warns inside notebooks without ipywidgets, even for a disabled bar
+            from tqdm import tqdm
 
         t_start = t_log = time.monotonic()
         done = 0

@@ -132,10 +132,10 @@ def _sklearn_iforest(x: np.ndarray, sets: Sequence[np.ndarray], seed: int) -> Pe
 
 def _cleanlab(x: np.ndarray, sets: Sequence[np.ndarray], seed: int) -> PeerOutput:
     _require("cleanlab", "cleanlab")
-    from cleanlab.outlier import OutOfDistribution
-
     logging.getLogger("cleanlab").setLevel(logging.ERROR)
-    with _quiet():
+    with _quiet():  # importing cleanlab imports tqdm.auto, which warns inside notebooks without ipywidgets
+        from cleanlab.outlier import OutOfDistribution
+
         ood = OutOfDistribution()
         ood.fit(features=x, verbose=False)
         # cleanlab: smaller = less typical; turned around so that higher = more novel
