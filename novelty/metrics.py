@@ -52,16 +52,21 @@ def _pair(in_scores: np.ndarray, out_scores: np.ndarray, what: str) -> tuple[np.
     return a, b
 
 
-def _average_precision(positive: np.ndarray, negative: np.ndarray) -> float:
-    """Σ (Rₖ − Rₖ₋₁)·Pₖ over the distinct score thresholds, highest first (sklearn's definition)."""
+def _threshold_counts(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(tp, fp)`` when flagging score ≥ t, for every distinct score t from the highest down."""
     scores = np.concatenate([positive, negative])
     is_pos = np.concatenate([np.ones(positive.size), np.zeros(negative.size)])
     order = np.argsort(-scores, kind="mergesort")
     scores, is_pos = scores[order], is_pos[order]
     last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
     tp = np.cumsum(is_pos)[last_of_tie]
-    predicted = last_of_tie + 1.0
-    precision = tp / predicted
+    return tp, (last_of_tie + 1.0) - tp
+
+
+def _average_precision(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Σ (Rₖ − Rₖ₋₁)·Pₖ over the distinct score thresholds, highest first (sklearn's definition)."""
+    tp, fp = _threshold_counts(positive, negative)
+    precision = tp / (tp + fp)
     recall = tp / positive.size
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
@@ -100,13 +105,7 @@ def roc_curve(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[np.ndarray
     """``(fpr, tpr)`` at every distinct threshold, from (0, 0) to (1, 1): novel images are the positives,
     flagged when score ≥ threshold. Same points as ``sklearn.metrics.roc_curve(drop_intermediate=False)``."""
     a, b = _pair(in_scores, out_scores, "roc_curve")
-    scores = np.concatenate([b, a])
-    is_out = np.concatenate([np.ones(b.size), np.zeros(a.size)])
-    order = np.argsort(-scores, kind="mergesort")
-    scores, is_out = scores[order], is_out[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    tp = np.cumsum(is_out)[last_of_tie]
-    fp = (last_of_tie + 1) - tp
+    tp, fp = _threshold_counts(b, a)
     return np.r_[0.0, fp / a.size], np.r_[0.0, tp / b.size]
 
 

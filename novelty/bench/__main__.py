@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from novelty.bench.peers import PEERS
+from novelty.bench.runner import ScenarioResult, run_benchmark
 from novelty.bench.scenarios import FAMILIES, SIZES, build_scenarios, scenario_names
 from novelty.datasets import DatasetNotInstalledError
 from novelty.errors import NoveltyError
@@ -51,10 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peers = [] if args.no_peers else args.peer
     t0 = time.perf_counter()
 
-    def report(r: object) -> None:
-        from novelty.bench.runner import ScenarioResult
-
-        assert isinstance(r, ScenarioResult)
+    def report(r: ScenarioResult) -> None:
         for s in r.novel_sets:
             best = {k: r.best(k, s) for k in ("novelty", "peer")}
             text = ", ".join(
@@ -63,8 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{time.perf_counter() - t0:6.0f} s] {r.scenario} / {s}: AUROC {text}", flush=True)
 
     try:
-        from novelty.bench.runner import run_benchmark
-
         scenarios = build_scenarios(args.scenario, size=args.size, seed=args.seed, families=args.family)
         run = run_benchmark(
             scenarios,

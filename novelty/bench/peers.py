@@ -108,26 +108,31 @@ def _pyod_ecod(seed: int) -> object:
     return ECOD()
 
 
-def _sklearn_lof(x: np.ndarray, sets: Sequence[np.ndarray], seed: int) -> PeerOutput:
-    _require("sklearn", "scikit-learn")
+def _sklearn(make: Callable[[int], object]) -> FitScore:
+    """scikit-learn outlier detectors: ``score_samples`` is higher for inliers; ``predict`` is -1 for outliers."""
+
+    def fit_score(x: np.ndarray, sets: Sequence[np.ndarray], seed: int) -> PeerOutput:
+        _require("sklearn", "scikit-learn")
+        with _quiet():
+            model = make(seed)
+            model.fit(x)  # type: ignore[attr-defined]
+            scores = [-np.asarray(model.score_samples(s), dtype=np.float64) for s in sets]  # type: ignore[attr-defined]
+            native = [np.asarray(model.predict(s)) == -1 for s in sets]  # type: ignore[attr-defined]
+        return PeerOutput(scores, native)
+
+    return fit_score
+
+
+def _sklearn_lof(seed: int) -> object:
     from sklearn.neighbors import LocalOutlierFactor
 
-    with _quiet():
-        model = LocalOutlierFactor(novelty=True).fit(x)
-        return PeerOutput(
-            [-model.score_samples(s).astype(np.float64) for s in sets], [model.predict(s) == -1 for s in sets]
-        )
+    return LocalOutlierFactor(novelty=True)
 
 
-def _sklearn_iforest(x: np.ndarray, sets: Sequence[np.ndarray], seed: int) -> PeerOutput:
-    _require("sklearn", "scikit-learn")
+def _sklearn_iforest(seed: int) -> object:
     from sklearn.ensemble import IsolationForest
 
-    with _quiet():
-        model = IsolationForest(random_state=seed).fit(x)
-        return PeerOutput(
-            [-model.score_samples(s).astype(np.float64) for s in sets], [model.predict(s) == -1 for s in sets]
-        )
+    return IsolationForest(random_state=seed)
 
 
 def _cleanlab(x: np.ndarray, sets: Sequence[np.ndarray], seed: int) -> PeerOutput:
@@ -148,8 +153,8 @@ PEERS: dict[str, Peer] = {
         Peer("pyod-knn", "pyod", _pyod(_pyod_knn)),
         Peer("pyod-ae", "pyod", _pyod(_pyod_ae)),
         Peer("pyod-ecod", "pyod", _pyod(_pyod_ecod)),
-        Peer("sklearn-lof", "scikit-learn", _sklearn_lof),
-        Peer("sklearn-iforest", "scikit-learn", _sklearn_iforest),
+        Peer("sklearn-lof", "scikit-learn", _sklearn(_sklearn_lof)),
+        Peer("sklearn-iforest", "scikit-learn", _sklearn(_sklearn_iforest)),
         Peer("cleanlab-ood", "cleanlab", _cleanlab),
     )
 }

@@ -64,11 +64,14 @@ class EmbeddingCache:
         self.root = (root or cache_root("embeddings")) / tag
         self.progress = progress
         self.embedded = 0  # images embedded by this object (not read from the cache)
+        self._memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # pool → (index, embeddings) read or made
 
     def _path(self, pool: Pool) -> Path:
         return self.root / f"{pool.name}.npz"
 
     def _read(self, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
+        if pool.name in self._memory:  # scenarios share pools: read each file once
+            return self._memory[pool.name]
         path = self._path(pool)
         if path.is_file():
             try:
@@ -98,6 +101,7 @@ class EmbeddingCache:
                 np.savez(fh, index=k, embeddings=e)
 
             write_cache(self._path(pool), write, owner="novelty.bench")
+        self._memory[pool.name] = (known, emb)
         pos = np.searchsorted(known, index)
         return emb[pos]
 

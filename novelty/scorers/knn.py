@@ -10,7 +10,7 @@ training data around the query (a simplified LOF), for training sets of clusters
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -156,10 +156,6 @@ class LocalKNNScorer(KNNScorer):
             raise InvalidInputError(
                 f"kth_distance has shape {kth.shape}, the index holds {index.ntotal} embeddings"
             )
-        self = cls(**params)
-        self._validate()
-        self.index_ = index
-        self.n_train_ = index.ntotal
+        self = cast(LocalKNNScorer, super().from_state(params, arrays, index=index))
         self.kth_distance_ = kth
-        self.fitted_ = True
         return self
