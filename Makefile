@@ -48,7 +48,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check novelty training tests benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy novelty training
+	$(BIN)/mypy novelty training benchmarks/ood
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
@@ -60,7 +60,7 @@ bench: $(STAMP)
 
 # the OOD benchmark: every scenario, novelty's scorers and the peers → benchmarks/results/ood_benchmark.{md,json}
 bench-ood: $(STAMP)
-	$(BIN)/python -m novelty.bench --out benchmarks/results
+	$(BIN)/python -m benchmarks.ood --out benchmarks/results
 
 # everything the scenarios read (Debian packages + the pip packages of the [bench] extra)
 bench-data: $(STAMP)

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from novelty.errors import InvalidInputError, NotFittedError, NoveltyError
+from novelty.errors import InvalidInputError, NotFittedError
 from novelty.index import as_embeddings
 from novelty.models import ClassifierHead
+from novelty.trainers import training_api
 
 __all__ = ["ConditionHead", "fit_temperature"]
 
@@ -95,12 +96,8 @@ class ConditionHead:
         if classes.shape[0] < 2:
             raise InvalidInputError(f"a classifier needs at least two classes, got {classes.tolist()}")
         y = np.searchsorted(classes, y_raw)
-        try:
-            from training import TrainConfig, train_classifier
-        except ImportError as e:
-            raise NoveltyError(
-                f"training the head needs PyTorch Lightning ({e}); install it: pip install 'novelty[train]'"
-            ) from e
+        training = training_api("the head")
+        TrainConfig, train_classifier = training.TrainConfig, training.train_classifier
         cfg = TrainConfig(
             max_epochs=self.max_epochs,
             patience=self.patience,

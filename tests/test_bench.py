@@ -11,8 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
-from novelty import datasets
-from novelty.bench import (
+from benchmarks.ood import (
     PEERS,
     EmbeddingCache,
     PeerNotInstalledError,
@@ -20,11 +19,12 @@ from novelty.bench import (
     run_peer,
     run_scenario,
 )
-from novelty.bench import __main__ as bench_cli
-from novelty.bench import peers as peers_mod
-from novelty.bench.runner import BenchmarkRun, resplit_false_alarm
-from novelty.bench.scenarios import NEAR_OOD_CLASSES, STREET_BLOCK, Pool
+from benchmarks.ood import __main__ as bench_cli
+from benchmarks.ood import peers as peers_mod
+from benchmarks.ood.runner import BenchmarkRun, resplit_false_alarm
+from benchmarks.ood.scenarios import NEAR_OOD_CLASSES, STREET_BLOCK, Pool
 from novelty.datasets import DatasetNotInstalledError
+from novelty.datasets import loaders as datasets
 from novelty.errors import UnknownNameError
 
 

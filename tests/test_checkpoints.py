@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import novelty
-from novelty.windshield import windshield_scenario
+from novelty.datasets.windshield import windshield_scenario
 
 ROOT = Path(__file__).resolve().parents[1] / "checkpoints"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from odd_inputs import make_odd_corpus  # tests/odd_inputs.py, next to this file
 
+from novelty.batch.results import read_results
 from novelty.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
-from novelty.results import read_results
 
 
 @pytest.fixture(scope="module")

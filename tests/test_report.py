@@ -25,8 +25,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from novelty.calibration import ConformalCalibrator, MultiScorerCalibrator
-from novelty.report import (
+from novelty.batch.report import (
     THUMBNAIL_SIZE,
     build_report,
     load_neighbor_thumbnail,
@@ -34,6 +33,7 @@ from novelty.report import (
     read_rows,
     report_from_files,
 )
+from novelty.calibration import ConformalCalibrator, MultiScorerCalibrator
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from novelty.errors import InvalidInputError, NoveltyError
-from novelty.results import (
+from novelty.batch.results import (
     MissingResultsError,
     ResultsDependencyError,
     ResultsFormatError,
@@ -29,17 +28,18 @@ from novelty.results import (
     ResumeMismatchError,
     read_results,
 )
+from novelty.errors import InvalidInputError, NoveltyError
 
 FORMATS = [".parquet", ".csv", ".jsonl"]
 REPO = Path(__file__).resolve().parent.parent
-# subprocesses import novelty.results without novelty/__init__ (which imports torch): they start in ~0.2 s
+# subprocesses import novelty.batch.results without novelty/__init__ (which imports torch): they start in ~0.2 s
 STUB_IMPORT = textwrap.dedent(
     """
     import sys, time, types
     pkg = types.ModuleType("novelty")
     pkg.__path__ = [sys.argv[1] + "/novelty"]
     sys.modules["novelty"] = pkg
-    from novelty.results import ResultWriter
+    from novelty.batch.results import ResultWriter
     """
 )
 NASTY_KEYS = [
@@ -228,7 +228,7 @@ def test_expected_keys_order_missing_and_extra(tmp_path, caplog):
     assert isinstance(e.value, NoveltyError)
     assert (tmp_path / "r.csv.parts").is_dir() and not out.exists()  # the parts are kept for the resume
     w.write([{"key": "e", "score": 5.0}, {"key": "d", "score": 4.0}])
-    with caplog.at_level(logging.WARNING, logger="novelty.results"):
+    with caplog.at_level(logging.WARNING, logger="novelty.batch.results"):
         w.finalize(expected_keys=["c", "a", "b", "d", "e"])
     assert [r["key"] for r in read_results(out)] == ["c", "a", "b", "d", "e"]  # "z" is not an input
     assert "dropping 1 result rows" in caplog.text
@@ -261,7 +261,7 @@ def test_damaged_part_is_dropped_and_redone(tmp_path, caplog):
     w.close()
     part2 = tmp_path / "r.jsonl.parts" / "part-000002.jsonl"
     part2.write_bytes(part2.read_bytes()[:-7])  # impossible with atomic renames, but a disk can do it
-    with caplog.at_level(logging.WARNING, logger="novelty.results"):
+    with caplog.at_level(logging.WARNING, logger="novelty.batch.results"):
         w = ResultWriter(out, chunk_rows=2)
     assert "damaged result part" in caplog.text
     assert w.done_keys() == set("abef")

@@ -1,4 +1,4 @@
-"""Batch inputs → InputItems: folders, globs, list files, zip / tar / tar.gz archives (novelty.sources)."""
+"""Batch inputs → InputItems: folders, globs, list files, zip / tar / tar.gz archives (novelty.batch.sources)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from novelty.batch.sources import (
+    GzipReader,
+    InputItem,
+    expand_inputs,
+    is_image_name,
+    looks_like_image,
+    summarize,
+)
 from novelty.errors import (
     CorruptImageError,
     ImageNotFoundError,
@@ -30,14 +38,6 @@ from novelty.errors import (
     TruncatedImageError,
 )
 from novelty.images import ByteSource, describe_source, load_image
-from novelty.sources import (
-    GzipReader,
-    InputItem,
-    expand_inputs,
-    is_image_name,
-    looks_like_image,
-    summarize,
-)
 
 
 # --- real images -----------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_entries_without_read_permission(photos: Path, tmp_path: Path, monkeypat
             raise PermissionError(13, "Permission denied", str(file))
         return open(file, *args, **kwargs)
 
-    monkeypatch.setattr("novelty.sources.open", fake_open, raising=False)
+    monkeypatch.setattr("novelty.batch.sources.open", fake_open, raising=False)
     items = expand_inputs([listing, photos / "b.png", locked_list])
     assert [(it.key, it.error) for it in items] == [
         (str(photos / "a.jpg"), "permission denied"),
@@ -510,7 +510,7 @@ def test_archive_rewritten_after_listing(tmp_path: Path, suffix: str):
 
 # --- duplicates, errors, summaries -----------------------------------------------------------------
 def test_duplicates_dropped_and_logged(photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    caplog.set_level(logging.INFO, logger="novelty.sources")
+    caplog.set_level(logging.INFO, logger="novelty.batch.sources")
     a = photos / "a.jpg"
     items = expand_inputs([a, f"{photos}/./a.jpg", photos / "sub", photos / "sub", tmp_path / "gone.jpg"] * 2)
     assert keys(items) == [

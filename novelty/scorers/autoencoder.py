@@ -15,10 +15,11 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from novelty.errors import InvalidInputError, NoveltyError
+from novelty.errors import InvalidInputError
 from novelty.index import as_embeddings
 from novelty.models import EmbeddingAutoencoder
 from novelty.scorers.base import Scorer
+from novelty.trainers import training_api
 
 __all__ = ["AutoencoderScorer"]
 
@@ -69,12 +70,8 @@ class AutoencoderScorer(Scorer):
             raise InvalidInputError(
                 f"the autoencoder needs at least 10 training embeddings, got {x.shape[0]}"
             )
-        try:
-            from training import TrainConfig, train_autoencoder
-        except ImportError as e:
-            raise NoveltyError(
-                f"training the autoencoder needs PyTorch Lightning ({e}); install it: pip install 'novelty[train]'"
-            ) from e
+        training = training_api("the autoencoder")
+        TrainConfig, train_autoencoder = training.TrainConfig, training.train_autoencoder
         cfg = TrainConfig(max_epochs=self.max_epochs, patience=self.patience, lr=self.lr, seed=self.seed)
         res = train_autoencoder(
             x, hidden=tuple(self.hidden), bottleneck=self.bottleneck, standardise=self.standardise, config=cfg

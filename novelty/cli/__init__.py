@@ -122,8 +122,8 @@ def _read_labels(path: str) -> dict[str, str]:
 def _cmd_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from novelty.batch.sources import expand_inputs
     from novelty.detector import NoveltyDetector
-    from novelty.sources import expand_inputs
 
     items = expand_inputs(args.data)
     bad = [it for it in items if it.error]
@@ -187,7 +187,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from novelty.report import report_from_files
+    from novelty.batch.report import report_from_files
 
     out = report_from_files(args.results, args.detector, args.out, top_n=args.top)
     print(f"report written to {out}")
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _cmd_report(args)
         if args.command == "demo":
-            from novelty import demo
+            from novelty.cli import demo
 
             out = args.out or f"out/{args.scenario}.json"
             run = demo.windshield_main if args.scenario == "windshield" else demo.textile_main

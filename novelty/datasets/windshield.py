@@ -71,8 +71,8 @@ from typing import Any
 
 import numpy as np
 
-from novelty.cache import atomic_file, cache_root, write_cache
 from novelty.datasets import DatasetNotInstalledError
+from novelty.datasets.cache import atomic_file, cache_root, write_cache
 from novelty.errors import InvalidInputError, UnknownNameError
 
 __all__ = [
@@ -126,7 +126,7 @@ _atomic_file = atomic_file
 
 def _write_cache(path: Path, write: Callable[[Any], None]) -> None:
     """Write a cache file atomically; a cache that cannot be written only costs a warning."""
-    write_cache(path, write, owner="novelty.windshield")
+    write_cache(path, write, owner="novelty.datasets.windshield")
 
 
 # --- the video ------------------------------------------------------------------------------------

@@ -887,7 +887,7 @@ def _typed_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_rows(results_path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The rows of a results file: ``.jsonl`` and ``.csv`` read here, ``.parquet`` via
-    ``novelty.results.read_results`` when that module exists, else pyarrow."""
+    ``novelty.batch.results.read_results`` when that module exists, else pyarrow."""
     path = Path(results_path)
     name = path.name.lower()
     raw: list[Mapping[str, Any]] = []
@@ -909,7 +909,7 @@ def read_rows(results_path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             raw = [r for r in csv.DictReader(f) if r.get("key") is not None]
     elif name.endswith(".parquet"):
         try:
-            results: Any = importlib.import_module("novelty.results")
+            results: Any = importlib.import_module("novelty.batch.results")
         except ImportError:
             results = None
         if results is not None and hasattr(results, "read_results"):

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from novelty.batch.results import ResultWriter
+from novelty.batch.sources import InputItem, expand_inputs
 from novelty.detector import BatchVerdicts, NoveltyDetector
-from novelty.results import ResultWriter
-from novelty.sources import InputItem, expand_inputs
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def score_inputs(
         writer.write(result_rows(batch_items, v, b.sizes, scorer_names))
     final = writer.finalize(expected_keys=[it.key for it in items])
     seconds = time.perf_counter() - t0
-    from novelty.results import read_results
+    from novelty.batch.results import read_results
 
     rows = read_results(final)
     return BatchSummary(

@@ -1,0 +1,24 @@
+"""Batch scoring of image archives (the batch layer): input discovery, resumable results, the HTML report.
+
+    from novelty.batch import score_inputs
+    summary = score_inputs(detector, ["archive.zip", "photos/"], "results.parquet")
+
+Modules: :mod:`~novelty.batch.sources` (folders, globs, zip/tar members, path lists),
+:mod:`~novelty.batch.results` (crash-safe chunked results), :mod:`~novelty.batch.engine` (the scoring loop),
+:mod:`~novelty.batch.report` (the self-contained HTML report). Not imported by ``import novelty``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["BatchSummary", "result_rows", "score_inputs"]
+
+
+def __getattr__(name: str) -> Any:
+    # lazy: ``novelty.batch.results`` and ``.sources`` are usable without loading the detector (and torch)
+    if name in __all__:
+        from novelty.batch import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'novelty.batch' has no attribute {name!r}")
