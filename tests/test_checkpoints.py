@@ -14,6 +14,9 @@ from novelty.datasets.windshield import windshield_scenario
 ROOT = Path(__file__).resolve().parents[1] / "checkpoints"
 
 
+pytestmark = pytest.mark.slow  # reproduces the shipped detector: embeds the windshield scenario
+
+
 @pytest.fixture(scope="module")
 def card() -> dict:
     return json.loads((ROOT / "windshield_metrics.json").read_text())
