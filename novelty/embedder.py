@@ -90,16 +90,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def as_source_list(images: Any) -> list[Any]:
-    """Normalise the accepted collection types into a list of single-image sources."""
-    if isinstance(images, (str, os.PathLike)):
-        from pathlib import Path
+    """Normalise the accepted collection types into a list of single-image sources.
 
-        p = Path(images)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-            if not files:
-                raise InvalidInputError(f"directory {p} contains no files")
-            return files
+    A folder gives its image files as :func:`novelty.discovery.image_files` finds them: the same files as
+    ``novelty fit FOLDER`` (hidden entries and non-images skipped, names in order)."""
+    if isinstance(images, (str, os.PathLike)):
+        if os.path.isdir(images):  # the folder rule of novelty.discovery, shared with `novelty fit/score`
+            from novelty.discovery import image_files
+
+            return list(image_files(images))
         return [images]
     if isinstance(images, np.ndarray):
         if images.ndim in (3, 4):  # (n, H, W) or (n, H, W, C): a stack of images
@@ -156,6 +155,7 @@ _ERROR_TYPES: dict[str, type[ImageError]] = {
         E.CorruptImageError,
         E.ImageTooLargeError,
         E.UnsupportedImageError,
+        E.ImagePermissionError,
     )
 }
 

@@ -97,3 +97,9 @@ class ArtifactIntegrityError(ArtifactError):
 
 class ArtifactVersionError(ArtifactError):
     """A saved detector was written by an incompatible format or backbone."""
+
+
+class ImagePermissionError(ImageError, PermissionError):
+    """The file exists but this process may not read it (file mode, ACL, or a folder on its path)."""
+
+    reason_code = "permission_denied"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BatchSummary", "result_rows", "score_inputs"]
+__all__ = ["BatchSummary", "detector_id", "result_rows", "results_schema", "score_inputs"]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,16 +12,79 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES
 from novelty.errors import NoveltyError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 EPILOG = """exit codes: 0 success · 1 failure · 2 usage error · 3 finished with some unreadable inputs
 scores: higher = more novel; p_value < alpha flags an image as novel"""
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _int_arg(lowest: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be ≥ {lowest}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+def _byte_size(text: str) -> int:
+    """``268435456``, ``256M``, ``1G``, ``512k`` (binary units: K = 1024 bytes)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in _SIZE_UNITS and t[-1:] else ""
+    try:
+        value = int(float(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 268435456, 256M, 1G)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return value
+
+
+def _scorer_list(text: str) -> tuple[str, ...]:
+    from novelty.scorers import REGISTRY
+
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [n for n in names if n not in REGISTRY]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown scorer(s) {', '.join(unknown) or '(none given)'}; registered: {', '.join(REGISTRY)}"
+        )
+    return names
+
+
+def _scorers_help() -> str:
+    from novelty.scorers import REGISTRY
+
+    lines = []
+    for name, cls in REGISTRY.items():
+        doc = (cls.__doc__ or "").strip().split("\n")[0].split(". ")[0].rstrip(".")
+        lines.append(f"{name} ({doc})" if doc else name)
+    return "; ".join(lines)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -43,7 +106,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "data", nargs="+", help="training images: folders, globs, zip/tar archives, lists of paths"
     )
     f.add_argument("--out", required=True, metavar="DIR", help="detector directory to write")
-    f.add_argument("--labels", metavar="CSV", help="CSV with columns path,label: also fit a condition head")
+    f.add_argument(
+        "--labels", metavar="CSV", help="UTF-8 CSV with columns path,label: also fit a condition head"
+    )
+    f.add_argument(
+        "--groups",
+        metavar="FILE_OR_COLUMN",
+        help="groups for grouped calibration (near-duplicates such as video frames or several photos of one "
+        "object land on one side of the split): a column of the --labels CSV (e.g. 'group'), or a UTF-8 CSV "
+        "file with columns path,group. Paths match an input's path, its archive member name or its file name",
+    )
     f.add_argument(
         "--backbone", default="tf_efficientnet_lite0", help="timm model name (default: %(default)s)"
     )
@@ -51,13 +123,20 @@ def _build_parser() -> argparse.ArgumentParser:
         "--weights", default=None, metavar="PATH", help="local backbone weights (safetensors or state dict)"
     )
     f.add_argument(
-        "--scorers", default="knn", help="comma-separated scorers (knn, autoencoder); default: %(default)s"
+        "--scorers",
+        type=_scorer_list,
+        default=("knn",),
+        metavar="NAMES",
+        help=f"comma-separated scorers, default knn; registered: {_scorers_help()}",
     )
     f.add_argument(
-        "--alpha", type=float, default=0.05, help="false-alarm rate to flag at (default: %(default)s)"
+        "--alpha", type=_fraction, default=0.05, help="false-alarm rate to flag at (default: %(default)s)"
     )
     f.add_argument(
-        "--calibration-fraction", type=float, default=0.2, help="held out to calibrate (default: %(default)s)"
+        "--calibration-fraction",
+        type=_fraction,
+        default=0.2,
+        help="held out to calibrate (default: %(default)s)",
     )
     f.add_argument(
         "--skip-unreadable",
@@ -78,10 +157,26 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-resume", action="store_true", help="start over instead of resuming an interrupted run"
     )
     s.add_argument(
-        "--chunk-rows", type=int, default=512, help="rows per checkpointed chunk (default: %(default)s)"
+        "--chunk-rows",
+        type=_int_arg(1),
+        default=512,
+        help="rows per checkpointed chunk (default: %(default)s)",
     )
-    s.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
-    s.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic)")
+    s.add_argument("--batch-size", type=_int_arg(1), default=None, help="images per forward pass (≥ 1)")
+    s.add_argument(
+        "--workers",
+        type=_int_arg(0),
+        default=None,
+        help="decoding processes, 0 for none (default: automatic)",
+    )
+    s.add_argument(
+        "--max-member-bytes",
+        type=_byte_size,
+        default=DEFAULT_MAX_MEMBER_BYTES,
+        metavar="SIZE",
+        help="archive members larger than this (uncompressed) get a too_large row instead of being read "
+        "(default: 256M; e.g. 1G)",
+    )
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
     r = sub.add_parser(
@@ -93,9 +188,13 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("results", help="results file written by `novelty score`")
     r.add_argument("--out", required=True, help="HTML file to write")
     r.add_argument(
-        "--detector", metavar="DIR", help="the detector that scored them (adds calibration scores)"
+        "--detector",
+        metavar="DIR",
+        help="the detector that scored them (adds its calibration scores); any other detector is refused",
     )
-    r.add_argument("--top", type=int, default=24, help="how many of the most novel images to show")
+    r.add_argument(
+        "--top", type=_int_arg(0), default=24, help="how many of the most novel images to show (default: 24)"
+    )
 
     d = sub.add_parser(
         "demo",
@@ -111,12 +210,57 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_labels(path: str) -> dict[str, str]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise NoveltyError(f"{path}: the labels CSV needs the columns 'path' and 'label'")
-        return {row["path"]: row["label"] for row in reader}
+class UsageError(NoveltyError):
+    """Arguments that cannot work, found before any work starts (exit code 2)."""
+
+
+def _read_table(path: str, column: str, what: str) -> dict[str, str]:
+    """``{path: value}`` from the columns ``path`` and ``column`` of a UTF-8 CSV file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"path", column} <= set(reader.fieldnames):
+                raise NoveltyError(
+                    f"{path}: the {what} CSV needs the columns 'path' and {column!r}; "
+                    f"it has {', '.join(reader.fieldnames or []) or 'none'}"
+                )
+            return {row["path"]: row[column] for row in reader if row.get("path") is not None}
+    except UnicodeDecodeError as e:
+        raise NoveltyError(
+            f"{path}: the {what} CSV is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8"
+        ) from None
+    except csv.Error as e:
+        raise NoveltyError(f"{path}: not a readable CSV file ({e})") from None
+
+
+def _per_item(table: dict[str, str], items: list[Any], source: str, what: str) -> list[str]:
+    """The value of each item, matched by its key, its archive member name or its file name."""
+    values: list[str] = []
+    missing: list[str] = []
+    for it in items:
+        candidates = (it.key, it.member, Path(it.member or it.path).name)
+        value = next((table[c] for c in candidates if c is not None and c in table), None)
+        if value is None:
+            missing.append(it.key)
+        else:
+            values.append(value)
+    if missing:
+        raise NoveltyError(f"{len(missing)} image(s) have no {what} in {source}, e.g. {missing[:3]}")
+    return values
+
+
+def _groups_table(args: argparse.Namespace) -> tuple[dict[str, str], str] | None:
+    """``--groups``: a CSV file (path,group), or a column of the --labels CSV."""
+    if not args.groups:
+        return None
+    if os.path.isfile(args.groups):
+        return _read_table(args.groups, "group", "groups"), args.groups
+    if args.labels:
+        return _read_table(args.labels, args.groups, "labels"), f"column {args.groups!r} of {args.labels}"
+    raise UsageError(
+        f"--groups {args.groups}: no such file, and no --labels CSV to take a column of that name from"
+    )
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -125,20 +269,22 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from novelty.batch.sources import expand_inputs
     from novelty.detector import NoveltyDetector
 
+    labels_table = _read_table(args.labels, "label", "labels") if args.labels else None
+    groups_table = _groups_table(args)  # both read before the long part: a bad file fails at once
     items = expand_inputs(args.data)
     bad = [it for it in items if it.error]
     det = NoveltyDetector(
         backbone=args.backbone,
         weights=args.weights,
-        scorers=tuple(x.strip() for x in args.scorers.split(",") if x.strip()),
+        scorers=args.scorers,
         alpha=args.alpha,
         calibration_fraction=args.calibration_fraction,
         seed=args.seed,
     )
-    res = det.embedder.embed_with_errors([it for it in items if not it.error], progress=None)
     good = [it for it in items if not it.error]
+    res = det.embedder.embed_with_errors(good, progress=None)
     failed = [(it.key, f"{e.reason_code}: {e.reason}") for it, e in zip(good, res.errors, strict=True) if e]
-    failed += [(it.key, str(it.error)) for it in bad]
+    failed += [(it.key, f"{it.error_code}: {it.error}") for it in bad]
     if failed and not args.skip_unreadable:
         lines = "\n".join(f"  {k}: {why}" for k, why in failed[:20])
         raise NoveltyError(
@@ -147,28 +293,28 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     for k, why in failed:
         logging.getLogger("novelty").warning("skipped %s: %s", k, why)
     keep = res.ok
-    keys = [it.key for it, ok in zip(good, keep, strict=True) if ok]
+    kept = [it for it, ok in zip(good, keep, strict=True) if ok]
     labels: list[Any] | None = None
-    if args.labels:
-        table = _read_labels(args.labels)
-        labels = []
-        missing = []
-        for it, ok in zip(good, keep, strict=True):
-            if not ok:
-                continue
-            # match the CSV's path by the input's key, its archive member name, or its file name
-            candidates = (it.key, it.member, Path(it.member or it.path).name)
-            lab = next((table[c] for c in candidates if c is not None and c in table), None)
-            if lab is None:
-                missing.append(it.key)
-            labels.append(lab)
-        if missing:
-            raise NoveltyError(f"{len(missing)} image(s) have no label in {args.labels}, e.g. {missing[:3]}")
-    det.fit_embeddings(res.embeddings[np.asarray(keep)], labels, ids=keys)
+    if labels_table is not None:
+        labels = list(_per_item(labels_table, kept, args.labels, "label"))
+    groups: list[Any] | None = None
+    if groups_table is not None:
+        groups = list(_per_item(groups_table[0], kept, groups_table[1], "group"))
+    det.fit_embeddings(res.embeddings[np.asarray(keep)], labels, groups=groups, ids=[it.key for it in kept])
     out = det.save(args.out)
     print(f"fitted {det!r}")
     print(f"saved to {out}" + (f" ({len(failed)} unreadable input(s) skipped)" if failed else ""))
     return EXIT_OK
+
+
+def _check_out(path: str, *, results: bool) -> None:
+    """Refuse an --out that cannot be written, before any work starts."""
+    from novelty.batch.engine import check_results_path
+
+    if results:
+        check_results_path(path)  # a known suffix, not a directory
+    elif os.path.isdir(path):
+        raise UsageError(f"--out {path} is a directory; give the HTML file to write, e.g. {path}/report.html")
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -178,7 +324,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
     det = NoveltyDetector.load(args.detector, device=args.device, num_workers=args.workers)
     if args.batch_size:
         det.embedder.batch_size = args.batch_size
-    summary = score_inputs(det, args.inputs, args.out, chunk_rows=args.chunk_rows, resume=not args.no_resume)
+    summary = score_inputs(
+        det,
+        args.inputs,
+        args.out,
+        chunk_rows=args.chunk_rows,
+        resume=not args.no_resume,
+        max_member_bytes=args.max_member_bytes,
+    )
     print(
         f"{summary.n_inputs} inputs → {summary.out}: {summary.n_novel} novel, {summary.n_errors} unreadable; "
         f"{summary.n_scored_now} scored now at {summary.images_per_second:.1f} img/s"
@@ -206,7 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    from novelty.batch.errors import ResultsError, ResultsFormatError
+
     try:
+        if args.command in ("score", "report"):
+            try:
+                _check_out(args.out, results=args.command == "score")
+            except (ResultsFormatError, ResultsError) as e:
+                raise UsageError(str(e)) from None
         if args.command == "fit":
             return _cmd_fit(args)
         if args.command == "score":
@@ -219,15 +379,22 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or f"out/{args.scenario}.json"
             run = demo.windshield_main if args.scenario == "windshield" else demo.textile_main
             return run(out=out, save_dir=args.save)
-    except NoveltyError as e:
+    except UsageError as e:
         print(f"novelty {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as e:
+        return EXIT_USAGE
+    except (NoveltyError, OSError) as e:
         print(f"novelty {args.command}: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: say so in one line; the traceback only with --verbose
+        logging.getLogger("novelty").debug("unexpected error", exc_info=True)
+        print(
+            f"novelty {args.command}: unexpected error: {type(e).__name__}: {e} (run with -v for details)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE
 
