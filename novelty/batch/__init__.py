@@ -3,7 +3,9 @@
     from novelty.batch import score_inputs
     summary = score_inputs(detector, ["archive.zip", "photos/"], "results.parquet")
 
-Modules: :mod:`~novelty.batch.sources` (folders, globs, zip/tar members, path lists),
+Modules: :mod:`~novelty.batch.sources` (inputs → :class:`~novelty.batch.items.InputItem`: folders, globs,
+path lists; :mod:`~novelty.batch.listing` and :mod:`~novelty.batch.archives` for zip/tar members),
+:mod:`~novelty.batch.schema` and :mod:`~novelty.batch.formats` (the typed columns and the file formats),
 :mod:`~novelty.batch.results` (crash-safe chunked results), :mod:`~novelty.batch.engine` (the scoring loop),
 :mod:`~novelty.batch.report` (the self-contained HTML report). Not imported by ``import novelty``.
 """

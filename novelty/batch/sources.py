@@ -19,7 +19,7 @@ What becomes an item:
   globs, but not further lists);
 - an input containing ``*``, ``?`` or ``[`` that is not an existing path is a **glob**
   (``glob.glob(recursive=True)``, matches in name order);
-- every member of an archive (:mod:`novelty.batch.archives`), also several stored under one name:
+- every member of an archive (:mod:`novelty.batch.listing`), also several stored under one name:
   ``archive.zip::name``, ``archive.zip::name#2``, …
 
 Inputs that cannot be read at all still become items, with ``error`` (and ``error_code``) set and one row each
@@ -37,9 +37,9 @@ import stat
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from novelty.batch.archives import list_archive
 from novelty.batch.gzipreader import GZIP_CHECKPOINT_SPACING, GZIP_MAX_CHECKPOINTS, GzipReader
 from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES, InputItem, member_key
+from novelty.batch.listing import list_archive
 from novelty.discovery import (
     ARCHIVE_SUFFIXES,
     IMAGE_SUFFIXES,
