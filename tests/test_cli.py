@@ -167,6 +167,14 @@ def test_usage_errors_exit_2_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "r.csv").exists() and not (tmp_path / "d").exists()
 
 
+def test_missing_pyarrow_is_found_before_the_detector_is_loaded(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
+    out = str(tmp_path / "r.parquet")
+    assert main(["score", str(tmp_path / "no-such-detector"), str(tmp_path), "--out", out]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "pip install 'novelty[batch]'" in err and "no-such-detector" not in err
+
+
 def test_bad_files_exit_1_with_a_message(tmp_path, capsys):
     (tmp_path / "train").mkdir()
     labels = tmp_path / "labels.csv"

@@ -131,6 +131,10 @@ def test_resume_refuses_changed_files(photos, tmp_path):
     out = tmp_path / "r.parquet"
     det = make_detector(0)
     interrupted_run(det, [photos], out)
+    extra = tmp_path / "extra.png"
+    extra.write_bytes(png((1, 2, 3)))
+    with pytest.raises(ResumeMismatchError, match=r'differs in inputs \(was "10 inputs.*now "11 inputs'):
+        score_inputs(det, [photos, extra], out)
     scored = photos / "img00.png"  # in the first batch: it has a row on disk
     scored.write_bytes(png((0, 0, 0), size=30))  # new content, new size
     with pytest.raises(ResumeMismatchError, match=r"1 input\(s\) changed.*img00\.png.*--no-resume"):

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from novelty.batch.errors import ResultsError, ResumeMismatchError
+from novelty.batch.formats import require_pyarrow
 from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES, InputItem
 from novelty.batch.results import ResultWriter, format_of, read_results, start_over_hint
 from novelty.batch.schema import ResultSchema, result_schema
@@ -160,19 +161,21 @@ def _run_meta(detector: NoveltyDetector, items: Sequence[InputItem], det_id: str
         "detector_id": det_id,
         "alpha": detector.alpha,
         "n_neighbors": detector.n_neighbors,
-        "inputs": {"n": len(items), "keys_sha256": h.hexdigest()},
+        "inputs": f"{len(items)} inputs, key list sha256 {h.hexdigest()}",
     }
 
 
 def check_results_path(out: str | os.PathLike[str]) -> Path:
     """``out`` as a results path, or the error why it cannot be one (before any scoring starts): an
-    unknown suffix (:class:`~novelty.batch.errors.ResultsFormatError`) or an existing directory."""
+    unknown suffix (:class:`~novelty.batch.errors.ResultsFormatError`), an existing directory, or Parquet
+    without pyarrow (:class:`~novelty.batch.errors.ResultsDependencyError`)."""
     path = Path(out)
     if path.is_dir():
         raise ResultsError(
             f"{path} is a directory; give the results file to write, e.g. {path / 'results.parquet'}"
         )
-    format_of(path)
+    if format_of(path) == "parquet":
+        require_pyarrow()  # a missing dependency is found now, not after the detector is loaded
     return path
 
 

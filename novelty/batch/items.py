@@ -35,9 +35,9 @@ __all__ = [
 
 #: Archive members larger than this (uncompressed) are refused with a ``too_large`` row unless the caller
 #: raises the limit (``--max-member-bytes``, ``max_member_bytes=``). Reading a member holds about twice its
-#: size in memory (the decompressed bytes and their copy while joined), plus the decoded pixels; 256 MiB
-#: covers any JPEG or PNG within the decoder's pixel limit and uncompressed 8-bit RGB up to ~89 megapixels,
-#: while one decoding worker then peaks below 1 GB (measured: ``benchmarks/RESULTS.md``, "Hardening").
+#: size in memory (the decompressed bytes and their copy), per decoding worker, plus the decoded pixels;
+#: 256 MiB admits any JPEG or PNG within the decoder's pixel limit and uncompressed 8-bit RGB up to ~89
+#: megapixels. Peak memory before and after: ``benchmarks/RESULTS.md``, "Hardening".
 DEFAULT_MAX_MEMBER_BYTES = 256 << 20
 #: Files on disk larger than this are refused (a file is read once, in one piece).
 MAX_FILE_BYTES = 1 << 30

@@ -359,13 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from novelty.batch.errors import ResultsError, ResultsFormatError
+    from novelty.batch.errors import ResultsDependencyError, ResultsError
 
     try:
         if args.command in ("score", "report"):
             try:
                 _check_out(args.out, results=args.command == "score")
-            except (ResultsFormatError, ResultsError) as e:
+            except ResultsDependencyError:
+                raise  # not a usage error: a package to install (exit 1)
+            except ResultsError as e:  # an unknown suffix, a directory
                 raise UsageError(str(e)) from None
         if args.command == "fit":
             return _cmd_fit(args)
