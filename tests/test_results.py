@@ -467,3 +467,27 @@ def test_kill_9_at_random_points_then_resume(tmp_path):
     assert done_at_kill == sorted(done_at_kill) and 0 < done_at_kill[-1] < 3000
     assert len(final) == 3000 and len({r["key"] for r in final}) == 3000
     assert canon(final) == canon(reference)  # same rows, same order: no duplicates, no gaps
+
+
+def test_the_schema_is_stated_stored_and_checked_on_resume(tmp_path):
+    out = tmp_path / "r.parquet"
+    stated = schema(("score", "float"), ("n_faces", "int"), ("is_novel", "bool"))
+    w = ResultWriter(out, schema=stated, chunk_rows=1)
+    w.write([{"key": "a", "score": 1, "n_faces": None}], stamps=["file:10:123"])  # an int in a float column
+    w.close()
+    other = schema(("score", "float"), ("n_faces", "float"), ("is_novel", "bool"))
+    with pytest.raises(ResumeMismatchError, match=r"other result columns.*n_faces \(int → float\)"):
+        ResultWriter(out, schema=other)
+    w = ResultWriter(out)  # no schema given: the stored one
+    assert w.schema == stated and w.done_stamps() == {"a": "file:10:123"}
+    w.write([{"key": "b", "score": 2.5}])
+    w.finalize()
+    import pyarrow.parquet as pq
+
+    types = {f.name: str(f.type) for f in pq.read_schema(out)}
+    # typed by the schema, not by the values: no value at all in n_faces / is_novel, yet int64 / bool
+    assert types == {"key": "string", "score": "double", "n_faces": "int64", "is_novel": "bool"}
+    assert canon(read_results(out)) == canon(
+        [{"key": "a", "score": 1.0, "n_faces": None, "is_novel": None},
+         {"key": "b", "score": 2.5, "n_faces": None, "is_novel": None}]
+    )  # fmt: skip
