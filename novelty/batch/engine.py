@@ -33,9 +33,11 @@ from novelty.batch.errors import ResultsError, ResumeMismatchError
 from novelty.batch.formats import require_pyarrow
 from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES, InputItem
 from novelty.batch.results import ResultWriter, format_of, read_results, start_over_hint
-from novelty.batch.schema import ResultSchema, result_schema
+from novelty.batch.schema import ResultSchema, encode_embedding, result_schema
 from novelty.batch.sources import expand_inputs
+from novelty.batch.timestamps import image_timestamp
 from novelty.detector import BatchVerdicts, NoveltyDetector
+from novelty.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,11 @@ def _json_list(values: Sequence[Any]) -> str:
     return json.dumps(list(values), ensure_ascii=False)
 
 
-def results_schema(detector: NoveltyDetector) -> ResultSchema:
+def results_schema(detector: NoveltyDetector, *, embeddings: bool = False) -> ResultSchema:
     """The columns of this detector's results (:func:`~novelty.batch.schema.result_schema`)."""
-    return result_schema([s.name for s in detector.scorers_], head=detector.head_ is not None)
+    return result_schema(
+        [s.name for s in detector.scorers_], head=detector.head_ is not None, embeddings=embeddings
+    )
 
 
 def _hash_arrays(h: Any, arrays: Mapping[str, np.ndarray]) -> None:
@@ -120,8 +124,11 @@ def result_rows(
     *,
     alpha: float,
     detector_id: str,
+    embeddings: np.ndarray | None = None,
+    times: Sequence[tuple[float, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One flat row per input, in the columns of :func:`results_schema`."""
+    """One flat row per input, in the columns of :func:`results_schema` (with ``embeddings`` and ``times``:
+    those of ``results_schema(detector, embeddings=True)``)."""
     rows = []
     for i, item in enumerate(items):
         v = verdicts[i]
@@ -149,20 +156,28 @@ def result_rows(
         row["error"] = v.error or ""
         row["alpha"] = float(alpha)
         row["detector_id"] = detector_id
+        if embeddings is not None:
+            row["timestamp"], row["timestamp_source"] = times[i] if times is not None else (math.nan, "")
+            row["embedding"] = encode_embedding(embeddings[i]) if v.error is None else ""
         rows.append(row)
     return rows
 
 
-def _run_meta(detector: NoveltyDetector, items: Sequence[InputItem], det_id: str) -> dict[str, Any]:
+def _run_meta(
+    detector: NoveltyDetector, items: Sequence[InputItem], det_id: str, timestamps: str | None = None
+) -> dict[str, Any]:
     h = hashlib.sha256()
     for it in items:
         h.update(it.key.encode("utf-8", "surrogateescape") + b"\0")
-    return {
+    meta = {
         "detector_id": det_id,
         "alpha": detector.alpha,
         "n_neighbors": detector.n_neighbors,
         "inputs": f"{len(items)} inputs, key list sha256 {h.hexdigest()}",
     }
+    if timestamps is not None:  # only with --embeddings: runs without them keep their earlier meta
+        meta["timestamps"] = timestamps
+    return meta
 
 
 def check_results_path(out: str | os.PathLike[str]) -> Path:
@@ -203,22 +218,38 @@ def score_inputs(
     resume: bool = True,
     progress: bool | None = None,
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    embeddings: bool = False,
+    timestamps: Mapping[str, float] | None = None,
 ) -> BatchSummary:
     """Score every image found in ``inputs`` and write ``out`` (``.parquet``, ``.csv`` or ``.jsonl``).
 
     ``max_member_bytes``: archive members larger than this get a ``too_large`` row instead of being read
-    (see :func:`~novelty.batch.sources.expand_inputs`)."""
+    (see :func:`~novelty.batch.sources.expand_inputs`). ``embeddings``: also write each image's embedding and
+    when it was taken (``timestamps``: ``{path: seconds since the epoch}`` that win over EXIF and file times;
+    see :mod:`novelty.batch.timestamps`), for ``novelty drift``."""
     t0 = time.perf_counter()
     out = check_results_path(out)
     items = expand_inputs([os.fspath(p) for p in inputs], max_member_bytes=max_member_bytes)
     scorer_names = [s.name for s in detector.scorers_]
     det_id = detector_id(detector)
+    if timestamps and not embeddings:
+        raise InvalidInputError(
+            "timestamps are written with the embeddings: pass embeddings=True (--embeddings)"
+        )
+    stamp_meta = None
+    if embeddings:
+        stamp_meta = (
+            "csv sha256 "
+            + hashlib.sha256(json.dumps(sorted((timestamps or {}).items())).encode()).hexdigest()[:16]
+            if timestamps
+            else "exif or mtime"
+        )
     writer = ResultWriter(
         out,
-        schema=results_schema(detector),
+        schema=results_schema(detector, embeddings=embeddings),
         chunk_rows=chunk_rows,
         resume=resume,
-        run_meta=_run_meta(detector, items, det_id),
+        run_meta=_run_meta(detector, items, det_id, stamp_meta),
     )
     with writer:  # an exception keeps the rows written so far (and the buffered ones) for a resume
         _check_stamps(writer, items)
@@ -227,8 +258,22 @@ def score_inputs(
         if done:
             log.info("resuming: %d of %d inputs already scored", len(items) - len(todo), len(items))
 
-        def write(batch: Sequence[InputItem], v: BatchVerdicts, sizes: np.ndarray) -> None:
-            rows = result_rows(batch, v, sizes, scorer_names, alpha=detector.alpha, detector_id=det_id)
+        def write(
+            batch: Sequence[InputItem], v: BatchVerdicts, sizes: np.ndarray, emb: np.ndarray | None = None
+        ) -> None:
+            times = [image_timestamp(it, timestamps) for it in batch] if embeddings else None
+            rows = result_rows(
+                batch,
+                v,
+                sizes,
+                scorer_names,
+                alpha=detector.alpha,
+                detector_id=det_id,
+                embeddings=(emb if emb is not None else np.full((len(batch), 1), np.nan))
+                if embeddings
+                else None,
+                times=times,
+            )
             writer.write(rows, stamps=[it.stamp for it in batch])
 
         unreadable = [it for it in todo if it.error]
@@ -242,7 +287,7 @@ def score_inputs(
             batch_items = [readable[i] for i in b.indices]
             errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in b.errors]
             v = detector.score_embeddings(b.embeddings, sources=[it.key for it in batch_items], errors=errors)
-            write(batch_items, v, b.sizes)
+            write(batch_items, v, b.sizes, b.embeddings)
         final = writer.finalize(expected_keys=[it.key for it in items])
     seconds = time.perf_counter() - t0
     rows = read_results(final)

@@ -220,6 +220,7 @@ def build_report(
     load_thumbnail: Callable[[dict], bytes | None] | None = None,
     load_neighbor_thumbnail: Callable[[str], bytes | None] | None = None,
     detector_info: dict | None = None,
+    drift: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the HTML report of result ``rows`` to ``out_html`` (atomically) and return its path.
 
@@ -228,7 +229,8 @@ def build_report(
     detector's in-distribution calibration scores on the scale of the rows' ``score`` (the combined score
     when there are several scorers). ``load_thumbnail(row)`` / ``load_neighbor_thumbnail(train_id)`` return
     encoded image bytes (any format PIL reads) or ``None``; an exception or ``None`` shows a placeholder with
-    the reason. Defaults: :func:`load_row_thumbnail` and :func:`load_neighbor_thumbnail`.
+    the reason. Defaults: :func:`load_row_thumbnail` and :func:`load_neighbor_thumbnail`. ``drift``: the data
+    of a drift section (:func:`novelty.drift.report.drift_context`), shown first when given.
     """
     row_loader = load_thumbnail or load_row_thumbnail
     nb_loader = load_neighbor_thumbnail or thumbnails.load_neighbor_thumbnail
@@ -301,6 +303,7 @@ def build_report(
         cards=cards,
         not_shown=max(0, len(flagged) - len(top)),
         errors=error_rows,
+        drift=drift,
     )
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -360,7 +363,7 @@ def _detector_summary(root: Path, art: Any, n_cal: int) -> dict[str, Any]:
 
 
 def report_from_files(
-    results_path: str | os.PathLike[str],
+    results_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     detector_dir: str | os.PathLike[str] | None,
     out_html: str | os.PathLike[str],
     *,
@@ -369,15 +372,21 @@ def report_from_files(
     load_thumbnail: Callable[[dict], bytes | None] | None = None,
     load_neighbor_thumbnail: Callable[[str], bytes | None] | None = None,
     detector_info: dict | None = None,
+    drift: Mapping[str, Any] | None = None,
 ) -> Path:
     """Build the report of a results file (``.parquet`` / ``.csv`` / ``.jsonl``) written by ``novelty score``.
 
     ``alpha`` and flagging come from the results. ``detector_dir``: the detector that scored them (read
     verified; its calibration scores draw the reference histogram); a detector whose artifact id is not the
-    results' ``detector_id`` raises :class:`~novelty.batch.errors.ReportMismatchError`."""
+    results' ``detector_id`` raises :class:`~novelty.batch.errors.ReportMismatchError`. Several results files
+    (of one run each, by the same detector) make one report; ``drift``: see :func:`build_report`."""
     from novelty.artifact import read_artifact
 
-    rows = read_results(results_path)
+    paths = [results_path] if isinstance(results_path, (str, os.PathLike)) else list(results_path)
+    rows = []
+    for p in paths:
+        rows += [{k: v for k, v in r.items() if k != "embedding"} for r in read_results(p)]
+    results_path = ", ".join(str(p) for p in paths)
     alpha = _run_value(rows, "alpha", results_path)
     scored_by = _run_value(rows, "detector_id", results_path)
     cal: np.ndarray | None = None
@@ -408,4 +417,5 @@ def report_from_files(
         load_thumbnail=load_thumbnail,
         load_neighbor_thumbnail=load_neighbor_thumbnail,
         detector_info=info,
+        drift=drift,
     )

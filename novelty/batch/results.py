@@ -32,14 +32,16 @@ Rows are checked against the writer's :class:`~novelty.batch.schema.ResultSchema
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import json
 import logging
+import math
 import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,14 @@ from novelty.batch.errors import (
     ResultsReadError,
     ResumeMismatchError,
 )
-from novelty.batch.formats import SUPPORTED_FORMATS, read_table, require_pyarrow, write_table
+from novelty.batch.formats import (
+    SUPPORTED_FORMATS,
+    _csv_value,
+    _json_cell,
+    read_table,
+    require_pyarrow,
+    write_table,
+)
 from novelty.batch.schema import ResultSchema
 from novelty.batch.worklock import LOCK_FILE, WorkDirLock
 from novelty.errors import InvalidInputError, NoveltyError
@@ -71,7 +80,9 @@ __all__ = [
     "ResultsReadError",
     "ResumeMismatchError",
     "format_of",
+    "iter_result_columns",
     "read_results",
+    "result_columns",
 ]
 
 META_FILE = "meta.json"
@@ -435,4 +446,89 @@ def read_results(path: str | os.PathLike[str], *, schema: ResultSchema | None = 
     except (OSError, ValueError, NoveltyError) as e:
         raise ResultsReadError(f"{path}: not a readable {fmt} results file ({e})") from None
     except Exception as e:  # pyarrow's errors (ArrowInvalid is a ValueError, but not all of them are)
+        raise ResultsReadError(f"{path}: not a readable {fmt} results file ({e})") from None
+
+
+# --- streaming -------------------------------------------------------------------------------------------
+def _check_readable(path: Path) -> str:
+    fmt = format_of(path)
+    if path.is_dir():
+        raise ResultsReadError(f"{path} is a directory, not a results file")
+    if not path.is_file():
+        raise ResultsReadError(f"{path}: no such results file")
+    return fmt
+
+
+def result_columns(path: str | os.PathLike[str]) -> list[str]:
+    """The column names of a results file, read from its header (Parquet: its schema) only."""
+    path = Path(path)
+    fmt = _check_readable(path)
+    try:
+        if fmt == "parquet":
+            pq = require_pyarrow()
+            return list(pq.ParquetFile(str(path)).schema_arrow.names)
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            if fmt == "csv":
+                return list(next(csv.reader(f), []))
+            names: dict[str, None] = {}
+            for i, line in enumerate(f):  # JSON lines: the union of the keys of the first lines
+                if line.strip():
+                    row = json.loads(line)
+                    names.update(dict.fromkeys(row if isinstance(row, dict) else ()))
+                if i >= 100:
+                    break
+            return list(names)
+    except ResultsDependencyError:
+        raise
+    except Exception as e:
+        raise ResultsReadError(f"{path}: not a readable {fmt} results file ({e})") from None
+
+
+def iter_result_columns(
+    path: str | os.PathLike[str], columns: Sequence[str], *, batch_rows: int = 4096
+) -> Iterator[dict[str, list[Any]]]:
+    """Stream some columns of a results file in batches of ``batch_rows`` rows: ``{column: values}`` per batch,
+    typed by the column names' kinds (:meth:`~novelty.batch.schema.ResultSchema.from_names`). Never holds more
+    than one batch of rows; every column asked for must exist (:class:`ResultsReadError` otherwise)."""
+    path = Path(path)
+    fmt = _check_readable(path)
+    have = result_columns(path)
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise ResultsReadError(f"{path}: no column(s) {', '.join(missing)} (it has {', '.join(have[:12])}…)")
+    schema = ResultSchema.from_names(list(columns))
+    try:
+        if fmt == "parquet":
+            pq = require_pyarrow()
+            for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=batch_rows, columns=list(columns)):
+                data = batch.to_pydict()
+                for c in columns:
+                    if schema.kind(c) == "float":
+                        data[c] = [math.nan if v is None else v for v in data[c]]
+                yield data
+            return
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            out: dict[str, list[Any]] = {c: [] for c in columns}
+            if fmt == "csv":
+                reader = csv.reader(f)
+                header = next(reader, [])
+                pos = [header.index(c) for c in columns]
+                lines: Iterator[Any] = reader
+            else:
+                lines = (json.loads(line) for line in f if line.strip())
+            for rec in lines:
+                for j, c in enumerate(columns):
+                    kind = schema.kind(c)
+                    if fmt == "csv":
+                        out[c].append(_csv_value(rec[pos[j]], kind, c))
+                    else:
+                        out[c].append(_json_cell(rec.get(c), kind, c))
+                if len(out[columns[0]]) >= batch_rows:
+                    yield out
+                    out = {c: [] for c in columns}
+            if out[columns[0]]:
+                yield out
+    except ResultsDependencyError:
+        raise
+    except (OSError, ValueError, IndexError, NoveltyError) as e:
         raise ResultsReadError(f"{path}: not a readable {fmt} results file ({e})") from None

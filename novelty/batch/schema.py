@@ -17,6 +17,7 @@ file's header alone (other columns are then read untyped: text in CSV, JSON's ow
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import numpy as np
 
 from novelty.errors import InvalidInputError
 
-__all__ = ["KINDS", "Column", "ResultSchema", "result_schema"]
+__all__ = ["KINDS", "Column", "ResultSchema", "decode_embedding", "encode_embedding", "result_schema"]
 
 KINDS = ("str", "int", "float", "bool")
 
@@ -45,7 +46,9 @@ _HEAD: tuple[tuple[str, str], ...] = (
 _PREDICTION = (("prediction", "str"), ("probability", "float"), ("trusted", "bool"))
 _TAIL = (("neighbors", "str"), ("neighbor_distances", "str"), ("error", "str"))
 _RUN = (("alpha", "float"), ("detector_id", "str"))
-_BY_NAME = dict(_HEAD + _PREDICTION + _TAIL + _RUN)
+#: with ``novelty score --embeddings``: when each image was taken and its embedding (see :func:`encode_embedding`)
+_EMBEDDING = (("timestamp", "float"), ("timestamp_source", "str"), ("embedding", "str"))
+_BY_NAME = dict(_HEAD + _PREDICTION + _TAIL + _RUN + _EMBEDDING)
 _FLOAT_PREFIXES = ("score_", "p_value_")
 
 
@@ -66,17 +69,46 @@ def _kind_of_name(name: str) -> str | None:
     return None
 
 
-def result_schema(scorer_names: Sequence[str], *, head: bool) -> ResultSchema:
+def result_schema(scorer_names: Sequence[str], *, head: bool, embeddings: bool = False) -> ResultSchema:
     """The columns ``novelty score`` writes for a detector with these scorers (and a condition head or not):
     ``key path member bytes width height novelty p_value is_novel score``, ``score_<s> p_value_<s>`` per scorer,
     ``prediction probability trusted`` with a head, ``neighbors neighbor_distances error``, and the run's
-    ``alpha`` and ``detector_id`` (the artifact id of the detector that scored them)."""
+    ``alpha`` and ``detector_id`` (the artifact id of the detector that scored them). With ``embeddings``
+    (``novelty score --embeddings``) also ``timestamp`` (seconds since the epoch, UTC), ``timestamp_source``
+    (``csv``, ``exif`` or ``mtime``) and ``embedding`` (:func:`encode_embedding`), which ``novelty drift`` reads."""
     cols: list[tuple[str, str]] = list(_HEAD)
     for name in scorer_names:
         cols += [(f"score_{name}", "float"), (f"p_value_{name}", "float")]
     if head:
         cols += _PREDICTION
-    return ResultSchema(cols + list(_TAIL) + list(_RUN))
+    return ResultSchema(cols + list(_TAIL) + list(_RUN) + (list(_EMBEDDING) if embeddings else []))
+
+
+def encode_embedding(vector: np.ndarray) -> str:
+    """An embedding as text: base64 of its float16 values, little-endian (2 bytes per dimension; float16
+    keeps ~3 significant digits, plenty for drift tests on L2-normalised embeddings). NaN rows (unreadable
+    images) give ``""``."""
+    v = np.asarray(vector, dtype=np.float32).ravel()
+    if not np.isfinite(v).all():
+        return ""
+    return base64.b64encode(v.astype("<f2").tobytes()).decode("ascii")
+
+
+def decode_embedding(text: str, dim: int | None = None) -> np.ndarray | None:
+    """The float16 vector of :func:`encode_embedding` (``None`` for ``""``); raises
+    :class:`~novelty.errors.InvalidInputError` for text that is not one (or not of ``dim`` values)."""
+    if not text:
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as e:
+        raise InvalidInputError(f"not an encoded embedding ({e})") from None
+    if len(raw) % 2 or (dim is not None and len(raw) != 2 * dim):
+        raise InvalidInputError(
+            f"an encoded embedding of {len(raw)} bytes"
+            + (f"; expected {2 * dim} ({dim} float16 values)" if dim else "")
+        )
+    return np.frombuffer(raw, dtype="<f2")
 
 
 class ResultSchema:

@@ -178,6 +178,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default: 256M; e.g. 1G)",
     )
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    _add_embedding_args(s)
 
     r = sub.add_parser(
         "report",
@@ -195,6 +196,10 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--top", type=_int_arg(0), default=24, help="how many of the most novel images to show (default: 24)"
     )
+
+    from novelty.cli import drift as drift_cli
+
+    drift_cli.add_parser(sub, EPILOG, fmt)
 
     d = sub.add_parser(
         "demo",
@@ -317,10 +322,37 @@ def _check_out(path: str, *, results: bool) -> None:
         raise UsageError(f"--out {path} is a directory; give the HTML file to write, e.g. {path}/report.html")
 
 
+def _add_embedding_args(s: argparse.ArgumentParser) -> None:
+    """``novelty score --embeddings [--timestamps FILE]``: what ``novelty drift`` reads."""
+    s.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="also write each image's embedding (float16) and when it was taken (EXIF DateTimeOriginal, else the "
+        "file's modification time), for `novelty drift`",
+    )
+    s.add_argument(
+        "--timestamps",
+        metavar="CSV",
+        help="UTF-8 CSV with columns path,timestamp (ISO 8601 or seconds since the epoch) that wins over EXIF and "
+        "file times; needs --embeddings",
+    )
+
+
+def _timestamps(args: argparse.Namespace) -> dict[str, float] | None:
+    if not getattr(args, "timestamps", None):
+        return None
+    if not args.embeddings:
+        raise UsageError("--timestamps needs --embeddings (timestamps are written with the embeddings)")
+    from novelty.batch.timestamps import timestamp_table
+
+    return timestamp_table(_read_table(args.timestamps, "timestamp", "timestamps"), args.timestamps)
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from novelty.batch import score_inputs
     from novelty.detector import NoveltyDetector
 
+    stamps = _timestamps(args)  # a bad CSV fails before the detector loads
     det = NoveltyDetector.load(args.detector, device=args.device, num_workers=args.workers)
     if args.batch_size:
         det.embedder.batch_size = args.batch_size
@@ -331,6 +363,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         chunk_rows=args.chunk_rows,
         resume=not args.no_resume,
         max_member_bytes=args.max_member_bytes,
+        embeddings=args.embeddings,
+        timestamps=stamps,
     )
     print(
         f"{summary.n_inputs} inputs → {summary.out}: {summary.n_novel} novel, {summary.n_errors} unreadable; "
@@ -375,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_score(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "drift":
+            from novelty.cli import drift as drift_cli
+
+            return drift_cli.run(args)
         if args.command == "demo":
             from novelty.cli import demo
 

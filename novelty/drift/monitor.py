@@ -254,6 +254,19 @@ def _fmt_p(p: float) -> str:
     return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
 
 
+def _as_stream(x: object, dim: int) -> np.ndarray:
+    """The stream's embeddings as they are (float16 stays float16: windows are converted one at a time)."""
+    arr = np.asarray(x)
+    if arr.dtype not in (np.float16, np.float32, np.float64):
+        arr = arr.astype(np.float32)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        if arr.size == 0:
+            raise EmptyWindowError("the stream holds no embedding")
+        raise InvalidInputError(f"the stream's embeddings must be (n, d), got shape {arr.shape}")
+    as_sample(arr[:1], "stream", dim=dim, minimum=1)  # the dimension, checked once
+    return arr
+
+
 def monitor(
     reference: DriftReference,
     embeddings: object | None = None,
@@ -287,7 +300,7 @@ def monitor(
     level = check_real(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
     if correction not in ("holm", "bonferroni", "none"):
         raise InvalidInputError(f"unknown correction {correction!r}; choose holm, bonferroni or none")
-    emb = None if embeddings is None else as_sample(embeddings, "stream", dim=reference.dim, minimum=1)
+    emb = None if embeddings is None else _as_stream(embeddings, reference.dim)
     pv = None if p_values is None else as_pvalues(p_values, "stream's p-values", minimum=1)
     if emb is None and pv is None:
         raise InvalidInputError("give the stream's embeddings, its p-values, or both")
