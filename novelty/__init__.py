@@ -38,3 +38,12 @@ __all__ = [
     "load",
     "load_image",
 ]
+
+
+# The HTTP client (novelty serve); loaded on first use so that `import novelty` stays light.
+def __getattr__(name: str) -> object:
+    if name == "Client":
+        from novelty.serve.client import Client
+
+        return Client
+    raise AttributeError(f"module 'novelty' has no attribute {name!r}")
