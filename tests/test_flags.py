@@ -52,7 +52,7 @@ def store(store_location):
 
 @pytest.fixture(scope="module")
 def jpegs() -> list[bytes]:
-    return street_jpegs(12, size=(160, 120))
+    return street_jpegs(12)
 
 
 def test_add_get_image_round_trip(store, jpegs):

@@ -363,7 +363,6 @@ class _Guard:
                     else ServiceError(400, "invalid_request", "invalid Content-Length header")
                 )
                 response = _error_response(err, svc.version())
-                response.headers["Connection"] = "close"
                 await response(scope, receive, send_wrapper)
                 return
             received = 0
@@ -385,13 +384,17 @@ class _Guard:
 
 def _error_response(err: ServiceError, version: str | None) -> JSONResponse:
     headers = dict(err.headers)
+    if err.status in (408, 413):  # the rest of the body is not wanted: end the connection
+        headers["Connection"] = "close"
     if version:
         headers[VERSION_HEADER] = version
     return JSONResponse(_error_json(err.status, err.code, err.message, version), err.status, headers=headers)
 
 
 # --- reading requests ------------------------------------------------------------------------------------
-_RAW_TYPES = ("application/octet-stream",)
+# raw image bytes; form-urlencoded too, because that is what `curl --data-binary @img.jpg` and urllib send
+# unless told otherwise (the body is never parsed as a form)
+_RAW_TYPES = ("application/octet-stream", "application/x-www-form-urlencoded")
 
 
 async def _read_body(request: Request, timeout: float) -> bytes:
