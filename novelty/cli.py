@@ -114,7 +114,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     serve_cli.add_arguments(
         sub.add_parser(
-            "serve", help="serve a detector over HTTP: scoring, flags, metrics", description=serve_cli.DESCRIPTION
+            "serve",
+            help="serve a detector over HTTP: scoring, flags, metrics",
+            description=serve_cli.DESCRIPTION,
         )
     )
     return p

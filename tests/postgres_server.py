@@ -22,7 +22,9 @@ __all__ = ["find_postgres_bin", "postgres_server", "why_no_postgres"]
 
 def find_postgres_bin() -> Path | None:
     """The directory holding ``initdb`` and ``pg_ctl``: Debian's newest version, else the one on PATH."""
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True):
+    for d in sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True
+    ):
         if os.access(os.path.join(d, "initdb"), os.X_OK) and os.access(os.path.join(d, "pg_ctl"), os.X_OK):
             return Path(d)
     initdb = shutil.which("initdb")
@@ -76,13 +78,28 @@ def postgres_server() -> Iterator[str]:
     started = False
     try:
         try:
-            run(str(bindir / "initdb"), "-D", str(data), "-U", "novelty", "-A", "trust", "-E", "UTF8", "--no-sync")
+            run(
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "novelty",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            )
             opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
-            run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start")
+            run(
+                str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"
+            )
             started = True
         except subprocess.CalledProcessError as e:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"PostgreSQL did not start: {e.stderr.decode(errors='replace')}\n{tail}") from e
+            raise RuntimeError(
+                f"PostgreSQL did not start: {e.stderr.decode(errors='replace')}\n{tail}"
+            ) from e
         yield f"postgresql://novelty@127.0.0.1:{port}/postgres"
     finally:
         if started:

@@ -95,10 +95,7 @@ def bomb_png(side: int = 12_000) -> bytes:
     parts.append(comp.flush())
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", ihdr)
-        + _chunk(b"IDAT", b"".join(parts))
-        + _chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
     )
 
 
@@ -134,7 +131,12 @@ class ServerProcess:
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
     ):
-        self.detector, self.flag_store, self.token, self.admin_token = detector, flag_store, token, admin_token
+        self.detector, self.flag_store, self.token, self.admin_token = (
+            detector,
+            flag_store,
+            token,
+            admin_token,
+        )
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path

@@ -76,7 +76,11 @@ def test_add_get_image_round_trip(store, jpegs):
     assert before - timedelta(seconds=1) <= flag.received_at <= after + timedelta(seconds=1)
     assert flag.captured_at == captured
     assert dict(flag.metadata) == {"speed_kmh": 42.5, "tags": ["tunnel", "night"]}
-    assert (flag.prediction, flag.report, flag.detector_version) == ("wet", "wipers ran in a tunnel", "ab" * 32)
+    assert (flag.prediction, flag.report, flag.detector_version) == (
+        "wet",
+        "wipers ran in a tunnel",
+        "ab" * 32,
+    )
     assert store.get(flag.id) == flag
     assert store.image(flag.id) == jpegs[0]
     assert store.get("0" * 32) is None

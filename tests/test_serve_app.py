@@ -92,7 +92,9 @@ def test_score_equals_the_library_in_process(client, detector, detector_dir, jpe
         assert body["p_value"] == pytest.approx(v.p_value, abs=1e-9)
         assert body["probability"] == pytest.approx(v.probability, abs=1e-4)
         assert [n["id"] for n in body["neighbors"]] == [n.id for n in v.neighbors]
-        np.testing.assert_allclose([n["distance"] for n in body["neighbors"]], [n.distance for n in v.neighbors], atol=1e-4)
+        np.testing.assert_allclose(
+            [n["distance"] for n in body["neighbors"]], [n.distance for n in v.neighbors], atol=1e-4
+        )
         assert body["image"]["width"] == 320 and body["image"]["height"] == 240
         assert body["alpha"] == detector.alpha
 
@@ -141,10 +143,19 @@ def test_tokens(client, jpegs):
     body = _error(r, 401, "unauthorized")
     assert r.headers["WWW-Authenticate"].startswith("Bearer")
     assert "wrong-token" not in json.dumps(body)
-    _error(client.post("/v1/score", content=jpegs[0], headers={"Authorization": f"Basic {TOKEN}"}), 401, "unauthorized")
-    assert client.post("/v1/score", content=jpegs[0], headers={"Authorization": f"Bearer {TOKEN2}"}).status_code == 200
+    _error(
+        client.post("/v1/score", content=jpegs[0], headers={"Authorization": f"Basic {TOKEN}"}),
+        401,
+        "unauthorized",
+    )
+    assert (
+        client.post("/v1/score", content=jpegs[0], headers={"Authorization": f"Bearer {TOKEN2}"}).status_code
+        == 200
+    )
     _error(client.get("/v1/flags"), 401, "unauthorized")
-    _error(client.post("/v1/admin/reload", headers=AUTH), 403, "forbidden")  # a scoring token is not an admin token
+    _error(
+        client.post("/v1/admin/reload", headers=AUTH), 403, "forbidden"
+    )  # a scoring token is not an admin token
     # the open endpoints
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
@@ -240,7 +251,9 @@ def test_unknown_route_and_method(client):
 def test_no_token_configured_refuses_to_start(detector_dir, tmp_path):
     with pytest.raises(novelty.errors.InvalidInputError, match="no API token"):
         ServeConfig(detector_dir, flag_store=str(tmp_path))
-    open_app = create_app(ServeConfig(detector_dir, flag_store=str(tmp_path / "f"), auth=False, watch_interval_s=0))
+    open_app = create_app(
+        ServeConfig(detector_dir, flag_store=str(tmp_path / "f"), auth=False, watch_interval_s=0)
+    )
     with TestClient(open_app) as c:
         assert c.post("/v1/score", content=street_jpegs(1)[0]).status_code == 200
 
@@ -310,17 +323,31 @@ def test_bad_flags_store_nothing(client, jpegs):
     _error(client.post("/v1/flag", content=b"not an image at all", headers=AUTH), 422, "not_an_image")
     _error(client.post("/v1/flag", content=bomb_png(), headers=AUTH), 422, "too_large")
     bad_meta = {"metadata": "{not json"}
-    _error(client.post("/v1/flag", files={"image": ("a.jpg", jpegs[0])}, data=bad_meta, headers=AUTH), 422, "invalid_request")
+    _error(
+        client.post("/v1/flag", files={"image": ("a.jpg", jpegs[0])}, data=bad_meta, headers=AUTH),
+        422,
+        "invalid_request",
+    )
     long_source = {"source": "s" * 1000}
-    _error(client.post("/v1/flag", files={"image": ("a.jpg", jpegs[0])}, data=long_source, headers=AUTH), 422, "invalid_request")
-    _error(client.post("/v1/flag", files={"image": ("a.jpg", jpegs[0])}, data={"captured_at": "soon"}, headers=AUTH), 422, "invalid_request")
+    _error(
+        client.post("/v1/flag", files={"image": ("a.jpg", jpegs[0])}, data=long_source, headers=AUTH),
+        422,
+        "invalid_request",
+    )
+    _error(
+        client.post(
+            "/v1/flag", files={"image": ("a.jpg", jpegs[0])}, data={"captured_at": "soon"}, headers=AUTH
+        ),
+        422,
+        "invalid_request",
+    )
     _error(client.get("/v1/flags", params={"since": "last week"}, headers=AUTH), 422, "invalid_request")
     _error(client.get("/v1/flags", params={"limit": "many"}, headers=AUTH), 422, "invalid_request")
     assert client.get("/readyz").json()["flags"] == n
 
 
 # --- metrics ---------------------------------------------------------------------------------------------
-_SAMPLE = re.compile(r'^(novelty_[a-z_]+)(\{[^}]*\})? (-?[0-9.e+-]+|\+Inf|NaN)$')
+_SAMPLE = re.compile(r"^(novelty_[a-z_]+)(\{[^}]*\})? (-?[0-9.e+-]+|\+Inf|NaN)$")
 
 
 def _metrics(client) -> dict[str, float]:
@@ -423,7 +450,9 @@ def test_requests_in_flight_finish_on_the_detector_they_began_with(detector_dir,
                 if stop.is_set():
                     return
                 r = c.post("/v1/score", content=jpegs[0], headers=AUTH)
-                answers.append((r.status_code, r.json().get("detector_version", ""), r.json().get("alpha", -1)))
+                answers.append(
+                    (r.status_code, r.json().get("detector_version", ""), r.json().get("alpha", -1))
+                )
 
         threads = [threading.Thread(target=hammer) for _ in range(4)]
         for t in threads:
@@ -455,7 +484,9 @@ def test_concurrent_images_share_forward_passes(detector, detector_dir):
     try:
 
         async def all_at_once():
-            return await asyncio.gather(*(batcher.submit(loaded, t, str(p)) for t, p in zip(tensors, paths, strict=True)))
+            return await asyncio.gather(
+                *(batcher.submit(loaded, t, str(p)) for t, p in zip(tensors, paths, strict=True))
+            )
 
         verdicts = asyncio.run(all_at_once())
     finally:
@@ -480,7 +511,9 @@ def test_batcher_answers_every_request_when_the_model_fails(detector):
     try:
 
         async def run():
-            return await asyncio.gather(*(batcher.submit(Loaded(Broken(), "v"), t) for _ in range(3)), return_exceptions=True)  # type: ignore[arg-type]
+            return await asyncio.gather(
+                *(batcher.submit(Loaded(Broken(), "v"), t) for _ in range(3)), return_exceptions=True
+            )  # type: ignore[arg-type]
 
         results = asyncio.run(run())
     finally:
@@ -493,7 +526,16 @@ def test_committed_openapi_spec_is_current(client):
     committed = json.loads((REPO / "docs" / "openapi.json").read_text())
     assert committed == client.app.openapi(), "docs/openapi.json is stale: run `make openapi`"
     paths = committed["paths"]
-    for p in ("/v1/score", "/v1/score:batch", "/v1/flag", "/v1/flags", "/v1/admin/reload", "/healthz", "/readyz", "/metrics"):
+    for p in (
+        "/v1/score",
+        "/v1/score:batch",
+        "/v1/flag",
+        "/v1/flags",
+        "/v1/admin/reload",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert p in paths
     assert "image/*" in paths["/v1/score"]["post"]["requestBody"]["content"]
 

@@ -4,6 +4,7 @@ across a ``kill -9``."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -73,10 +74,8 @@ def _raw(url: str, request: bytes, *, then: bytes = b"", timeout: float = 30.0) 
     with socket.create_connection((host, int(port)), timeout=timeout) as s:
         s.sendall(request)
         if then:
-            try:
+            with contextlib.suppress(OSError):  # the server may close before everything is sent
                 s.sendall(then)
-            except OSError:
-                pass  # the server may close before everything is sent
         data = b""
         while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + _length(data):
             chunk = s.recv(65536)
@@ -111,10 +110,19 @@ def _post(path: str, body: bytes, headers: dict[str, str]) -> bytes:
 def test_bad_requests_on_the_wire(server, token, frames):
     auth = {"Authorization": f"Bearer {token}"}
     cases = [
-        ("no token", _post("/v1/score", frames[0], {"Content-Length": str(len(frames[0]))}), 401, "unauthorized"),
+        (
+            "no token",
+            _post("/v1/score", frames[0], {"Content-Length": str(len(frames[0]))}),
+            401,
+            "unauthorized",
+        ),
         (
             "wrong token",
-            _post("/v1/score", frames[0], {"Authorization": "Bearer not-the-right-token-123", "Content-Length": str(len(frames[0]))}),
+            _post(
+                "/v1/score",
+                frames[0],
+                {"Authorization": "Bearer not-the-right-token-123", "Content-Length": str(len(frames[0]))},
+            ),
             401,
             "unauthorized",
         ),
@@ -122,24 +130,39 @@ def test_bad_requests_on_the_wire(server, token, frames):
         ("text", _post("/v1/score", b"hello world", {**auth, "Content-Length": "11"}), 422, "not_an_image"),
         (
             "wrong content type",
-            _post("/v1/score", b'{"a": 1}', {**auth, "Content-Type": "application/json", "Content-Length": "8"}),
+            _post(
+                "/v1/score", b'{"a": 1}', {**auth, "Content-Type": "application/json", "Content-Length": "8"}
+            ),
             415,
             "unsupported_media_type",
         ),
         (
             "truncated JPEG",
-            _post("/v1/score", truncated_jpeg(frames[1]), {**auth, "Content-Length": str(len(truncated_jpeg(frames[1])))}),
+            _post(
+                "/v1/score",
+                truncated_jpeg(frames[1]),
+                {**auth, "Content-Length": str(len(truncated_jpeg(frames[1])))},
+            ),
             422,
             "truncated",
         ),
         (
             "decompression bomb",
-            _post("/v1/score", bomb_png(), {**auth, "Content-Type": "image/png", "Content-Length": str(len(bomb_png()))}),
+            _post(
+                "/v1/score",
+                bomb_png(),
+                {**auth, "Content-Type": "image/png", "Content-Length": str(len(bomb_png()))},
+            ),
             422,
             "too_large",
         ),
         # 50 MB announced: refused from the header, the body is never sent
-        ("50 MB body", _post("/v1/score", b"", {**auth, "Content-Length": str(50 * 1024 * 1024)}), 413, "too_large"),
+        (
+            "50 MB body",
+            _post("/v1/score", b"", {**auth, "Content-Length": str(50 * 1024 * 1024)}),
+            413,
+            "too_large",
+        ),
     ]
     for name, request, status, code in cases:
         got_status, body = _raw(server.url, request)
@@ -192,7 +215,9 @@ def test_chunked_50mb_body_is_cut_off_while_streaming(server, token, frames):
 
 def test_slow_client_times_out_and_others_are_served(server, token, frames):
     host, port = server.url.split("//")[1].split(":")
-    head = _post("/v1/score", b"", {"Authorization": f"Bearer {token}", "Content-Length": str(len(frames[0]))})
+    head = _post(
+        "/v1/score", b"", {"Authorization": f"Bearer {token}", "Content-Length": str(len(frames[0]))}
+    )
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(head + frames[0][:1000])  # then nothing more
         t0 = time.monotonic()

@@ -131,10 +131,12 @@ def parse_time(value: datetime | str | None, what: str = "time") -> datetime | N
             value = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidInputError(
-                f"{what} {value[:64]!r} is not an ISO-8601 time, e.g. 2026-11-28T10:00:00Z"
+                f"{what} {text[:64]!r} is not an ISO-8601 time, e.g. 2026-11-28T10:00:00Z"
             ) from None
     if not isinstance(value, datetime):
-        raise InvalidInputError(f"{what} must be an ISO-8601 string or a datetime, got {type(value).__name__}")
+        raise InvalidInputError(
+            f"{what} must be an ISO-8601 string or a datetime, got {type(value).__name__}"
+        )
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)

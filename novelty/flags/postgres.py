@@ -8,6 +8,7 @@ connection (autocommit; writes in explicit transactions); a connection lost to a
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -55,9 +56,7 @@ def _psycopg() -> Any:
     try:
         import psycopg
     except ImportError as e:
-        raise FlagStoreError(
-            "the PostgreSQL flag store needs psycopg 3: pip install 'novelty[serve]'"
-        ) from e
+        raise FlagStoreError("the PostgreSQL flag store needs psycopg 3: pip install 'novelty[serve]'") from e
     return psycopg
 
 
@@ -128,10 +127,8 @@ class PostgresFlagStore:
         with self._lock:
             conns, self._connections = self._connections, []
         for c in conns:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail in several ways
                 c.close()
-            except Exception:  # closing a broken connection may fail in several ways; nothing to do
-                pass
         self._local = threading.local()
 
     # --- the interface --------------------------------------------------------------------------------
@@ -192,7 +189,8 @@ class PostgresFlagStore:
         return flag, created
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        return self._run(lambda conn: conn.execute(sql, params).fetchall(), "read flags")  # type: ignore[no-any-return]
+        rows: list[Any] = self._run(lambda conn: conn.execute(sql, params).fetchall(), "read flags")
+        return rows
 
     def get(self, flag_id: str) -> Flag | None:
         rows = self._query(f"SELECT {COLUMNS} FROM novelty_flags WHERE id = %s", (flag_id,))

@@ -15,6 +15,7 @@ thread has its own connection, writers take the database lock with ``BEGIN IMMED
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tempfile
@@ -113,10 +114,8 @@ class SQLiteFlagStore:
         with self._lock:
             conns, self._connections = self._connections, []
         for c in conns:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 c.close()
-            except sqlite3.Error:
-                pass
         self._local = threading.local()
 
     # --- images ---------------------------------------------------------------------------------------

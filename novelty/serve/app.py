@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from novelty.errors import ImageError, InvalidInputError, NoveltyError
 from novelty.flags import FlagStore, FlagStoreError, open_flag_store
 from novelty.images import load_image
 from novelty.serve import schemas
-from novelty.serve.auth import TokenSet, bearer_token
+from novelty.serve.auth import TokenSet
 from novelty.serve.batcher import MicroBatcher, OverloadedError
 from novelty.serve.detectors import DetectorHolder, Loaded
 from novelty.serve.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Metrics
@@ -81,7 +81,7 @@ class ServeConfig:
     decode_threads: int = 2
     watch_interval_s: float = 2.0  # poll MANIFEST.sha256; 0 turns hot reload on change off
     device: str = "auto"
-    warmup: bool = True  # one forward pass per batch size 1, 2, 4, … before serving
+    warmup: bool = True  # forward passes at batch sizes 1, 2, 4, 8 before serving
 
     def __post_init__(self) -> None:
         if self.auth and not self.api_tokens:
@@ -183,13 +183,13 @@ class Service:
             await asyncio.to_thread(self.store.close)
 
     def _warmup(self, loaded: Loaded) -> None:
-        """Run the backbone once per batch size 1, 2, 4, … so that the first requests do not pay for it."""
+        """Run the backbone once at batch sizes 1, 2, 4 and 8 so that the first requests do not pay for the
+        first passes (larger batches cost seconds on CPU and warm up in use)."""
         emb = loaded.detector.embedder
         size = emb.data_config["input_size"]
-        n = 1
-        while n <= self.config.max_batch:
-            emb.embed_tensor(torch.zeros((n, *size)))
-            n *= 2
+        for n in (1, 2, 4, 8):
+            if n <= self.config.max_batch:
+                emb.embed_tensor(torch.zeros((n, *size)))
 
     # --- helpers for the handlers ---------------------------------------------------------------------
     def version(self) -> str | None:
@@ -208,7 +208,9 @@ class Service:
         tokens = self.admin_tokens if admin else self.api_tokens
         if presented is None:
             raise ServiceError(
-                401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)",
+                401,
+                "unauthorized",
+                "missing bearer token (Authorization: Bearer <token>)",
                 {"WWW-Authenticate": "Bearer"},
             )
         if tokens.accepts(presented):
@@ -273,7 +275,9 @@ def verdict_json(v: Verdict, loaded: Loaded, prepared: _Prepared) -> dict[str, A
 
 def _make_metrics(service: Service) -> Metrics:
     m = Metrics()
-    m.counter("novelty_requests_total", "HTTP requests answered, by route and status code", ("route", "status"))
+    m.counter(
+        "novelty_requests_total", "HTTP requests answered, by route and status code", ("route", "status")
+    )
     m.histogram(
         "novelty_request_duration_seconds", "time to answer a request, by route", LATENCY_BUCKETS, ("route",)
     )
@@ -358,7 +362,9 @@ class _Guard:
             if length is not None and (not length.isdigit() or int(length) > limit):
                 too_big = length.isdigit()
                 err = (
-                    ServiceError(413, "too_large", f"the body has {int(length):,} bytes; the limit is {limit:,}")
+                    ServiceError(
+                        413, "too_large", f"the body has {int(length):,} bytes; the limit is {limit:,}"
+                    )
                     if too_big
                     else ServiceError(400, "invalid_request", "invalid Content-Length header")
                 )
@@ -431,7 +437,9 @@ async def _form(request: Request, body: bytes, max_files: int) -> Any:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        return await Request(request.scope, replay).form(max_files=max_files, max_fields=64, max_part_size=65536)
+        return await Request(request.scope, replay).form(
+            max_files=max_files, max_fields=64, max_part_size=65536
+        )
     except StarletteHTTPException as e:
         raise ServiceError(400, "invalid_request", f"malformed multipart body: {e.detail}") from None
 
@@ -488,7 +496,9 @@ _BATCH_BODY = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
                     "required": ["images"],
                 }
             }
@@ -499,7 +509,10 @@ _FLAG_FIELDS = {
     "image": {"type": "string", "format": "binary"},
     "prediction": {"type": "string", "description": "what the production model predicted"},
     "report": {"type": "string", "description": "what the user reported"},
-    "source": {"type": "string", "description": "the camera / car / device; with the image's hash it identifies the flag"},
+    "source": {
+        "type": "string",
+        "description": "the camera / car / device; with the image's hash it identifies the flag",
+    },
     "captured_at": {"type": "string", "format": "date-time"},
     "metadata": {"type": "string", "description": "a JSON object (at most 16 KiB)"},
 }
@@ -517,6 +530,13 @@ _FLAG_BODY = {
         },
     }
 }
+
+
+_BEARER = HTTPBearer(
+    auto_error=False,
+    description="a scoring token (--token-file, NOVELTY_API_TOKENS); the admin endpoint takes an admin token",
+)
+_Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -554,13 +574,12 @@ def create_app(
     )
     app.state.service = service
     app.add_middleware(_Guard, service=service)
-    bearer = HTTPBearer(auto_error=False, description="a scoring token (--token-file / NOVELTY_API_TOKENS)")
 
-    async def api_auth(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def api_auth(creds: _Credentials) -> None:
         service.check_token(creds.credentials if creds else None)
 
-    async def admin_auth(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        service.check_token(bearer_token(request.headers.get("authorization")), admin=True)
+    async def admin_auth(creds: _Credentials) -> None:
+        service.check_token(creds.credentials if creds else None, admin=True)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, e: ServiceError) -> JSONResponse:
@@ -578,9 +597,16 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, e: Exception) -> JSONResponse:
-        log.error("internal error on %s %s: %s", request.method, _route_label(request.url.path), type(e).__name__,
-                  exc_info=e)
-        return _error_response(ServiceError(500, "internal", "internal error; see the server log"), service.version())
+        log.error(
+            "internal error on %s %s: %s",
+            request.method,
+            _route_label(request.url.path),
+            type(e).__name__,
+            exc_info=e,
+        )
+        return _error_response(
+            ServiceError(500, "internal", "internal error; see the server log"), service.version()
+        )
 
     async def _timed(work: Awaitable[Any]) -> Any:
         try:
@@ -696,7 +722,9 @@ def create_app(
             raise ServiceError(422, "invalid_request", str(e)) from None
         except FlagStoreError as e:
             log.error("flag store: %s", e)
-            raise ServiceError(503, "store_unavailable", "the flag store is unavailable", {"Retry-After": "1"}) from None
+            raise ServiceError(
+                503, "store_unavailable", "the flag store is unavailable", {"Retry-After": "1"}
+            ) from None
         service.metrics.inc("novelty_flags_stored_total" if created else "novelty_flags_duplicate_total")
         return JSONResponse({**stored.to_json(), "created": created}, status_code=201 if created else 200)
 
@@ -707,7 +735,9 @@ def create_app(
         responses={200: {"model": schemas.FlagList}, **_errors(401, 422, 503)},
         summary="Stored flags, oldest first",
     )
-    async def list_flags(since: str | None = None, after: str | None = None, limit: int = 100) -> JSONResponse:
+    async def list_flags(
+        since: str | None = None, after: str | None = None, limit: int = 100
+    ) -> JSONResponse:
         store = _store()
         try:
             flags = await asyncio.to_thread(store.list, since, after=after, limit=limit)
@@ -715,7 +745,9 @@ def create_app(
             raise ServiceError(422, "invalid_request", str(e)) from None
         except FlagStoreError as e:
             log.error("flag store: %s", e)
-            raise ServiceError(503, "store_unavailable", "the flag store is unavailable", {"Retry-After": "1"}) from None
+            raise ServiceError(
+                503, "store_unavailable", "the flag store is unavailable", {"Retry-After": "1"}
+            ) from None
         return JSONResponse(
             {
                 "flags": [f.to_json() for f in flags],
@@ -730,7 +762,9 @@ def create_app(
             found = await asyncio.to_thread(store.get, flag_id)
         except FlagStoreError as e:
             log.error("flag store: %s", e)
-            raise ServiceError(503, "store_unavailable", "the flag store is unavailable", {"Retry-After": "1"}) from None
+            raise ServiceError(
+                503, "store_unavailable", "the flag store is unavailable", {"Retry-After": "1"}
+            ) from None
         if found is None:
             raise ServiceError(404, "not_found", f"no flag with id {flag_id[:40]!r}")
         return found
@@ -755,7 +789,9 @@ def create_app(
     async def get_flag_image(flag_id: str) -> Response:
         found = await _get_flag(flag_id)
         data = await asyncio.to_thread(_store().image, found.id)
-        return Response(data, media_type="application/octet-stream", headers={"X-Content-SHA256": found.sha256})
+        return Response(
+            data, media_type="application/octet-stream", headers={"X-Content-SHA256": found.sha256}
+        )
 
     # --- the detector -------------------------------------------------------------------------------------
     @app.get(
@@ -795,8 +831,9 @@ def create_app(
             loaded, switched = await service.holder.reload()
         except (NoveltyError, OSError) as e:
             service.metrics.inc("novelty_detector_reloads_total", "failed")
-            raise ServiceError(500, "reload_failed", f"the detector could not be loaded; still serving "
-                               f"{previous}: {e}") from None
+            raise ServiceError(
+                500, "reload_failed", f"the detector could not be loaded; still serving {previous}: {e}"
+            ) from None
         service.metrics.inc("novelty_detector_reloads_total", "switched" if switched else "unchanged")
         return JSONResponse(
             {"detector_version": loaded.version, "previous": previous, "switched": switched},
@@ -819,7 +856,9 @@ def create_app(
         try:
             n = await asyncio.wait_for(asyncio.to_thread(_store().count), 5.0)
         except (FlagStoreError, asyncio.TimeoutError):
-            raise ServiceError(503, "store_unavailable", "the flag store is unreachable", {"Retry-After": "1"}) from None
+            raise ServiceError(
+                503, "store_unavailable", "the flag store is unreachable", {"Retry-After": "1"}
+            ) from None
         return JSONResponse(
             {
                 "status": "ready",

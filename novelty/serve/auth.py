@@ -65,13 +65,3 @@ class TokenSet:
         for d in self._digests:  # no early exit: every token is compared
             ok |= hmac.compare_digest(digest, d)
         return ok
-
-
-def bearer_token(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header (``None`` when absent or another scheme)."""
-    if not header:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()

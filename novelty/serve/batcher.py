@@ -10,6 +10,7 @@ of letting latency grow without bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -144,10 +145,8 @@ class MicroBatcher:
             log.exception("scoring a batch of %d images failed", len(jobs))
             results = [(None, e)] * len(jobs)
         for job, (verdict, error) in zip(jobs, results, strict=True):
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the server is gone
                 job.loop.call_soon_threadsafe(_resolve, job.future, verdict, error)
-            except RuntimeError:  # the loop is closed: the server is gone
-                pass
         self.batches += 1
         self.images += len(jobs)
         if self._on_batch is not None:

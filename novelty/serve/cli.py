@@ -37,14 +37,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="admin tokens for POST /v1/admin/reload (also NOVELTY_ADMIN_TOKENS)",
     )
-    p.add_argument("--no-auth", action="store_true", help="serve without authentication (trusted networks only)")
+    p.add_argument(
+        "--no-auth", action="store_true", help="serve without authentication (trusted networks only)"
+    )
     p.add_argument(
         "--flag-store",
         default="novelty-flags",
         metavar="DIR_OR_URL",
         help="where flags go: a directory (SQLite + images) or a postgresql:// URL (default: %(default)s)",
     )
-    p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body (default: %(default)s)")
+    p.add_argument(
+        "--max-body-mb", type=float, default=16.0, help="largest request body (default: %(default)s)"
+    )
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image (default: %(default)s)")
     p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to score a request (default: %(default)s)"
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         from novelty.serve.app import ServeConfig, create_app
     except ImportError as e:
         print(
-            f"novelty serve: error: {e.name or e} is not installed: pip install 'novelty[serve]'", file=sys.stderr
+            f"novelty serve: error: {e.name or e} is not installed: pip install 'novelty[serve]'",
+            file=sys.stderr,
         )
         return 1
     from novelty.serve.auth import ADMIN_ENV, API_ENV, read_tokens

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import socket
 import threading
 import time
 import uuid
@@ -225,13 +224,17 @@ class Client:
                 self._drop_connection()
                 if attempt >= self.retries:
                     raise ServiceCallError(
-                        0, "unreachable", f"{method} {self.url}{path} failed after {attempt + 1} attempts: {e!r}"
+                        0,
+                        "unreachable",
+                        f"{method} {self.url}{path} failed after {attempt + 1} attempts: {e!r}",
                     ) from e
             delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
             time.sleep(min(self.max_backoff_s, wait) if wait is not None else delay)
             attempt += 1
 
-    def _json(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> Any:
+    def _json(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> Any:
         status, _, data = self.request(method, path, body, content_type)
         try:
             payload = json.loads(data) if data else {}
@@ -239,7 +242,9 @@ class Client:
             payload = {}
         if status >= 400:
             err = payload.get("error", {}) if isinstance(payload, dict) else {}
-            raise ServiceCallError(status, err.get("code", "http_error"), err.get("message", data[:200].decode(errors="replace")))
+            raise ServiceCallError(
+                status, err.get("code", "http_error"), err.get("message", data[:200].decode(errors="replace"))
+            )
         return payload
 
     # --- the API --------------------------------------------------------------------------------------
@@ -276,7 +281,9 @@ class Client:
         if report is not None:
             fields["report"] = report
         if captured_at is not None:
-            fields["captured_at"] = captured_at.isoformat() if isinstance(captured_at, datetime) else captured_at
+            fields["captured_at"] = (
+                captured_at.isoformat() if isinstance(captured_at, datetime) else captured_at
+            )
         if metadata:
             fields["metadata"] = json.dumps(dict(metadata))
         body, ctype = _multipart([("image", name, data)], fields)
@@ -307,6 +314,6 @@ class Client:
             resp = conn.getresponse()
             resp.read()
             return resp.status == 200
-        except (OSError, http.client.HTTPException, socket.timeout):
+        except (TimeoutError, OSError, http.client.HTTPException):
             self._drop_connection()
             return False

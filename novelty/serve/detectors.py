@@ -110,14 +110,21 @@ class DetectorHolder:
             except (NoveltyError, OSError) as e:
                 self._failed_version = on_disk
                 self.last_error = f"{type(e).__name__}: {e}"
-                log.error("reloading the detector from %s failed; still serving %s: %s",
-                          self.directory, cur.version[:12] if cur else "nothing", e)
+                log.error(
+                    "reloading the detector from %s failed; still serving %s: %s",
+                    self.directory,
+                    cur.version[:12] if cur else "nothing",
+                    e,
+                )
                 raise
             switched = cur is None or loaded.version != cur.version
             if switched:
                 self.reloads += 1
-                log.info("detector %s now serving (was %s)", loaded.version[:12],
-                         cur.version[:12] if cur else "none")
+                log.info(
+                    "detector %s now serving (was %s)",
+                    loaded.version[:12],
+                    cur.version[:12] if cur else "none",
+                )
             return loaded, switched
 
     async def watch(self, interval_s: float) -> None:
@@ -127,7 +134,11 @@ class DetectorHolder:
             await asyncio.sleep(interval_s)
             cur = self._current
             on_disk = await asyncio.to_thread(read_version, self.directory)
-            if on_disk is None or (cur is not None and on_disk == cur.version) or on_disk == self._failed_version:
+            if (
+                on_disk is None
+                or (cur is not None and on_disk == cur.version)
+                or on_disk == self._failed_version
+            ):
                 continue
             try:
                 await self.reload(only_if_changed=True)

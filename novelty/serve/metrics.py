@@ -121,7 +121,9 @@ class Metrics:
                         inf = _labels(fam.label_names, lv, 'le="+Inf"')
                         lines.append(f"{name}_bucket{inf} {_num(counts[len(buckets)])}")
                         lines.append(f"{name}_sum{_labels(fam.label_names, lv)} {_num(counts[-1])}")
-                        lines.append(f"{name}_count{_labels(fam.label_names, lv)} {_num(counts[len(buckets)])}")
+                        lines.append(
+                            f"{name}_count{_labels(fam.label_names, lv)} {_num(counts[len(buckets)])}"
+                        )
                     continue
                 values = dict(self._values[name])
                 values.update(callbacks.get(name, {}))

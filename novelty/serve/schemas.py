@@ -60,7 +60,9 @@ class VerdictOut(BaseModel):
     p_values: dict[str, float] = Field(description="conformal p-value of each scorer")
     prediction: Any = Field(None, description="the condition head's class (null without a head)")
     probability: float | None = Field(None, description="its calibrated probability")
-    trusted: bool | None = Field(None, description="the prediction is trusted only when the image is not novel")
+    trusted: bool | None = Field(
+        None, description="the prediction is trusted only when the image is not novel"
+    )
     neighbors: list[NeighborOut]
     image: ImageInfo
 
@@ -79,7 +81,9 @@ class BatchOut(BaseModel):
 
 
 class FlagOut(BaseModel):
-    id: str = Field(description="derived from sha256 and source: the same image from the same source has one id")
+    id: str = Field(
+        description="derived from sha256 and source: the same image from the same source has one id"
+    )
     sha256: str
     source: str
     size: int

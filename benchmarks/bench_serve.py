@@ -1,0 +1,180 @@
+"""Load test of `novelty serve`: 1 client one image at a time vs 8 concurrent clients, same server, same run.
+
+    python benchmarks/bench_serve.py [--images 2000] [--clients 8] [--out benchmarks/results/serve_load.json]
+
+The server runs the shipped windshield detector (checkpoints/windshield) in a subprocess on 127.0.0.1; the
+images are frames of the street video (Debian's opencv-doc, 768×576) encoded as JPEG, cycling through its
+795 frames. Each client is a thread with its own keep-alive connection (`novelty.Client`); clients and
+server share this machine's cores. Prints and writes: errors, p50/p90/p99 latency, images/s, the ratio
+8 clients / 1 client, and the server's mean forward-pass batch size (from /metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from serve_support import WINDSHIELD, ServerProcess, new_token
+
+import novelty
+
+
+def video_jpegs(n_frames: int, quality: int = 90) -> list[bytes]:
+    """The street video's frames at their own size (768×576) as JPEG bytes (read with OpenCV)."""
+    import cv2
+
+    from novelty.windshield import find_video
+
+    cap = cv2.VideoCapture(str(find_video()))
+    out: list[bytes] = []
+    while len(out) < n_frames:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        out.append(buf.tobytes())
+    cap.release()
+    return out
+
+
+def run_clients(url: str, token: str, images: list[bytes], n_clients: int) -> dict:
+    """``n_clients`` threads take images from a shared counter until all are scored."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    novel = 0
+    lock = threading.Lock()
+    next_index = 0
+
+    def worker() -> None:
+        nonlocal next_index, novel
+        client = novelty.Client(url, token, retries=0, timeout_s=120)
+        while True:
+            with lock:
+                i = next_index
+                next_index += 1
+            if i >= len(images):
+                return
+            t0 = time.perf_counter()
+            try:
+                v = client.score(images[i])
+            except Exception as e:  # counted and reported, never hidden
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}")
+                continue
+            dt = time.perf_counter() - t0
+            with lock:
+                latencies.append(dt)
+                novel += bool(v.is_novel)
+
+    threads = [threading.Thread(target=worker) for _ in range(n_clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return {
+        "clients": n_clients,
+        "images": len(images),
+        "ok": len(latencies),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "seconds": round(wall, 2),
+        "images_per_s": round(len(latencies) / wall, 1),
+        "latency_ms": {
+            q: round(float(np.percentile(lat, p)), 1) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))
+        }
+        if len(lat)
+        else {},
+        "novel_share": round(novel / max(1, len(latencies)), 3),
+    }
+
+
+def batch_stats(url: str) -> tuple[float, float]:
+    """(forward passes, images) from the server's novelty_batch_size histogram."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    count = float(re.search(r"^novelty_batch_size_count (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    total = float(re.search(r"^novelty_batch_size_sum (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    return count, total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--out", default="benchmarks/results/serve_load.json")
+    args = ap.parse_args()
+
+    frames = video_jpegs(795)
+    images = [frames[i % len(frames)] for i in range(args.images)]
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    token = new_token()
+    srv = ServerProcess(
+        WINDSHIELD,
+        flag_store=str(work / "flags"),
+        token=token,
+        log_path=work / "server.log",
+        extra_args=["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
+    )
+    t0 = time.perf_counter()
+    srv.start()
+    startup = time.perf_counter() - t0
+    results = {}
+    try:
+        run_clients(srv.url, token, frames[:16], 1)  # warm the connection path
+        for n in (1, args.clients):
+            before = batch_stats(srv.url)
+            res = run_clients(srv.url, token, images, n)
+            after = batch_stats(srv.url)
+            passes, imgs = after[0] - before[0], after[1] - before[1]
+            res["mean_batch"] = round(imgs / max(1.0, passes), 2)
+            results[f"{n}_clients"] = res
+            print(json.dumps(res), flush=True)
+    finally:
+        srv.stop()
+    one, many = results["1_clients"], results[f"{args.clients}_clients"]
+    summary = {
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "detector": str(WINDSHIELD.relative_to(WINDSHIELD.parent.parent)),
+        "image": f"street video frames 768x576, JPEG q90, ~{np.mean([len(f) for f in frames]) / 1024:.0f} KB",
+        "server_startup_s": round(startup, 1),
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "results": results,
+        "speedup": round(many["images_per_s"] / one["images_per_s"], 2),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n| clients | images | errors | p50 ms | p90 ms | p99 ms | images/s | mean batch |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results.values():
+        lat = r["latency_ms"]
+        print(
+            f"| {r['clients']} | {r['images']} | {r['errors']} | {lat.get('p50')} | {lat.get('p90')} | "
+            f"{lat.get('p99')} | {r['images_per_s']} | {r['mean_batch']} |"
+        )
+    print(f"\n{args.clients} clients / 1 client: {summary['speedup']}x images/s")
+    return 0 if one["errors"] == 0 and many["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
