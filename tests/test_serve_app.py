@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -423,7 +424,6 @@ def test_changed_directory_is_picked_up_by_the_watcher(detector_dir, tmp_path, j
         v1 = c.get("/readyz").json()["detector_version"]
         v2 = _save_variant(d, alpha=0.2)
         assert v2 != v1
-        import time
 
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and c.get("/healthz").json()["detector_version"] != v2:
@@ -473,25 +473,35 @@ def test_requests_in_flight_finish_on_the_detector_they_began_with(detector_dir,
 
 # --- the micro-batcher -----------------------------------------------------------------------------------
 def test_concurrent_images_share_forward_passes(detector, detector_dir):
-    """16 images submitted at once are scored in fewer passes than images, with the verdicts of one-by-one."""
+    """16 images announced while they decode are scored in fewer passes than images, with the verdicts of
+    one-by-one scoring; a lone image does not wait for company."""
     loaded = Loaded(detector, "v")
     emb = detector.embedder
     paths = textile_images("local", 16)
     tensors = [emb.transform(novelty.load_image(p, min_size=emb.min_size)) for p in paths]
     sizes: list[int] = []
-    batcher = MicroBatcher(max_batch=8, max_wait_s=0.05, on_batch=lambda n, dt: sizes.append(n))
+    batcher = MicroBatcher(max_batch=8, max_wait_s=1.0, on_batch=lambda n, dt: sizes.append(n))
     batcher.start()
     try:
 
         async def all_at_once():
+            for _ in tensors:
+                batcher.expect()
             return await asyncio.gather(
-                *(batcher.submit(loaded, t, str(p)) for t, p in zip(tensors, paths, strict=True))
+                *(
+                    batcher.submit(loaded, t, str(p), expected=True)
+                    for t, p in zip(tensors, paths, strict=True)
+                )
             )
 
         verdicts = asyncio.run(all_at_once())
+        assert sizes == [8, 8]
+        t0 = time.monotonic()
+        asyncio.run(batcher.submit(loaded, tensors[0]))
+        assert time.monotonic() - t0 < 0.9  # max_wait_s is 1 s: nobody else was on the way
+        assert sizes == [8, 8, 1]
     finally:
         batcher.stop()
-    assert sum(sizes) == 16 and len(sizes) < 16 and max(sizes) <= 8
     for v, p in zip(verdicts, paths, strict=True):
         ref = detector.score(p)
         assert v.is_novel == ref.is_novel and v.prediction == ref.prediction

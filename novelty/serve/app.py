@@ -236,9 +236,14 @@ class Service:
         return await loop.run_in_executor(self.decode_pool, self._prepare, loaded, name, data)
 
     async def score_one(self, loaded: Loaded, name: str, data: bytes) -> dict[str, Any]:
-        prepared = await self.prepare(loaded, name, data)
+        self.batcher.expect()
         try:
-            verdict = await self.batcher.submit(loaded, prepared.tensor, name)
+            prepared = await self.prepare(loaded, name, data)
+        except BaseException:
+            self.batcher.unexpect()
+            raise
+        try:
+            verdict = await self.batcher.submit(loaded, prepared.tensor, name, expected=True)
         except OverloadedError as e:
             raise ServiceError(503, "overloaded", f"the model is busy: {e}", {"Retry-After": "1"}) from None
         self.metrics.inc("novelty_images_scored_total")

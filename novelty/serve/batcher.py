@@ -3,7 +3,8 @@
 Each request decodes its image (in a thread pool), then :meth:`MicroBatcher.submit` puts the preprocessed
 tensor on a queue and awaits the verdict. One worker thread takes the first waiting image, waits at most
 ``max_wait_s`` for more (up to ``max_batch``), embeds them in one pass and scores them with the detector each
-request began with. The event loop never runs the model; a full queue answers "overloaded" at once instead
+request began with — but does not wait at all when no other request is on its way (none is being
+decoded and none is queued), so a lone client pays no batching delay. The event loop never runs the model; a full queue answers "overloaded" at once instead
 of letting latency grow without bound.
 """
 
@@ -71,6 +72,8 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._incoming = 0  # requests being decoded that will submit an image soon
+        self._incoming_lock = threading.Lock()
         self.batches = 0
         self.images = 0
 
@@ -91,15 +94,33 @@ class MicroBatcher:
             self._thread.join(timeout)
             self._thread = None
 
-    async def submit(self, loaded: Loaded, tensor: torch.Tensor, source: str = "body") -> Verdict:
-        """Score one preprocessed image ``(3, H, W)`` with ``loaded``'s detector; await its verdict."""
-        if self._thread is None:
-            raise RuntimeError("the batcher is not running")
-        if self._queue.qsize() >= self.max_queue:
-            raise OverloadedError(f"{self._queue.qsize()} images are waiting for the model")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Verdict] = loop.create_future()
-        self._queue.put(_Job(loaded, tensor, source, loop, fut))
+    def expect(self) -> None:
+        """Announce an image that is being decoded; :meth:`submit` (``expected=True``) or :meth:`unexpect`
+        must follow. While images are announced, a batch waits up to ``max_wait_s`` for them."""
+        with self._incoming_lock:
+            self._incoming += 1
+
+    def unexpect(self) -> None:
+        """The announced image will not come (its decoding failed)."""
+        with self._incoming_lock:
+            self._incoming -= 1
+
+    async def submit(
+        self, loaded: Loaded, tensor: torch.Tensor, source: str = "body", *, expected: bool = False
+    ) -> Verdict:
+        """Score one preprocessed image ``(3, H, W)`` with ``loaded``'s detector; await its verdict.
+        ``expected``: the image was announced with :meth:`expect`."""
+        try:
+            if self._thread is None:
+                raise RuntimeError("the batcher is not running")
+            if self._queue.qsize() >= self.max_queue:
+                raise OverloadedError(f"{self._queue.qsize()} images are waiting for the model")
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[Verdict] = loop.create_future()
+            self._queue.put(_Job(loaded, tensor, source, loop, fut))
+        finally:
+            if expected:
+                self.unexpect()
         return await fut
 
     # --- the worker thread ----------------------------------------------------------------------------
@@ -107,6 +128,8 @@ class MicroBatcher:
         jobs = [first]
         deadline = time.monotonic() + self.max_wait_s
         while len(jobs) < self.max_batch:
+            if self._incoming <= 0 and self._queue.empty():
+                break  # nobody else is on the way: do not make this request wait
             timeout = deadline - time.monotonic()
             try:
                 job = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
@@ -144,13 +167,13 @@ class MicroBatcher:
         except Exception as e:  # a failure of the model must answer every waiting request, not hang them
             log.exception("scoring a batch of %d images failed", len(jobs))
             results = [(None, e)] * len(jobs)
-        for job, (verdict, error) in zip(jobs, results, strict=True):
-            with contextlib.suppress(RuntimeError):  # a closed loop: the server is gone
-                job.loop.call_soon_threadsafe(_resolve, job.future, verdict, error)
         self.batches += 1
         self.images += len(jobs)
         if self._on_batch is not None:
             self._on_batch(len(jobs), time.monotonic() - t0)
+        for job, (verdict, error) in zip(jobs, results, strict=True):
+            with contextlib.suppress(RuntimeError):  # a closed loop: the server is gone
+                job.loop.call_soon_threadsafe(_resolve, job.future, verdict, error)
 
     def describe(self) -> dict[str, Any]:
         return {
