@@ -1,12 +1,14 @@
 """Load test of `novelty serve`: 1 client one image at a time vs 8 concurrent clients, same server, same run.
 
-    python benchmarks/bench_serve.py [--images 2000] [--clients 8] [--out benchmarks/results/serve_load.json]
+    python benchmarks/bench_serve.py [--images 2000] [--clients 8] [--rounds 4] [--out benchmarks/results/serve_load.json]
 
 The server runs the shipped windshield detector (checkpoints/windshield) in a subprocess on 127.0.0.1; the
 images are frames of the street video (Debian's opencv-doc, 768×576) encoded as JPEG, cycling through its
 795 frames. Each client is a thread with its own keep-alive connection (`novelty.Client`); clients and
-server share this machine's cores. Prints and writes: errors, p50/p90/p99 latency, images/s, the ratio
-8 clients / 1 client, and the server's mean forward-pass batch size (from /metrics).
+server share this machine's cores. Both modes score all the images, alternating in ``--rounds`` slices (1
+client, then 8, then 1, …) so that drifting machine load hits both alike. Prints and writes: errors,
+p50/p90/p99 latency, images/s, the ratio 8 clients / 1 client (overall and per round), and the server's mean
+forward-pass batch size (from /metrics).
 """
 
 from __future__ import annotations
@@ -84,22 +86,28 @@ def run_clients(url: str, token: str, images: list[bytes], n_clients: int) -> di
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
-    lat = np.array(latencies) * 1000
+    return {"seconds": time.perf_counter() - t0, "latencies": latencies, "errors": errors, "novel": novel}
+
+
+def summarise(n_clients: int, runs: list[dict], passes: float, imgs: float) -> dict:
+    lat = np.array([x for r in runs for x in r["latencies"]]) * 1000
+    seconds = sum(r["seconds"] for r in runs)
+    errors = [e for r in runs for e in r["errors"]]
     return {
         "clients": n_clients,
-        "images": len(images),
-        "ok": len(latencies),
+        "images": len(lat) + len(errors),
+        "ok": len(lat),
         "errors": len(errors),
         "error_examples": errors[:3],
-        "seconds": round(wall, 2),
-        "images_per_s": round(len(latencies) / wall, 1),
+        "seconds": round(seconds, 1),
+        "images_per_s": round(len(lat) / seconds, 1),
         "latency_ms": {
             q: round(float(np.percentile(lat, p)), 1) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))
         }
         if len(lat)
         else {},
-        "novel_share": round(novel / max(1, len(latencies)), 3),
+        "novel_share": round(sum(r["novel"] for r in runs) / max(1, len(lat)), 3),
+        "mean_batch": round(imgs / max(1.0, passes), 2),
     }
 
 
@@ -117,6 +125,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--out", default="benchmarks/results/serve_load.json")
@@ -136,19 +145,31 @@ def main() -> int:
     t0 = time.perf_counter()
     srv.start()
     startup = time.perf_counter() - t0
-    results = {}
+    runs: dict[int, list[dict]] = {1: [], args.clients: []}
+    passes = {1: [0.0, 0.0], args.clients: [0.0, 0.0]}
+    slices = np.array_split(np.arange(len(images)), args.rounds)
     try:
         run_clients(srv.url, token, frames[:16], 1)  # warm the connection path
-        for n in (1, args.clients):
-            before = batch_stats(srv.url)
-            res = run_clients(srv.url, token, images, n)
-            after = batch_stats(srv.url)
-            passes, imgs = after[0] - before[0], after[1] - before[1]
-            res["mean_batch"] = round(imgs / max(1.0, passes), 2)
-            results[f"{n}_clients"] = res
-            print(json.dumps(res), flush=True)
+        for r, idx in enumerate(slices):
+            for n in (1, args.clients):
+                before = batch_stats(srv.url)
+                res = run_clients(srv.url, token, [images[i] for i in idx], n)
+                after = batch_stats(srv.url)
+                passes[n][0] += after[0] - before[0]
+                passes[n][1] += after[1] - before[1]
+                runs[n].append(res)
+                print(
+                    f"round {r + 1}: {n} client(s), {len(idx)} images, {len(idx) / res['seconds']:.1f} img/s",
+                    flush=True,
+                )
     finally:
         srv.stop()
+    results = {f"{n}_clients": summarise(n, runs[n], *passes[n]) for n in runs}
+
+    def rate(run: dict) -> float:
+        return len(run["latencies"]) / run["seconds"]
+
+    per_round = [round(rate(b) / rate(a), 2) for a, b in zip(runs[1], runs[args.clients], strict=True)]
     one, many = results["1_clients"], results[f"{args.clients}_clients"]
     summary = {
         "command": "python " + " ".join(sys.argv),
@@ -160,7 +181,9 @@ def main() -> int:
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms,
         "results": results,
+        "rounds": args.rounds,
         "speedup": round(many["images_per_s"] / one["images_per_s"], 2),
+        "speedup_per_round": per_round,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
@@ -172,7 +195,7 @@ def main() -> int:
             f"| {r['clients']} | {r['images']} | {r['errors']} | {lat.get('p50')} | {lat.get('p90')} | "
             f"{lat.get('p99')} | {r['images_per_s']} | {r['mean_batch']} |"
         )
-    print(f"\n{args.clients} clients / 1 client: {summary['speedup']}x images/s")
+    print(f"\n{args.clients} clients / 1 client: {summary['speedup']}x images/s (per round: {per_round})")
     return 0 if one["errors"] == 0 and many["errors"] == 0 else 1
 
 

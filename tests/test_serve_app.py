@@ -414,6 +414,10 @@ def test_admin_reload_switches_and_reports_the_version(detector_dir, tmp_path, j
         (d / "train_ids.json").write_text("{}")
         _error(c.post("/v1/admin/reload", headers=admin), 500, "reload_failed")
         assert c.post("/v1/score", content=jpegs[0], headers=AUTH).json()["detector_version"] == v2
+        m = _metrics(c)
+    assert m['novelty_detector_reloads_total{result="switched"}'] == 1
+    assert m['novelty_detector_reloads_total{result="unchanged"}'] == 1
+    assert m['novelty_detector_reloads_total{result="failed"}'] == 1
 
 
 def test_changed_directory_is_picked_up_by_the_watcher(detector_dir, tmp_path, jpegs):
@@ -584,3 +588,28 @@ def test_novelty_serve_without_token_exits_2(detector_dir, tmp_path):
         env={k: v for k, v in __import__("os").environ.items() if k not in ("NOVELTY_API_TOKENS",)},
     )
     assert r.returncode == 2 and "no API token" in r.stderr
+
+
+def test_novelty_serve_with_a_broken_detector_exits_1(tmp_path):
+    """A detector that cannot be loaded stops the service at start-up with a message, never serves."""
+    (tmp_path / "det").mkdir()
+    code = "import sys; from novelty.cli import main; sys.exit(main())"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "serve",
+            str(tmp_path / "det"),
+            "--no-auth",
+            "--flag-store",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "novelty serve: error:" in r.stderr and "manifest.json is missing" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -81,6 +81,9 @@ class ServeConfig:
     decode_threads: int = 2
     watch_interval_s: float = 2.0  # poll MANIFEST.sha256; 0 turns hot reload on change off
     device: str = "auto"
+    torch_threads: int | None = (
+        None  # intra-op threads of the model (process-wide); None leaves torch's default
+    )
     warmup: bool = True  # forward passes at batch sizes 1, 2, 4, 8 before serving
 
     def __post_init__(self) -> None:
@@ -160,10 +163,18 @@ class Service:
         self._watcher: asyncio.Task[None] | None = None
 
     # --- life cycle -----------------------------------------------------------------------------------
-    async def start(self) -> None:
+    def open(self) -> None:
+        """Open the flag store and load the detector in the calling thread (raises
+        :class:`~novelty.errors.NoveltyError` with a clear message); :meth:`start` does it when not done."""
+        if self.config.torch_threads is not None:
+            torch.set_num_threads(self.config.torch_threads)
         if self.store is None:
-            self.store = await asyncio.to_thread(open_flag_store, self.config.flag_store)
-        await asyncio.to_thread(self.holder.load_blocking)
+            self.store = open_flag_store(self.config.flag_store)
+        if self.holder.current is None:
+            self.holder.load_blocking()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.open)
         self.decode_pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="novelty-decode")
         self.batcher.start()
         if self.config.watch_interval_s > 0:
@@ -307,7 +318,12 @@ def _make_metrics(service: Service) -> Metrics:
         ("version",),
         read=lambda: {(service.version() or "",): 1.0} if service.version() else {},
     )
-    m.counter("novelty_detector_reloads_total", "detector reloads, by result", ("result",))
+    m.counter(
+        "novelty_detector_reloads_total",
+        "detector reloads (admin endpoint or a changed directory), by result",
+        ("result",),
+        read=lambda: {(k,): float(v) for k, v in service.holder.outcomes.items()},
+    )
     return m
 
 
@@ -574,7 +590,7 @@ def create_app(
         "in-distribution images; `is_novel` is `p_value < alpha`. Every answer names the detector version "
         "(sha256 of its manifest.json) in `detector_version` and the `X-Novelty-Detector-Version` header.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # Swagger UI would load its scripts from a CDN; the spec itself is at /openapi.json
         redoc_url=None,
     )
     app.state.service = service
@@ -835,11 +851,9 @@ def create_app(
         try:
             loaded, switched = await service.holder.reload()
         except (NoveltyError, OSError) as e:
-            service.metrics.inc("novelty_detector_reloads_total", "failed")
             raise ServiceError(
                 500, "reload_failed", f"the detector could not be loaded; still serving {previous}: {e}"
             ) from None
-        service.metrics.inc("novelty_detector_reloads_total", "switched" if switched else "unchanged")
         return JSONResponse(
             {"detector_version": loaded.version, "previous": previous, "switched": switched},
             headers={VERSION_HEADER: loaded.version},

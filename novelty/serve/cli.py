@@ -71,7 +71,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds between checks of DETECTOR_DIR/MANIFEST.sha256 for a new detector; 0: off (default: %(default)s)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="threads of the model's forward pass; 0: one less than the usable CPUs, at least 1 (default), "
+        "leaving a core to decoding and HTTP",
+    )
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+
+
+def _default_torch_threads() -> int:
+    """One less than the usable CPUs (at least 1): the model thread's OpenMP team must not compete with the
+    decoding threads for every core — an oversubscribed team spins and can run many times slower."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             decode_threads=args.decode_threads,
             watch_interval_s=args.watch_interval,
             device=args.device,
+            torch_threads=args.torch_threads or _default_torch_threads(),
         )
     except NoveltyError as e:
         print(f"novelty serve: error: {e}", file=sys.stderr)
@@ -119,6 +139,11 @@ def run(args: argparse.Namespace) -> int:
     if not config.auth:
         logging.getLogger("novelty.serve").warning("serving WITHOUT authentication (--no-auth)")
     app = create_app(config)
+    try:  # fail fast, with the reason, before listening: a bad detector, an unreachable store
+        app.state.service.open()
+    except (NoveltyError, OSError) as e:
+        print(f"novelty serve: error: {e}", file=sys.stderr)
+        return 1
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -130,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=30,
         )
     )
-    server.run()
-    # uvicorn exits the process itself on a failed start-up only in some versions: report it here too
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn exits on a failed start-up (e.g. the port is taken)
+        return 1 if e.code else 0
     return 0 if server.started else 1

@@ -78,6 +78,7 @@ class DetectorHolder:
         self._failed_version: str | None = None
         self.last_error: str | None = None
         self.reloads = 0
+        self.outcomes: dict[str, int] = {"switched": 0, "unchanged": 0, "failed": 0}  # of reload()
         self._thread_lock = threading.Lock()
 
     @property
@@ -108,6 +109,7 @@ class DetectorHolder:
             try:
                 loaded = await asyncio.to_thread(self.load_blocking)
             except (NoveltyError, OSError) as e:
+                self.outcomes["failed"] += 1
                 self._failed_version = on_disk
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.error(
@@ -118,6 +120,7 @@ class DetectorHolder:
                 )
                 raise
             switched = cur is None or loaded.version != cur.version
+            self.outcomes["switched" if switched else "unchanged"] += 1
             if switched:
                 self.reloads += 1
                 log.info(

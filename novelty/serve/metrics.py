@@ -56,9 +56,18 @@ class Metrics:
             raise ValueError(f"metric {name!r} must start with novelty_")
         self._families[name] = _Family(name, kind, help_text, labels)
 
-    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
+    def counter(
+        self,
+        name: str,
+        help_text: str,
+        labels: Sequence[str] = (),
+        read: Callable[[], dict[tuple[str, ...], float]] | None = None,
+    ) -> None:
+        """A counter increased with :meth:`inc`, or read at scrape time from ``read()`` (a count kept elsewhere)."""
         self._family(name, "counter", help_text, labels)
         self._values[name] = {}
+        if read is not None:
+            self._callbacks[name] = read
 
     def gauge(
         self,
