@@ -8,7 +8,8 @@ images are frames of the street video (Debian's opencv-doc, 768×576) encoded as
 server share this machine's cores. Both modes score all the images, alternating in ``--rounds`` slices (1
 client, then 8, then 1, …) so that drifting machine load hits both alike. Prints and writes: errors,
 p50/p90/p99 latency, images/s, the ratio 8 clients / 1 client (overall and per round), and the server's mean
-forward-pass batch size (from /metrics).
+forward-pass batch size (from /metrics) and its CPU time per image (from /proc: what batching saves, however
+busy the machine is with other work).
 """
 
 from __future__ import annotations
@@ -111,6 +112,12 @@ def summarise(n_clients: int, runs: list[dict], passes: float, imgs: float) -> d
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def batch_stats(url: str) -> tuple[float, float]:
     """(forward passes, images) from the server's novelty_batch_size histogram."""
     import urllib.request
@@ -147,14 +154,16 @@ def main() -> int:
     startup = time.perf_counter() - t0
     runs: dict[int, list[dict]] = {1: [], args.clients: []}
     passes = {1: [0.0, 0.0], args.clients: [0.0, 0.0]}
+    cpu = {1: 0.0, args.clients: 0.0}
     slices = np.array_split(np.arange(len(images)), args.rounds)
     try:
         run_clients(srv.url, token, frames[:16], 1)  # warm the connection path
         for r, idx in enumerate(slices):
             for n in (1, args.clients):
-                before = batch_stats(srv.url)
+                before, cpu0 = batch_stats(srv.url), cpu_seconds(srv.proc.pid)  # type: ignore[union-attr]
                 res = run_clients(srv.url, token, [images[i] for i in idx], n)
                 after = batch_stats(srv.url)
+                cpu[n] += cpu_seconds(srv.proc.pid) - cpu0  # type: ignore[union-attr]
                 passes[n][0] += after[0] - before[0]
                 passes[n][1] += after[1] - before[1]
                 runs[n].append(res)
@@ -165,6 +174,8 @@ def main() -> int:
     finally:
         srv.stop()
     results = {f"{n}_clients": summarise(n, runs[n], *passes[n]) for n in runs}
+    for n in runs:  # the server's CPU time per image: what batching saves, whatever else runs on the machine
+        results[f"{n}_clients"]["server_cpu_ms_per_image"] = round(1000 * cpu[n] / len(images), 1)
 
     def rate(run: dict) -> float:
         return len(run["latencies"]) / run["seconds"]
@@ -187,13 +198,15 @@ def main() -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-    print("\n| clients | images | errors | p50 ms | p90 ms | p99 ms | images/s | mean batch |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| clients | images | errors | p50 ms | p90 ms | p99 ms | images/s | mean batch | server CPU ms/image |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results.values():
         lat = r["latency_ms"]
         print(
             f"| {r['clients']} | {r['images']} | {r['errors']} | {lat.get('p50')} | {lat.get('p90')} | "
-            f"{lat.get('p99')} | {r['images_per_s']} | {r['mean_batch']} |"
+            f"{lat.get('p99')} | {r['images_per_s']} | {r['mean_batch']} | {r['server_cpu_ms_per_image']} |"
         )
     print(f"\n{args.clients} clients / 1 client: {summary['speedup']}x images/s (per round: {per_round})")
     return 0 if one["errors"] == 0 and many["errors"] == 0 else 1

@@ -75,22 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--torch-threads",
         type=int,
         default=0,
-        help="threads of the model's forward pass; 0: one less than the usable CPUs, at least 1 (default), "
-        "leaving a core to decoding and HTTP",
+        help="threads of the model's forward pass (process-wide); 0: torch's default, one per core (default)",
     )
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
-
-
-def _default_torch_threads() -> int:
-    """One less than the usable CPUs (at least 1): the model thread's OpenMP team must not compete with the
-    decoding threads for every core — an oversubscribed team spins and can run many times slower."""
-    import os
-
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, cpus - 1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             decode_threads=args.decode_threads,
             watch_interval_s=args.watch_interval,
             device=args.device,
-            torch_threads=args.torch_threads or _default_torch_threads(),
+            torch_threads=args.torch_threads or None,
         )
     except NoveltyError as e:
         print(f"novelty serve: error: {e}", file=sys.stderr)
