@@ -36,8 +36,8 @@ from PIL import Image
 
 import novelty
 from novelty.batch import score_inputs
+from novelty.datasets.windshield import cache_dir, find_video
 from novelty.weights import create_backbone
-from novelty.windshield import cache_dir, find_video
 
 
 def make_photos(n: int) -> list[Path]:
@@ -140,7 +140,7 @@ def main() -> int:
         score_inputs(full, [str(paths[0].parent)], out_full, progress=False)
         rates["novelty, draft off"].append(len(paths) / (time.perf_counter() - t))
         if not agree:
-            from novelty.results import read_results
+            from novelty.batch.results import read_results
 
             for name, f in (("novelty", out), ("novelty, draft off", out_full)):
                 rows = {row["key"]: row["score_knn"] for row in read_results(f)}

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scorers.py [--severities 1 3] [--json out.json]
 
-Windshield scenario (novelty.windshield): the detector is fitted on clean train + calibration frames
+Windshield scenario (novelty.datasets.windshield): the detector is fitted on clean train + calibration frames
 (grouped calibration split), and each scorer's raw score separates the clean held-out test frames from the
 same frames under each production condition (tunnel, ice, fog, snow) — at several corruption severities,
 since severity 3 is separated perfectly by every scorer. Textile (conformal-clip-data): fit on 700 nominal
@@ -24,8 +24,8 @@ import numpy as np
 
 import novelty
 from novelty.datasets import textile_splits
+from novelty.datasets.windshield import windshield_scenario
 from novelty.metrics import auroc
-from novelty.windshield import windshield_scenario
 from training.windshield import embed_scenario, evaluate, fit_detector
 
 SCORERS = ("knn", "autoencoder", "combined")

@@ -38,7 +38,7 @@ def video_jpegs(n_frames: int, quality: int = 90) -> list[bytes]:
     """The street video's frames at their own size (768×576) as JPEG bytes (read with OpenCV)."""
     import cv2
 
-    from novelty.windshield import find_video
+    from novelty.datasets.windshield import find_video
 
     cap = cv2.VideoCapture(str(find_video()))
     out: list[bytes] = []

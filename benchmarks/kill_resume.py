@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import novelty
+from novelty.batch.results import read_results
 from novelty.datasets import textile
-from novelty.results import read_results
 
 
 def count_done(out: Path) -> int:

@@ -36,7 +36,7 @@ def distinct_jpegs(n: int) -> list[bytes]:
     """``n`` different JPEGs: the 795 street frames (320×240) at qualities 90, 89, 88, …"""
     from PIL import Image
 
-    from novelty.windshield import street_frames
+    from novelty.datasets.windshield import street_frames
 
     frames = street_frames((320, 240))
     out = []

@@ -14,7 +14,7 @@ from novelty.embedder import Embedder
 from novelty.head import ConditionHead
 from novelty.images import load_image
 from novelty.index import EmbeddingIndex
-from novelty.scorers import AutoencoderScorer, KNNScorer, Scorer, create_scorer
+from novelty.scorers import AutoencoderScorer, KNNScorer, Scorer, create_scorer, register_scorer
 from novelty.weights import create_backbone, list_offline_backbones
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "list_offline_backbones",
     "load",
     "load_image",
+    "register_scorer",
 ]
 
 

@@ -19,14 +19,26 @@ defects, the mean of robust z-scores ranks at least as well as the better of kNN
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from novelty.errors import CalibrationError, InvalidInputError, NotFittedError
+from novelty.params import check_real
 
-__all__ = ["ConformalCalibrator", "MultiScorerCalibrator", "conformal_p_values"]
+__all__ = [
+    "MIN_CALIBRATION",
+    "ConformalCalibrator",
+    "MultiScorerCalibrator",
+    "calibration_split",
+    "conformal_p_values",
+    "min_training_images",
+]
+
+MIN_CALIBRATION = 2  # MultiScorerCalibrator needs two scores to put scorers on a common scale
 
 
 def _as_scores(x: object, name: str) -> np.ndarray:
@@ -96,8 +108,8 @@ def check_groups(alpha: float, n_cal_groups: int) -> None:
 
     Frames of one block are near-duplicates, so a calibration set of many frames but few blocks behaves like
     a set of about ``n_cal_groups`` scores: the conformal guarantee needs ``n_cal_groups + 1 ≥ 1 / alpha``.
-    Measured on the street scenario with 8 calibration blocks: false alarms at alpha = 0.05 ranged over
-    0.005–0.17 (5–95 %) across re-divisions of the same frames, mean 0.064.
+    How far the false-alarm rate strays with too few groups is measured in benchmarks/RESULTS.md
+    ("False alarms at alpha = 0.05", the street scenario's re-split column).
     """
     if n_cal_groups + 1 < 1.0 / alpha:
         warnings.warn(
@@ -171,3 +183,51 @@ class MultiScorerCalibrator:
             return cls().fit({k: arrays[f"calibration.{k}"] for k in names})
         except KeyError as e:
             raise CalibrationError(f"calibration scores for {e} are missing from the artifact") from None
+
+
+# --- dividing the training images -------------------------------------------------------------------
+def n_calibration(n: int, fraction: float) -> int:
+    """How many of ``n`` images a random split holds out to calibrate."""
+    return max(1, int(round(fraction * n)))
+
+
+def min_training_images(need_fit: int, fraction: float) -> int:
+    """The smallest n whose random split leaves ≥ ``MIN_CALIBRATION`` images to calibrate and ≥ ``need_fit``
+    to fit (both parts grow monotonically with n)."""
+    fraction = check_real(fraction, "calibration_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+    # start just below the bounds f·n ≥ 1.5 and (1 − f)·n ≥ need_fit − 0.5
+    n = max(3, math.floor(min(1.5 / fraction, 1e9)) - 1, math.floor((need_fit - 0.5) / (1.0 - fraction)) - 1)
+    while not (n_calibration(n, fraction) >= MIN_CALIBRATION and n - n_calibration(n, fraction) >= need_fit):
+        n += 1
+    return n
+
+
+def calibration_split(
+    n: int, fraction: float, *, groups: Sequence[Any] | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(fit, calibration)``. With ``groups``, all items of a group land in the same part
+    (use it for near-duplicates: video frames in blocks, several photos of one object)."""
+    fraction = check_real(fraction, "calibration_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        perm = rng.permutation(n)
+        n_cal = n_calibration(n, fraction)
+        return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.shape[0] != n:
+        raise InvalidInputError(
+            f"groups must hold one entry per image: {g.shape[0] if g.ndim else 0} for {n}"
+        )
+    uniq = np.unique(g)
+    if uniq.shape[0] < 2:
+        raise InvalidInputError("groups must contain at least two distinct groups")
+    order = rng.permutation(uniq.shape[0])
+    cal_groups: list[Any] = []
+    count = 0
+    for j in order:
+        if count >= fraction * n:
+            break
+        cal_groups.append(uniq[j])
+        count += int((g == uniq[j]).sum())
+    is_cal = np.isin(g, np.array(cal_groups))
+    return np.flatnonzero(~is_cal), np.flatnonzero(is_cal)

@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from novelty import errors as E
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
 from novelty.images import DEFAULT_MAX_PIXELS, ImageSource, describe_source, load_image
+from novelty.params import check_bool, check_int
 from novelty.weights import DEFAULT_BACKBONE, create_backbone
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbedResult", "EmbeddedBatch", "Embedder", "as_source_list", "resolve_device"]
+__all__ = ["EmbedResult", "EmbeddedBatch", "Embedder", "as_source_list", "parse_device", "resolve_device"]
 
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,9 +40,9 @@ def tune_glibc_malloc() -> bool:
     """Keep freed memory in the heap instead of returning it to the OS after every forward pass.
 
     glibc serves PyTorch's large activation buffers with ``mmap`` and gives them back with ``munmap`` each
-    time, so every batch pays for fresh page faults: on 2 cores, half the CPU went to the kernel and
-    lite0 ran at 48 img/s; with these settings it runs at 117 img/s (benchmarks/RESULTS.md). The cost is a
-    process that keeps up to ~2 GB of freed memory for reuse. Applied once per process by
+    time, so every batch pays for fresh page faults (on 2 cores, half the CPU went to the kernel; the
+    speed-up is measured in benchmarks/RESULTS.md, "Core"). The cost is a process that keeps up to ~2 GB of
+    freed memory for reuse. Applied once per process by
     :class:`Embedder` on CPU; set ``NOVELTY_MALLOC_TUNING=0`` to leave the allocator alone. Returns whether
     the settings were applied (only on Linux with glibc).
     """
@@ -80,26 +81,41 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def parse_device(device: object) -> torch.device | None:
+    """Check the spelling of a device (``None``/``"auto"`` → ``None``) without asking for the hardware."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return None
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise InvalidInputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise InvalidInputError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r} ({e})"
+        ) from None
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
+    dev = parse_device(device)
+    if dev is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError(f"device {device!r} requested but CUDA is not available on this machine")
     return dev
 
 
 def as_source_list(images: Any) -> list[Any]:
-    """Normalise the accepted collection types into a list of single-image sources."""
-    if isinstance(images, (str, os.PathLike)):
-        from pathlib import Path
+    """Normalise the accepted collection types into a list of single-image sources.
 
-        p = Path(images)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-            if not files:
-                raise InvalidInputError(f"directory {p} contains no files")
-            return files
+    A folder gives its image files as :func:`novelty.discovery.image_files` finds them: the same files as
+    ``novelty fit FOLDER`` (hidden entries and non-images skipped, names in order)."""
+    if isinstance(images, (str, os.PathLike)):
+        if os.path.isdir(images):  # the folder rule of novelty.discovery, shared with `novelty fit/score`
+            from novelty.discovery import image_files
+
+            return list(image_files(images))
         return [images]
     if isinstance(images, np.ndarray):
         if images.ndim in (3, 4):  # (n, H, W) or (n, H, W, C): a stack of images
@@ -156,6 +172,7 @@ _ERROR_TYPES: dict[str, type[ImageError]] = {
         E.CorruptImageError,
         E.ImageTooLargeError,
         E.UnsupportedImageError,
+        E.ImagePermissionError,
     )
 }
 
@@ -218,7 +235,8 @@ class Embedder:
     precision: ``"fp32"`` (default, reproducible), ``"bf16"`` or ``"fp16"`` autocast (faster, slightly different).
     draft: decode large JPEGs at reduced DCT scale (1/2, 1/4, 1/8) as long as both sides stay above the resize
         target — several times less decoding work; embeddings differ slightly from a full-size decode
-        (cosine ≥ 0.99 measured), so fit and score with the same setting (it is saved with the detector).
+        (measured in benchmarks/RESULTS.md), so fit and score with the same setting (saved with the detector).
+    One embedder can serve several detectors (``NoveltyDetector(embedder=...)``): the backbone loads once.
     """
 
     def __init__(
@@ -233,9 +251,17 @@ class Embedder:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         draft: bool = True,
     ):
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be ≥ 1, got {batch_size}")
-        if precision not in _PRECISIONS:
+        if not isinstance(backbone, str) or not backbone:
+            raise InvalidInputError(f"backbone must be a timm model name, got {backbone!r}")
+        if weights is not None and not isinstance(weights, (str, os.PathLike)):
+            raise InvalidInputError(f"weights must be None, 'random' or a path, got {weights!r}")
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        if num_workers is not None:
+            num_workers = check_int(num_workers, "num_workers", minimum=0)
+        if max_pixels is not None:
+            max_pixels = check_int(max_pixels, "max_pixels", minimum=1)
+        check_bool(draft, "draft")
+        if not isinstance(precision, str) or precision not in _PRECISIONS:
             raise InvalidInputError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(device)
         if self.device.type == "cpu":
@@ -249,8 +275,8 @@ class Embedder:
         self.weights = None if weights is None else str(weights)
         self.weights_source = bb.weights_source
         self.fingerprint = bb.fingerprint
-        # channels-last activations: oneDNN's depthwise/pointwise convolutions run ~1.8x faster on CPU
-        # (measured: 27 → 48 img/s for lite0, batch 32, 2 cores) with the same results to ~1e-5
+        # channels-last activations: oneDNN's depthwise/pointwise convolutions run faster on CPU with the
+        # same results to ~1e-5 (speed measured in benchmarks/RESULTS.md)
         self.model = bb.model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.data_config: dict[str, Any] = dict(resolve_model_data_config(self.model))
         self.data_config.update(bb.data_config_overrides)
@@ -321,8 +347,8 @@ class Embedder:
         """Decoding processes used for ``n`` images: ``num_workers``, or an automatic choice.
 
         Automatic: none for fewer than two batches; otherwise ``min(4, (usable CPUs - 2) // 2)``, i.e. none on
-        2 cores. Measured on 2 cores (benchmarks/RESULTS.md): a decoding process there competes with the
-        model's two threads and costs 15-25 % throughput.
+        2 cores, where a decoding process competes with the model's two threads and costs throughput
+        (measured in benchmarks/RESULTS.md, "Core").
         """
         if self.num_workers is not None:
             return self.num_workers

@@ -70,8 +70,12 @@ class UnknownNameError(NoveltyError, KeyError):
 
 
 # --- arrays / fitting -----------------------------------------------------------------------------
-class NotFittedError(NoveltyError, RuntimeError):
-    """A method that needs fitted state was called before ``fit``."""
+class NotFittedError(NoveltyError, RuntimeError, AttributeError):
+    """A method or fitted attribute (``index_``, ``calibrator_``…) was used before ``fit``.
+
+    Also an ``AttributeError``, as in scikit-learn, so ``hasattr(detector, "index_")`` is ``False`` before
+    fitting instead of raising.
+    """
 
 
 class DimensionMismatchError(NoveltyError, ValueError):
@@ -97,3 +101,13 @@ class ArtifactIntegrityError(ArtifactError):
 
 class ArtifactVersionError(ArtifactError):
     """A saved detector was written by an incompatible format or backbone."""
+
+
+class ArtifactChangedError(ArtifactError):
+    """A saved detector was replaced or removed while it was being read; reading it again usually succeeds."""
+
+
+class ImagePermissionError(ImageError, PermissionError):
+    """The file exists but this process may not read it (file mode, ACL, or a folder on its path)."""
+
+    reason_code = "permission_denied"

@@ -15,11 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from novelty.errors import InvalidInputError, NotFittedError, NoveltyError
+from novelty.errors import InvalidInputError, NotFittedError
 from novelty.index import as_embeddings
 from novelty.models import ClassifierHead
+from novelty.params import check_int, check_known_params, check_real
+from novelty.trainers import training_api
 
-__all__ = ["ConditionHead", "fit_temperature"]
+__all__ = ["ConditionHead", "check_labels", "fit_temperature"]
 
 T_MIN, T_MAX = 0.25, 10.0
 
@@ -59,14 +61,16 @@ class ConditionHead:
         val_fraction: float = 0.2,
         seed: int = 0,
     ):
-        self.hidden = hidden
-        self.dropout = dropout
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.val_fraction = val_fraction
-        self.seed = seed
+        self.hidden = check_int(hidden, "hidden", minimum=0)
+        self.dropout = check_real(dropout, "dropout", low=0.0, high=1.0, high_open=True)
+        self.max_epochs = check_int(max_epochs, "max_epochs", minimum=1)
+        self.patience = check_int(patience, "patience", minimum=0)
+        self.lr = check_real(lr, "lr", low=0.0, low_open=True)
+        self.weight_decay = check_real(weight_decay, "weight_decay", low=0.0)
+        self.val_fraction = check_real(
+            val_fraction, "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True
+        )
+        self.seed = check_int(seed, "seed", minimum=0)
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -84,23 +88,23 @@ class ConditionHead:
     def is_fitted(self) -> bool:
         return hasattr(self, "model_")
 
+    def min_fit_samples(self) -> int:
+        """The fewest labelled embeddings ``fit`` accepts: one to train on and one to validate."""
+        return 2
+
     def fit(self, embeddings: np.ndarray, labels: Any, *, groups: Any = None) -> ConditionHead:
         x = as_embeddings(embeddings)
-        y_raw = np.asarray(labels)
-        if y_raw.ndim != 1 or y_raw.shape[0] != x.shape[0]:
-            raise InvalidInputError(
-                f"labels must be 1-D with one entry per embedding ({x.shape[0]}), got {y_raw.shape}"
-            )
+        y_raw = check_labels(labels, x.shape[0])
         classes = np.unique(y_raw)
         if classes.shape[0] < 2:
             raise InvalidInputError(f"a classifier needs at least two classes, got {classes.tolist()}")
+        if x.shape[0] < self.min_fit_samples():
+            raise InvalidInputError(
+                f"the head needs at least {self.min_fit_samples()} labelled embeddings, got {x.shape[0]}"
+            )
         y = np.searchsorted(classes, y_raw)
-        try:
-            from training import TrainConfig, train_classifier
-        except ImportError as e:
-            raise NoveltyError(
-                f"training the head needs PyTorch Lightning ({e}); install it: pip install 'novelty[train]'"
-            ) from e
+        training = training_api("the head")
+        TrainConfig, train_classifier = training.TrainConfig, training.train_classifier
         cfg = TrainConfig(
             max_epochs=self.max_epochs,
             patience=self.patience,
@@ -157,16 +161,54 @@ class ConditionHead:
     def from_state(
         cls, params: dict[str, Any], meta: dict[str, Any], arrays: dict[str, np.ndarray]
     ) -> ConditionHead:
+        check_known_params(cls, params, "ConditionHead")
         self = cls(**params)
-        model = ClassifierHead(
-            int(meta["dim"]), len(meta["classes"]), hidden=self.hidden, dropout=self.dropout
-        )
+        dim = check_int(meta.get("dim"), "the head's dim", minimum=1)
+        classes = meta.get("classes")
+        if (
+            not isinstance(classes, list)
+            or len(classes) < 2
+            or not all(isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in classes)
+            or len(set(classes)) != len(classes)
+        ):
+            raise InvalidInputError(
+                f"the head's classes must be a list of ≥ 2 distinct labels, got {classes!r}"
+            )
+        temperature = check_real(meta.get("temperature"), "the head's temperature", low=0.0, low_open=True)
+        val_accuracy = meta.get("val_accuracy", float("nan"))
+        val_accuracy = float("nan") if val_accuracy is None else check_real(val_accuracy, "val_accuracy")
+        model = ClassifierHead(dim, len(classes), hidden=self.hidden, dropout=self.dropout)
         try:
             model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=True)
         except RuntimeError as e:
             raise InvalidInputError(f"head state does not fit its parameters: {e}") from e
         self.model_ = model.eval()
-        self.classes_ = list(meta["classes"])
-        self.temperature_ = float(meta["temperature"])
-        self.val_accuracy_ = float(meta.get("val_accuracy", float("nan")))
+        self.classes_ = list(classes)
+        self.temperature_ = temperature
+        self.val_accuracy_ = val_accuracy
         return self
+
+
+def check_labels(labels: Any, n: int) -> np.ndarray:
+    """Labels as a 1-D array of one kind (all strings or all numbers), one per embedding, none missing."""
+    if labels is None or isinstance(labels, (str, bytes)):
+        raise InvalidInputError(f"labels must be a sequence with one label per embedding, got {labels!r}")
+    items = list(labels)
+    if len(items) != n:
+        raise InvalidInputError(f"labels must be 1-D with one entry per embedding ({n}), got {len(items)}")
+    missing = [i for i, v in enumerate(items) if v is None or (isinstance(v, float) and v != v)]
+    if missing:
+        raise InvalidInputError(
+            f"labels contain {len(missing)} missing value(s) (None or NaN), first at position {missing[0]}; "
+            "label every image or leave the unlabelled ones out"
+        )
+    strings = [isinstance(v, str) for v in items]
+    if any(strings) and not all(strings):
+        kinds = sorted({type(v).__name__ for v in items})
+        raise InvalidInputError(f"labels must all be strings or all numbers, got a mix of {', '.join(kinds)}")
+    y = np.asarray(items)
+    if y.ndim != 1:
+        raise InvalidInputError(f"labels must be 1-D (one scalar per embedding), got shape {y.shape}")
+    if y.dtype.kind not in "biufU":
+        raise InvalidInputError(f"labels must be strings or numbers, got values of dtype {y.dtype}")
+    return y

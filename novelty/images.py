@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -36,6 +36,7 @@ from novelty.errors import (
     EmptyImageError,
     ImageError,
     ImageNotFoundError,
+    ImagePermissionError,
     ImageTooLargeError,
     InvalidInputError,
     NotAnImageError,
@@ -137,6 +138,8 @@ def load_image(
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
                 raise ImageNotFoundError(name, "no such file") from None
+            if e.errno in (errno.EACCES, errno.EPERM):  # a folder on the path may not be searched
+                raise ImagePermissionError(name, f"permission denied: {e.strerror}") from None
             raise CorruptImageError(name, f"cannot stat file: {e.strerror or e}") from e
         if stat.S_ISDIR(st.st_mode):
             raise NotAnImageError(name, "is a directory")
@@ -144,19 +147,32 @@ def load_image(
             raise NotAnImageError(name, "not a regular file (device, pipe or socket)")
         if st.st_size == 0:
             raise EmptyImageError(name, "zero-byte file")
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below; open errors are told apart from decoding ones
-        except PermissionError as e:
-            raise CorruptImageError(name, f"permission denied: {e.strerror}") from e
-        except FileNotFoundError:  # removed since stat
-            raise ImageNotFoundError(name, "no such file") from None
-        except OSError as e:
-            raise CorruptImageError(name, f"cannot open file: {e.strerror or e}") from e
-        with f:
+        with _open_regular(path, name) as f:
             return _decode(f, name, min_size, max_pixels, background, info)
     raise InvalidInputError(
         f"cannot read an image from {type(source).__name__}; pass a path, bytes, a PIL image or a numpy array"
     )
+
+
+def _open_regular(path: Path, name: str) -> IO[bytes]:
+    """``path`` opened for reading, non-blocking: a FIFO or device put there since the ``stat`` raises
+    :class:`~novelty.errors.NotAnImageError` instead of blocking forever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except PermissionError as e:
+        raise ImagePermissionError(name, f"permission denied: {e.strerror}") from None
+    except (FileNotFoundError, NotADirectoryError):  # removed since stat
+        raise ImageNotFoundError(name, "no such file") from None
+    except OSError as e:
+        raise CorruptImageError(name, f"cannot open file: {e.strerror or e}") from e
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotAnImageError(name, "not a regular file (device, pipe or socket)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _check_args(min_size: Any, max_pixels: Any) -> tuple[int | None, int | None]:

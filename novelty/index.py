@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 
 from novelty.errors import DimensionMismatchError, InvalidInputError, NotFittedError
+from novelty.fileio import atomic_write_bytes, read_regular_file
 
 __all__ = ["EmbeddingIndex", "as_embeddings"]
 
@@ -54,11 +55,19 @@ class EmbeddingIndex:
     """
 
     def __init__(self, metric: str = "cosine", factory: str = "Flat"):
-        if metric not in _METRICS:
+        if not isinstance(metric, str) or metric not in _METRICS:
             raise InvalidInputError(f"metric must be one of {_METRICS}, got {metric!r}")
+        if not isinstance(factory, str) or not factory.strip():
+            raise InvalidInputError(
+                f"factory must be a FAISS index-factory string such as 'Flat' or 'HNSW32', got {factory!r}"
+            )
         self.metric = metric
         self.factory = factory
         self._index: faiss.Index | None = None
+
+    def get_params(self) -> dict[str, str]:
+        """The constructor arguments; ``EmbeddingIndex(**index.get_params())`` is an empty index of the same kind."""
+        return {"metric": self.metric, "factory": self.factory}
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -95,9 +104,14 @@ class EmbeddingIndex:
                 self._index = faiss.index_factory(x.shape[1], self.factory, faiss_metric)
             except RuntimeError as e:
                 raise InvalidInputError(f"invalid FAISS factory string {self.factory!r}: {e}") from e
-        if not self._index.is_trained:
-            self._index.train(x)
-        self._index.add(x)
+        try:
+            if not self._index.is_trained:
+                self._index.train(x)
+            self._index.add(x)
+        except RuntimeError as e:  # e.g. an IVF index with fewer training vectors than lists
+            raise InvalidInputError(
+                f"FAISS index {self.factory!r} could not be built from {x.shape[0]} vectors: {e}"
+            ) from e
         return self
 
     def _stored(self) -> np.ndarray | None:
@@ -174,25 +188,38 @@ class EmbeddingIndex:
         return self._index.reconstruct_n(0, self.ntotal)
 
     # ------------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the FAISS index to ``path`` (FAISS's own binary format; no pickle)."""
+    def to_bytes(self) -> bytes:
+        """The FAISS index in FAISS's own binary format (no pickle)."""
         if self._index is None:
             raise NotFittedError("nothing to save: the index is empty")
-        faiss.write_index(self._index, os.fspath(path))
+        return faiss.serialize_index(self._index).tobytes()
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, metric: str = "cosine", factory: str = "Flat", *, source: str = "index"
+    ) -> EmbeddingIndex:
+        """An index from :meth:`to_bytes` output, parsed in memory; ``source`` names it in errors."""
+        self = cls(metric=metric, factory=factory)
+        try:
+            self._index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise InvalidInputError(f"{source}: not a readable FAISS index ({e})") from e
+        expected = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+        if self._index.metric_type != expected:
+            raise InvalidInputError(f"{source}: the index's FAISS metric does not match metric={metric!r}")
+        return self
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the FAISS index to ``path`` atomically (FAISS's own binary format; no pickle)."""
+        atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str], metric: str = "cosine", factory: str = "Flat"
     ) -> EmbeddingIndex:
         p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"index file not found: {p}")
-        self = cls(metric=metric, factory=factory)
         try:
-            self._index = faiss.read_index(os.fspath(p))
-        except RuntimeError as e:
-            raise InvalidInputError(f"{p}: not a readable FAISS index ({e})") from e
-        expected = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-        if self._index.metric_type != expected:
-            raise InvalidInputError(f"{p}: the index's FAISS metric does not match metric={metric!r}")
-        return self
+            data = read_regular_file(p)
+        except OSError as e:
+            raise InvalidInputError(f"index file {p} cannot be read: {e.strerror or e}") from e
+        return cls.from_bytes(data, metric, factory, source=str(p))

@@ -10,9 +10,12 @@ Nothing here allocates the pixels a file's header claims: the "bomb" PNG is craf
 
 from __future__ import annotations
 
+import contextlib
 import io
+import signal
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +43,7 @@ __all__ = [
     "grey_photo",
     "make_odd_corpus",
     "make_odd_corpus_with_references",
+    "no_hang",
     "photo",
     "png_chunk",
     "png_file",
@@ -313,3 +317,21 @@ def make_odd_corpus_with_references(
 def make_odd_corpus(dir: Path) -> dict[str, tuple[Path, type | None]]:
     """Write the odd files into ``dir``; map each case name to ``(path, expected error class or None)``."""
     return dict(make_odd_corpus_with_references(dir)[0])
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 10) -> Iterator[None]:
+    """Fail with ``TimeoutError`` instead of hanging forever when the block blocks (e.g. opening a FIFO).
+
+    Uses ``SIGALRM``: main thread, POSIX only."""
+
+    def timeout(signum: int, frame: object) -> None:
+        raise TimeoutError(f"blocked for more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -72,7 +72,7 @@ def street_jpegs(
     n: int, size: tuple[int, int] = (320, 240), quality: int = 90, start: int = 0
 ) -> list[bytes]:
     """``n`` street frames (cycling through the 795 of the video) as JPEG bytes."""
-    from novelty.windshield import street_frames
+    from novelty.datasets.windshield import street_frames
 
     frames = street_frames(size)
     out = []

@@ -11,8 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
-from novelty import datasets
-from novelty.bench import (
+from benchmarks.ood import (
     PEERS,
     EmbeddingCache,
     PeerNotInstalledError,
@@ -20,11 +19,12 @@ from novelty.bench import (
     run_peer,
     run_scenario,
 )
-from novelty.bench import __main__ as bench_cli
-from novelty.bench import peers as peers_mod
-from novelty.bench.runner import BenchmarkRun, resplit_false_alarm
-from novelty.bench.scenarios import NEAR_OOD_CLASSES, STREET_BLOCK, Pool
+from benchmarks.ood import __main__ as bench_cli
+from benchmarks.ood import peers as peers_mod
+from benchmarks.ood.runner import BenchmarkRun, resplit_false_alarm
+from benchmarks.ood.scenarios import NEAR_OOD_CLASSES, STREET_BLOCK, Pool
 from novelty.datasets import DatasetNotInstalledError
+from novelty.datasets import loaders as datasets
 from novelty.errors import UnknownNameError
 
 
@@ -226,6 +226,7 @@ def textile_result(bench_cache_dir):
         mp.undo()
 
 
+@pytest.mark.slow
 def test_runner_measures_every_method(textile_result):
     r = textile_result
     assert set(r.methods) == {"knn", "knn-local", "autoencoder", "combined", *PEERS}
@@ -247,6 +248,7 @@ def test_runner_measures_every_method(textile_result):
     assert r.methods["cleanlab-ood"].native_false_alarm is None
 
 
+@pytest.mark.slow
 def test_pyod_knn_ranks_like_novelty_knn(textile_result):
     """Both take the distance to the 5th neighbour among the same fitting embeddings (Euclidean on unit
     vectors is a monotone map of cosine distance), so their AUROCs must agree: same embeddings, same split."""
@@ -259,6 +261,7 @@ def test_pyod_knn_ranks_like_novelty_knn(textile_result):
     )
 
 
+@pytest.mark.slow
 def test_benchmark_files(textile_result, tmp_path):
     run = BenchmarkRun(
         results=[textile_result],
@@ -285,6 +288,7 @@ def test_benchmark_files(textile_result, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_cli_small_run(in_cache, tmp_path, capsys):
     rc = bench_cli.main(
         [

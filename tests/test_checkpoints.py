@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 import novelty
-from novelty.windshield import windshield_scenario
+from novelty.datasets.windshield import windshield_scenario
 
 ROOT = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+pytestmark = pytest.mark.slow  # reproduces the shipped detector: embeds the windshield scenario
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,7 @@
-"""The `novelty` command: fit, score (odd inputs, archives, resume after kill -9), report, exit codes."""
+"""The `novelty` command: fit, score (odd inputs, archives, resume after kill -9), report, exit codes.
+
+Tests that fit or load a detector run the pretrained backbone (marked slow); argument and file errors are
+checked without it: they must fail before any model is loaded."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ from pathlib import Path
 import pytest
 from odd_inputs import make_odd_corpus  # tests/odd_inputs.py, next to this file
 
+from novelty.batch.results import read_results
 from novelty.cli import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
-from novelty.results import read_results
+from novelty.scorers import REGISTRY
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +32,7 @@ def detector_dir(tmp_path_factory, textile_paths) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_score_odd_corpus_and_hostile_zip(detector_dir, tmp_path, textile_paths, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -64,6 +69,7 @@ def test_score_odd_corpus_and_hostile_zip(detector_dir, tmp_path, textile_paths,
     assert not (tmp_path.parent / "escape.jpg").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_rows(detector_dir, tmp_path, textile_paths):
     data = tmp_path / "data"
     data.mkdir()
@@ -87,6 +93,7 @@ def test_resume_after_kill_gives_the_same_rows(detector_dir, tmp_path, textile_p
         assert ra["p_value"] == pytest.approx(rb["p_value"]) and ra["is_novel"] == rb["is_novel"]
 
 
+@pytest.mark.slow
 def test_report_from_results(detector_dir, tmp_path, textile_paths):
     data = tmp_path / "d"
     data.mkdir()
@@ -100,6 +107,7 @@ def test_report_from_results(detector_dir, tmp_path, textile_paths):
     assert text.count("data:image/jpeg;base64,") >= 10
 
 
+@pytest.mark.slow
 def test_fit_with_labels_gives_predictions(tmp_path, textile_paths):
     train = tmp_path / "train"
     train.mkdir()
@@ -128,3 +136,138 @@ def test_exit_codes(tmp_path, capsys):
     )
     assert "error:" in capsys.readouterr().err
     assert main(["score", "--help"]) == EXIT_OK
+
+
+def test_usage_errors_exit_2_before_any_work(tmp_path, capsys):
+    missing = str(tmp_path / "no-such-detector")  # never loaded: the arguments fail first
+    score = ["score", missing, str(tmp_path), "--out"]
+    cases = [
+        ([*score, "r.csv", "--batch-size", "-1"], "--batch-size: must be ≥ 1, got -1"),
+        ([*score, "r.csv", "--workers", "-1"], "--workers: must be ≥ 0, got -1"),
+        ([*score, "r.csv", "--chunk-rows", "0"], "--chunk-rows: must be ≥ 1"),
+        ([*score, "r.csv", "--max-member-bytes", "lots"], "is not a size"),
+        ([*score, str(tmp_path)], "is a directory"),  # an existing directory as the results file
+        ([*score, str(tmp_path / "r.xlsx")], "unknown results format"),
+        (["report", "r.csv", "--out", str(tmp_path)], "is a directory"),
+        (["report", "r.csv", "--out", "r.html", "--top", "-3"], "--top: must be ≥ 0"),
+        (
+            ["fit", str(tmp_path), "--out", "d", "--scorers", "knn,lof"],
+            "unknown scorer(s) lof; registered: knn",
+        ),
+        (
+            ["fit", str(tmp_path), "--out", "d", "--alpha", "1.5"],
+            "--alpha: must lie strictly between 0 and 1",
+        ),
+        (["fit", str(tmp_path), "--out", "d", "--groups", "nope.csv"], "no such file, and no --labels CSV"),
+    ]
+    for args, message in cases:
+        assert main(args) == EXIT_USAGE, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "r.csv").exists() and not (tmp_path / "d").exists()
+
+
+def test_missing_pyarrow_is_found_before_the_detector_is_loaded(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
+    out = str(tmp_path / "r.parquet")
+    assert main(["score", str(tmp_path / "no-such-detector"), str(tmp_path), "--out", out]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "pip install 'novelty[batch]'" in err and "no-such-detector" not in err
+
+
+def test_bad_files_exit_1_with_a_message(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes("path,label\nété.jpg,mouillé\n".encode("latin-1"))  # not UTF-8
+    assert main(["fit", str(tmp_path / "train"), "--out", str(tmp_path / "d"), "--labels", str(labels)]) == 1
+    assert "labels.csv: the labels CSV is not UTF-8 text (byte 0xe9" in capsys.readouterr().err
+    labels.write_text("file,class\na.jpg,wet\n")
+    assert main(["fit", str(tmp_path / "train"), "--out", str(tmp_path / "d"), "--labels", str(labels)]) == 1
+    assert "needs the columns 'path' and 'label'; it has file, class" in capsys.readouterr().err
+    for name, data in (("bad.jsonl", b'{"key": "a"}\n{"key": '), ("bad.parquet", b"PAR1 not really"),
+                       ("bad.csv", b"key,score\na,1.0,extra\n")):  # fmt: skip
+        (tmp_path / name).write_bytes(data)
+        assert main(["report", str(tmp_path / name), "--out", str(tmp_path / "r.html")]) == EXIT_FAILURE
+        err = capsys.readouterr().err
+        assert f"{name}: not a readable" in err and "Traceback" not in err
+    assert main(["report", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r.html")]) == EXIT_FAILURE
+    assert "no such results file" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_fit_help_lists_every_registered_scorer(capsys):
+    assert main(["fit", "--help"]) == EXIT_OK
+    text = " ".join(capsys.readouterr().out.split())
+    assert len(REGISTRY) >= 3
+    for name in REGISTRY:
+        assert f"{name} (" in text, name
+    assert "--groups FILE_OR_COLUMN" in text and "grouped calibration" in text
+
+
+def _copy_in(folder: Path, paths: list[Path], prefix: str = "") -> list[str]:
+    folder.mkdir(exist_ok=True)
+    names = []
+    for p in paths:
+        (folder / f"{prefix}{p.name}").symlink_to(p)
+        names.append(f"{prefix}{p.name}")
+    return names
+
+
+@pytest.mark.slow
+def test_fit_with_groups_from_a_column_or_a_file(tmp_path, textile_paths):
+    names = _copy_in(tmp_path / "train", textile_paths["nominal"][:100])  # 50 groups of 2
+    rows = ["path,label,group"] + [f"{n},{('a', 'b')[i % 2]},{i // 2}" for i, n in enumerate(names)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows))
+    out = tmp_path / "det"
+    args = ["fit", str(tmp_path / "train"), "--out", str(out), "--labels", str(tmp_path / "labels.csv")]
+    args += ["--calibration-fraction", "0.4"]  # 20 calibration groups: enough for alpha = 0.05
+    assert main([*args, "--groups", "group"]) == EXIT_OK
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["split"] == "groups" and manifest["head"]["classes"] == ["a", "b"]
+    ids = json.loads((out / "train_ids.json").read_text())
+    group_of = {f"{tmp_path / 'train'}/{n}": i // 2 for i, n in enumerate(names)}
+    fit_groups = {group_of[k] for k in ids["train"]}
+    assert fit_groups and not fit_groups & {group_of[k] for k in ids["calibration"]}  # never split
+    groups = tmp_path / "groups.csv"
+    groups.write_text("path,group\n" + "\n".join(f"{n},{i // 2}" for i, n in enumerate(names[:-1])))
+    assert main(["fit", str(tmp_path / "train"), "--out", str(tmp_path / "d2"), "--groups", str(groups)]) == 1
+
+
+@pytest.mark.slow
+def test_resume_and_report_refuse_another_detector(detector_dir, tmp_path, textile_paths, capsys):
+    import novelty
+
+    other = tmp_path / "other"
+    det = novelty.load(detector_dir)
+    det.alpha = 0.1
+    det.save(other)  # the same fitted state, another artifact
+    data = tmp_path / "data"
+    _copy_in(data, textile_paths["global"][:40])
+    out = tmp_path / "r.parquet"
+
+    class StopError(Exception):
+        pass
+
+    from novelty.batch import score_inputs
+
+    real = det.embedder.iter_batches
+
+    def one_batch(*a, **k):
+        it = real(*a, **k)
+        yield next(it)
+        raise StopError
+
+    det.embedder.iter_batches = one_batch  # type: ignore[method-assign]  # an interrupted run of `other`
+    with pytest.raises(StopError):
+        score_inputs(det, [data], out, chunk_rows=8)
+    assert (tmp_path / "r.parquet.parts").is_dir()
+    assert main(["score", str(detector_dir), str(data), "--out", str(out)]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "differs in" in err and "detector_id" in err and "--no-resume" in err and "Traceback" not in err
+    assert main(["score", str(other), str(data), "--out", str(out)]) == EXIT_OK  # its own run resumes
+    assert main(["report", str(out), "--detector", str(detector_dir), "--out", str(tmp_path / "x.html")]) == 1
+    assert "is not the detector that scored" in capsys.readouterr().err
+    assert main(["report", str(out), "--detector", str(other), "--out", str(tmp_path / "ok.html")]) == 0
+    assert (
+        "flagged: the rows the run found novel (p-value &lt; α = 0.1)" in (tmp_path / "ok.html").read_text()
+    )

@@ -196,3 +196,128 @@ def test_local_knn_round_trips_through_an_artifact(textile_embeddings, tmp_path)
     np.testing.assert_array_equal(before.scores["knn-local"], after.scores["knn-local"])
     np.testing.assert_array_equal(before.p_value, after.p_value)
     assert (before.scores["knn-local"][:5] > np.median(before.scores["knn-local"][5:])).all()
+
+
+# --- a failed fit changes nothing; the caller's parts stay unfitted -----------------------------------
+def test_a_failed_fit_leaves_the_detector_unfitted(textile_embeddings):
+    x = textile_embeddings["nominal"][:120]
+    det = novelty.NoveltyDetector()
+    with pytest.raises(InvalidInputError, match="two classes"):
+        det.fit_embeddings(x, labels=["dry"] * len(x))
+    assert not det.is_fitted and not hasattr(det, "calibrator_")
+    with pytest.raises(NotFittedError):
+        det.score_embeddings(x[:3])
+
+
+def test_a_failed_refit_keeps_the_previous_state_consistent(textile_embeddings):
+    x = textile_embeddings["nominal"]
+    det = novelty.NoveltyDetector().fit_embeddings(x[:300])
+    q = textile_embeddings["global"][:20]
+    before = det.score_embeddings(q)
+    n_index, n_cal = det.index_.ntotal, det.calibrator_.n
+    with pytest.raises(InvalidInputError, match="two classes"):
+        det.fit_embeddings(x[300:800], labels=["dry"] * 500)  # fails in the head, after the calibration
+    assert (det.index_.ntotal, det.calibrator_.n) == (n_index, n_cal)
+    after = det.score_embeddings(q)
+    np.testing.assert_array_equal(before.p_value, after.p_value)
+    np.testing.assert_array_equal(before.neighbor_ids, after.neighbor_ids)
+
+
+def test_scorer_and_head_instances_are_cloned_not_fitted(textile_embeddings):
+    x = textile_embeddings["nominal"][:200]
+    labels = np.where(np.arange(200) % 2 == 0, "a", "b")
+    knn = novelty.KNNScorer(k=3)
+    head = novelty.ConditionHead(max_epochs=2)
+    det = novelty.NoveltyDetector(scorers=(knn,), head=head).fit_embeddings(x, labels)
+    assert not knn.is_fitted and not hasattr(knn, "index_")
+    assert not head.is_fitted
+    assert det.scorers_[0] is not knn and det.scorers_[0].k == 3 and det.scorers_[0].is_fitted
+    assert det.head_ is not head and det.head_.max_epochs == 2
+
+
+# --- arguments are checked where they are written --------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"alpha": "0.05"}, "alpha must be a number, got the string '0.05'"),
+        ({"alpha": 1.5}, r"alpha must lie in \(0, 1\)"),
+        ({"n_neighbors": -3}, "n_neighbors must be an integer ≥ 0, got -3"),
+        ({"n_neighbors": 2.5}, "n_neighbors must be an integer"),
+        ({"calibration_fraction": 0.0}, r"calibration_fraction must lie in \(0, 1\)"),
+        ({"calibration_fraction": "0.2"}, "calibration_fraction must be a number"),
+        ({"batch_size": 0}, "batch_size must be an integer ≥ 1"),
+        ({"num_workers": -1}, "num_workers must be an integer ≥ 0"),
+        ({"seed": -1}, "seed must be an integer ≥ 0"),
+        ({"device": "bogus"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got 'bogus'"),
+        ({"draft": "yes"}, "draft must be True or False"),
+        (
+            {"scorers": {"knn": {"kk": 3}}},
+            r"unknown parameter\(s\) kk for scorer 'knn'; valid parameters: k, ",
+        ),
+        ({"scorers": ("knn", "knn")}, "each scorer may appear once"),
+        ({"scorers": ()}, "at least one scorer"),
+        ({"scorers": 42}, "scorers must be names"),
+        ({"head": {"hiden": 8}}, r"unknown parameter\(s\) hiden for head"),
+        ({"head": "yes"}, "head must be None, False"),
+        ({"index": 42}, "index must be None, a FAISS factory string or an EmbeddingIndex"),
+        ({"index": novelty.EmbeddingIndex(metric="euclidean")}, "give them the same metric"),
+        ({"backbone": ""}, "backbone must be a timm model name"),
+    ],
+)
+def test_bad_arguments_fail_in_the_constructor(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        novelty.NoveltyDetector(**kwargs)
+
+
+def test_labels_with_missing_values_are_refused(textile_embeddings):
+    x = textile_embeddings["nominal"][:60]
+    labels: list = ["a", "b"] * 30
+    labels[7] = None
+    with pytest.raises(InvalidInputError, match=r"missing value.*position 7"):
+        novelty.NoveltyDetector().fit_embeddings(x, labels)
+    with pytest.raises(InvalidInputError, match=r"must all be strings or all numbers"):
+        novelty.NoveltyDetector().fit_embeddings(x, ["a", 1] * 30)
+
+
+def test_the_stated_minimum_number_of_images_is_the_real_one(textile_embeddings):
+    x = textile_embeddings["nominal"]
+    det = novelty.NoveltyDetector()  # kNN k=5 needs 6 to fit; 20 % held out, at least 2 to calibrate
+    assert det.min_training_images() == 8
+    with pytest.raises(InvalidInputError, match=r"need at least 8 training images, got 7.*k=5"):
+        det.fit_embeddings(x[:7])
+    with pytest.warns(UserWarning, match="nothing can ever be flagged"):
+        det.fit_embeddings(x[:8])  # exactly the minimum fits
+    ae = novelty.NoveltyDetector(scorers=("knn", "autoencoder"), calibration_fraction=0.5)
+    assert ae.min_training_images() == 20  # the autoencoder needs 10 to fit, half is held out
+    with pytest.raises(InvalidInputError, match=r"at least 20 training images, got 19.*AutoencoderScorer"):
+        ae.fit_embeddings(x[:19])
+    k1 = novelty.NoveltyDetector(scorers={"knn": {"k": 1}}, calibration_fraction=0.5)
+    assert k1.min_training_images() == 4 and k1.min_training_images(labelled=True) == 4
+
+
+# --- a shared embedder and the kind of index ---------------------------------------------------------
+def test_a_shared_embedder_and_an_index_kind_round_trip(embedder, textile_embeddings, tmp_path):
+    x = textile_embeddings["nominal"][:300]
+    q = np.vstack([textile_embeddings["global"][:5], textile_embeddings["nominal"][600:605]])
+    exact = novelty.NoveltyDetector(embedder=embedder)
+    proto = novelty.EmbeddingIndex(factory="HNSW32")
+    approx = novelty.NoveltyDetector(embedder=embedder, scorers=("knn", "knn-local"), index=proto)
+    for det in (exact, approx):
+        det.fit_embeddings(x)
+        assert det.embedder is embedder
+    assert approx.index_.factory == "HNSW32" and proto.ntotal == 0  # the prototype stays empty
+    out = approx.save(tmp_path / "approx")
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["index"]["factory"] == "HNSW32" and m["backbone"]["fingerprint"] == embedder.fingerprint
+    loaded = novelty.load(out, embedder=embedder)
+    assert loaded.embedder is embedder and loaded.index_.factory == "HNSW32"
+    before, after = approx.score_embeddings(q), loaded.score_embeddings(q)
+    np.testing.assert_array_equal(before.p_value, after.p_value)
+    np.testing.assert_array_equal(before.neighbor_ids, after.neighbor_ids)
+    assert isinstance(loaded.index, novelty.EmbeddingIndex) and loaded.index.factory == "HNSW32"
+    with pytest.raises(InvalidInputError, match="contradicts the embedder"):
+        novelty.NoveltyDetector(embedder=embedder, backbone="resnet18")
+    euclid = novelty.NoveltyDetector(
+        embedder=embedder, scorers={"knn": {"metric": "euclidean"}}, index=novelty.EmbeddingIndex("euclidean")
+    ).fit_embeddings(x)
+    assert euclid.index_.metric == "euclidean"

@@ -74,3 +74,22 @@ def test_invalid_arguments():
         novelty.Embedder(batch_size=0)
     with pytest.raises(InvalidInputError, match="precision"):
         novelty.Embedder(precision="int4")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"device": "bogus"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got 'bogus'"),
+        ({"device": 3.5}, "device must be"),
+        ({"batch_size": "32"}, "batch_size must be an integer, got the string '32'"),
+        ({"batch_size": -4}, "batch_size must be an integer ≥ 1"),
+        ({"num_workers": -1}, "num_workers must be an integer ≥ 0"),
+        ({"max_pixels": 0}, "max_pixels must be an integer ≥ 1"),
+        ({"draft": 1}, "draft must be True or False"),
+        ({"backbone": None}, "backbone must be a timm model name"),
+        ({"weights": 42}, "weights must be None, 'random' or a path"),
+    ],
+)
+def test_more_invalid_arguments(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        novelty.Embedder(**kwargs)

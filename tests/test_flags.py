@@ -13,6 +13,7 @@ from postgres_server import postgres_server, why_no_postgres
 from serve_support import street_jpegs
 
 from novelty.errors import InvalidInputError
+from novelty.fileio import TMP_PREFIX
 from novelty.flags import FlagStore, FlagStoreError, SQLiteFlagStore, flag_id, open_flag_store
 
 
@@ -231,7 +232,7 @@ def test_sqlite_reopen_after_crash_leftovers(tmp_path, jpegs):
     d = tmp_path / "flags" / "images" / sha[:2]
     d.mkdir(exist_ok=True)
     (d / sha).write_bytes(jpegs[4])  # the image made it to disk, the row did not
-    (d / f".{sha[:16]}.abc.tmp").write_bytes(jpegs[4][:100])  # a half-written temporary
+    (d / f"{TMP_PREFIX}1234-abcd-{sha}").write_bytes(jpegs[4][:100])  # a half-written temporary
     store = SQLiteFlagStore(tmp_path / "flags")
     assert store.get(flag.id) == flag
     again, created = store.add(jpegs[4], source="x")

@@ -70,3 +70,43 @@ def test_errors(labelled):
         novelty.ConditionHead().fit(train_x[:10], ["a"] * 10)
     with pytest.raises(InvalidInputError, match="one entry per embedding"):
         novelty.ConditionHead().fit(train_x[:10], ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden": -1}, "hidden must be an integer ≥ 0"),
+        ({"dropout": 1.5}, r"dropout must lie in \[0, 1\)"),
+        ({"max_epochs": 0}, "max_epochs must be an integer ≥ 1"),
+        ({"lr": "fast"}, "lr must be a number"),
+        ({"val_fraction": 0.0}, r"val_fraction must lie in \(0, 1\)"),
+        ({"seed": 1.5}, "seed must be an integer"),
+    ],
+)
+def test_bad_arguments_fail_in_the_constructor(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        novelty.ConditionHead(**kwargs)
+
+
+def test_labels_must_be_complete_and_of_one_kind(labelled):
+    train_x = labelled[0][:6]
+    with pytest.raises(InvalidInputError, match=r"missing value\(s\).*position 2"):
+        novelty.ConditionHead().fit(train_x, ["a", "b", None, "a", "b", "a"])
+    with pytest.raises(InvalidInputError, match="must all be strings or all numbers"):
+        novelty.ConditionHead().fit(train_x, ["a", 1, "a", 1, "a", 1])
+    with pytest.raises(InvalidInputError, match="missing"):
+        novelty.ConditionHead().fit(train_x, [0.0, 1.0, float("nan"), 0.0, 1.0, 0.0])
+
+
+def test_from_state_checks_its_metadata(labelled):
+    head = novelty.ConditionHead(max_epochs=2).fit(labelled[0][250:350], labelled[1][250:350])
+    meta = head.state_meta()
+    for bad, message in (
+        ({**meta, "temperature": 0.0}, "temperature"),
+        ({**meta, "classes": ["only"]}, "classes"),
+        ({**meta, "dim": "1280"}, "dim"),
+    ):
+        with pytest.raises(InvalidInputError, match=message):
+            novelty.ConditionHead.from_state(head.get_params(), bad, head.state_arrays())
+    with pytest.raises(InvalidInputError, match=r"unknown parameter\(s\) width"):
+        novelty.ConditionHead.from_state({"width": 3}, meta, head.state_arrays())

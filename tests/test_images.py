@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from odd_inputs import (  # tests/odd_inputs.py, next to this file
     grey_photo,
     make_odd_corpus,
     make_odd_corpus_with_references,
+    no_hang,
     photo,
 )
 from PIL import Image
@@ -28,6 +30,7 @@ from novelty.errors import (
     EmptyImageError,
     ImageError,
     ImageNotFoundError,
+    ImagePermissionError,
     ImageTooLargeError,
     InvalidInputError,
     NotAnImageError,
@@ -538,3 +541,33 @@ def test_jpeg_cut_early_is_reported_as_truncated(keep):
     Image.fromarray(skimage.data.chelsea()).save(buf, "JPEG", quality=90)
     with pytest.raises(TruncatedImageError, match=r"truncated|ends inside"):
         load_image(buf.getvalue()[:keep])
+
+
+def test_permission_denied_has_its_own_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not "corrupt": the file may be fine, this process may not read it (root reads everything, so the
+    refusal is simulated at the system call)."""
+    path = tmp_path / "locked.png"
+    Image.new("RGB", (4, 4)).save(path)
+    real_open = os.open
+
+    def deny(p, *args, **kwargs):
+        if os.fspath(p) == str(path):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", deny)
+    with pytest.raises(ImagePermissionError, match="permission denied") as e:
+        load_image(path)
+    assert e.value.reason_code == "permission_denied" and not isinstance(e.value, CorruptImageError)
+
+
+def test_a_file_replaced_by_a_fifo_after_its_stat_never_blocks(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "a.png"
+    Image.new("RGB", (4, 4)).save(path)
+    regular = path.stat()
+    path.unlink()
+    os.mkfifo(path)
+    real_stat = Path.stat
+    monkeypatch.setattr(Path, "stat", lambda self, **kw: regular if self == path else real_stat(self, **kw))
+    with no_hang(), pytest.raises(NotAnImageError, match="not a regular file"):
+        load_image(path)

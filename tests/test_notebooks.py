@@ -49,6 +49,7 @@ def _pngs(nb) -> list[np.ndarray]:
 def test_notebook_executes_with_real_plots(path, bench_cache_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("NOVELTY_BENCH_SIZE", "small")
     monkeypatch.setenv("NOVELTY_CACHE", bench_cache_dir)  # the kernel inherits it: embeddings are shared
+    monkeypatch.setenv("PYTHONPATH", str(NOTEBOOKS[0].parents[1]))  # benchmarks/ood is not installed
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(

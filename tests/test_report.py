@@ -25,8 +25,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from novelty.calibration import ConformalCalibrator, MultiScorerCalibrator
-from novelty.report import (
+from novelty.batch.errors import ReportMismatchError, ResultsReadError
+from novelty.batch.report import (
     THUMBNAIL_SIZE,
     build_report,
     load_neighbor_thumbnail,
@@ -34,6 +34,8 @@ from novelty.report import (
     read_rows,
     report_from_files,
 )
+from novelty.calibration import ConformalCalibrator, MultiScorerCalibrator
+from novelty.errors import ArtifactError, ImageNotFoundError
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -303,49 +305,66 @@ def test_archive_members_are_read_in_memory(scenario, tmp_path):
     assert load_neighbor_thumbnail(f"{scenario['tar']}::slides/ihc.jpg")
     assert load_neighbor_thumbnail(str(scenario["training"][0]))
     assert load_neighbor_thumbnail("#3") is None and load_neighbor_thumbnail("nul\0byte") is None
-    with pytest.raises(KeyError, match="no member"):
+    with pytest.raises(ImageNotFoundError, match="no such member"):  # the batch layer's own member reader
         load_row_thumbnail({"key": "k", "path": str(scenario["tar"]), "member": "slides/missing.jpg"})
     assert sorted(p.name for p in scenario["zip"].parent.iterdir()) == before, "something was extracted"
 
 
-def _detector_dir(path: Path, cal: dict[str, np.ndarray], alpha: float) -> Path:
-    from safetensors.numpy import save_file
+def _detector_dir(path: Path, cal: dict[str, np.ndarray], alpha: float) -> tuple[Path, str]:
+    """A verified detector artifact holding calibration arrays only, and its artifact id (sha256 of the
+    manifest's bytes), written in the artifact format by hand: no backbone runs here."""
+    from safetensors.numpy import save
+
+    from novelty.fileio import sha256_bytes
 
     path.mkdir()
-    save_file({f"calibration.{k}": v for k, v in cal.items()}, str(path / "calibration.safetensors"))
+    files = {"calibration.safetensors": bytes(save({f"calibration.{k}": v for k, v in cal.items()}))}
+    for name, data in files.items():
+        (path / name).write_bytes(data)
     manifest = {
         "format": "novelty-detector",
+        "format_version": 1,
         "params": {"backbone": "tf_efficientnet_lite0", "alpha": alpha},
         "index": {"n": 400, "metric": "cosine"},
         "scorers": [{"name": k} for k in cal],
         "calibration": {"file": "calibration.safetensors", "n": 200},
         "head": {"classes": ["dry", "wet"]},
+        "files": {name: sha256_bytes(data) for name, data in files.items()},
     }
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    return path
+    data = json.dumps(manifest).encode()
+    (path / "manifest.json").write_bytes(data)
+    artifact_id = sha256_bytes(data)
+    (path / "MANIFEST.sha256").write_text(f"{artifact_id}  manifest.json\n")
+    return path, artifact_id
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_report_from_files(scenario, tmp_path, fmt):
-    rows = scenario["rows"]
-    res = tmp_path / f"results.{fmt}"
-    if fmt == "jsonl":
+def _write_results(rows: list[dict], res: Path, *, alpha: float, detector_id: str) -> Path:
+    """Results as `novelty score` writes them: every row carries the run's alpha and detector id."""
+    rows = [{**r, "alpha": alpha, "detector_id": detector_id} for r in rows]
+    if res.suffix == ".jsonl":
         res.write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:-1]), "utf-8", "surrogateescape"
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8", "surrogateescape"
         )
     else:
         with open(res, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
-            w.writerows(rows[:-1])
-    got = read_rows(res)
-    assert [r["key"] for r in got] == [r["key"] for r in rows[:-1]]
-    assert got[0]["is_novel"] is True and got[0]["trusted"] is False and got[0]["width"] == 480
-    assert math.isnan(got[3]["score"]) and got[3]["error"].startswith("not_an_image")
+            w.writerows(rows)
+    return res
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_report_from_files(scenario, tmp_path, fmt):
+    rows = scenario["rows"][:-1]
     rng = np.random.default_rng(1)
     knn, ae = rng.gamma(2.0, 0.1, 200), rng.normal(5.0, 2.0, 200)
+    det, aid = _detector_dir(tmp_path / "det2", {"knn": knn, "autoencoder": ae}, alpha=0.1)
+    res = _write_results(rows, tmp_path / f"results.{fmt}", alpha=0.1, detector_id=aid)
+    got = read_rows(res)
+    assert [r["key"] for r in got] == [r["key"] for r in rows]
+    assert got[0]["is_novel"] is True and got[0]["trusted"] is False and got[0]["width"] == 480
+    assert math.isnan(got[3]["score"]) and got[3]["error"].startswith("not_an_image")
     # several scorers: the report's scores are the mean robust z-scores of the calibration arrays themselves
-    det = _detector_dir(tmp_path / "det2", {"knn": knn, "autoencoder": ae}, alpha=0.1)
     text = report_from_files(res, det, tmp_path / "a.html", top_n=3).read_text("utf-8")
     per = {"knn": knn, "autoencoder": ae}
     combined = MultiScorerCalibrator().fit(per).combined_scores(per)
@@ -354,12 +373,48 @@ def test_report_from_files(scenario, tmp_path, fmt):
     assert "knn, autoencoder" in text and "classes dry, wet" in text and "mean of the scorers" in text
     assert len(re.findall(r'<div class="card(?: novel)?">', text)) == 3
     # one scorer: its raw calibration scores
-    det1 = _detector_dir(tmp_path / "det1", {"knn": knn}, alpha=0.05)
-    text = report_from_files(res, det1, tmp_path / "b.html").read_text("utf-8")
+    det1, aid1 = _detector_dir(tmp_path / "det1", {"knn": knn}, alpha=0.05)
+    res1 = _write_results(rows, tmp_path / f"results1.{fmt}", alpha=0.05, detector_id=aid1)
+    text = report_from_files(res1, det1, tmp_path / "b.html").read_text("utf-8")
     assert f"score ≥ {ConformalCalibrator().fit(knn).threshold(0.05):.3f}" in text
     # no detector: no calibration series
     text = report_from_files(res, None, tmp_path / "c.html").read_text("utf-8")
     assert text.count("<polygon") == 1 and "No calibration scores given" in text
+
+
+def test_report_uses_the_runs_decisions_and_checks_the_detector(scenario, tmp_path):
+    """Flagged = the rows' is_novel at the run's alpha (not p < 0.05 recomputed); only the detector that
+    scored the results is accepted, read verified."""
+    rows = [dict(r, is_novel=not r["error"] and r["p_value"] < 0.1) for r in scenario["rows"]]
+    rng = np.random.default_rng(2)
+    knn = rng.gamma(2.0, 0.1, 200)
+    det, aid = _detector_dir(tmp_path / "det", {"knn": knn}, alpha=0.1)
+    res = _write_results(rows, tmp_path / "r.jsonl", alpha=0.1, detector_id=aid)
+    text = report_from_files(res, det, tmp_path / "r.html").read_text("utf-8")
+    assert re.findall(r'<div class="n">([\d,]+)</div>', text) == [
+        "12",
+        "8",
+        "6",
+        "4",
+    ]  # rocket (p = 0.09) too
+    assert text.count('<div class="card novel">') == 6 and "p &lt; 0.1" in text
+    assert f"threshold at α = 0.1: score ≥ {ConformalCalibrator().fit(knn).threshold(0.1):.3f}" in text
+    assert aid in text  # the detector panel names the artifact
+    # another detector (same arrays, another alpha): refused, whatever its calibration looks like
+    other, other_id = _detector_dir(tmp_path / "other", {"knn": knn}, alpha=0.05)
+    assert other_id != aid
+    with pytest.raises(ReportMismatchError, match="not the detector that scored"):
+        report_from_files(res, other, tmp_path / "x.html")
+    # a tampered detector: refused by the verified reader
+    (det / "calibration.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ArtifactError):
+        report_from_files(res, det, tmp_path / "y.html")
+    # results without the run's alpha / detector id (not written by `novelty score`)
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    with pytest.raises(ResultsReadError, match="no 'alpha' column"):
+        report_from_files(bare, None, tmp_path / "z.html")
+    assert not (tmp_path / "x.html").exists() and not (tmp_path / "z.html").exists()
 
 
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from novelty.errors import InvalidInputError, NoveltyError
-from novelty.results import (
+from novelty.batch.results import (
     MissingResultsError,
     ResultsDependencyError,
     ResultsFormatError,
@@ -29,17 +28,20 @@ from novelty.results import (
     ResumeMismatchError,
     read_results,
 )
+from novelty.batch.schema import ResultSchema
+from novelty.errors import InvalidInputError, NoveltyError
 
 FORMATS = [".parquet", ".csv", ".jsonl"]
 REPO = Path(__file__).resolve().parent.parent
-# subprocesses import novelty.results without novelty/__init__ (which imports torch): they start in ~0.2 s
+# subprocesses import novelty.batch.results without novelty/__init__ (which imports torch): they start in ~0.2 s
 STUB_IMPORT = textwrap.dedent(
     """
     import sys, time, types
     pkg = types.ModuleType("novelty")
     pkg.__path__ = [sys.argv[1] + "/novelty"]
     sys.modules["novelty"] = pkg
-    from novelty.results import ResultWriter
+    from novelty.batch.results import ResultWriter
+    from novelty.batch.schema import ResultSchema
     """
 )
 NASTY_KEYS = [
@@ -90,6 +92,18 @@ def expected_rows(n: int) -> list[dict]:
     return [make_row(i) for i in range(n)]
 
 
+# the columns of make_row, in its order, with their kinds: stated, never guessed from values
+ROW_SCHEMA = ResultSchema(
+    [("key", "str"), ("path", "str"), ("member", "str"), ("bytes", "int"), ("width", "int"), ("height", "int"),
+     ("novelty", "float"), ("p_value", "float"), ("is_novel", "bool"), ("score", "float"), ("score_knn", "float"),
+     ("p_value_knn", "float"), ("neighbors", "str"), ("neighbor_distances", "str"), ("error", "str")]
+)  # fmt: skip
+
+
+def schema(*columns: tuple[str, str]) -> ResultSchema:
+    return ResultSchema([("key", "str"), *columns])
+
+
 # --- round trips ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", FORMATS)
 def test_round_trip_every_format(tmp_path, suffix):
@@ -105,7 +119,9 @@ def test_round_trip_every_format(tmp_path, suffix):
         r["extra_count"] = np.int64(i)
         rows.append(r)
     out = tmp_path / f"results{suffix}"
-    with ResultWriter(out, chunk_rows=3) as w:
+    extra = [("prediction", "str"), ("probability", "float"), ("trusted", "bool"), ("extra_count", "int")]
+    full = ResultSchema([*ROW_SCHEMA, *extra])
+    with ResultWriter(out, chunk_rows=3, schema=full) as w:
         w.write(rows)
         assert w.finalize(expected_keys=NASTY_KEYS) == out
     assert out.is_file() and not (tmp_path / f"results{suffix}.parts").exists()
@@ -113,7 +129,7 @@ def test_round_trip_every_format(tmp_path, suffix):
     umask = os.umask(0o022)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # like any file the user writes, not 0600
-    back = read_results(out)
+    back = read_results(out, schema=full)  # extra_count: only the schema says it is an int
     want = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in rows]
     assert canon(back) == canon(want)
     assert [type(back[0][c]) for c in ("bytes", "is_novel", "trusted", "novelty", "key")] == [
@@ -132,7 +148,8 @@ def test_round_trip_every_format(tmp_path, suffix):
 def test_missing_columns_are_filled_alike(tmp_path, suffix):
     """A column some rows lack: NaN for floats, "" for text, None for ints and bools, in every format."""
     out = tmp_path / f"r{suffix}"
-    with ResultWriter(out, chunk_rows=1) as w:
+    cols = [("score", "float"), ("probability", "float"), ("prediction", "str"), ("trusted", "bool")]
+    with ResultWriter(out, chunk_rows=1, schema=schema(*cols, ("width", "int"), ("novelty", "float"))) as w:
         w.write([{"key": "a", "score": 1.5}])
         w.write(
             [{"key": "b", "score": 2.0, "probability": 0.5, "prediction": "x", "trusted": True, "width": 3}]
@@ -153,7 +170,7 @@ def test_missing_columns_are_filled_alike(tmp_path, suffix):
 def test_undecodable_file_names(tmp_path, suffix):
     key = os.fsdecode(b"bad\xff\xfename.jpg")  # a Linux file name that is not UTF-8 (lone surrogates)
     out = tmp_path / f"r{suffix}"
-    w = ResultWriter(out, chunk_rows=1)
+    w = ResultWriter(out, chunk_rows=1, schema=schema(("path", "str"), ("score", "float")))
     w.write([{"key": key, "path": key, "score": 1.0}, {"key": "ok", "path": "ok", "score": 2.0}])
     w.close()
     assert ResultWriter(out).done_keys() == {key, "ok"}  # exact in the parts (resume matches it)
@@ -167,7 +184,7 @@ def test_undecodable_file_names(tmp_path, suffix):
 
 def test_csv_is_plain_rfc4180(tmp_path):
     out = tmp_path / "r.csv"
-    with ResultWriter(out) as w:
+    with ResultWriter(out, schema=schema(("is_novel", "bool"), ("score", "float"), ("width", "int"))) as w:
         w.write([{"key": "a,b", "is_novel": True, "score": math.nan, "width": 4}])
     assert out.read_bytes() == b'key,is_novel,score,width\r\n"a,b",true,,4\r\n'
 
@@ -185,7 +202,7 @@ def test_resume_after_crash_skips_done_and_ignores_stray_temp(tmp_path):
     meta = {"detector": "abc123", "inputs_sha256": "f00"}
     rows = expected_rows(50)
     keys = [r["key"] for r in rows]
-    w = ResultWriter(out, chunk_rows=10, run_meta=meta)
+    w = ResultWriter(out, chunk_rows=10, run_meta=meta, schema=ROW_SCHEMA)
     w.write(rows[:35])  # 3 parts on disk, 5 rows only buffered
     assert w.done_keys() == set(keys[:30])
     parts = tmp_path / "results.parquet.parts"
@@ -204,7 +221,7 @@ def test_resume_after_crash_skips_done_and_ignores_stray_temp(tmp_path):
 
 def test_duplicates_across_parts_keep_the_last(tmp_path):
     out = tmp_path / "r.jsonl"
-    w = ResultWriter(out, chunk_rows=2)
+    w = ResultWriter(out, chunk_rows=2, schema=schema(("score", "float")))
     w.write([{"key": "a", "score": 1.0}, {"key": "b", "score": 1.0}])
     w.write([{"key": "a", "score": 2.0}])
     w.close()
@@ -220,7 +237,7 @@ def test_duplicates_across_parts_keep_the_last(tmp_path):
 
 def test_expected_keys_order_missing_and_extra(tmp_path, caplog):
     out = tmp_path / "r.csv"
-    w = ResultWriter(out, chunk_rows=2)
+    w = ResultWriter(out, chunk_rows=2, schema=schema(("score", "float")))
     w.write({"key": k, "score": float(i)} for i, k in enumerate(["b", "a", "z", "c"]))
     with pytest.raises(MissingResultsError) as e:
         w.finalize(expected_keys=["c", "a", "b", "d", "e"])
@@ -228,7 +245,7 @@ def test_expected_keys_order_missing_and_extra(tmp_path, caplog):
     assert isinstance(e.value, NoveltyError)
     assert (tmp_path / "r.csv.parts").is_dir() and not out.exists()  # the parts are kept for the resume
     w.write([{"key": "e", "score": 5.0}, {"key": "d", "score": 4.0}])
-    with caplog.at_level(logging.WARNING, logger="novelty.results"):
+    with caplog.at_level(logging.WARNING, logger="novelty.batch.results"):
         w.finalize(expected_keys=["c", "a", "b", "d", "e"])
     assert [r["key"] for r in read_results(out)] == ["c", "a", "b", "d", "e"]  # "z" is not an input
     assert "dropping 1 result rows" in caplog.text
@@ -261,7 +278,7 @@ def test_damaged_part_is_dropped_and_redone(tmp_path, caplog):
     w.close()
     part2 = tmp_path / "r.jsonl.parts" / "part-000002.jsonl"
     part2.write_bytes(part2.read_bytes()[:-7])  # impossible with atomic renames, but a disk can do it
-    with caplog.at_level(logging.WARNING, logger="novelty.results"):
+    with caplog.at_level(logging.WARNING, logger="novelty.batch.results"):
         w = ResultWriter(out, chunk_rows=2)
     assert "damaged result part" in caplog.text
     assert w.done_keys() == set("abef")
@@ -275,7 +292,7 @@ def test_kill_during_finalize_is_recovered(tmp_path):
     """Killed after the final file was in place but before the parts were removed, or while removing them."""
     out = tmp_path / "r.parquet"
     rows = expected_rows(9)
-    w = ResultWriter(out, chunk_rows=4)
+    w = ResultWriter(out, chunk_rows=4, schema=ROW_SCHEMA)
     w.write(rows)
     w.close()
     parts = tmp_path / "r.parquet.parts"
@@ -340,14 +357,16 @@ def test_errors(tmp_path, monkeypatch):
         ResultWriter(tmp_path / "r.xlsx")
     with pytest.raises(ResultsFormatError, match="no suffix"):
         ResultWriter(tmp_path / "results")
-    w = ResultWriter(tmp_path / "r.jsonl")
+    w = ResultWriter(tmp_path / "r.jsonl", schema=schema(("neighbors", "str"), ("width", "int")))
     with pytest.raises(InvalidInputError, match="key"):
         w.write([{"score": 1.0}])
     with pytest.raises(InvalidInputError, match="list is not a bool"):
         w.write([{"key": "a", "neighbors": ["x"]}])
     w.write([{"key": "a", "width": 3}])
-    with pytest.raises(InvalidInputError, match="str value, earlier rows have int values"):
+    with pytest.raises(InvalidInputError, match="str value, the results schema says int"):
         w.write([{"key": "b", "width": "3"}])
+    with pytest.raises(InvalidInputError, match="'height' is not in the results schema"):
+        w.write([{"key": "b", "height": 3}])
     w.finalize()
     with pytest.raises(NoveltyError, match="already finalized"):
         w.write([{"key": "c"}])
@@ -377,7 +396,9 @@ SCRIPT = STUB_IMPORT + textwrap.dedent(
                 "novelty": math.nan if bad else i / 3.0, "is_novel": i % 3 == 0, "score_knn": i * 0.5,
                 "error": "corrupt: x" if bad else ""}
     keys = [row(i)["key"] for i in range(N)]
-    w = ResultWriter(out, chunk_rows=25, run_meta={"synthetic": N})
+    S = ResultSchema([("key", "str"), ("bytes", "int"), ("width", "int"), ("novelty", "float"),
+                      ("is_novel", "bool"), ("score_knn", "float"), ("error", "str")])
+    w = ResultWriter(out, chunk_rows=25, run_meta={"synthetic": N}, schema=S)
     done = w.done_keys()
     print("started", len(done), flush=True)
     todo = [i for i in range(N) if keys[i] not in done]
@@ -446,3 +467,27 @@ def test_kill_9_at_random_points_then_resume(tmp_path):
     assert done_at_kill == sorted(done_at_kill) and 0 < done_at_kill[-1] < 3000
     assert len(final) == 3000 and len({r["key"] for r in final}) == 3000
     assert canon(final) == canon(reference)  # same rows, same order: no duplicates, no gaps
+
+
+def test_the_schema_is_stated_stored_and_checked_on_resume(tmp_path):
+    out = tmp_path / "r.parquet"
+    stated = schema(("score", "float"), ("n_faces", "int"), ("is_novel", "bool"))
+    w = ResultWriter(out, schema=stated, chunk_rows=1)
+    w.write([{"key": "a", "score": 1, "n_faces": None}], stamps=["file:10:123"])  # an int in a float column
+    w.close()
+    other = schema(("score", "float"), ("n_faces", "float"), ("is_novel", "bool"))
+    with pytest.raises(ResumeMismatchError, match=r"other result columns.*n_faces \(int → float\)"):
+        ResultWriter(out, schema=other)
+    w = ResultWriter(out)  # no schema given: the stored one
+    assert w.schema == stated and w.done_stamps() == {"a": "file:10:123"}
+    w.write([{"key": "b", "score": 2.5}])
+    w.finalize()
+    import pyarrow.parquet as pq
+
+    types = {f.name: str(f.type) for f in pq.read_schema(out)}
+    # typed by the schema, not by the values: no value at all in n_faces / is_novel, yet int64 / bool
+    assert types == {"key": "string", "score": "double", "n_faces": "int64", "is_novel": "bool"}
+    assert canon(read_results(out)) == canon(
+        [{"key": "a", "score": 1.0, "n_faces": None, "is_novel": None},
+         {"key": "b", "score": 2.5, "n_faces": None, "is_novel": None}]
+    )  # fmt: skip

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from novelty.errors import InvalidInputError, NotFittedError, UnknownNameError
-from novelty.scorers import REGISTRY, KNNScorer, LocalKNNScorer, Scorer, create_scorer
+from novelty.errors import ArtifactVersionError, InvalidInputError, NotFittedError, UnknownNameError
+from novelty.scorers import REGISTRY, KNNScorer, LocalKNNScorer, Scorer, create_scorer, register_scorer
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -90,3 +90,124 @@ def test_local_knn_compares_like_with_like(rng):
     local = LocalKNNScorer(k=10, metric="euclidean").fit(train)
     assert np.median(plain.score(edge_of_tight)) < np.median(plain.score(inside_loose))
     assert local.score(edge_of_tight).min() > local.score(inside_loose).max()
+
+
+# --- arguments are checked in the constructor --------------------------------------------------------
+def test_unknown_scorer_parameters_list_the_valid_ones():
+    with pytest.raises(
+        InvalidInputError,
+        match=r"unknown parameter\(s\) kk for scorer 'knn'; valid parameters: k, aggregate, metric",
+    ):
+        create_scorer("knn", kk=3)
+    with pytest.raises(InvalidInputError, match="pass them to its constructor"):
+        create_scorer(KNNScorer(), k=3)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: KNNScorer(k=-3), "k must be an integer ≥ 1, got -3"),
+        (lambda: KNNScorer(k="5"), "k must be an integer, got the string '5'"),
+        (lambda: KNNScorer(aggregate="median"), "aggregate must be one of 'kth', 'mean'"),
+        (lambda: KNNScorer(metric="manhattan"), "metric must be one of"),
+        (lambda: LocalKNNScorer(eps=-1.0), r"eps must lie in \[0, inf\)"),
+        (lambda: create_scorer("autoencoder", hidden="256"), "hidden must be a list of layer widths"),
+        (lambda: create_scorer("autoencoder", hidden=[0]), "each hidden width must be an integer ≥ 1"),
+        (lambda: create_scorer("autoencoder", bottleneck=0), "bottleneck must be an integer ≥ 1"),
+        (lambda: create_scorer("autoencoder", lr=0.0), r"lr must lie in \(0, inf\)"),
+        (lambda: create_scorer("autoencoder", standardise="no"), "standardise must be True or False"),
+    ],
+)
+def test_bad_scorer_arguments(make, message):
+    with pytest.raises(InvalidInputError, match=message):
+        make()
+
+
+# --- a scorer of the user's own, registered -----------------------------------------------------------
+class CentroidScorer(Scorer):
+    """Distance to the training mean, to a power: a user's scorer with parameters and state."""
+
+    name = "test-centroid"
+
+    def __init__(self, power: float = 1.0):
+        self.power = power
+
+    def get_params(self):
+        return {"power": self.power}
+
+    def fit(self, embeddings, labels=None, *, index=None):
+        self.centroid_ = np.asarray(embeddings, dtype=np.float64).mean(axis=0)
+        self.fitted_ = True
+        return self
+
+    def score(self, embeddings):
+        self._check_fitted()
+        d = np.linalg.norm(np.asarray(embeddings, dtype=np.float64) - self.centroid_, axis=1)
+        return d**self.power
+
+    def state_arrays(self):
+        return {"centroid": self.centroid_}
+
+    @classmethod
+    def from_state(cls, params, arrays, *, index=None):
+        self = cls(**params)
+        self.centroid_ = np.asarray(arrays["centroid"], dtype=np.float64)
+        self.fitted_ = True
+        return self
+
+
+@pytest.fixture
+def centroid_registered():
+    register_scorer(CentroidScorer)
+    yield CentroidScorer
+    REGISTRY.pop(CentroidScorer.name, None)
+
+
+def test_a_registered_scorer_of_ones_own_saves_and_loads(
+    centroid_registered, textile_embeddings, embedder, tmp_path
+):
+    import novelty
+
+    x = textile_embeddings["nominal"][:300]
+    q = np.vstack([textile_embeddings["global"][:5], textile_embeddings["nominal"][700:705]])
+    det = novelty.NoveltyDetector(
+        embedder=embedder, scorers={"knn": None, "test-centroid": {"power": 2.0}}
+    ).fit_embeddings(x)
+    before = det.score_embeddings(q)
+    out = det.save(tmp_path / "det")
+    loaded = novelty.load(out, embedder=embedder)
+    after = loaded.score_embeddings(q)
+    np.testing.assert_array_equal(before.scores["test-centroid"], after.scores["test-centroid"])
+    np.testing.assert_array_equal(before.p_value, after.p_value)
+    assert loaded.scorers_[1].power == 2.0
+    # a process that has not registered the class cannot load it, and says what to do
+    REGISTRY.pop(CentroidScorer.name)
+    with pytest.raises(
+        ArtifactVersionError,
+        match=r"scorer 'test-centroid' \(class CentroidScorer\) is not registered.*register_scorer",
+    ):
+        novelty.load(out, embedder=embedder)
+    with pytest.raises(InvalidInputError, match="not registered"):
+        det.save(tmp_path / "again")  # and saving it would write an artifact nobody could load
+
+
+def test_register_scorer_refuses_what_could_not_round_trip():
+    class NoState(CentroidScorer):
+        name = "test-nostate"
+        from_state = Scorer.from_state  # type: ignore[assignment]
+
+    class BadName(CentroidScorer):
+        name = "../evil"
+
+    class Clash(CentroidScorer):
+        name = "knn"
+
+    with pytest.raises(InvalidInputError, match="must implement the classmethod from_state"):
+        register_scorer(NoState)
+    with pytest.raises(InvalidInputError, match="name must be a short name"):
+        register_scorer(BadName)
+    with pytest.raises(InvalidInputError, match=r"already registered to novelty\.scorers\.knn\.KNNScorer"):
+        register_scorer(Clash)
+    with pytest.raises(InvalidInputError, match=r"subclass of novelty\.Scorer"):
+        register_scorer(dict)  # type: ignore[arg-type]
+    assert sorted(REGISTRY) == ["autoencoder", "knn", "knn-local"]

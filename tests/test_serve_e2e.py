@@ -256,7 +256,7 @@ def test_flags_survive_kill_9_and_client_retries(tmp_path, token, frames):
     failures: list[BaseException] = []
 
     def send(part: int) -> None:
-        client = novelty.Client(srv.url, token, retries=60, backoff_s=0.05, max_backoff_s=0.5)
+        client = novelty.Client(srv.url, token, retries=300, backoff_s=0.05, max_backoff_s=1.0)
         try:
             for i in range(part, len(images), 4):
                 r = client.flag(images[i], prediction="wet", source=f"car-{i % 7}")

@@ -1,4 +1,4 @@
-"""Batch inputs → InputItems: folders, globs, list files, zip / tar / tar.gz archives (novelty.sources)."""
+"""Batch inputs → InputItems: folders, globs, list files, zip / tar / tar.gz archives (novelty.batch.sources)."""
 
 from __future__ import annotations
 
@@ -22,15 +22,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from novelty.errors import (
-    CorruptImageError,
-    ImageNotFoundError,
-    NotAnImageError,
-    NoveltyError,
-    TruncatedImageError,
-)
-from novelty.images import ByteSource, describe_source, load_image
-from novelty.sources import (
+from novelty.batch.sources import (
     GzipReader,
     InputItem,
     expand_inputs,
@@ -38,6 +30,17 @@ from novelty.sources import (
     looks_like_image,
     summarize,
 )
+from novelty.errors import (
+    CorruptImageError,
+    ImageNotFoundError,
+    ImagePermissionError,
+    ImageTooLargeError,
+    InvalidInputError,
+    NotAnImageError,
+    NoveltyError,
+    TruncatedImageError,
+)
+from novelty.images import ByteSource, describe_source, load_image
 
 
 # --- real images -----------------------------------------------------------------------------------
@@ -260,7 +263,7 @@ def test_entries_without_read_permission(photos: Path, tmp_path: Path, monkeypat
             raise PermissionError(13, "Permission denied", str(file))
         return open(file, *args, **kwargs)
 
-    monkeypatch.setattr("novelty.sources.open", fake_open, raising=False)
+    monkeypatch.setattr("novelty.batch.sources.open", fake_open, raising=False)
     items = expand_inputs([listing, photos / "b.png", locked_list])
     assert [(it.key, it.error) for it in items] == [
         (str(photos / "a.jpg"), "permission denied"),
@@ -268,8 +271,9 @@ def test_entries_without_read_permission(photos: Path, tmp_path: Path, monkeypat
         (str(photos / "b.png"), "permission denied"),
         (str(locked_list), "cannot read the list file: permission denied"),
     ]
-    with pytest.raises(CorruptImageError, match="permission denied"):
+    with pytest.raises(ImagePermissionError, match="permission denied") as e:  # its own code, not "corrupt"
         items[0].read_bytes()
+    assert e.value.reason_code == "permission_denied"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
@@ -510,7 +514,7 @@ def test_archive_rewritten_after_listing(tmp_path: Path, suffix: str):
 
 # --- duplicates, errors, summaries -----------------------------------------------------------------
 def test_duplicates_dropped_and_logged(photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    caplog.set_level(logging.INFO, logger="novelty.sources")
+    caplog.set_level(logging.INFO, logger="novelty.batch.sources")
     a = photos / "a.jpg"
     items = expand_inputs([a, f"{photos}/./a.jpg", photos / "sub", photos / "sub", tmp_path / "gone.jpg"] * 2)
     assert keys(items) == [
@@ -625,3 +629,67 @@ def test_large_tar_gz_read_out_of_archive_order_is_linear(tmp_path: Path):
     assert [it.member for it in items] == sorted(names)
     assert all(it.read_bytes() == data for it in items)  # name order = random positions in the stream
     assert time.perf_counter() - t < 5.0
+
+
+# --- duplicate member names, FIFOs, the member size limit ------------------------------------------
+@pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
+def test_every_copy_of_a_duplicate_member_is_an_item(tmp_path: Path, suffix: str):
+    """unzip / tar extract the last copy of a name; a scan must see every copy, each under its own key."""
+    path = tmp_path / f"dup{suffix}"
+    copies = [jpeg(), png(), jpeg(side=32)]
+    if suffix == ".zip":
+        with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(path, "w") as zf:
+            for data in copies:
+                zf.writestr("x/a.jpg", data)
+            zf.writestr("x/a.jpg#2", tiny_jpeg())  # a name that looks like a numbered copy
+    else:
+        with tarfile.open(path, "w:gz") as tf:
+            for name, data in [("x/a.jpg", d) for d in copies] + [("x/a.jpg#2", tiny_jpeg())]:
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    items = expand_inputs([path])
+    assert len({it.key for it in items}) == len(items) == 4  # keys stay unique
+    by_key = {it.key: it for it in items}
+    assert [by_key[f"{path}::x/a.jpg{n}"].read_bytes() for n in ("", "#2", "#3")] == copies
+    literal = [it for it in items if it.member == "x/a.jpg#2"]
+    assert len(literal) == 1 and literal[0].read_bytes() == tiny_jpeg()
+    # the archive changes after listing: copies are then found by name and rank, never mixed up
+    data = path.read_bytes()
+    path.write_bytes(data)
+    os.utime(path, ns=(5, 5))
+    assert [by_key[f"{path}::x/a.jpg{n}"].read_bytes() for n in ("", "#2", "#3")] == copies
+
+
+def test_a_listed_file_replaced_by_a_fifo_is_an_error_not_a_hang(tmp_path: Path):
+    from odd_inputs import no_hang
+
+    path = write(tmp_path / "a.jpg", jpeg())
+    listing = write(tmp_path / "l.txt", "a.jpg\n")
+    (item,) = expand_inputs([listing])
+    path.unlink()
+    os.mkfifo(path)
+    with no_hang(), pytest.raises(NotAnImageError, match="is a FIFO"):
+        item.read_bytes()
+    with no_hang(), pytest.raises(NotAnImageError):
+        load_image(item)
+
+
+def test_member_size_limit(tmp_path: Path):
+    path = tmp_path / "big.zip"
+    big = jpeg() + b"\0" * 300_000  # decodes fine (trailing bytes), but is large
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.jpg", big)
+        zf.writestr("big_noext", big)  # found by its signature, refused by its size
+        zf.writestr("small.jpg", jpeg())
+    items = expand_inputs([path], max_member_bytes=100_000)
+    assert [(it.member, it.error_code) for it in items] == [
+        ("big.jpg", "too_large"),
+        ("big_noext", "too_large"),
+        ("small.jpg", None),
+    ]
+    with pytest.raises(ImageTooLargeError, match=r"exceeds the limit of 100,000.*--max-member-bytes"):
+        items[0].read_bytes()
+    assert [it.read_bytes() for it in expand_inputs([path], max_member_bytes=1 << 20)] == [big, big, jpeg()]
+    with pytest.raises(InvalidInputError):
+        expand_inputs([path], max_member_bytes=0)

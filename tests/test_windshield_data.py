@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from novelty import windshield as W
 from novelty.datasets import DatasetNotInstalledError
+from novelty.datasets import windshield as W
 from novelty.errors import InvalidInputError, NoveltyError, UnknownNameError
 
 SIZE = (160, 120)  # width, height

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 import novelty
+from novelty.datasets.windshield import PRODUCTION_CONDITIONS, WindshieldScenario, windshield_scenario
 from novelty.detector import NoveltyDetector
 from novelty.metrics import auroc
-from novelty.windshield import PRODUCTION_CONDITIONS, WindshieldScenario, windshield_scenario
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
 from novelty.errors import InvalidInputError, NoveltyError
+from novelty.fileio import sha256_bytes
 
 __all__ = [
     "MAX_METADATA_BYTES",
@@ -102,7 +102,7 @@ class FlagStore(Protocol):
 
 def flag_id(sha256: str, source: str) -> str:
     """The identity of a flag: the same image from the same source always gets the same id."""
-    return hashlib.sha256(f"{sha256}\n{source}".encode()).hexdigest()[:32]
+    return sha256_bytes(f"{sha256}\n{source}".encode())[:32]
 
 
 def to_us(t: datetime) -> int:
@@ -198,7 +198,7 @@ def prepare_flag(
         raise InvalidInputError(
             f"metadata has {len(meta.encode())} bytes of JSON; the limit is {MAX_METADATA_BYTES}"
         )
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256_bytes(data)
     return NewFlag(
         id=flag_id(sha, src),
         sha256=sha,

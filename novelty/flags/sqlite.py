@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from novelty.errors import InvalidInputError
+from novelty.fileio import TMP_PREFIX, atomic_write_bytes
 from novelty.flags.base import (
     COLUMNS,
     Flag,
@@ -57,14 +57,6 @@ CREATE TABLE IF NOT EXISTS flags (
 );
 CREATE INDEX IF NOT EXISTS flags_received ON flags (received_us, id);
 """
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SQLiteFlagStore:
@@ -127,22 +119,12 @@ class SQLiteFlagStore:
         if path.is_file() and path.stat().st_size == len(data):
             return  # content-addressed and written atomically: a complete file is this very image
         path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{sha256[:16]}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        atomic_write_bytes(path, data)  # temporary sibling, fsync, rename, fsync of the directory
 
     def _remove_stale_temporaries(self, older_than_s: float = 3600.0) -> None:
         """Temporary image files left by a killed writer (old enough that no writer still holds them)."""
         now = time.time()
-        for tmp in self.images.glob("*/.*.tmp"):
+        for tmp in self.images.glob(f"*/{TMP_PREFIX}*"):
             try:
                 if now - tmp.stat().st_mtime > older_than_s:
                     tmp.unlink()

@@ -16,11 +16,15 @@ class Scorer(ABC):
     """Scores embeddings by how far they lie from the fitted (training) distribution.
 
     Contract, checked for every registered scorer by ``tests/test_scorers.py``:
-    - ``__init__`` only stores parameters; ``fit(embeddings, labels=None)`` learns state and returns ``self``;
+    - ``__init__`` checks and stores parameters (a bad value raises ``InvalidInputError`` there);
+      ``fit(embeddings, labels=None)`` learns state and returns ``self``;
     - ``score(embeddings)`` returns a float64 array of shape ``(n,)``; **higher means more novel**;
-    - ``get_params()`` returns the constructor arguments (JSON-serialisable);
+    - ``get_params()`` returns the constructor arguments (JSON-serialisable), so that
+      ``type(s)(**s.get_params())`` is an unfitted copy (:func:`novelty.params.clone`);
+    - ``min_fit_samples()`` is the fewest training embeddings ``fit`` accepts;
     - ``state_arrays()`` / ``from_state(params, arrays, index=...)`` round-trip the fitted state without pickle.
     Scorers that use the detector's shared FAISS index set ``uses_index = True`` and receive it in ``fit``.
+    A scorer of your own is saved and loaded with a detector once registered (:func:`novelty.register_scorer`).
     """
 
     name: ClassVar[str]
@@ -37,6 +41,10 @@ class Scorer(ABC):
 
     @abstractmethod
     def get_params(self) -> dict[str, Any]: ...
+
+    def min_fit_samples(self) -> int:
+        """The fewest training embeddings ``fit`` accepts (a detector adds its calibration images on top)."""
+        return 1
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as named numpy arrays (saved as safetensors). Index-based scorers have none."""

@@ -16,11 +16,13 @@ import numpy as np
 
 from novelty.errors import InvalidInputError
 from novelty.index import EmbeddingIndex, as_embeddings
+from novelty.params import check_choice, check_int, check_real
 from novelty.scorers.base import Scorer
 
 __all__ = ["KNNScorer", "LocalKNNScorer"]
 
 _AGGREGATES = ("kth", "mean")
+_METRICS = ("cosine", "euclidean")
 
 
 class KNNScorer(Scorer):
@@ -37,15 +39,18 @@ class KNNScorer(Scorer):
         self.k = k
         self.aggregate = aggregate
         self.metric = metric
+        self._validate()
 
     def get_params(self) -> dict[str, Any]:
         return {"k": self.k, "aggregate": self.aggregate, "metric": self.metric}
 
     def _validate(self) -> None:
-        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {self.k!r}")
-        if self.aggregate not in _AGGREGATES:
-            raise InvalidInputError(f"aggregate must be one of {_AGGREGATES}, got {self.aggregate!r}")
+        self.k = check_int(self.k, "k", minimum=1)
+        check_choice(self.aggregate, "aggregate", _AGGREGATES)
+        check_choice(self.metric, "metric", _METRICS)
+
+    def min_fit_samples(self) -> int:
+        return self.k + 1
 
     def fit(
         self, embeddings: np.ndarray, labels: np.ndarray | None = None, *, index: EmbeddingIndex | None = None
@@ -89,7 +94,10 @@ class KNNScorer(Scorer):
         if index is None:
             raise InvalidInputError("KNNScorer.from_state needs the detector's index")
         self = cls(**params)
-        self._validate()
+        if index.metric != self.metric:
+            raise InvalidInputError(
+                f"{cls.__name__} with metric={self.metric!r} cannot use an index of metric {index.metric!r}"
+            )
         self.index_ = index
         self.n_train_ = index.ntotal
         self.fitted_ = True
@@ -114,7 +122,7 @@ class LocalKNNScorer(KNNScorer):
 
     def __init__(self, k: int = 10, metric: str = "cosine", eps: float = 1e-6):
         super().__init__(k=k, aggregate="kth", metric=metric)
-        self.eps = eps
+        self.eps = check_real(eps, "eps", low=0.0)
 
     def get_params(self) -> dict[str, Any]:
         return {"k": self.k, "metric": self.metric, "eps": self.eps}

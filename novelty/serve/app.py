@@ -20,7 +20,6 @@ embeddings of micro-batches (:mod:`novelty.serve.batcher`). Scores: higher = mor
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -46,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from novelty import __version__
 from novelty.detector import NoveltyDetector, Verdict
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
+from novelty.fileio import sha256_bytes
 from novelty.flags import FlagStore, FlagStoreError, open_flag_store
 from novelty.images import load_image
 from novelty.serve import schemas
@@ -240,7 +240,7 @@ class Service:
         if emb.max_pixels is not None:
             max_pixels = min(max_pixels, emb.max_pixels)
         img = load_image(_Upload(name, data), min_size=emb.min_size, max_pixels=max_pixels, info=info)
-        return _Prepared(emb.transform(img), info, hashlib.sha256(data).hexdigest(), len(data))
+        return _Prepared(emb.transform(img), info, sha256_bytes(data), len(data))
 
     async def prepare(self, loaded: Loaded, name: str, data: bytes) -> _Prepared:
         loop = asyncio.get_running_loop()

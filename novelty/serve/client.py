@@ -155,7 +155,7 @@ class Client:
         token: str | None = None,
         *,
         timeout_s: float = 60.0,
-        retries: int = 8,
+        retries: int = 10,
         backoff_s: float = 0.1,
         max_backoff_s: float = 5.0,
     ):

@@ -1,4 +1,4 @@
-"""``python -m novelty.bench``: run the OOD benchmark and write a markdown table and a JSON file.
+"""``python -m benchmarks.ood``: run the OOD benchmark and write a markdown table and a JSON file.
 
 Exit status: 0 done; 1 a dataset or peer library is missing (the message says what to install);
 2 bad arguments.
@@ -12,16 +12,16 @@ import sys
 import time
 from collections.abc import Sequence
 
-from novelty.bench.peers import PEERS
-from novelty.bench.runner import ScenarioResult, run_benchmark
-from novelty.bench.scenarios import FAMILIES, SIZES, build_scenarios, scenario_names
+from benchmarks.ood.peers import PEERS
+from benchmarks.ood.runner import ScenarioResult, run_benchmark
+from benchmarks.ood.scenarios import FAMILIES, SIZES, build_scenarios, scenario_names
 from novelty.datasets import DatasetNotInstalledError
 from novelty.errors import NoveltyError
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m novelty.bench",
+        prog="python -m benchmarks.ood",
         description="Run the out-of-distribution benchmark: novelty's scorers and the peers on the same "
         "embeddings of real offline datasets.",
     )

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from novelty import datasets
+from novelty.datasets import loaders as datasets
 from novelty.errors import InvalidInputError, UnknownNameError
 
 __all__ = [
@@ -212,7 +212,7 @@ def _textile(size: str, seed: int) -> Scenario:
 
 
 def _street(size: str, seed: int) -> Scenario:
-    from novelty import windshield
+    from novelty.datasets import windshield
 
     cfg = SIZES[size]
     frames = windshield.street_frames(STREET_SIZE)

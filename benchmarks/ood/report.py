@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from novelty.bench.runner import BenchmarkRun, ScenarioResult
+    from benchmarks.ood.runner import BenchmarkRun, ScenarioResult
 
 __all__ = ["markdown"]
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from novelty.bench.peers import PEERS, PeerNotInstalledError, run_peer
-from novelty.bench.scenarios import Pool, Scenario
-from novelty.cache import cache_root, write_cache
+from benchmarks.ood.peers import PEERS, PeerNotInstalledError, run_peer
+from benchmarks.ood.scenarios import Pool, Scenario
 from novelty.calibration import ConformalCalibrator
+from novelty.datasets.cache import cache_root, write_cache
 from novelty.detector import NoveltyDetector
 from novelty.embedder import Embedder
 from novelty.errors import InvalidInputError
@@ -100,7 +100,7 @@ class EmbeddingCache:
             def write(fh: Any, k: np.ndarray = known, e: np.ndarray = emb) -> None:
                 np.savez(fh, index=k, embeddings=e)
 
-            write_cache(self._path(pool), write, owner="novelty.bench")
+            write_cache(self._path(pool), write, owner="benchmarks.ood")
         self._memory[pool.name] = (known, emb)
         pos = np.searchsorted(known, index)
         return emb[pos]
@@ -359,7 +359,7 @@ class BenchmarkRun:
         }
 
     def to_markdown(self) -> str:
-        from novelty.bench.report import markdown
+        from benchmarks.ood.report import markdown
 
         return markdown(self)
 
@@ -369,8 +369,8 @@ class BenchmarkRun:
         md, js = out / f"{stem}.md", out / f"{stem}.json"
         text = self.to_markdown()
         payload = json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n"
-        write_cache(md, lambda fh: fh.write(text.encode()), owner="novelty.bench")
-        write_cache(js, lambda fh: fh.write(payload.encode()), owner="novelty.bench")
+        write_cache(md, lambda fh: fh.write(text.encode()), owner="benchmarks.ood")
+        write_cache(js, lambda fh: fh.write(payload.encode()), owner="benchmarks.ood")
         if not (md.is_file() and js.is_file()):
             raise OSError(f"could not write the benchmark results into {out}")
         return md, js

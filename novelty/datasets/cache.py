@@ -9,12 +9,12 @@ A cache that cannot be written costs a warning, never the result.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from novelty.fileio import atomic_open
 
 __all__ = ["atomic_file", "cache_root", "write_cache"]
 
@@ -26,20 +26,7 @@ def cache_root(subfolder: str | None = None) -> Path:
     return base / subfolder if subfolder else base
 
 
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Any]:
-    """Open a temporary file next to ``path``; on success fsync it and move it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+atomic_file = atomic_open  # kept as the cache's name for it
 
 
 def write_cache(path: Path, write: Callable[[Any], None], *, owner: str = "novelty") -> None:

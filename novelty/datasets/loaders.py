@@ -14,7 +14,7 @@ loader                 what                                          ships in
                        10 classes
 =====================  ============================================  ===========================================
 
-The street video and its weather / lighting conditions live in :mod:`novelty.windshield`.
+The street video and its weather / lighting conditions live in :mod:`novelty.datasets.windshield`.
 
 Decoded arrays are cached as ``.npy`` under ``$NOVELTY_CACHE/datasets`` (default ``~/.cache/novelty``),
 written atomically and read with ``allow_pickle=False``; a cache is keyed by the source file's size and
@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from novelty.cache import cache_root, write_cache
+from novelty.datasets.cache import cache_root, write_cache
 from novelty.errors import NoveltyError
 
 __all__ = [

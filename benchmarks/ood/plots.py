@@ -1,4 +1,4 @@
-"""Matplotlib figures of a :class:`~novelty.bench.runner.ScenarioResult`: ROC curves and score histograms.
+"""Matplotlib figures of a :class:`~benchmarks.ood.runner.ScenarioResult`: ROC curves and score histograms.
 
 Used by the notebooks in ``notebooks/``; needs matplotlib (``pip install 'novelty[bench]'``).
 """
@@ -14,7 +14,7 @@ from novelty.errors import InvalidInputError
 from novelty.metrics import roc_curve
 
 if TYPE_CHECKING:
-    from novelty.bench.runner import ScenarioResult
+    from benchmarks.ood.runner import ScenarioResult
 
 __all__ = ["figure_is_drawn", "plot_histograms", "plot_roc"]
 

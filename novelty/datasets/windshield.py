@@ -71,8 +71,8 @@ from typing import Any
 
 import numpy as np
 
-from novelty.cache import atomic_file, cache_root, write_cache
 from novelty.datasets import DatasetNotInstalledError
+from novelty.datasets.cache import atomic_file, cache_root, write_cache
 from novelty.errors import InvalidInputError, UnknownNameError
 
 __all__ = [
@@ -93,7 +93,8 @@ __all__ = [
 OPENCV_DOC_DIR = Path("/usr/share/doc/opencv-doc")
 VIDEO_NAME = "vtest.avi"
 INSTALL_HINT = (
-    "run `make windshield-data`, or by hand: `apt-get install opencv-doc` (as root) and "
+    "run `make windshield-data` (as root it installs Debian's opencv-doc; otherwise it unpacks the package "
+    "into .cache/opencv-doc), or by hand: `apt-get install opencv-doc` (as root) and "
     "`pip install --no-deps imagecorruptions && pip install 'novelty[windshield]'`"
 )
 
@@ -126,7 +127,7 @@ _atomic_file = atomic_file
 
 def _write_cache(path: Path, write: Callable[[Any], None]) -> None:
     """Write a cache file atomically; a cache that cannot be written only costs a warning."""
-    write_cache(path, write, owner="novelty.windshield")
+    write_cache(path, write, owner="novelty.datasets.windshield")
 
 
 # --- the video ------------------------------------------------------------------------------------
@@ -135,7 +136,9 @@ def find_video(doc_dir: str | os.PathLike[str] | None = None) -> Path:
 
     Raises :class:`~novelty.datasets.DatasetNotInstalledError` naming the install step when it is missing.
     """
-    root = Path(doc_dir) if doc_dir is not None else OPENCV_DOC_DIR
+    if doc_dir is None:  # $NOVELTY_OPENCV_DOC: the package unpacked without root (make windshield-data)
+        doc_dir = os.environ.get("NOVELTY_OPENCV_DOC") or OPENCV_DOC_DIR
+    root = Path(doc_dir)
     preferred = [root / "examples" / "data" / VIDEO_NAME, root / "examples" / "data" / f"{VIDEO_NAME}.gz"]
     found = [p for p in preferred if p.is_file()]
     if not found and root.is_dir():

@@ -1,0 +1,256 @@
+"""Batch scoring of image archives: folders, globs, zip/tar files and path lists → one result row per input.
+
+    summary = score_inputs(detector, ["archive.zip", "photos/"], "results.parquet")
+
+Results are written in chunks as scoring goes; after an interrupt (even ``kill -9``) the same call skips the
+inputs already written, and the final file holds every input exactly once, in input order. Unreadable
+inputs get a row whose ``error`` says why; they never stop the job.
+
+A resume is refused (:class:`~novelty.batch.errors.ResumeMismatchError`, saying what differs and how to start
+over) unless it continues *the same run*: the same detector (its artifact id; for a detector never saved, a
+fingerprint of its fitted state), the same ``alpha``, the same list of inputs, and every input already
+scored still the same file (size and modification time; for an archive member, those of its archive and
+the member's size and offset). The rows carry the run's ``alpha`` and ``detector_id``, so a report can tell
+which detector produced them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from novelty.batch.errors import ResultsError, ResumeMismatchError
+from novelty.batch.formats import require_pyarrow
+from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES, InputItem
+from novelty.batch.results import ResultWriter, format_of, read_results, start_over_hint
+from novelty.batch.schema import ResultSchema, result_schema
+from novelty.batch.sources import expand_inputs
+from novelty.detector import BatchVerdicts, NoveltyDetector
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BatchSummary",
+    "check_results_path",
+    "detector_id",
+    "result_rows",
+    "results_schema",
+    "score_inputs",
+]
+
+UNSAVED_PREFIX = "unsaved-"
+
+
+@dataclass
+class BatchSummary:
+    out: Path
+    n_inputs: int
+    n_scored_now: int  # inputs scored by this call (the rest were done by an earlier, interrupted call)
+    n_errors: int
+    n_novel: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_scored_now / self.seconds if self.seconds > 0 else math.nan
+
+
+def _json_list(values: Sequence[Any]) -> str:
+    return json.dumps(list(values), ensure_ascii=False)
+
+
+def results_schema(detector: NoveltyDetector) -> ResultSchema:
+    """The columns of this detector's results (:func:`~novelty.batch.schema.result_schema`)."""
+    return result_schema([s.name for s in detector.scorers_], head=detector.head_ is not None)
+
+
+def _hash_arrays(h: Any, arrays: Mapping[str, np.ndarray]) -> None:
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+
+
+def _fitted_fingerprint(detector: NoveltyDetector) -> str:
+    """sha256 of everything a fitted detector scores with: backbone weights, parameters, index vectors,
+    scorer and calibration states, head, training ids. Stable across processes for the same fitted state."""
+    h = hashlib.sha256()
+    params = {
+        "backbone": detector.backbone,
+        "weights_fingerprint": detector.embedder.fingerprint,
+        "n_neighbors": detector.n_neighbors,
+        "draft": detector.draft,
+        "scorers": [[s.name, s.get_params()] for s in detector.scorers_],
+        "train_ids": list(detector.train_ids_),
+    }
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    _hash_arrays(h, {"index": detector.index_.vectors()})
+    for s in detector.scorers_:
+        _hash_arrays(h, {f"{s.name}.{k}": v for k, v in s.state_arrays().items()})
+    _hash_arrays(h, detector.calibrator_.state_arrays())
+    if detector.head_ is not None:
+        h.update(json.dumps(detector.head_.state_meta(), sort_keys=True, default=str).encode())
+        _hash_arrays(h, {f"head.{k}": v for k, v in detector.head_.state_arrays().items()})
+    return h.hexdigest()
+
+
+def detector_id(detector: NoveltyDetector) -> str:
+    """The identity written with the results: the artifact id of a saved or loaded detector, else
+    ``unsaved-`` and a fingerprint of its fitted state (a report can then not be checked against a saved
+    detector: save it before scoring to get reports with calibration)."""
+    aid = getattr(detector, "artifact_id_", None)
+    return str(aid) if aid else UNSAVED_PREFIX + _fitted_fingerprint(detector)
+
+
+def result_rows(
+    items: Sequence[InputItem],
+    verdicts: BatchVerdicts,
+    sizes: np.ndarray,
+    scorer_names: Sequence[str],
+    *,
+    alpha: float,
+    detector_id: str,
+) -> list[dict[str, Any]]:
+    """One flat row per input, in the columns of :func:`results_schema`."""
+    rows = []
+    for i, item in enumerate(items):
+        v = verdicts[i]
+        row: dict[str, Any] = {
+            "key": item.key,
+            "path": item.path,
+            "member": item.member or "",
+            "bytes": -1 if item.size is None else int(item.size),
+            "width": int(sizes[i, 0]),
+            "height": int(sizes[i, 1]),
+            "novelty": v.novelty,
+            "p_value": v.p_value,
+            "is_novel": v.is_novel,
+            "score": v.score,
+        }
+        for name in scorer_names:
+            row[f"score_{name}"] = v.scores[name]
+            row[f"p_value_{name}"] = v.p_values[name]
+        if verdicts.predictions is not None:
+            row["prediction"] = "" if v.prediction is None else str(v.prediction)
+            row["probability"] = math.nan if v.probability is None else v.probability
+            row["trusted"] = bool(v.trusted)
+        row["neighbors"] = _json_list([n.id for n in v.neighbors])
+        row["neighbor_distances"] = _json_list([round(n.distance, 6) for n in v.neighbors])
+        row["error"] = v.error or ""
+        row["alpha"] = float(alpha)
+        row["detector_id"] = detector_id
+        rows.append(row)
+    return rows
+
+
+def _run_meta(detector: NoveltyDetector, items: Sequence[InputItem], det_id: str) -> dict[str, Any]:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(it.key.encode("utf-8", "surrogateescape") + b"\0")
+    return {
+        "detector_id": det_id,
+        "alpha": detector.alpha,
+        "n_neighbors": detector.n_neighbors,
+        "inputs": f"{len(items)} inputs, key list sha256 {h.hexdigest()}",
+    }
+
+
+def check_results_path(out: str | os.PathLike[str]) -> Path:
+    """``out`` as a results path, or the error why it cannot be one (before any scoring starts): an
+    unknown suffix (:class:`~novelty.batch.errors.ResultsFormatError`), an existing directory, or Parquet
+    without pyarrow (:class:`~novelty.batch.errors.ResultsDependencyError`)."""
+    path = Path(out)
+    if path.is_dir():
+        raise ResultsError(
+            f"{path} is a directory; give the results file to write, e.g. {path / 'results.parquet'}"
+        )
+    if format_of(path) == "parquet":
+        require_pyarrow()  # a missing dependency is found now, not after the detector is loaded
+    return path
+
+
+def _check_stamps(writer: ResultWriter, items: Sequence[InputItem]) -> None:
+    """Refuse to resume when an input that already has a row changed since it was scored."""
+    now = {it.key: it.stamp for it in items}
+    changed = [k for k, s in writer.done_stamps().items() if k in now and s is not None and s != now[k]]
+    if changed:
+        shown = ", ".join(repr(k) for k in changed[:3]) + (
+            f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        )
+        raise ResumeMismatchError(
+            f"{len(changed)} input(s) changed since the interrupted run scored them (size or modification "
+            f"time differ): {shown}; their rows in {writer.parts_dir} would be stale. "
+            + start_over_hint(writer.parts_dir)
+        )
+
+
+def score_inputs(
+    detector: NoveltyDetector,
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    chunk_rows: int = 512,
+    resume: bool = True,
+    progress: bool | None = None,
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+) -> BatchSummary:
+    """Score every image found in ``inputs`` and write ``out`` (``.parquet``, ``.csv`` or ``.jsonl``).
+
+    ``max_member_bytes``: archive members larger than this get a ``too_large`` row instead of being read
+    (see :func:`~novelty.batch.sources.expand_inputs`)."""
+    t0 = time.perf_counter()
+    out = check_results_path(out)
+    items = expand_inputs([os.fspath(p) for p in inputs], max_member_bytes=max_member_bytes)
+    scorer_names = [s.name for s in detector.scorers_]
+    det_id = detector_id(detector)
+    writer = ResultWriter(
+        out,
+        schema=results_schema(detector),
+        chunk_rows=chunk_rows,
+        resume=resume,
+        run_meta=_run_meta(detector, items, det_id),
+    )
+    with writer:  # an exception keeps the rows written so far (and the buffered ones) for a resume
+        _check_stamps(writer, items)
+        done = writer.done_keys()
+        todo = [it for it in items if it.key not in done]
+        if done:
+            log.info("resuming: %d of %d inputs already scored", len(items) - len(todo), len(items))
+
+        def write(batch: Sequence[InputItem], v: BatchVerdicts, sizes: np.ndarray) -> None:
+            rows = result_rows(batch, v, sizes, scorer_names, alpha=detector.alpha, detector_id=det_id)
+            writer.write(rows, stamps=[it.stamp for it in batch])
+
+        unreadable = [it for it in todo if it.error]
+        readable = [it for it in todo if not it.error]
+        if unreadable:
+            reasons: list[str | None] = [f"{it.error_code or 'unreadable'}: {it.error}" for it in unreadable]
+            empty = np.full((len(unreadable), detector.dim_), np.nan, dtype=np.float32)
+            v = detector.score_embeddings(empty, sources=[it.key for it in unreadable], errors=reasons)
+            write(unreadable, v, np.full((len(unreadable), 2), -1))
+        for b in detector.embedder.iter_batches(readable, progress=progress):
+            batch_items = [readable[i] for i in b.indices]
+            errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in b.errors]
+            v = detector.score_embeddings(b.embeddings, sources=[it.key for it in batch_items], errors=errors)
+            write(batch_items, v, b.sizes)
+        final = writer.finalize(expected_keys=[it.key for it in items])
+    seconds = time.perf_counter() - t0
+    rows = read_results(final)
+    return BatchSummary(
+        out=Path(final),
+        n_inputs=len(items),
+        n_scored_now=len(todo),
+        n_errors=sum(1 for r in rows if r.get("error")),
+        n_novel=sum(1 for r in rows if r.get("is_novel")),
+        seconds=seconds,
+    )

@@ -1,0 +1,420 @@
+"""The ``novelty`` command line: fit a detector, score archives, report, demos.
+
+Exit codes (scripts can trust them):
+  0  success
+  1  failure (bad detector, unwritable output, …): a clear message on stderr, no traceback
+  2  usage error (wrong arguments)
+  3  finished, but some inputs were unreadable (each has a row with its reason in the results)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES
+from novelty.errors import NoveltyError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+EPILOG = """exit codes: 0 success · 1 failure · 2 usage error · 3 finished with some unreadable inputs
+scores: higher = more novel; p_value < alpha flags an image as novel"""
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _int_arg(lowest: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be ≥ {lowest}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+def _byte_size(text: str) -> int:
+    """``268435456``, ``256M``, ``1G``, ``512k`` (binary units: K = 1024 bytes)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in _SIZE_UNITS and t[-1:] else ""
+    try:
+        value = int(float(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 268435456, 256M, 1G)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return value
+
+
+def _scorer_list(text: str) -> tuple[str, ...]:
+    from novelty.scorers import REGISTRY
+
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [n for n in names if n not in REGISTRY]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown scorer(s) {', '.join(unknown) or '(none given)'}; registered: {', '.join(REGISTRY)}"
+        )
+    return names
+
+
+def _scorers_help() -> str:
+    from novelty.scorers import REGISTRY
+
+    lines = []
+    for name, cls in REGISTRY.items():
+        doc = (cls.__doc__ or "").strip().split("\n")[0].split(". ")[0].rstrip(".")
+        lines.append(f"{name} ({doc})" if doc else name)
+    return "; ".join(lines)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from novelty import __version__
+
+    p = argparse.ArgumentParser(
+        prog="novelty",
+        description="Find the images a vision model was never trained for.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"novelty {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    f = sub.add_parser("fit", help="fit a detector on training images", epilog=EPILOG, formatter_class=fmt)
+    f.add_argument(
+        "data", nargs="+", help="training images: folders, globs, zip/tar archives, lists of paths"
+    )
+    f.add_argument("--out", required=True, metavar="DIR", help="detector directory to write")
+    f.add_argument(
+        "--labels", metavar="CSV", help="UTF-8 CSV with columns path,label: also fit a condition head"
+    )
+    f.add_argument(
+        "--groups",
+        metavar="FILE_OR_COLUMN",
+        help="groups for grouped calibration (near-duplicates such as video frames or several photos of one "
+        "object land on one side of the split): a column of the --labels CSV (e.g. 'group'), or a UTF-8 CSV "
+        "file with columns path,group. Paths match an input's path, its archive member name or its file name",
+    )
+    f.add_argument(
+        "--backbone", default="tf_efficientnet_lite0", help="timm model name (default: %(default)s)"
+    )
+    f.add_argument(
+        "--weights", default=None, metavar="PATH", help="local backbone weights (safetensors or state dict)"
+    )
+    f.add_argument(
+        "--scorers",
+        type=_scorer_list,
+        default=("knn",),
+        metavar="NAMES",
+        help=f"comma-separated scorers, default knn; registered: {_scorers_help()}",
+    )
+    f.add_argument(
+        "--alpha", type=_fraction, default=0.05, help="false-alarm rate to flag at (default: %(default)s)"
+    )
+    f.add_argument(
+        "--calibration-fraction",
+        type=_fraction,
+        default=0.2,
+        help="held out to calibrate (default: %(default)s)",
+    )
+    f.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out unreadable training images instead of failing",
+    )
+    f.add_argument("--seed", type=int, default=0)
+
+    s = sub.add_parser(
+        "score", help="score images and archives; one row per input", epilog=EPILOG, formatter_class=fmt
+    )
+    s.add_argument("detector", metavar="DETECTOR_DIR")
+    s.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="folders, globs, zip/tar(.gz) archives, lists of paths"
+    )
+    s.add_argument("--out", required=True, help="results file: .parquet, .csv or .jsonl")
+    s.add_argument(
+        "--no-resume", action="store_true", help="start over instead of resuming an interrupted run"
+    )
+    s.add_argument(
+        "--chunk-rows",
+        type=_int_arg(1),
+        default=512,
+        help="rows per checkpointed chunk (default: %(default)s)",
+    )
+    s.add_argument("--batch-size", type=_int_arg(1), default=None, help="images per forward pass (≥ 1)")
+    s.add_argument(
+        "--workers",
+        type=_int_arg(0),
+        default=None,
+        help="decoding processes, 0 for none (default: automatic)",
+    )
+    s.add_argument(
+        "--max-member-bytes",
+        type=_byte_size,
+        default=DEFAULT_MAX_MEMBER_BYTES,
+        metavar="SIZE",
+        help="archive members larger than this (uncompressed) get a too_large row instead of being read "
+        "(default: 256M; e.g. 1G)",
+    )
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+
+    r = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a results file",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    r.add_argument("results", help="results file written by `novelty score`")
+    r.add_argument("--out", required=True, help="HTML file to write")
+    r.add_argument(
+        "--detector",
+        metavar="DIR",
+        help="the detector that scored them (adds its calibration scores); any other detector is refused",
+    )
+    r.add_argument(
+        "--top", type=_int_arg(0), default=24, help="how many of the most novel images to show (default: 24)"
+    )
+
+    d = sub.add_parser(
+        "demo",
+        help="run a built-in demo on real data (windshield story or textile defects)",
+        description="windshield: a dry/wet classifier meets tunnel, ice, fog and snow frames it never saw; "
+        "textile: fit on nominal textile images and flag defects.",
+    )
+    d.add_argument("scenario", nargs="?", default="windshield", choices=("windshield", "textile"))
+    d.add_argument(
+        "--out", default=None, help="where to write the numbers as JSON (default: out/SCENARIO.json)"
+    )
+    d.add_argument("--save", default=None, metavar="DIR", help="also save the fitted detector to DIR")
+
+    # `novelty serve`: the HTTP service; its options live in novelty/serve/cli.py
+    from novelty.serve import cli as serve_cli
+
+    serve_cli.add_arguments(
+        sub.add_parser(
+            "serve",
+            help="serve a detector over HTTP: scoring, flags, metrics",
+            description=serve_cli.DESCRIPTION,
+        )
+    )
+    return p
+
+
+class UsageError(NoveltyError):
+    """Arguments that cannot work, found before any work starts (exit code 2)."""
+
+
+def _read_table(path: str, column: str, what: str) -> dict[str, str]:
+    """``{path: value}`` from the columns ``path`` and ``column`` of a UTF-8 CSV file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"path", column} <= set(reader.fieldnames):
+                raise NoveltyError(
+                    f"{path}: the {what} CSV needs the columns 'path' and {column!r}; "
+                    f"it has {', '.join(reader.fieldnames or []) or 'none'}"
+                )
+            return {row["path"]: row[column] for row in reader if row.get("path") is not None}
+    except UnicodeDecodeError as e:
+        raise NoveltyError(
+            f"{path}: the {what} CSV is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8"
+        ) from None
+    except csv.Error as e:
+        raise NoveltyError(f"{path}: not a readable CSV file ({e})") from None
+
+
+def _per_item(table: dict[str, str], items: list[Any], source: str, what: str) -> list[str]:
+    """The value of each item, matched by its key, its archive member name or its file name."""
+    values: list[str] = []
+    missing: list[str] = []
+    for it in items:
+        candidates = (it.key, it.member, Path(it.member or it.path).name)
+        value = next((table[c] for c in candidates if c is not None and c in table), None)
+        if value is None:
+            missing.append(it.key)
+        else:
+            values.append(value)
+    if missing:
+        raise NoveltyError(f"{len(missing)} image(s) have no {what} in {source}, e.g. {missing[:3]}")
+    return values
+
+
+def _groups_table(args: argparse.Namespace) -> tuple[dict[str, str], str] | None:
+    """``--groups``: a CSV file (path,group), or a column of the --labels CSV."""
+    if not args.groups:
+        return None
+    if os.path.isfile(args.groups):
+        return _read_table(args.groups, "group", "groups"), args.groups
+    if args.labels:
+        return _read_table(args.labels, args.groups, "labels"), f"column {args.groups!r} of {args.labels}"
+    raise UsageError(
+        f"--groups {args.groups}: no such file, and no --labels CSV to take a column of that name from"
+    )
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from novelty.batch.sources import expand_inputs
+    from novelty.detector import NoveltyDetector
+
+    labels_table = _read_table(args.labels, "label", "labels") if args.labels else None
+    groups_table = _groups_table(args)  # both read before the long part: a bad file fails at once
+    items = expand_inputs(args.data)
+    bad = [it for it in items if it.error]
+    det = NoveltyDetector(
+        backbone=args.backbone,
+        weights=args.weights,
+        scorers=args.scorers,
+        alpha=args.alpha,
+        calibration_fraction=args.calibration_fraction,
+        seed=args.seed,
+    )
+    good = [it for it in items if not it.error]
+    res = det.embedder.embed_with_errors(good, progress=None)
+    failed = [(it.key, f"{e.reason_code}: {e.reason}") for it, e in zip(good, res.errors, strict=True) if e]
+    failed += [(it.key, f"{it.error_code}: {it.error}") for it in bad]
+    if failed and not args.skip_unreadable:
+        lines = "\n".join(f"  {k}: {why}" for k, why in failed[:20])
+        raise NoveltyError(
+            f"{len(failed)} training input(s) are unreadable (use --skip-unreadable):\n{lines}"
+        )
+    for k, why in failed:
+        logging.getLogger("novelty").warning("skipped %s: %s", k, why)
+    keep = res.ok
+    kept = [it for it, ok in zip(good, keep, strict=True) if ok]
+    labels: list[Any] | None = None
+    if labels_table is not None:
+        labels = list(_per_item(labels_table, kept, args.labels, "label"))
+    groups: list[Any] | None = None
+    if groups_table is not None:
+        groups = list(_per_item(groups_table[0], kept, groups_table[1], "group"))
+    det.fit_embeddings(res.embeddings[np.asarray(keep)], labels, groups=groups, ids=[it.key for it in kept])
+    out = det.save(args.out)
+    print(f"fitted {det!r}")
+    print(f"saved to {out}" + (f" ({len(failed)} unreadable input(s) skipped)" if failed else ""))
+    return EXIT_OK
+
+
+def _check_out(path: str, *, results: bool) -> None:
+    """Refuse an --out that cannot be written, before any work starts."""
+    from novelty.batch.engine import check_results_path
+
+    if results:
+        check_results_path(path)  # a known suffix, not a directory
+    elif os.path.isdir(path):
+        raise UsageError(f"--out {path} is a directory; give the HTML file to write, e.g. {path}/report.html")
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from novelty.batch import score_inputs
+    from novelty.detector import NoveltyDetector
+
+    det = NoveltyDetector.load(args.detector, device=args.device, num_workers=args.workers)
+    if args.batch_size:
+        det.embedder.batch_size = args.batch_size
+    summary = score_inputs(
+        det,
+        args.inputs,
+        args.out,
+        chunk_rows=args.chunk_rows,
+        resume=not args.no_resume,
+        max_member_bytes=args.max_member_bytes,
+    )
+    print(
+        f"{summary.n_inputs} inputs → {summary.out}: {summary.n_novel} novel, {summary.n_errors} unreadable; "
+        f"{summary.n_scored_now} scored now at {summary.images_per_second:.1f} img/s"
+    )
+    return EXIT_PARTIAL if summary.n_errors else EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from novelty.batch.report import report_from_files
+
+    out = report_from_files(args.results, args.detector, args.out, top_n=args.top)
+    print(f"report written to {out}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from novelty.batch.errors import ResultsDependencyError, ResultsError
+
+    try:
+        if args.command in ("score", "report"):
+            try:
+                _check_out(args.out, results=args.command == "score")
+            except ResultsDependencyError:
+                raise  # not a usage error: a package to install (exit 1)
+            except ResultsError as e:  # an unknown suffix, a directory
+                raise UsageError(str(e)) from None
+        if args.command == "fit":
+            return _cmd_fit(args)
+        if args.command == "score":
+            return _cmd_score(args)
+        if args.command == "report":
+            return _cmd_report(args)
+        if args.command == "demo":
+            from novelty.cli import demo
+
+            out = args.out or f"out/{args.scenario}.json"
+            run = demo.windshield_main if args.scenario == "windshield" else demo.textile_main
+            return run(out=out, save_dir=args.save)
+        if args.command == "serve":
+            from novelty.serve.cli import run as serve
+
+            return serve(args)
+    except UsageError as e:
+        print(f"novelty {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (NoveltyError, OSError) as e:
+        print(f"novelty {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so in one line; the traceback only with --verbose
+        logging.getLogger("novelty").debug("unexpected error", exc_info=True)
+        print(
+            f"novelty {args.command}: unexpected error: {type(e).__name__}: {e} (run with -v for details)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    parser.error(f"unknown command {args.command!r}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

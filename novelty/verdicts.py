@@ -1,0 +1,209 @@
+"""What a detector answers: :class:`Verdict` for one image, :class:`BatchVerdicts` for many, and
+:func:`score_state`, which computes them from a detector's fitted parts.
+
+Scores: **higher = more novel**. ``p_value`` is the conformal p-value against held-out in-distribution
+calibration scores; ``novelty = 1 − p_value``; ``is_novel = p_value < alpha``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from novelty.errors import InvalidInputError
+from novelty.index import as_embeddings
+
+if TYPE_CHECKING:
+    from novelty.parts import FittedState
+
+__all__ = ["BatchVerdicts", "Neighbor", "Verdict", "score_state"]
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """A training item close to the scored image: its id (path or ``#index``) and Euclidean distance."""
+
+    id: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one image. ``novelty = 1 − p_value``; ``is_novel = p_value < alpha``.
+
+    ``scores`` are the raw per-scorer scores (higher = more novel), ``p_values`` their conformal p-values.
+    For an unreadable input (in batch results) ``error`` says why and the numbers are NaN.
+    With a condition head: ``prediction``, its calibrated ``probability``, and ``trusted`` — a prediction on a
+    novel image is reported but not trusted (the classifier never saw anything like it).
+    """
+
+    source: str
+    novelty: float
+    p_value: float
+    is_novel: bool
+    score: float  # the raw score behind p_value: the scorer's own, or the combination of several
+    scores: dict[str, float]
+    p_values: dict[str, float]
+    neighbors: tuple[Neighbor, ...]
+    error: str | None = None
+    prediction: Any = None  # the condition head's class, when the detector has a head
+    probability: float | None = None  # its temperature-calibrated probability
+    trusted: bool | None = None  # the prediction is trusted only when the image is readable and not novel
+
+
+@dataclass
+class BatchVerdicts:
+    """Vectorised results: arrays with one row per input, in input order (nothing dropped)."""
+
+    sources: list[str]
+    novelty: np.ndarray
+    p_value: np.ndarray
+    is_novel: np.ndarray
+    score: np.ndarray  # the raw score behind p_value (combined when there are several scorers)
+    scores: dict[str, np.ndarray]
+    p_values: dict[str, np.ndarray]
+    neighbor_ids: np.ndarray  # (n, k) positions in the training set, -1 for unreadable inputs
+    neighbor_distances: np.ndarray  # (n, k)
+    errors: list[str | None]
+    train_ids: Sequence[str] = field(repr=False, default=())
+    predictions: list[Any] | None = None  # per input (None where unreadable), when the detector has a head
+    probabilities: np.ndarray | None = None  # (n, n_classes) calibrated, NaN rows where unreadable
+    classes: list[Any] | None = None
+
+    @property
+    def probability(self) -> np.ndarray | None:
+        """Calibrated probability of each predicted class (NaN where unreadable)."""
+        return None if self.probabilities is None else self.probabilities.max(axis=1)
+
+    @property
+    def trusted(self) -> np.ndarray:
+        """Predictions to act on: readable, not novel (and a head exists)."""
+        if self.predictions is None:
+            return np.zeros(len(self), dtype=bool)
+        return self.ok & ~self.is_novel
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> Verdict:
+        ok = self.errors[i] is None
+        return Verdict(
+            source=self.sources[i],
+            novelty=float(self.novelty[i]),
+            p_value=float(self.p_value[i]),
+            is_novel=bool(self.is_novel[i]),
+            score=float(self.score[i]),
+            scores={k: float(v[i]) for k, v in self.scores.items()},
+            p_values={k: float(v[i]) for k, v in self.p_values.items()},
+            neighbors=tuple(
+                Neighbor(self.train_ids[j], float(d))
+                for j, d in zip(self.neighbor_ids[i], self.neighbor_distances[i], strict=True)
+                if ok and j >= 0
+            ),
+            error=self.errors[i],
+            prediction=None if self.predictions is None else self.predictions[i],
+            probability=(
+                None if self.probabilities is None or not ok else float(self.probabilities[i].max())
+            ),
+            trusted=None if self.predictions is None else bool(ok and not self.is_novel[i]),
+        )
+
+    def __iter__(self) -> Iterator[Verdict]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.array([e is None for e in self.errors], dtype=bool)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per input (JSON-friendly), e.g. for ``pandas.DataFrame(batch.to_records())``."""
+        out = []
+        for v in self:
+            rec: dict[str, Any] = {
+                "source": v.source,
+                "novelty": v.novelty,
+                "p_value": v.p_value,
+                "is_novel": v.is_novel,
+                "score": v.score,
+            }
+            rec.update({f"score_{k}": s for k, s in v.scores.items()})
+            rec.update({f"p_value_{k}": p for k, p in v.p_values.items()})
+            rec["neighbors"] = [n.id for n in v.neighbors]
+            rec["neighbor_distances"] = [n.distance for n in v.neighbors]
+            if self.predictions is not None:
+                rec["prediction"] = v.prediction
+                rec["probability"] = v.probability
+                rec["trusted"] = v.trusted
+            rec["error"] = v.error or ""
+            out.append(rec)
+        return out
+
+
+def score_state(
+    st: FittedState,
+    embeddings: np.ndarray,
+    *,
+    alpha: float,
+    n_neighbors: int,
+    sources: Sequence[str] | None = None,
+    errors: Sequence[str | None] | None = None,
+) -> BatchVerdicts:
+    """Score embeddings with one fitted state; rows listed in ``errors`` are reported, not scored."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2:
+        raise InvalidInputError(f"embeddings must be (n, d), got shape {emb.shape}")
+    n = emb.shape[0]
+    errs: list[str | None] = list(errors) if errors is not None else [None] * n
+    if len(errs) != n:
+        raise InvalidInputError(f"errors has {len(errs)} entries for {n} embeddings")
+    ok = np.array([e is None for e in errs], dtype=bool)
+    k = min(n_neighbors, st.index.ntotal)
+    nov, pv, comb = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    raw = {s.name: np.full(n, np.nan) for s in st.scorers}
+    pvs = {s.name: np.full(n, np.nan) for s in st.scorers}
+    nb_ids = np.full((n, k), -1, dtype=np.int64)
+    nb_d = np.full((n, k), np.nan, dtype=np.float32)
+    if ok.any():
+        x = as_embeddings(emb[ok], st.dim)
+        s_ok = {s.name: s.score(x) for s in st.scorers}
+        p_ok, per_ok = st.calibrator.p_values(s_ok)
+        for name in raw:
+            raw[name][ok] = s_ok[name]
+            pvs[name][ok] = per_ok[name]
+        pv[ok] = p_ok
+        comb[ok] = st.calibrator.combined_scores(s_ok)
+        nov[ok] = 1.0 - p_ok
+        if k:
+            d, i = st.index.search(x, k)
+            nb_ids[ok], nb_d[ok] = i, d
+    predictions: list[Any] | None = None
+    proba: np.ndarray | None = None
+    classes: list[Any] | None = None
+    if st.head is not None:
+        classes = list(st.head.classes_)
+        proba = np.full((n, len(classes)), np.nan)
+        predictions = [None] * n
+        if ok.any():
+            p_head = st.head.predict_proba(as_embeddings(emb[ok], st.dim))
+            proba[ok] = p_head
+            for j, c in zip(np.flatnonzero(ok), p_head.argmax(axis=1), strict=True):
+                predictions[j] = classes[c]
+    return BatchVerdicts(
+        predictions=predictions,
+        probabilities=proba,
+        classes=classes,
+        sources=list(sources) if sources is not None else [f"#{i}" for i in range(n)],
+        novelty=nov,
+        p_value=pv,
+        is_novel=ok & (np.nan_to_num(pv, nan=1.0) < alpha),
+        score=comb,
+        scores=raw,
+        p_values=pvs,
+        neighbor_ids=nb_ids,
+        neighbor_distances=nb_d,
+        errors=errs,
+        train_ids=st.train_ids,
+    )
