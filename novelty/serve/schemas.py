@@ -117,3 +117,64 @@ class ReloadOut(BaseModel):
     detector_version: str
     previous: str | None
     switched: bool
+
+
+# --- request bodies, for the OpenAPI spec (the handlers read them by hand, within the limits) ---------------
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the encoded image (JPEG, PNG, WebP, …) as the raw body, or a multipart form with one file",
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                    "required": ["image"],
+                }
+            },
+        },
+    }
+}
+BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["images"],
+                }
+            }
+        },
+    }
+}
+FLAG_FIELDS = {
+    "image": {"type": "string", "format": "binary"},
+    "prediction": {"type": "string", "description": "what the production model predicted"},
+    "report": {"type": "string", "description": "what the user reported"},
+    "source": {
+        "type": "string",
+        "description": "the camera / car / device; with the image's hash it identifies the flag",
+    },
+    "captured_at": {"type": "string", "format": "date-time"},
+    "metadata": {"type": "string", "description": "a JSON object (at most 16 KiB)"},
+}
+FLAG_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "multipart form with the image and the fields, or the raw image with the fields as query "
+        "parameters",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": FLAG_FIELDS, "required": ["image"]}
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
