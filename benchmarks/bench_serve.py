@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -198,6 +199,7 @@ def main() -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
     print(
         "\n| clients | images | errors | p50 ms | p90 ms | p99 ms | images/s | mean batch | server CPU ms/image |"
     )

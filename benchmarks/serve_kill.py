@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import io
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -168,7 +169,9 @@ def main() -> int:
         and r["never_acknowledged"] == 0
         for r in results
     )
-    print("nothing lost" if ok else "MISMATCH")
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+    print("nothing lost" if ok else f"MISMATCH (server logs and stores kept in {work})")
     return 0 if ok else 1
 
 
