@@ -91,10 +91,8 @@ def parse_device(device: object) -> torch.device | None:
         raise InvalidInputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
     try:
         return torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise InvalidInputError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r} ({e})"
-        ) from None
+    except (RuntimeError, ValueError):
+        raise InvalidInputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from None
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

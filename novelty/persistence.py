@@ -34,6 +34,7 @@ from novelty.artifact import (
     write_artifact,
 )
 from novelty.calibration import MultiScorerCalibrator
+from novelty.embedder import Embedder, parse_device
 from novelty.errors import (
     ArtifactError,
     ArtifactIntegrityError,
@@ -43,14 +44,13 @@ from novelty.errors import (
 )
 from novelty.head import ConditionHead
 from novelty.index import EmbeddingIndex
-from novelty.params import check_known_params
+from novelty.params import check_int, check_known_params
 from novelty.parts import FittedState
 from novelty.scorers import REGISTRY as SCORERS
 from novelty.scorers import Scorer
 
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector
-    from novelty.embedder import Embedder
 
 __all__ = ["load_detector", "save_detector"]
 
@@ -154,15 +154,125 @@ def _as_artifact_error(source: str, where: str) -> Iterator[None]:
         raise ArtifactError(f"{source}: {where}: {e}") from e
 
 
-def _str_list(r: ManifestReader, section: Any, key: str, where: str, *, required: bool = True) -> list[str]:
-    items = (
-        r.get(section, key, "list", where=where)
-        if required
-        else r.get(section, key, "list", where=where, default=[])
-    )
+def _str_list(r: ManifestReader, section: Any, key: str, *, required: bool = True) -> list[str]:
+    items = r.get(section, key, "list") if required else r.get(section, key, "list", default=[])
     for i in range(len(items)):
-        r.get(items, i, "str", where=f"{where}.{key}")
+        r.get(items, i, "str", where=key)
     return list(items)
+
+
+def _read_index(art: Artifact, r: ManifestReader) -> EmbeddingIndex:
+    idx = r.section(art.manifest, "index")
+    name = check_file_name(r.get(idx, "file", "str", where="index"), f"{r.source}: index.file")
+    metric = r.get(idx, "metric", "str", where="index")
+    factory = r.get(idx, "factory", "str", where="index", default="Flat")
+    n, dim = r.get(idx, "n", "int", where="index"), r.get(idx, "dim", "int", where="index")
+    with _as_artifact_error(r.source, "index"):
+        try:
+            index = EmbeddingIndex.from_bytes(art.data(name), metric, factory, source=str(art.root / name))
+        except InvalidInputError as e:
+            if "not a readable" in str(e):
+                raise ArtifactIntegrityError(str(e)) from e
+            raise
+    if index.ntotal != n or index.dim != dim:
+        raise ArtifactIntegrityError(
+            f"{art.root}: the index holds {index.ntotal}×{index.dim}, the manifest says {n}×{dim}"
+        )
+    return index
+
+
+def _read_scorers(
+    art: Artifact, r: ManifestReader, index: EmbeddingIndex
+) -> tuple[list[Scorer], dict[str, dict[str, Any]]]:
+    """The scorers, each rebuilt by the class registered under its name (never one the manifest names)."""
+    scorers: list[Scorer] = []
+    params: dict[str, dict[str, Any]] = {}
+    entries = r.get(art.manifest, "scorers", "list")
+    if not entries:
+        raise ArtifactError(f"{r.source}: 'scorers' is empty; a detector has at least one scorer")
+    for i in range(len(entries)):
+        where = f"scorers[{i}]"
+        entry = r.section(entries, i, where="scorers")
+        name = r.get(entry, "name", "str", where=where)
+        recorded = r.get(entry, "class", "str|null", where=where, default=None)
+        sp = r.get(entry, "params", "dict", where=where)
+        file = r.get(entry, "file", "str|null", where=where, default=None)
+        cls = SCORERS.get(name)
+        if cls is None:
+            raise ArtifactVersionError(
+                f"{art.root}: scorer {name!r} (class {recorded or '?'}) is not registered in this process. "
+                "A detector never imports code named by its manifest: import the module that defines the "
+                "scorer and register it with @novelty.register_scorer, then load again. "
+                f"Registered: {', '.join(sorted(SCORERS))}"
+            )
+        if recorded is not None and recorded != cls.__name__:
+            raise ArtifactVersionError(
+                f"{art.root}: scorer {name!r} was saved by class {recorded}, but {cls.__qualname__} is "
+                "registered under that name here"
+            )
+        if name in params:
+            raise ArtifactError(f"{r.source}: scorer {name!r} is listed twice")
+        arrays = art.arrays(check_file_name(file, f"{r.source}: {where}.file")) if file is not None else {}
+        with _as_artifact_error(r.source, f"{where} ({name})"):
+            check_known_params(cls, sp, f"scorer {name!r}")
+            scorer = cls.from_state(sp, arrays, index=index)
+        if not isinstance(scorer, cls):
+            raise ArtifactError(
+                f"{r.source}: {cls.__qualname__}.from_state did not return a {cls.__qualname__}"
+            )
+        scorers.append(scorer)
+        params[name] = sp
+    return scorers, params
+
+
+def _read_calibration(
+    art: Artifact, r: ManifestReader, names: list[str]
+) -> tuple[MultiScorerCalibrator, str]:
+    cal = r.section(art.manifest, "calibration")
+    name = check_file_name(r.get(cal, "file", "str", where="calibration"), f"{r.source}: calibration.file")
+    split = r.get(cal, "split", "str", where="calibration", default="random")
+    n = r.get(cal, "n", "int|null", where="calibration", default=None)
+    with _as_artifact_error(r.source, "calibration"):
+        calibrator = MultiScorerCalibrator.from_state(names, art.arrays(name))
+    if n is not None and calibrator.n != n:
+        raise ArtifactIntegrityError(
+            f"{art.root}: {name} holds {calibrator.n} calibration scores, the manifest says {n}"
+        )
+    return calibrator, split
+
+
+def _read_ids(art: Artifact, r: ManifestReader, n_train: int) -> tuple[list[str], list[str]]:
+    name = check_file_name(
+        r.get(art.manifest, "train_ids", "str", default="train_ids.json"), f"{r.source}: train_ids"
+    )
+    ids = art.json(name)
+    ri = ManifestReader(str(art.root / name))
+    train, calibration = _str_list(ri, ids, "train"), _str_list(ri, ids, "calibration", required=False)
+    if len(train) != n_train:
+        raise ArtifactIntegrityError(
+            f"{art.root / name}: {len(train)} training ids for an index of {n_train} embeddings"
+        )
+    return train, calibration
+
+
+def _read_head(
+    art: Artifact, r: ManifestReader, dim: int
+) -> tuple[ConditionHead | None, dict[str, Any] | None]:
+    meta = r.section(art.manifest, "head", optional=True)
+    if meta is None:
+        return None, None
+    name = check_file_name(r.get(meta, "file", "str", where="head"), f"{r.source}: head.file")
+    params = r.get(meta, "params", "dict", where="head")
+    r.get(meta, "classes", "list", where="head")
+    r.get(meta, "temperature", "number", where="head")
+    r.get(meta, "dim", "int", where="head")
+    with _as_artifact_error(r.source, "head"):
+        head = ConditionHead.from_state(params, meta, art.arrays(name))
+    if head.model_.dim != dim:
+        raise ArtifactIntegrityError(
+            f"{art.root}: the head takes {head.model_.dim}-d embeddings, the index {dim}-d"
+        )
+    return head, params
 
 
 def load_detector(
@@ -175,12 +285,16 @@ def load_detector(
     embedder: Embedder | None = None,
 ) -> D:
     """Rebuild a detector from a verified artifact (see :meth:`NoveltyDetector.load`)."""
+    if embedder is not None and not isinstance(embedder, Embedder):  # the caller's arguments first
+        raise InvalidInputError(f"embedder must be a novelty.Embedder, got {type(embedder).__name__}")
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise InvalidInputError(f"weights must be None, 'random' or a path, got {weights!r}")
+    parse_device(device)
+    if num_workers is not None:
+        check_int(num_workers, "num_workers", minimum=0)
     art = read_artifact(path)
-    root, m = art.root, art.manifest
-    src = f"{root / 'manifest.json'}"
-    r = ManifestReader(src)
-
-    params = r.section(m, "params")
+    r = ManifestReader(str(art.root / "manifest.json"))
+    params = r.section(art.manifest, "params")
     p = {
         "backbone": r.get(params, "backbone", "str", where="params"),
         "weights": r.get(params, "weights", "str|null", where="params", default=None),
@@ -191,106 +305,20 @@ def load_detector(
         "seed": r.get(params, "seed", "int", where="params", default=0),
         "draft": r.get(params, "draft", "bool|null", where="params", default=None),
     }
-    bb = r.section(m, "backbone")
+    bb = r.section(art.manifest, "backbone")
     fingerprint = r.get(bb, "fingerprint", "str", where="backbone")
     bb_draft = r.get(bb, "draft", "bool|null", where="backbone", default=None)
     draft = p["draft"] if p["draft"] is not None else (bb_draft if bb_draft is not None else True)
 
-    idx = r.section(m, "index")
-    index_file = check_file_name(r.get(idx, "file", "str", where="index"), f"{src}: index.file")
-    metric = r.get(idx, "metric", "str", where="index")
-    factory = r.get(idx, "factory", "str", where="index", default="Flat")
-    n_index = r.get(idx, "n", "int", where="index")
-    dim = r.get(idx, "dim", "int", where="index")
-    with _as_artifact_error(src, "index"):
-        try:
-            index = EmbeddingIndex.from_bytes(
-                art.data(index_file), metric, factory, source=str(root / index_file)
-            )
-        except InvalidInputError as e:
-            if "not a readable" in str(e):
-                raise ArtifactIntegrityError(str(e)) from e
-            raise
-    if index.ntotal != n_index or index.dim != dim:
-        raise ArtifactIntegrityError(
-            f"{root}: the index holds {index.ntotal}×{index.dim}, the manifest says {n_index}×{dim}"
-        )
+    index = _read_index(art, r)
+    scorers, scorer_params = _read_scorers(art, r, index)
+    calibrator, split = _read_calibration(art, r, list(scorer_params))
+    train_ids, calibration_ids = _read_ids(art, r, index.ntotal)
+    dim = int(index.dim or 0)
+    head, head_params = _read_head(art, r, dim)
+    _warn_versions(r.get(art.manifest, "versions", "dict", default={}), art.root)
 
-    scorers: list[Scorer] = []
-    scorer_params: dict[str, dict[str, Any]] = {}
-    entries = r.get(m, "scorers", "list")
-    if not entries:
-        raise ArtifactError(f"{src}: 'scorers' is empty; a detector has at least one scorer")
-    for i in range(len(entries)):
-        where = f"scorers[{i}]"
-        entry = r.section(entries, i, where="scorers")
-        name = r.get(entry, "name", "str", where=where)
-        recorded_class = r.get(entry, "class", "str|null", where=where, default=None)
-        sp = r.get(entry, "params", "dict", where=where)
-        file = r.get(entry, "file", "str|null", where=where, default=None)
-        scls = SCORERS.get(name)
-        if scls is None:
-            raise ArtifactVersionError(
-                f"{root}: scorer {name!r} (class {recorded_class or '?'}) is not registered in this process. "
-                "A detector never imports code named by its manifest: import the module that defines the "
-                f"scorer and register it with @novelty.register_scorer, then load again. "
-                f"Registered: {', '.join(sorted(SCORERS))}"
-            )
-        if recorded_class is not None and recorded_class != scls.__name__:
-            raise ArtifactVersionError(
-                f"{root}: scorer {name!r} was saved by class {recorded_class}, but {scls.__qualname__} is "
-                "registered under that name here"
-            )
-        if name in scorer_params:
-            raise ArtifactError(f"{src}: scorer {name!r} is listed twice")
-        arrays = art.arrays(check_file_name(file, f"{src}: {where}.file")) if file is not None else {}
-        with _as_artifact_error(src, f"{where} ({name})"):
-            check_known_params(scls, sp, f"scorer {name!r}")
-            scorer = scls.from_state(sp, arrays, index=index)
-        if not isinstance(scorer, scls):
-            raise ArtifactError(f"{src}: {scls.__qualname__}.from_state did not return a {scls.__qualname__}")
-        scorers.append(scorer)
-        scorer_params[name] = sp
-
-    cal = r.section(m, "calibration")
-    cal_file = check_file_name(r.get(cal, "file", "str", where="calibration"), f"{src}: calibration.file")
-    split = r.get(cal, "split", "str", where="calibration", default="random")
-    cal_n = r.get(cal, "n", "int|null", where="calibration", default=None)
-    with _as_artifact_error(src, "calibration"):
-        calibrator = MultiScorerCalibrator.from_state(list(scorer_params), art.arrays(cal_file))
-    if cal_n is not None and calibrator.n != cal_n:
-        raise ArtifactIntegrityError(
-            f"{root}: {cal_file} holds {calibrator.n} calibration scores, the manifest says {cal_n}"
-        )
-
-    ids_file = check_file_name(r.get(m, "train_ids", "str", default="train_ids.json"), f"{src}: train_ids")
-    ids = art.json(ids_file)
-    ri = ManifestReader(str(root / ids_file))
-    train_ids = _str_list(ri, ids, "train", "")
-    calibration_ids = _str_list(ri, ids, "calibration", "", required=False)
-    if len(train_ids) != index.ntotal:
-        raise ArtifactIntegrityError(
-            f"{root / ids_file}: {len(train_ids)} training ids for an index of {index.ntotal} embeddings"
-        )
-
-    head_meta = r.section(m, "head", optional=True)
-    head: ConditionHead | None = None
-    head_params: dict[str, Any] | None = None
-    if head_meta is not None:
-        head_file = check_file_name(r.get(head_meta, "file", "str", where="head"), f"{src}: head.file")
-        head_params = r.get(head_meta, "params", "dict", where="head")
-        r.get(head_meta, "classes", "list", where="head")
-        r.get(head_meta, "temperature", "number", where="head")
-        r.get(head_meta, "dim", "int", where="head")
-        with _as_artifact_error(src, "head"):
-            head = ConditionHead.from_state(head_params, head_meta, art.arrays(head_file))
-        if head.model_.dim != dim:
-            raise ArtifactIntegrityError(
-                f"{root}: the head takes {head.model_.dim}-d embeddings, the index {dim}-d"
-            )
-
-    _warn_versions(r.get(m, "versions", "dict", default={}), root)
-    with _as_artifact_error(src, "params"):
+    with _as_artifact_error(r.source, "params"):
         det = cls(
             backbone=None if embedder is not None else p["backbone"],
             scorers=scorer_params,
@@ -304,7 +332,7 @@ def load_detector(
             seed=p["seed"],
             head=head_params,
             draft=draft if embedder is None else embedder.draft,
-            index=EmbeddingIndex(metric=metric, factory=factory),
+            index=EmbeddingIndex(**index.get_params()),
             embedder=embedder,
         )
     det._set_fitted(
@@ -321,7 +349,7 @@ def load_detector(
         )
     )
     _check_backbone(
-        det.embedder, bb_name=p["backbone"], fingerprint=fingerprint, draft=draft, dim=dim, root=root
+        det.embedder, bb_name=p["backbone"], fingerprint=fingerprint, draft=draft, dim=dim, root=art.root
     )
     return det
 

@@ -185,6 +185,7 @@ def test_embedding_cache_embeds_each_image_once(embedder, tmp_path, textile_path
 
 
 # --- peers ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_every_peer_scores_higher_for_far_points(rng):
     def unit(a: np.ndarray) -> np.ndarray:  # like embeddings: on the unit sphere
         return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)

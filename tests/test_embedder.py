@@ -24,6 +24,7 @@ def test_preprocessing_comes_from_the_model(embedder):
     assert embedder.min_size == 256  # 224 / crop_pct 0.875
 
 
+@pytest.mark.slow
 def test_same_result_whatever_the_batching_and_workers(textile_paths):
     paths = textile_paths["global"][:40]
     a = novelty.Embedder(batch_size=16, num_workers=0).embed(paths)

@@ -36,6 +36,7 @@ def test_binary_head_separates_nominal_from_global_defects(textile_embeddings):
     assert T_MIN <= head.temperature_ <= T_MAX
 
 
+@pytest.mark.slow
 def test_multiclass_head_with_string_labels(labelled):
     train_x, train_y, test_x, test_y = labelled
     head = novelty.ConditionHead().fit(train_x, train_y)

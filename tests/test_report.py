@@ -442,6 +442,7 @@ def _console_errors(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if "Uncaught" in ln or ("CONSOLE" in ln and "rror" in ln)]
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(scenario, tmp_path):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (as root) to install Debian's chromium")

@@ -47,23 +47,14 @@ atomically (temporary file + ``os.replace``) and read with ``allow_pickle=False`
 
 Install: ``make windshield-data`` (``apt-get install opencv-doc``; ``pip install --no-deps imagecorruptions``;
 ``pip install -e '.[windshield]'``). imagecorruptions 1.1.2 predates NumPy 2 and scikit-image 0.19+;
-this module adapts it at run time without touching site-packages: its ``np`` is a proxy that adds
-``float_`` (used by ``fog``) and a per-call seeded ``RandomState``; its ``gaussian`` translates the removed
-``multichannel`` argument to ``channel_axis`` (``gaussian_blur``, ``glass_blur``).
+:mod:`novelty.datasets.corruptions` adapts it for the duration of each call only (see there).
 """
 
 from __future__ import annotations
 
 import gzip
-import importlib
-import importlib.util
-import inspect
 import os
 import shutil
-import sys
-import threading
-import types
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +64,7 @@ import numpy as np
 
 from novelty.datasets import DatasetNotInstalledError
 from novelty.datasets.cache import atomic_file, cache_root, write_cache
+from novelty.datasets.corruptions import corrupt
 from novelty.errors import InvalidInputError, UnknownNameError
 
 __all__ = [
@@ -257,97 +249,6 @@ def _decode(path: Path, width: int, height: int) -> np.ndarray:
     return np.stack(out)
 
 
-# --- imagecorruptions, adapted to NumPy 2 / scikit-image >= 0.19 ---------------------------------
-class _NumpyForCorruptions(types.ModuleType):
-    """What ``imagecorruptions.corruptions`` sees as ``np``: NumPy plus ``float_`` and a swappable ``random``."""
-
-    def __init__(self) -> None:
-        super().__init__("numpy")
-        self.float_ = np.float64
-        self.random: Any = np.random
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
-
-
-_CORRUPTIONS: types.ModuleType | None = None
-_CORRUPTIONS_NP: _NumpyForCorruptions | None = None
-_CORRUPTIONS_LOCK = threading.Lock()  # the shim's ``random`` is shared: one corruption call at a time
-_CORRUPTIONS_INIT_LOCK = threading.Lock()
-
-
-def _corruptions() -> types.ModuleType:
-    """``imagecorruptions.corruptions`` with the compatibility shims installed (imported once)."""
-    with _CORRUPTIONS_INIT_LOCK:
-        if _CORRUPTIONS is None:
-            _import_corruptions()
-    assert _CORRUPTIONS is not None
-    return _CORRUPTIONS
-
-
-def _import_corruptions() -> None:
-    global _CORRUPTIONS, _CORRUPTIONS_NP
-    _import_cv2()
-    stub_added = False
-    with warnings.catch_warnings():
-        # pkg_resources and scipy.ndimage.interpolation warn that they are deprecated
-        warnings.simplefilter("ignore")
-        try:
-            importlib.import_module("pkg_resources")
-        except ImportError:  # setuptools >= 81 has no pkg_resources: frost only needs resource_filename
-            stub = types.ModuleType("pkg_resources")
-            stub.resource_filename = _resource_filename  # type: ignore[attr-defined]
-            sys.modules["pkg_resources"] = stub
-            stub_added = True
-        try:
-            module = importlib.import_module("imagecorruptions.corruptions")
-        except ImportError as exc:
-            raise DatasetNotInstalledError(
-                f"the windshield conditions need imagecorruptions and its dependencies ({exc}): {INSTALL_HINT}"
-            ) from exc
-        finally:
-            if stub_added:
-                del sys.modules["pkg_resources"]
-    shim = _NumpyForCorruptions()
-    module.np = shim  # type: ignore[attr-defined]
-    sk_gaussian = module.gaussian
-    if "multichannel" not in inspect.signature(sk_gaussian).parameters:
-        module.gaussian = _gaussian_accepting_multichannel(sk_gaussian)  # type: ignore[attr-defined]
-    _CORRUPTIONS, _CORRUPTIONS_NP = module, shim
-
-
-def _resource_filename(package: str, resource: str) -> str:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise DatasetNotInstalledError(f"cannot locate package {package}: {INSTALL_HINT}")
-    return str(Path(spec.origin).parent / resource)
-
-
-def _gaussian_accepting_multichannel(gaussian: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapped(image: Any, *args: Any, multichannel: bool | None = None, **kwargs: Any) -> Any:
-        if multichannel is not None and "channel_axis" not in kwargs:
-            kwargs["channel_axis"] = -1 if multichannel else None
-        return gaussian(image, *args, **kwargs)
-
-    return wrapped
-
-
-def _corrupt(name: str, frame: np.ndarray, severity: int, rs: np.random.RandomState) -> np.ndarray:
-    """Run one imagecorruptions function on one uint8 RGB frame with ``rs`` as its ``np.random``."""
-    from PIL import Image
-
-    module = _corruptions()
-    assert _CORRUPTIONS_NP is not None
-    with _CORRUPTIONS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        _CORRUPTIONS_NP.random = rs
-        try:
-            out = getattr(module, name)(Image.fromarray(frame), severity)
-        finally:
-            _CORRUPTIONS_NP.random = np.random
-    return _to_uint8(np.asarray(out, dtype=np.float32))
-
-
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
@@ -366,9 +267,9 @@ def _component(name: str, frame: np.ndarray, severity: int, rs: np.random.Random
     if name == "tunnel":
         return _tunnel(frame, severity, rs)
     if name == "wet":
-        return _corrupt("spatter", frame, min(severity, 3), rs)
+        return _to_uint8(corrupt("spatter", frame, min(severity, 3), rs))
     corruption = {"ice": "frost", "fog": "fog", "snow": "snow", "glare": "brightness"}[name]
-    return _corrupt(corruption, frame, severity, rs)
+    return _to_uint8(corrupt(corruption, frame, severity, rs))
 
 
 def _parse_condition(condition: str) -> list[str]:
