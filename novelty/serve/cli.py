@@ -77,6 +77,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="threads of the model's forward pass (process-wide); 0: torch's default, one per core (default)",
     )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="open connections before new ones get 503 — a bound on clients that hold connections "
+        "without finishing their headers (default: %(default)s)",
+    )
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
 
 
@@ -139,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             access_log=not args.no_access_log,
             log_level="info",
             timeout_keep_alive=30,
+            limit_concurrency=args.max_connections,
             timeout_graceful_shutdown=30,
         )
     )
