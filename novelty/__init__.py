@@ -39,3 +39,12 @@ __all__ = [
     "load_image",
     "register_scorer",
 ]
+
+
+# The HTTP client (novelty serve); loaded on first use so that `import novelty` stays light.
+def __getattr__(name: str) -> object:
+    if name == "Client":
+        from novelty.serve.client import Client
+
+        return Client
+    raise AttributeError(f"module 'novelty' has no attribute {name!r}")

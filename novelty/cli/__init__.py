@@ -212,6 +212,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="where to write the numbers as JSON (default: out/SCENARIO.json)"
     )
     d.add_argument("--save", default=None, metavar="DIR", help="also save the fitted detector to DIR")
+
+    # `novelty serve`: the HTTP service; its options live in novelty/serve/cli.py
+    from novelty.serve import cli as serve_cli
+
+    serve_cli.add_arguments(
+        sub.add_parser(
+            "serve",
+            help="serve a detector over HTTP: scoring, flags, metrics",
+            description=serve_cli.DESCRIPTION,
+        )
+    )
     return p
 
 
@@ -419,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or f"out/{args.scenario}.json"
             run = demo.windshield_main if args.scenario == "windshield" else demo.textile_main
             return run(out=out, save_dir=args.save)
+        if args.command == "serve":
+            from novelty.serve.cli import run as serve
+
+            return serve(args)
     except UsageError as e:
         print(f"novelty {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

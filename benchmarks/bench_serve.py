@@ -1,0 +1,218 @@
+"""Load test of `novelty serve`: 1 client one image at a time vs 8 concurrent clients, same server, same run.
+
+    python benchmarks/bench_serve.py [--images 2000] [--clients 8] [--rounds 4] [--out benchmarks/results/serve_load.json]
+
+The server runs the shipped windshield detector (checkpoints/windshield) in a subprocess on 127.0.0.1; the
+images are frames of the street video (Debian's opencv-doc, 768×576) encoded as JPEG, cycling through its
+795 frames. Each client is a thread with its own keep-alive connection (`novelty.Client`); clients and
+server share this machine's cores. Both modes score all the images, alternating in ``--rounds`` slices (1
+client, then 8, then 1, …) so that drifting machine load hits both alike. Prints and writes: errors,
+p50/p90/p99 latency, images/s, the ratio 8 clients / 1 client (overall and per round), and the server's mean
+forward-pass batch size (from /metrics) and its CPU time per image (from /proc: what batching saves, however
+busy the machine is with other work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from serve_support import WINDSHIELD, ServerProcess, new_token
+
+import novelty
+
+
+def video_jpegs(n_frames: int, quality: int = 90) -> list[bytes]:
+    """The street video's frames at their own size (768×576) as JPEG bytes (read with OpenCV)."""
+    import cv2
+
+    from novelty.datasets.windshield import find_video
+
+    cap = cv2.VideoCapture(str(find_video()))
+    out: list[bytes] = []
+    while len(out) < n_frames:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        out.append(buf.tobytes())
+    cap.release()
+    return out
+
+
+def run_clients(url: str, token: str, images: list[bytes], n_clients: int) -> dict:
+    """``n_clients`` threads take images from a shared counter until all are scored."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    novel = 0
+    lock = threading.Lock()
+    next_index = 0
+
+    def worker() -> None:
+        nonlocal next_index, novel
+        client = novelty.Client(url, token, retries=0, timeout_s=120)
+        while True:
+            with lock:
+                i = next_index
+                next_index += 1
+            if i >= len(images):
+                return
+            t0 = time.perf_counter()
+            try:
+                v = client.score(images[i])
+            except Exception as e:  # counted and reported, never hidden
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}")
+                continue
+            dt = time.perf_counter() - t0
+            with lock:
+                latencies.append(dt)
+                novel += bool(v.is_novel)
+
+    threads = [threading.Thread(target=worker) for _ in range(n_clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"seconds": time.perf_counter() - t0, "latencies": latencies, "errors": errors, "novel": novel}
+
+
+def summarise(n_clients: int, runs: list[dict], passes: float, imgs: float) -> dict:
+    lat = np.array([x for r in runs for x in r["latencies"]]) * 1000
+    seconds = sum(r["seconds"] for r in runs)
+    errors = [e for r in runs for e in r["errors"]]
+    return {
+        "clients": n_clients,
+        "images": len(lat) + len(errors),
+        "ok": len(lat),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "seconds": round(seconds, 1),
+        "images_per_s": round(len(lat) / seconds, 1),
+        "latency_ms": {
+            q: round(float(np.percentile(lat, p)), 1) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))
+        }
+        if len(lat)
+        else {},
+        "novel_share": round(sum(r["novel"] for r in runs) / max(1, len(lat)), 3),
+        "mean_batch": round(imgs / max(1.0, passes), 2),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batch_stats(url: str) -> tuple[float, float]:
+    """(forward passes, images) from the server's novelty_batch_size histogram."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    count = float(re.search(r"^novelty_batch_size_count (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    total = float(re.search(r"^novelty_batch_size_sum (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    return count, total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--out", default="benchmarks/results/serve_load.json")
+    args = ap.parse_args()
+
+    frames = video_jpegs(795)
+    images = [frames[i % len(frames)] for i in range(args.images)]
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    token = new_token()
+    srv = ServerProcess(
+        WINDSHIELD,
+        flag_store=str(work / "flags"),
+        token=token,
+        log_path=work / "server.log",
+        extra_args=["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
+    )
+    t0 = time.perf_counter()
+    srv.start()
+    startup = time.perf_counter() - t0
+    runs: dict[int, list[dict]] = {1: [], args.clients: []}
+    passes = {1: [0.0, 0.0], args.clients: [0.0, 0.0]}
+    cpu = {1: 0.0, args.clients: 0.0}
+    slices = np.array_split(np.arange(len(images)), args.rounds)
+    try:
+        run_clients(srv.url, token, frames[:16], 1)  # warm the connection path
+        for r, idx in enumerate(slices):
+            for n in (1, args.clients):
+                before, cpu0 = batch_stats(srv.url), cpu_seconds(srv.proc.pid)  # type: ignore[union-attr]
+                res = run_clients(srv.url, token, [images[i] for i in idx], n)
+                after = batch_stats(srv.url)
+                cpu[n] += cpu_seconds(srv.proc.pid) - cpu0  # type: ignore[union-attr]
+                passes[n][0] += after[0] - before[0]
+                passes[n][1] += after[1] - before[1]
+                runs[n].append(res)
+                print(
+                    f"round {r + 1}: {n} client(s), {len(idx)} images, {len(idx) / res['seconds']:.1f} img/s",
+                    flush=True,
+                )
+    finally:
+        srv.stop()
+    results = {f"{n}_clients": summarise(n, runs[n], *passes[n]) for n in runs}
+    for n in runs:  # the server's CPU time per image: what batching saves, whatever else runs on the machine
+        results[f"{n}_clients"]["server_cpu_ms_per_image"] = round(1000 * cpu[n] / len(images), 1)
+
+    def rate(run: dict) -> float:
+        return len(run["latencies"]) / run["seconds"]
+
+    per_round = [round(rate(b) / rate(a), 2) for a, b in zip(runs[1], runs[args.clients], strict=True)]
+    one, many = results["1_clients"], results[f"{args.clients}_clients"]
+    summary = {
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "detector": str(WINDSHIELD.relative_to(WINDSHIELD.parent.parent)),
+        "image": f"street video frames 768x576, JPEG q90, ~{np.mean([len(f) for f in frames]) / 1024:.0f} KB",
+        "server_startup_s": round(startup, 1),
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "results": results,
+        "rounds": args.rounds,
+        "speedup": round(many["images_per_s"] / one["images_per_s"], 2),
+        "speedup_per_round": per_round,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    print(
+        "\n| clients | images | errors | p50 ms | p90 ms | p99 ms | images/s | mean batch | server CPU ms/image |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results.values():
+        lat = r["latency_ms"]
+        print(
+            f"| {r['clients']} | {r['images']} | {r['errors']} | {lat.get('p50')} | {lat.get('p90')} | "
+            f"{lat.get('p99')} | {r['images_per_s']} | {r['mean_batch']} | {r['server_cpu_ms_per_image']} |"
+        )
+    print(f"\n{args.clients} clients / 1 client: {summary['speedup']}x images/s (per round: {per_round})")
+    return 0 if one["errors"] == 0 and many["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""``novelty serve DETECTOR_DIR``: the scoring and flagging service (FastAPI on uvicorn).
+
+Registered in :mod:`novelty.cli` with :func:`add_arguments` and :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from novelty.errors import NoveltyError
+
+__all__ = ["add_arguments", "run"]
+
+DESCRIPTION = """Serve a detector over HTTP: POST /v1/score, /v1/score:batch, /v1/flag; GET /v1/flags,
+/healthz, /readyz, /metrics; POST /v1/admin/reload. Clients authenticate with a bearer token
+(--token-file or NOVELTY_API_TOKENS, comma-separated); the service refuses to start without one unless
+--no-auth. Scores: higher = more novel; is_novel = p_value < alpha."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("detector", metavar="DETECTOR_DIR", help="a saved detector (novelty fit --out DIR)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument(
+        "--token-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="scoring tokens, one per line (repeatable; also NOVELTY_API_TOKENS)",
+    )
+    p.add_argument(
+        "--admin-token-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="admin tokens for POST /v1/admin/reload (also NOVELTY_ADMIN_TOKENS)",
+    )
+    p.add_argument(
+        "--no-auth", action="store_true", help="serve without authentication (trusted networks only)"
+    )
+    p.add_argument(
+        "--flag-store",
+        default="novelty-flags",
+        metavar="DIR_OR_URL",
+        help="where flags go: a directory (SQLite + images) or a postgresql:// URL (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-body-mb", type=float, default=16.0, help="largest request body (default: %(default)s)"
+    )
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image (default: %(default)s)")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to score a request (default: %(default)s)"
+    )
+    p.add_argument(
+        "--body-timeout", type=float, default=15.0, help="seconds to receive a body (default: %(default)s)"
+    )
+    p.add_argument("--max-batch", type=int, default=32, help="images per forward pass (default: %(default)s)")
+    p.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-queue", type=int, default=512, help="images waiting before 503 (default: %(default)s)"
+    )
+    p.add_argument("--decode-threads", type=int, default=2, help="decoding threads (default: %(default)s)")
+    p.add_argument(
+        "--watch-interval",
+        type=float,
+        default=2.0,
+        help="seconds between checks of DETECTOR_DIR/MANIFEST.sha256 for a new detector; 0: off (default: %(default)s)",
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="threads of the model's forward pass (process-wide); 0: torch's default, one per core (default)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="open connections before new ones get 503 — a bound on clients that hold connections "
+        "without finishing their headers (default: %(default)s)",
+    )
+    p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the app from ``args`` and serve until SIGINT/SIGTERM. Exit codes: 0 · 1 failure · 2 usage."""
+    try:
+        import uvicorn
+
+        from novelty.serve.app import ServeConfig, create_app
+    except ImportError as e:
+        print(
+            f"novelty serve: error: {e.name or e} is not installed: pip install 'novelty[serve]'",
+            file=sys.stderr,
+        )
+        return 1
+    from novelty.serve.auth import ADMIN_ENV, API_ENV, read_tokens
+
+    try:
+        api_tokens = read_tokens(args.token_file, API_ENV)
+        admin_tokens = read_tokens(args.admin_token_file, ADMIN_ENV)
+        config = ServeConfig(
+            args.detector,
+            flag_store=args.flag_store,
+            api_tokens=api_tokens,
+            admin_tokens=admin_tokens,
+            auth=not args.no_auth,
+            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+            max_pixels=args.max_pixels,
+            request_timeout_s=args.timeout,
+            body_timeout_s=args.body_timeout,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_queue=args.max_queue,
+            decode_threads=args.decode_threads,
+            watch_interval_s=args.watch_interval,
+            device=args.device,
+            torch_threads=args.torch_threads or None,
+        )
+    except NoveltyError as e:
+        print(f"novelty serve: error: {e}", file=sys.stderr)
+        return 2
+    if not admin_tokens and config.auth:
+        logging.getLogger("novelty.serve").warning(
+            "no admin token: POST /v1/admin/reload is closed (new detectors still load when "
+            "MANIFEST.sha256 changes)"
+        )
+    if not config.auth:
+        logging.getLogger("novelty.serve").warning("serving WITHOUT authentication (--no-auth)")
+    app = create_app(config)
+    try:  # fail fast, with the reason, before listening: a bad detector, an unreachable store
+        app.state.service.open()
+    except (NoveltyError, OSError) as e:
+        print(f"novelty serve: error: {e}", file=sys.stderr)
+        return 1
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            access_log=not args.no_access_log,
+            log_level="info",
+            timeout_keep_alive=30,
+            limit_concurrency=args.max_connections,
+            timeout_graceful_shutdown=30,
+        )
+    )
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn exits on a failed start-up (e.g. the port is taken)
+        return 1 if e.code else 0
+    return 0 if server.started else 1

@@ -1,0 +1,160 @@
+"""The detector a service runs, its version, and the switch to a new one without dropping requests.
+
+A request takes the current :class:`Loaded` once, when it starts, and uses it to the end; a reload builds the
+new detector in a worker thread and then replaces the reference in one assignment. So requests in flight
+finish on the detector they began with, new ones get the new detector, and no request ever waits for a load.
+The version of a detector is the sha256 of its ``manifest.json``, read from the artifact's ``MANIFEST.sha256``
+(that file changes whenever any file of the artifact does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from novelty.detector import NoveltyDetector
+from novelty.errors import ArtifactError, NoveltyError
+
+log = logging.getLogger("novelty.serve")
+
+__all__ = ["DetectorHolder", "Loaded", "read_version"]
+
+
+def read_version(directory: str | Path) -> str | None:
+    """The detector version named by ``DIR/MANIFEST.sha256`` (``None`` while the file is missing)."""
+    try:
+        words = (Path(directory) / "MANIFEST.sha256").read_text(errors="replace").split()
+    except OSError:
+        return None
+    return words[0] if words and len(words[0]) == 64 else None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded detector and its version (the sha256 of its manifest)."""
+
+    detector: NoveltyDetector
+    version: str
+
+
+def _load(directory: Path, loader: Callable[[Path], NoveltyDetector], attempts: int = 3) -> Loaded:
+    """Load the artifact and the version it was loaded at. If the directory is replaced while loading (the
+    version before and after differ, or a checksum failed mid-swap), load again."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        before = read_version(directory)
+        try:
+            det = loader(directory)
+        except ArtifactError as e:
+            last = e
+            if read_version(directory) != before:
+                continue  # replaced under our feet: the new one is complete now
+            raise
+        if before is not None and read_version(directory) == before:
+            return Loaded(det, before)
+    raise ArtifactError(f"{directory} kept changing while it was loaded ({last or 'version changed'})")
+
+
+class DetectorHolder:
+    """Holds the current detector of a service; loads and reloads it off the event loop."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        loader: Callable[[Path], NoveltyDetector] | None = None,
+        warmup: Callable[[Loaded], None] | None = None,
+    ):
+        self.directory = Path(directory)
+        self._loader = loader or (lambda d: NoveltyDetector.load(d))
+        self._warmup = warmup
+        self._current: Loaded | None = None
+        self._lock = asyncio.Lock()
+        self._failed_version: str | None = None
+        self.last_error: str | None = None
+        self.reloads = 0
+        self.outcomes: dict[str, int] = {"switched": 0, "unchanged": 0, "failed": 0}  # of reload()
+        self._thread_lock = threading.Lock()
+
+    @property
+    def current(self) -> Loaded | None:
+        return self._current
+
+    def load_blocking(self) -> Loaded:
+        """Load the detector in the calling thread and make it current (used at start-up and in tests)."""
+        with self._thread_lock:
+            loaded = _load(self.directory, self._loader)
+            if self._warmup is not None:
+                self._warmup(loaded)
+            self._current = loaded
+            self.last_error = None
+            return loaded
+
+    async def reload(self, *, only_if_changed: bool = False) -> tuple[Loaded, bool]:
+        """Load the directory again in a worker thread and switch to it. ``(current, switched)``.
+
+        With ``only_if_changed`` nothing is loaded while the version on disk is the current one. A failed
+        load leaves the current detector serving and raises (:class:`~novelty.errors.NoveltyError`).
+        """
+        async with self._lock:
+            cur = self._current
+            on_disk = read_version(self.directory)
+            if only_if_changed and cur is not None and on_disk == cur.version:
+                return cur, False
+            try:
+                loaded = await asyncio.to_thread(self.load_blocking)
+            except (NoveltyError, OSError) as e:
+                self.outcomes["failed"] += 1
+                self._failed_version = on_disk
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.error(
+                    "reloading the detector from %s failed; still serving %s: %s",
+                    self.directory,
+                    cur.version[:12] if cur else "nothing",
+                    e,
+                )
+                raise
+            switched = cur is None or loaded.version != cur.version
+            self.outcomes["switched" if switched else "unchanged"] += 1
+            if switched:
+                self.reloads += 1
+                log.info(
+                    "detector %s now serving (was %s)",
+                    loaded.version[:12],
+                    cur.version[:12] if cur else "none",
+                )
+            return loaded, switched
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll ``MANIFEST.sha256`` every ``interval_s`` seconds and reload when it names a new version
+        (a version that failed to load is not retried until the file changes again)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            cur = self._current
+            on_disk = await asyncio.to_thread(read_version, self.directory)
+            if (
+                on_disk is None
+                or (cur is not None and on_disk == cur.version)
+                or on_disk == self._failed_version
+            ):
+                continue
+            try:
+                await self.reload(only_if_changed=True)
+            except (NoveltyError, OSError):
+                pass  # logged by reload; the current detector keeps serving
+            except Exception:  # never let the watcher die silently
+                log.exception("unexpected error while reloading the detector")
+
+    def describe(self) -> dict[str, Any]:
+        cur = self._current
+        return {
+            "directory": str(self.directory),
+            "version": cur.version if cur else None,
+            "reloads": self.reloads,
+            "last_error": self.last_error,
+        }
