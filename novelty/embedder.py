@@ -279,7 +279,7 @@ class Embedder:
         self.data_config: dict[str, Any] = dict(resolve_model_data_config(self.model))
         self.data_config.update(bb.data_config_overrides)
         self.transform = create_transform(**self.data_config, is_training=False)
-        self.dim = int(getattr(self.model, "num_features", 0)) or self._probe_dim()
+        self.dim = self._probe_dim()  # not num_features: some heads (mobilenetv3) pool into a wider layer
         size = self.data_config["input_size"][-1]
         # the resize step's target: JPEGs are decoded at the smallest DCT scale that still covers it
         self.min_size: int | None = (

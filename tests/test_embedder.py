@@ -94,3 +94,16 @@ def test_invalid_arguments():
 def test_more_invalid_arguments(kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
         novelty.Embedder(**kwargs)
+
+
+def test_dim_is_what_the_model_outputs_when_num_features_differs(tmp_path):
+    """mobilenetv3's pooled output (1024) is wider than timm's ``num_features`` (288): embedding must work."""
+    import timm
+    from safetensors.torch import save_file
+
+    model = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=0)
+    assert model.num_features != 1024  # the case this test is about
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    emb = novelty.Embedder("mobilenetv3_small_050", weights=tmp_path / "w.safetensors", num_workers=0)
+    out = emb.embed([np.full((64, 64, 3), 128, dtype=np.uint8)])
+    assert emb.dim == 1024 and out.shape == (1, 1024)
