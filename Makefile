@@ -14,7 +14,7 @@ STAMP   := $(VENV)/.installed-stamp
 TORCH   := torch==2.14.1 torchvision==0.29.1
 # The street video of the windshield scenario ships in Debian's opencv-doc package.
 DOCDIR  := /usr/share/doc/opencv-doc
-LOCALDOC := $(CURDIR)/.cache/opencv-doc$(DOCDIR)
+LOCALDOC := $(CURDIR)/.cache/opencv-doc/usr/share/doc/opencv-doc
 VTEST   := examples/data/vtest.avi
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # where the video is: the installed package, else the copy unpacked without root
