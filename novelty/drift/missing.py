@@ -6,7 +6,9 @@
 
 The novel images are grouped by k-means (scikit-learn; the number of clusters chosen by the silhouette
 score among 2…``max_clusters`` unless ``n_clusters`` is given) or by HDBSCAN (``method="hdbscan"``: no number
-to choose; images in no dense group are reported as ``unclustered``). For each cluster: its size, its
+to choose; images in no dense group are reported as ``unclustered``), in the space of the novel images'
+``n_components`` leading principal components: in all 1,280 dimensions the silhouette is nearly flat in the
+number of clusters, on the leading components it peaks where the groups are (benchmarks/RESULTS.md, "Drift"). For each cluster: its size, its
 *medoid* (the member with the smallest total distance to the other members: a real image that stands for the
 cluster), the medoid's nearest training images with their distances, the cluster's distance from the training
 data (median over members of the distance to the nearest training image) and when it was first and last seen.
@@ -72,6 +74,16 @@ def _medoid(x: np.ndarray, rng: np.random.Generator) -> int:
     return int(cand[np.sqrt(d2).sum(axis=1).argmin()])
 
 
+def _principal(x: np.ndarray, k: int) -> np.ndarray:
+    """``x`` centred and projected onto its ``k`` leading principal components (all of ``x`` if fewer)."""
+    z = x.astype(np.float64) - x.mean(axis=0)
+    k = min(k, z.shape[0] - 1, z.shape[1])
+    if k < 1 or k >= z.shape[1]:
+        return z
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    return z @ vt[:k].T
+
+
 def _kmeans(x: np.ndarray, n_clusters: int | None, max_clusters: int, seed: int) -> np.ndarray:
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
@@ -108,6 +120,7 @@ def what_is_missing(
     n_clusters: int | None = None,
     max_clusters: int = 8,
     n_neighbors: int = 5,
+    n_components: int = 10,
     seed: int = 0,
 ) -> list[MissingCluster]:
     """Cluster the novel images of ``embeddings`` (rows where ``novel`` is true; all rows when ``None``)."""
@@ -131,12 +144,13 @@ def what_is_missing(
     if pos.size == 0:
         return []
     x = x_all[pos]
+    z = _principal(x, n_components)
     if method == "hdbscan" and pos.size >= 5:
         from sklearn.cluster import HDBSCAN
 
-        labels = HDBSCAN(min_cluster_size=max(5, pos.size // 50)).fit_predict(x)
+        labels = HDBSCAN(min_cluster_size=max(5, pos.size // 50), copy=True).fit_predict(z)
     else:
-        labels = _kmeans(x, n_clusters, max_clusters, seed)
+        labels = _kmeans(z, n_clusters, max_clusters, seed)
     dist1, _ = reference.nearest(x, 1)
     rng = np.random.default_rng(seed)
     names = [str(k) for k in keys] if keys is not None else [f"#{i}" for i in range(n)]

@@ -43,6 +43,9 @@ PVALUE_TESTS: tuple[str, ...] = ("pvalue-binomial", "pvalue-ks")
 EMBEDDING_TESTS: tuple[str, ...] = ("mmd", "classifier", "histogram")
 TESTS: tuple[str, ...] = PVALUE_TESTS + EMBEDDING_TESTS
 
+#: the classifier test compares a window of m images with at most max(4 m, 200) reference images
+CLASSIFIER_REFERENCE_RATIO = 4
+CLASSIFIER_MIN_REFERENCE = 200
 #: permutations per test by default: modest, so that many windows run in minutes on 2 cores
 DEFAULT_PERMUTATIONS: dict[str, int] = {"mmd": 200, "classifier": 100, "histogram": 500}
 
@@ -72,7 +75,8 @@ class DriftReference:
     index: an :class:`~novelty.index.EmbeddingIndex` over ``embeddings`` for nearest-neighbour look-ups.
     head: the detector's condition head, to compare predicted classes.
     n_clusters: k-means clusters of the histogram test.
-    max_reference: reference images drawn (once, seeded) for MMD and the classifier test.
+    max_reference: reference images drawn (once, seeded) for MMD and the classifier test (which takes at most
+        four times the window's size of them, at least 200).
     permutations: permutations per test (defaults in :data:`DEFAULT_PERMUTATIONS`): the most drawn.
     stop_after: stop a test's permutations once this many reached the observed statistic (Besag–Clifford,
         :func:`~novelty.drift.result.sequential_p_value`); ``None`` always draws them all.
@@ -128,6 +132,7 @@ class DriftReference:
             if n <= self.max_reference
             else self.embeddings[np.sort(rng.choice(n, self.max_reference, replace=False))]
         )
+        self._shuffled = self._sample[rng.permutation(self._sample.shape[0])]
 
     @classmethod
     def from_detector(cls, detector: NoveltyDetector, **kwargs: Any) -> DriftReference:
@@ -214,8 +219,11 @@ class DriftReference:
                     seed=seed,
                 )
             if "classifier" in chosen:
+                # a window of m images against at most max(4m, 200) reference images: the AUC's precision is
+                # bounded by the smaller sample, the cost grows with the larger one
+                k_ref = max(CLASSIFIER_REFERENCE_RATIO * win.shape[0], CLASSIFIER_MIN_REFERENCE)
                 out["classifier"] = classifier_test(
-                    self._sample,
+                    self._shuffled[:k_ref],
                     win,
                     n_permutations=perms["classifier"],
                     stop_after=self.stop_after,
