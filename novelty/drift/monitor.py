@@ -292,7 +292,8 @@ def monitor(
     permutation p-value can pass the correction; with the sequential stop a quiet window still draws only a
     few dozen. The classifier test, whose permutations refit models, is capped at
     ``max_classifier_permutations``: in a family larger than about ``level × max_classifier_permutations`` its
-    p-values cannot pass the correction, and its alarm is the threshold from the reference's own windows."""
+    smallest p-value passes Holm's correction only once other tests' p-values have been rejected before it (it
+    is never the first), and its own alarm is the threshold from the reference's own windows."""
     if not isinstance(reference, DriftReference):
         raise InvalidInputError(f"reference must be a DriftReference, got {type(reference).__name__}")
     spec = window if isinstance(window, WindowSpec) else parse_window(window)

@@ -76,11 +76,14 @@ def _chart(analysis: DriftAnalysis) -> dict[str, Any] | None:
         if pts:
             lines.append({"test": t, "colour": COLOURS.get(t, "#495057"), "points": " ".join(pts)})
     shade = [{"x": xs[i] - step / 2, "w": step} for i, w in enumerate(wins) if w.drift(run.level)]
-    every = max(1, math.ceil(n / 10))
+    every = max(1, math.ceil(n / 12))
+    one_year = len({w.label[:4] for w in wins}) == 1
     labels = []
     for i, w in enumerate(wins):
         if i % every == 0:
-            text = w.label[:10] if not w.label.startswith("#") else w.label.split(" ")[0]
+            text = w.label.split(" ")[0] if w.label.startswith("#") else w.label[:10]
+            if one_year and not w.label.startswith("#"):
+                text = text[5:]  # MM-DD: the year is in the table
             labels.append({"x": xs[i], "text": text})
     return {
         "width": _W,
