@@ -403,3 +403,24 @@ def test_real_textile_defects_are_detected_and_clean_windows_are_not(textile_emb
     assert [w.drift(0.05) for w in run.windows] == [False, True]
     assert all(r.p_value < 0.05 for r in run.windows[1].tests.values())
     assert run.windows[1].tests["classifier"].effect > 0.9
+
+
+def test_drift_by_lag_finds_the_horizon_of_a_stream_that_moves_away():
+    rng = np.random.default_rng(15)
+    day = 86400.0
+    # ten daily windows whose mean walks away by 0.2 per day along one axis: far-apart windows differ
+    walk = []
+    for d in range(10):
+        b = _blobs(rng, 40)
+        b[:, 0] += 0.2 * d
+        walk.append(b)
+    x = np.concatenate(walk).astype(np.float16)
+    t = np.repeat(np.arange(10) * day, 40) + 3600.0
+    wins = drift.split_windows(400, drift.parse_window("1d"), t)
+    curve = drift.drift_by_lag(x, wins, n_permutations=99, max_pairs_per_lag=4)
+    assert curve.unit == "days" and curve.lags[0] == 1.0 and curve.lags[-1] == 9.0
+    assert curve.horizon is not None and 3.0 <= curve.horizon <= 7.0
+    assert curve.share_different[0] <= 0.5 and curve.share_different[-1] == 1.0
+    assert curve.mean_mmd2[-1] > curve.mean_mmd2[0]
+    still = np.concatenate([_blobs(rng, 40) for _ in range(10)])
+    assert drift.drift_by_lag(still, wins, n_permutations=99, max_pairs_per_lag=4).horizon is None

@@ -125,7 +125,7 @@ def analyze(
     if horizon:
         wins = split_windows(len(stream), spec, times)
         if sum(1 for w in wins if w.index.size >= 2) >= 3:
-            curve = drift_by_lag(stream.embeddings.astype(np.float32), wins, level=level, seed=seed)
+            curve = drift_by_lag(stream.embeddings, wins, level=level, seed=seed)
     rec = recommend(run, curve)
     return DriftAnalysis(
         stream=stream,

@@ -76,7 +76,9 @@ def drift_by_lag(
     seed: int = 0,
 ) -> HorizonCurve:
     """How much windows differ as a function of the lag between them (see the module docstring)."""
-    x = as_sample(embeddings, "stream", minimum=1)
+    x = np.asarray(embeddings)  # float16 stays float16: only the sampled rows are converted
+    if x.ndim != 2 or x.shape[0] == 0:
+        as_sample(x, "stream", minimum=1)  # the specific error
     max_per_window = check_int(max_per_window, "max_per_window", minimum=MIN_WINDOW)
     max_pairs_per_lag = check_int(max_pairs_per_lag, "max_pairs_per_lag", minimum=1)
     level = check_real(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
@@ -103,8 +105,8 @@ def drift_by_lag(
         stats, sig = [], []
         for a, b in pairs:
             r = mmd_test(
-                x[samples[a]],
-                x[samples[b]],
+                x[samples[a]].astype(np.float32),
+                x[samples[b]].astype(np.float32),
                 n_permutations=n_permutations,
                 n_bootstrap=0,
                 max_reference=None,
