@@ -38,7 +38,11 @@ def add_parser(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> argp
     )
     d.add_argument("--report", metavar="HTML", help="write the HTML report with its drift section")
     d.add_argument(
-        "--tests", default=",".join(TESTS), help=f"comma-separated tests (default: all of {', '.join(TESTS)})"
+        "--tests",
+        default=",".join(TESTS),
+        help=f"comma-separated tests (default: all of {', '.join(TESTS)}). On video frames the two-sample tests "
+        "(mmd, classifier, histogram) also see the scenes change: there use pvalue-binomial,pvalue-ks "
+        "(benchmarks/RESULTS.md, Drift)",
     )
     d.add_argument(
         "--correction",

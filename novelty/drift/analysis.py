@@ -96,7 +96,7 @@ def analyze(
         ref,
         stream.embeddings,
         p_values=stream.p_values,
-        times=times if spec.kind == "time" or times is not None else None,
+        times=stream.times if spec.kind == "time" else times,  # a time window names the rows without a time
         predictions=stream.predictions if detector.head_ is not None else None,
         window=spec,
         tests=tests,
