@@ -68,6 +68,7 @@ def test_street_frames_count_shape_and_cache(frames, cache):
 
 def test_missing_video_names_the_install_step(tmp_path, monkeypatch):
     monkeypatch.setattr(W, "OPENCV_DOC_DIR", tmp_path / "no-opencv-doc")
+    monkeypatch.delenv("NOVELTY_OPENCV_DOC", raising=False)
     for call in (W.find_video, lambda: W.street_frames(SIZE, cache_dir=tmp_path), W.windshield_scenario):
         with pytest.raises(DatasetNotInstalledError, match="opencv-doc") as info:
             call()
