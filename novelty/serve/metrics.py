@@ -64,10 +64,7 @@ class Metrics:
         read: Callable[[], dict[tuple[str, ...], float]] | None = None,
     ) -> None:
         """A counter increased with :meth:`inc`, or read at scrape time from ``read()`` (a count kept elsewhere)."""
-        self._family(name, "counter", help_text, labels)
-        self._values[name] = {}
-        if read is not None:
-            self._callbacks[name] = read
+        self._simple(name, "counter", help_text, labels, read)
 
     def gauge(
         self,
@@ -77,7 +74,17 @@ class Metrics:
         read: Callable[[], dict[tuple[str, ...], float]] | None = None,
     ) -> None:
         """A gauge set with :meth:`set`, or read at scrape time from ``read()`` (label values → value)."""
-        self._family(name, "gauge", help_text, labels)
+        self._simple(name, "gauge", help_text, labels, read)
+
+    def _simple(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        labels: Sequence[str],
+        read: Callable[[], dict[tuple[str, ...], float]] | None,
+    ) -> None:
+        self._family(name, kind, help_text, labels)
         self._values[name] = {}
         if read is not None:
             self._callbacks[name] = read
