@@ -3,7 +3,7 @@
 #               installed as root or unpacked into .cache/ without root) and runs them.
 #   make test   installs everything the suite uses (also Chromium for the report test, Fashion-MNIST for
 #               the benchmark tests: Debian packages, so as root), then lint, type-check and the full suite.
-#   make test-fast  the fast tier (no backbone passes over many images, no subprocess crash tests).
+#   make test-fast  the fast tier (no backbone passes over many images, no subprocesses or crash tests).
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin

@@ -42,6 +42,7 @@ def test_autoencoder_state_round_trip(ae_detector, textile_embeddings):
     np.testing.assert_array_equal(ae.score(q), back.score(q))
 
 
+@pytest.mark.slow
 def test_import_load_and_score_without_lightning(ae_detector, textile_embeddings, textile_paths, tmp_path):
     """`import novelty`, loading a detector with an autoencoder and a head, and scoring need no Lightning."""
     out = ae_detector.save(tmp_path / "det")

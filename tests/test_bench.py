@@ -136,6 +136,7 @@ def test_near_ood_holds_out_two_classes(in_cache):
     assert len(set(tr_y[sc.fit.index].tolist())) == 8
 
 
+@pytest.mark.slow
 def test_street_split_is_in_whole_blocks(in_cache):
     (sc,) = build_scenarios(["street"], size="small")
     fit_blocks = set((sc.fit.index // STREET_BLOCK).tolist())

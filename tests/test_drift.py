@@ -277,6 +277,7 @@ def test_reference_and_histogram_errors_are_novelty_errors():
         DriftReference(np.random.default_rng(0).normal(size=(40, 4))).test(None, None)
 
 
+@pytest.mark.slow
 def test_drift_is_not_imported_by_novelty():
     import subprocess
     import sys

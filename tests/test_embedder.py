@@ -61,6 +61,7 @@ def test_bad_inputs_raise_specific_errors_or_are_recorded(embedder, textile_path
         embedder.embed(42)
 
 
+@pytest.mark.slow
 def test_errors_survive_worker_processes(tmp_path, textile_paths):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)

@@ -421,6 +421,7 @@ def _start(script: Path, out: Path) -> subprocess.Popen:
     return p
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_then_resume(tmp_path):
     pytest.importorskip("pyarrow")
     script = tmp_path / "score.py"

@@ -554,6 +554,7 @@ def test_committed_openapi_spec_is_current(client):
     assert "image/*" in paths["/v1/score"]["post"]["requestBody"]["content"]
 
 
+@pytest.mark.slow
 def test_import_novelty_and_the_client_need_no_web_framework():
     code = (
         "import sys\n"
@@ -577,6 +578,7 @@ def test_import_novelty_and_the_client_need_no_web_framework():
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
+@pytest.mark.slow
 def test_novelty_serve_without_token_exits_2(detector_dir, tmp_path):
     env_code = "import sys; from novelty.cli import main; sys.exit(main())"
     r = subprocess.run(
@@ -590,6 +592,7 @@ def test_novelty_serve_without_token_exits_2(detector_dir, tmp_path):
     assert r.returncode == 2 and "no API token" in r.stderr
 
 
+@pytest.mark.slow
 def test_novelty_serve_with_a_broken_detector_exits_1(tmp_path):
     """A detector that cannot be loaded stops the service at start-up with a message, never serves."""
     (tmp_path / "det").mkdir()

@@ -199,6 +199,7 @@ def test_production_sets_are_the_test_frames_under_new_conditions(scenario, fram
     assert brightness(scenario.production["tunnel"].images) < 0.3 * brightness(test.images)
 
 
+@pytest.mark.slow
 def test_scenario_is_deterministic_and_cached(scenario, cache, tmp_path):
     names = [p.name for p in cache.iterdir() if p.name.startswith("scenario-")]
     assert len(names) == 1 and names[0].endswith(".npz")
