@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import logging
 import os
 import sys
@@ -213,6 +214,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--save", default=None, metavar="DIR", help="also save the fitted detector to DIR")
 
+    # the flywheel verbs (select, export, import-labels, retrain, compare, promote, rollback, flywheel):
+    # each module of FLYWHEEL_MODULES adds its subcommands and runs them
+    for mod in _flywheel_modules():
+        mod.add_parsers(sub, EPILOG, fmt)
+
     # `novelty serve`: the HTTP service; its options live in novelty/serve/cli.py
     from novelty.serve import cli as serve_cli
 
@@ -224,6 +230,33 @@ def _build_parser() -> argparse.ArgumentParser:
         )
     )
     return p
+
+
+#: modules that add flywheel subcommands: each has ``COMMANDS`` (the names it adds),
+#: ``add_parsers(sub, epilog, fmt)`` and ``run(args) -> int``; none imports anything heavy at module level
+FLYWHEEL_MODULES: tuple[str, ...] = (
+    "novelty.cli.select",
+    "novelty.cli.labels",
+    "novelty.cli.retrain",
+    "novelty.cli.registry",
+    "novelty.cli.flywheel",
+)
+
+
+def _flywheel_modules() -> list[Any]:
+    out = []
+    for name in FLYWHEEL_MODULES:
+        try:
+            out.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+    return out
+
+
+def _flywheel_commands() -> dict[str, str]:
+    """``{command: module name}`` of the flywheel verbs."""
+    return {cmd: mod.__name__ for mod in _flywheel_modules() for cmd in mod.COMMANDS}
 
 
 class UsageError(NoveltyError):
@@ -420,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_score(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command in _flywheel_commands():
+            return int(importlib.import_module(_flywheel_commands()[args.command]).run(args))
         if args.command == "drift":
             from novelty.cli import drift as drift_cli
 
