@@ -1,0 +1,769 @@
+"""The labelled dataset of the flywheel: a directory, versioned and append-only.
+
+::
+
+    DATASET/
+      dataset.json    {"format": "novelty-dataset", "format_version": 1, "classes": [...],
+                       "versions": [{"version", "created", "source", "note", "n_added", "entries_sha256"}, ...]}
+      entries.jsonl   one labelled image per line, in version order (see :class:`Entry`)
+      embeddings/     cache: <embedder key>.npz with arrays ``sha256`` and ``embeddings`` (float32)
+
+Every version appends lines to ``entries.jsonl``; its record holds the sha256 of the whole file after it, so
+reading verifies each version and any later change of a labelled entry is found. Writes are atomic
+(:mod:`novelty.fileio`): ``entries.jsonl`` first, then ``dataset.json``; a reader that sees the old
+``dataset.json`` reads only the lines it records, so a crash between the two writes leaves the previous
+version intact. A lock file (``DATASET/.lock``) keeps two concurrent imports from interleaving.
+
+Rules of :meth:`Dataset.add` (all checked before anything is written; a failure writes nothing and names every
+offending item, up to :data:`MAX_LISTED`):
+
+- every label is one of the classes fixed at :meth:`Dataset.create` (new classes: :meth:`Dataset.add_classes`);
+- an id is unique: the same id twice in one call, or an id already in the dataset for another image or label;
+- one image (its sha256) has one label: two labels for it in one call, or a label other than the one it already
+  has in the dataset, is a conflict;
+- an image labelled again with the label it already has is skipped and counted, never stored twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import time as _time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from novelty.errors import InvalidInputError, NoveltyError
+from novelty.fileio import atomic_open, atomic_write_text, read_regular_file, sha256_bytes, sha256_file
+
+if sys.platform != "win32":
+    import fcntl
+
+__all__ = [
+    "DATASET_FILE",
+    "ENTRIES_FILE",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MAX_LISTED",
+    "AddResult",
+    "Dataset",
+    "DatasetError",
+    "DatasetIntegrityError",
+    "DatasetLockedError",
+    "Entry",
+    "embed_entries",
+    "embedder_key",
+    "hash_image_file",
+    "now_iso",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "novelty-dataset"
+FORMAT_VERSION = 1
+DATASET_FILE = "dataset.json"
+ENTRIES_FILE = "entries.jsonl"
+EMBEDDINGS_DIR = "embeddings"
+LOCK_FILE = ".lock"
+#: how many offending items an error message lists before "and N more"
+MAX_LISTED = 20
+#: how long :meth:`Dataset.add` waits for another writer's lock before giving up (seconds)
+LOCK_TIMEOUT_S = 120.0
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_MAX_TEXT = 1024
+
+
+class DatasetError(NoveltyError):
+    """A dataset cannot be created, opened or written (the message names the directory and the reason)."""
+
+
+class DatasetIntegrityError(DatasetError):
+    """A dataset's files do not match what its versions recorded, or an image changed since it was labelled."""
+
+
+class DatasetLockedError(DatasetError):
+    """Another process kept the dataset's lock for longer than the timeout."""
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601 with a ``Z`` (seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: datetime | str | None, what: str) -> datetime | None:
+    from novelty.flags.base import parse_time
+
+    return parse_time(value, what)
+
+
+def _listing(items: Sequence[str], limit: int = MAX_LISTED) -> str:
+    shown = "; ".join(items[:limit])
+    return shown + (f"; and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def hash_image_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a regular file, or :class:`InvalidInputError` naming it when it cannot be read."""
+    try:
+        return sha256_file(_regular(path))
+    except OSError as e:
+        raise InvalidInputError(
+            f"{os.fspath(path)}: cannot read the image file ({e.strerror or e})"
+        ) from None
+
+
+def _regular(path: str | os.PathLike[str]) -> str:
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(2, "no such regular file", p)
+    return p
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One labelled image (one line of ``entries.jsonl``).
+
+    ``time`` is ISO-8601 UTC (when it was labelled); ``version`` is the dataset version that added it (0 for an
+    entry not yet added: :meth:`Dataset.add` sets it). ``labeller`` is ``"human:<name>"`` or
+    ``"model:<version>"`` with ``auto=True`` for a label accepted from the model without a human.
+    """
+
+    id: str
+    sha256: str
+    path: str
+    label: str
+    source: str
+    labeller: str
+    time: str = field(default_factory=now_iso)
+    version: int = 0
+    group: str | None = None
+    condition: str | None = None
+    auto: bool = False
+
+    @property
+    def labelled_at(self) -> datetime:
+        t = _parse_time(self.time, f"entry {self.id}: time")
+        assert t is not None  # validated on construction by Dataset.add / on reading
+        return t
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "entry") -> Entry:
+        if not isinstance(obj, dict):
+            raise InvalidInputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        names = [f for f in cls.__dataclass_fields__]
+        unknown = sorted(set(obj) - set(names))
+        missing = [n for n in ("id", "sha256", "path", "label", "source", "labeller") if n not in obj]
+        if unknown or missing:
+            raise InvalidInputError(
+                f"{where}: "
+                + ", ".join(
+                    x
+                    for x in (
+                        f"unknown field(s) {unknown}" if unknown else "",
+                        f"missing field(s) {missing}" if missing else "",
+                    )
+                    if x
+                )
+            )
+        return cls(**{k: obj[k] for k in names if k in obj})
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        label: str,
+        *,
+        source: str,
+        labeller: str,
+        id: str | None = None,
+        sha256: str | None = None,
+        group: str | None = None,
+        condition: str | None = None,
+        auto: bool = False,
+        time: str | None = None,
+    ) -> Entry:
+        """An entry for an image file: hashes it (unless ``sha256`` is given); ``id`` defaults to the hash."""
+        p = os.path.abspath(os.fspath(path))
+        sha = sha256 or hash_image_file(p)
+        return cls(
+            id=id or sha,
+            sha256=sha,
+            path=p,
+            label=label,
+            source=source,
+            labeller=labeller,
+            time=time or now_iso(),
+            group=group,
+            condition=condition,
+            auto=auto,
+        )
+
+
+def _entry_problems(e: Any, classes: set[str]) -> list[str]:
+    """What is wrong with one entry (empty when it is valid)."""
+    if not isinstance(e, Entry):
+        return [f"expected an Entry, got {type(e).__name__}"]
+    out = []
+    for name in ("id", "source", "labeller", "path", "label"):
+        v = getattr(e, name)
+        if not isinstance(v, str) or not v.strip():
+            out.append(f"{name} must be a non-empty string, got {v!r}")
+        elif len(v) > _MAX_TEXT or any(ord(c) < 32 for c in v):
+            out.append(f"{name} must be at most {_MAX_TEXT} printable characters")
+    if not isinstance(e.sha256, str) or not _SHA.match(e.sha256):
+        out.append(f"sha256 must be 64 lower-case hex digits, got {str(e.sha256)[:70]!r}")
+    if isinstance(e.path, str) and e.path and not os.path.isabs(e.path):
+        out.append(f"path must be absolute, got {e.path!r}")
+    if isinstance(e.label, str) and e.label and e.label not in classes:
+        out.append(f"unknown class {e.label!r} (classes: {', '.join(sorted(classes))})")
+    for name in ("group", "condition"):
+        v = getattr(e, name)
+        if v is not None and (not isinstance(v, str) or len(v) > _MAX_TEXT):
+            out.append(f"{name} must be null or a string, got {v!r}")
+    if not isinstance(e.auto, bool):
+        out.append(f"auto must be true or false, got {e.auto!r}")
+    if not isinstance(e.version, int) or isinstance(e.version, bool) or e.version < 0:
+        out.append(f"version must be an integer ≥ 0, got {e.version!r}")
+    try:
+        _parse_time(e.time, "time")
+    except InvalidInputError as err:
+        out.append(str(err))
+    return out
+
+
+def _check_classes(classes: Iterable[str], what: str = "classes") -> list[str]:
+    if isinstance(classes, str):
+        raise InvalidInputError(f"{what} must be a list of names, got the string {classes!r}")
+    out = list(classes)
+    bad = [c for c in out if not isinstance(c, str) or not c.strip() or c != c.strip() or len(c) > 256]
+    bad += [c for c in out if isinstance(c, str) and (any(ord(ch) < 32 for ch in c) or "," in c)]
+    if bad:
+        raise InvalidInputError(
+            f"{what}: each name must be a non-empty string without commas, control characters or surrounding "
+            f"spaces; got {bad[:MAX_LISTED]}"
+        )
+    dups = sorted({c for c in out if out.count(c) > 1})
+    if dups:
+        raise InvalidInputError(f"{what}: repeated name(s) {dups}")
+    if not out:
+        raise InvalidInputError(f"{what}: give at least one class")
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What :meth:`Dataset.add_entries` did: the version written (the latest one when nothing was new), the entries
+    added and the ones skipped because the image already had that label."""
+
+    version: int
+    added: tuple[Entry, ...]
+    skipped: tuple[Entry, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Entries added per class."""
+        out: dict[str, int] = {}
+        for e in self.added:
+            out[e.label] = out.get(e.label, 0) + 1
+        return dict(sorted(out.items()))
+
+
+class _Lock:
+    """An exclusive ``flock`` of ``DATASET/.lock``, waited for up to ``timeout`` seconds."""
+
+    def __init__(self, root: Path, timeout: float) -> None:
+        self.root, self.timeout = root, timeout
+        self.fd: int | None = None
+
+    def __enter__(self) -> _Lock:
+        if sys.platform == "win32":
+            return self
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = _time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if _time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise DatasetLockedError(
+                        f"{self.root}: another process has been writing this dataset for over {self.timeout:g} s; "
+                        "wait for it to finish and try again"
+                    ) from None
+                _time.sleep(0.05)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+
+
+class Dataset:
+    """A labelled dataset directory (see the module docstring). Open with :meth:`open`, make with :meth:`create`."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], entries: list[Entry]) -> None:
+        self.path = path
+        self._meta = meta
+        self._entries = entries
+
+    # --- creating and reading ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], classes: Iterable[str]) -> Dataset:
+        """A new, empty dataset (version 0) with these classes. ``path`` must not exist or be an empty directory."""
+        root = Path(path)
+        names = _check_classes(classes)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise DatasetError(
+                f"{root} already exists and is not an empty directory; open it with Dataset.open or choose a new path"
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        with _Lock(root, LOCK_TIMEOUT_S):
+            if (root / DATASET_FILE).exists():
+                raise DatasetError(f"{root}: another process created a dataset here at the same time")
+            atomic_write_text(root / ENTRIES_FILE, "")
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "classes": names, "versions": []}
+            atomic_write_text(root / DATASET_FILE, _dump_meta(meta))
+        return cls(root, meta, [])
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Dataset:
+        """Read a dataset, verifying its format and every version's ``entries_sha256``."""
+        root = Path(path)
+        meta, entries = _read(root)
+        return cls(root, meta, entries)
+
+    def reload(self) -> Dataset:
+        """Read the directory again (another process may have added versions)."""
+        self._meta, self._entries = _read(self.path)
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({str(self.path)!r}, classes={self.classes}, version={self.latest_version}, "
+            f"n={len(self._entries)})"
+        )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # --- properties ---------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        return list(self._meta["classes"])
+
+    @property
+    def versions(self) -> list[dict[str, Any]]:
+        """The version records (copies), oldest first."""
+        return [dict(v) for v in self._meta["versions"]]
+
+    @property
+    def latest_version(self) -> int:
+        """The newest version (0 for a dataset that has none yet)."""
+        vs = self._meta["versions"]
+        return int(vs[-1]["version"]) if vs else 0
+
+    @property
+    def embeddings_dir(self) -> Path:
+        """Where :func:`embed_entries` keeps this dataset's embedding cache."""
+        return self.path / EMBEDDINGS_DIR
+
+    def classes_at(self, version: int | None = None) -> list[str]:
+        """The classes that existed at ``version`` (classes added later by :meth:`add_classes` excluded)."""
+        v = self._check_version(version)
+        later = {c for r in self._meta["versions"] if r["version"] > v for c in r.get("classes_added", [])}
+        return [c for c in self.classes if c not in later]
+
+    def _check_version(self, version: int | None) -> int:
+        if version is None:
+            return self.latest_version
+        if (
+            not isinstance(version, int)
+            or isinstance(version, bool)
+            or not 0 <= version <= self.latest_version
+        ):
+            raise InvalidInputError(
+                f"{self.path}: version {version!r} does not exist (versions 1..{self.latest_version})"
+            )
+        return version
+
+    def entries(
+        self,
+        version: int | None = None,
+        *,
+        since: datetime | str | None = None,
+        versions: Iterable[int] | None = None,
+    ) -> list[Entry]:
+        """The entries of ``version`` (every entry added at or before it; default the latest), optionally only
+        those labelled at or after ``since`` (a datetime or ISO-8601 string; naive = UTC) and only those added
+        by the given ``versions`` ("new data only")."""
+        v = self._check_version(version)
+        t0 = _parse_time(since, "since")
+        wanted = None if versions is None else {self._check_version(x) for x in versions}
+        out = [e for e in self._entries if e.version <= v]
+        if wanted is not None:
+            out = [e for e in out if e.version in wanted]
+        if t0 is not None:
+            out = [e for e in out if e.labelled_at >= t0]
+        return out
+
+    def identity(self, version: int | None = None) -> str:
+        """A sha256 naming exactly the data of ``version``: its classes and the bytes of its entries."""
+        v = self._check_version(version)
+        entries_sha = (
+            self._meta["versions"][v - 1]["entries_sha256"] if v > 0 else sha256_bytes(b"")
+        )  # versions are numbered 1, 2, … without gaps (checked on reading)
+        text = json.dumps({"classes": self.classes_at(v), "entries_sha256": entries_sha}, sort_keys=True)
+        return sha256_bytes(f"{FORMAT}\n{text}".encode())
+
+    # --- writing ------------------------------------------------------------------------------------
+    def add(self, entries: Iterable[Entry], *, source: str, note: str = "") -> int:
+        """Validate all ``entries`` and add the new ones as one version; returns that version (the latest one,
+        unchanged, when every entry was already there). Nothing is written when any entry is invalid."""
+        return self.add_entries(entries, source=source, note=note).version
+
+    def add_entries(self, entries: Iterable[Entry], *, source: str, note: str = "") -> AddResult:
+        """:meth:`add`, returning what was added and what was skipped."""
+        batch = list(entries)
+        for name, value in (("source", source), ("note", note)):
+            if not isinstance(value, str) or len(value) > 4096 or (name == "source" and not value.strip()):
+                raise InvalidInputError(f"the version's {name} must be a string (non-empty for source)")
+        with _Lock(self.path, LOCK_TIMEOUT_S):
+            self.reload()  # another process may have added a version since this one was read
+            added, skipped = self._plan(batch)
+            if not added:
+                return AddResult(self.latest_version, (), tuple(skipped))
+            version = self.latest_version + 1
+            added = [replace(e, version=version) for e in added]
+            self._write(added, {"source": source, "note": note, "n_added": len(added)})
+            return AddResult(version, tuple(added), tuple(skipped))
+
+    def add_classes(self, classes: Iterable[str], *, note: str = "") -> int:
+        """Add new classes (a new version with no entries); returns that version."""
+        new = _check_classes(classes, "new classes")
+        with _Lock(self.path, LOCK_TIMEOUT_S):
+            self.reload()
+            existing = [c for c in new if c in self.classes]
+            if existing:
+                raise InvalidInputError(f"{self.path}: class(es) {existing} exist already")
+            self._meta["classes"] = sorted(self.classes + new)
+            self._write(
+                [],
+                {"source": "classes", "note": note or f"added classes {', '.join(new)}", "n_added": 0},
+                classes_added=new,
+            )
+        return self.latest_version
+
+    def _plan(self, batch: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+        """Split ``batch`` into (new, already labelled so) or raise naming every offending entry."""
+        classes = set(self.classes)
+        by_id = {e.id: e for e in self._entries}
+        label_of = {e.sha256: e for e in self._entries}
+        seen_ids: dict[str, Entry] = {}
+        seen_sha: dict[str, Entry] = {}
+        errors: list[str] = []
+        added: list[Entry] = []
+        skipped: list[Entry] = []
+        for i, e in enumerate(batch):
+            problems = _entry_problems(e, classes)
+            if problems:
+                errors += [f"entry #{i} ({getattr(e, 'id', '?')!s:.80}): {p}" for p in problems]
+                if not isinstance(e, Entry) or not all(
+                    isinstance(getattr(e, k), str) for k in ("id", "sha256", "label", "path")
+                ):
+                    continue
+            if e.id in seen_ids:
+                errors.append(f"duplicate id {e.id} (entries {seen_ids[e.id].path} and {e.path})")
+                continue
+            seen_ids[e.id] = e
+            prior = label_of.get(e.sha256)
+            if prior is not None and prior.label != e.label:
+                errors.append(
+                    f"conflicting labels: image {e.sha256[:12]}… ({e.path}) given {e.label!r} as {e.id} but "
+                    f"labelled {prior.label!r} as {prior.id} in version {prior.version}"
+                )
+                continue
+            old = by_id.get(e.id)
+            if old is not None and old.sha256 != e.sha256:
+                errors.append(
+                    f"id already used: {e.id} names image {old.sha256[:12]}… ({old.path}) in version "
+                    f"{old.version}, given for {e.sha256[:12]}… ({e.path})"
+                )
+                continue
+            if prior is not None:
+                skipped.append(e)  # labelled so already
+                continue
+            first = seen_sha.get(e.sha256)
+            if first is not None:
+                if first.label != e.label:
+                    errors.append(
+                        f"conflicting labels: image {e.sha256[:12]}… given {first.label!r} as {first.id} "
+                        f"({first.path}) and {e.label!r} as {e.id} ({e.path})"
+                    )
+                else:
+                    skipped.append(e)
+                continue
+            seen_sha[e.sha256] = e
+            if not problems:
+                added.append(e)
+        if errors:
+            raise InvalidInputError(f"{len(errors)} problem(s), nothing added: {_listing(errors)}")
+        return added, skipped
+
+    def _write(
+        self, added: list[Entry], record: dict[str, Any], *, classes_added: list[str] | None = None
+    ) -> None:
+        """Append ``added`` as the next version (the caller holds the lock and validated everything)."""
+        version = self.latest_version + 1
+        old = _read_entries_prefix(self.path, self._meta)
+        h = hashlib.sha256(old)
+        lines = b"".join(_entry_line(e) for e in added)
+        h.update(lines)
+        with atomic_open(self.path / ENTRIES_FILE, "wb") as fh:
+            fh.write(old)
+            fh.write(lines)
+        rec: dict[str, Any] = {
+            "version": version,
+            "created": now_iso(),
+            **record,
+            "entries_sha256": h.hexdigest(),
+        }
+        if classes_added:
+            rec["classes_added"] = sorted(classes_added)
+        meta = dict(self._meta)
+        meta["versions"] = [*self._meta["versions"], rec]
+        atomic_write_text(self.path / DATASET_FILE, _dump_meta(meta))
+        self._meta = meta
+        self._entries = self._entries + added
+
+
+def _entry_line(e: Entry) -> bytes:
+    return (json.dumps(e.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _dump_meta(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, indent=1, ensure_ascii=False) + "\n"
+
+
+def _read_meta(root: Path) -> dict[str, Any]:
+    p = root / DATASET_FILE
+    if not p.is_file():
+        raise DatasetError(
+            f"{root} is not a labelled dataset: no {DATASET_FILE}"
+            + (" (no such directory)" if not root.exists() else "")
+            + "; create one with `novelty dataset create` or Dataset.create"
+        )
+    try:
+        meta = json.loads(read_regular_file(p).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetIntegrityError(f"{p}: not readable as JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DatasetError(
+            f"{p}: not a novelty dataset (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DatasetError(
+            f"{p}: format_version {meta.get('format_version')!r}; this novelty reads version {FORMAT_VERSION} "
+            "(upgrade novelty to read newer datasets)"
+        )
+    try:
+        classes = _check_classes(meta.get("classes") or [], f"{p}: classes")
+    except InvalidInputError as e:
+        raise DatasetIntegrityError(str(e)) from None
+    versions = meta.get("versions")
+    if not isinstance(versions, list):
+        raise DatasetIntegrityError(f"{p}: 'versions' must be a list")
+    for i, v in enumerate(versions, start=1):
+        ok = (
+            isinstance(v, dict)
+            and v.get("version") == i
+            and isinstance(v.get("n_added"), int)
+            and v["n_added"] >= 0
+            and isinstance(v.get("entries_sha256"), str)
+            and _SHA.match(v["entries_sha256"]) is not None
+            and all(isinstance(v.get(k), str) for k in ("created", "source", "note"))
+        )
+        if not ok:
+            raise DatasetIntegrityError(
+                f"{p}: version record #{i} is malformed (expected version {i} with created, source, note, "
+                f"n_added and entries_sha256): {json.dumps(v)[:200]}"
+            )
+    meta["classes"] = classes
+    return meta
+
+
+def _read_entries_prefix(root: Path, meta: dict[str, Any]) -> bytes:
+    """The bytes of ``entries.jsonl`` that the recorded versions cover (trailing lines of an interrupted add
+    are not part of the dataset), verified against each version's ``entries_sha256``."""
+    p = root / ENTRIES_FILE
+    try:
+        data = read_regular_file(p)
+    except FileNotFoundError:
+        raise DatasetIntegrityError(f"{p} is missing; the dataset is incomplete") from None
+    except OSError as e:
+        raise DatasetIntegrityError(f"{p}: cannot read ({e})") from None
+    h = hashlib.sha256()
+    pos = 0
+    for v in meta["versions"]:
+        for _ in range(v["n_added"]):
+            end = data.find(b"\n", pos)
+            if end < 0:
+                raise DatasetIntegrityError(
+                    f"{p} ends before version {v['version']}'s {v['n_added']} entries; the file was truncated"
+                )
+            h.update(data[pos : end + 1])
+            pos = end + 1
+        if h.hexdigest() != v["entries_sha256"]:
+            raise DatasetIntegrityError(
+                f"{p}: the entries up to version {v['version']} do not match the sha256 recorded in "
+                f"{DATASET_FILE} (an entry was changed, removed or reordered after it was written)"
+            )
+    if pos < len(data):
+        log.warning(
+            "%s: %d bytes after the last recorded version (an interrupted add); they are ignored",
+            p,
+            len(data) - pos,
+        )
+    return data[:pos]
+
+
+def _read(root: Path) -> tuple[dict[str, Any], list[Entry]]:
+    meta = _read_meta(root)
+    data = _read_entries_prefix(root, meta)
+    classes = set(meta["classes"])
+    entries: list[Entry] = []
+    lines = data.decode("utf-8", errors="strict").splitlines() if data else []
+    versions = [v["version"] for v in meta["versions"] for _ in range(v["n_added"])]
+    for i, (line, expected) in enumerate(zip(lines, versions, strict=True), start=1):
+        where = f"{root / ENTRIES_FILE} line {i}"
+        try:
+            e = Entry.from_json(json.loads(line), where)
+        except (json.JSONDecodeError, TypeError, InvalidInputError) as err:
+            raise DatasetIntegrityError(f"{where}: not a valid entry ({err})") from None
+        problems = _entry_problems(e, classes)
+        if e.version != expected:
+            problems.append(f"version {e.version!r} but the line belongs to version {expected}")
+        if problems:
+            raise DatasetIntegrityError(f"{where}: " + "; ".join(problems))
+        entries.append(e)
+    ids = [e.id for e in entries]
+    if len(set(ids)) != len(ids):
+        raise DatasetIntegrityError(f"{root / ENTRIES_FILE}: an id occurs more than once")
+    return meta, entries
+
+
+# --- embeddings -----------------------------------------------------------------------------------------
+class _EmbedderLike(Protocol):
+    def embed(self, images: Any) -> np.ndarray: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+
+def embedder_key(embedder: _EmbedderLike) -> str:
+    """What names an embedder's embeddings: a sha256 (first 32 hex digits) of its backbone, weights fingerprint,
+    preprocessing and precision — the same key means the same vectors for the same image bytes."""
+    cfg = dict(embedder.config())
+    if not cfg.get("fingerprint"):
+        raise InvalidInputError("the embedder has no weights fingerprint; its embeddings cannot be cached")
+    for volatile in ("batch_size", "weights"):  # how fast / where from, not what comes out
+        cfg.pop(volatile, None)
+    text = json.dumps(cfg, sort_keys=True, default=str)
+    return sha256_bytes(text.encode())[:32]
+
+
+def _load_cache(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            shas, emb = z["sha256"], z["embeddings"]
+        if shas.ndim != 1 or emb.ndim != 2 or len(shas) != len(emb) or emb.dtype != np.float32:
+            raise ValueError("arrays of the wrong shape or dtype")
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("%s: unreadable embedding cache (%s); it is rebuilt", path, e)
+        return {}
+    return {str(s): emb[i] for i, s in enumerate(shas)}
+
+
+def _save_cache(path: Path, cache: dict[str, np.ndarray], dim: int) -> None:
+    shas = np.array(sorted(cache), dtype="<U64")
+    emb = (
+        np.stack([cache[s] for s in shas]).astype(np.float32) if len(shas) else np.zeros((0, dim), np.float32)
+    )
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, sha256=shas, embeddings=emb)
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_dir: Path) -> Iterator[None]:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _Lock(cache_dir, LOCK_TIMEOUT_S):
+        yield
+
+
+def embed_entries(
+    entries: Sequence[Entry],
+    embedder: _EmbedderLike,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    chunk: int = 256,
+) -> np.ndarray:
+    """Embeddings (``float32``, shape ``(n, d)``) of ``entries`` in order.
+
+    Each image comes from the cache (``cache_dir/<embedder key>.npz``, by sha256) or is read once, checked
+    against the sha256 it was labelled with (:class:`DatasetIntegrityError` when the file is gone or changed) and
+    embedded from those bytes; new embeddings are added to the cache. ``cache_dir=None``: no cache."""
+    entries = list(entries)
+    key = embedder_key(embedder)
+    path = None if cache_dir is None else Path(cache_dir) / f"{key}.npz"
+    cache = {} if path is None else _load_cache(path)
+    todo: dict[str, Entry] = {}
+    for e in entries:
+        if e.sha256 not in cache and e.sha256 not in todo:
+            todo[e.sha256] = e
+    fresh: dict[str, np.ndarray] = {}
+    pending = list(todo.values())
+    for start in range(0, len(pending), max(1, chunk)):
+        part = pending[start : start + chunk]
+        blobs = [_verified_bytes(e) for e in part]
+        emb = np.asarray(embedder.embed(blobs), dtype=np.float32)
+        for e, row in zip(part, emb, strict=True):
+            fresh[e.sha256] = row
+    if path is not None and fresh:
+        with _cache_lock(path.parent):
+            merged = _load_cache(path)  # another process may have added some meanwhile
+            merged.update(fresh)
+            _save_cache(path, merged, next(iter(fresh.values())).shape[0])
+    found = {**cache, **fresh}
+    if not entries:
+        dim = next(iter(found.values())).shape[0] if found else 0
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.stack([found[e.sha256] for e in entries]).astype(np.float32, copy=False)
+
+
+def _verified_bytes(e: Entry) -> bytes:
+    try:
+        data = read_regular_file(e.path)
+    except OSError as err:
+        raise DatasetIntegrityError(
+            f"entry {e.id}: cannot read its image {e.path} ({getattr(err, 'strerror', None) or err})"
+        ) from None
+    sha = sha256_bytes(data)
+    if sha != e.sha256:
+        raise DatasetIntegrityError(
+            f"entry {e.id}: {e.path} changed since it was labelled (sha256 {sha[:12]}…, labelled "
+            f"{e.sha256[:12]}…); restore the file or label the new one"
+        )
+    return data
