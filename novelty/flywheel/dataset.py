@@ -466,8 +466,18 @@ class Dataset:
             )
         return self.latest_version
 
+    def problems(self, entries: Iterable[Entry]) -> list[str]:
+        """Everything :meth:`add` would refuse in ``entries`` (empty when they can be added); writes nothing."""
+        return self._classify(list(entries))[2]
+
     def _plan(self, batch: list[Entry]) -> tuple[list[Entry], list[Entry]]:
         """Split ``batch`` into (new, already labelled so) or raise naming every offending entry."""
+        added, skipped, errors = self._classify(batch)
+        if errors:
+            raise InvalidInputError(f"{len(errors)} problem(s), nothing added: {_listing(errors)}")
+        return added, skipped
+
+    def _classify(self, batch: list[Entry]) -> tuple[list[Entry], list[Entry], list[str]]:
         classes = set(self.classes)
         by_id = {e.id: e for e in self._entries}
         label_of = {e.sha256: e for e in self._entries}
@@ -518,9 +528,7 @@ class Dataset:
             seen_sha[e.sha256] = e
             if not problems:
                 added.append(e)
-        if errors:
-            raise InvalidInputError(f"{len(errors)} problem(s), nothing added: {_listing(errors)}")
-        return added, skipped
+        return added, skipped, errors
 
     def _write(
         self, added: list[Entry], record: dict[str, Any], *, classes_added: list[str] | None = None

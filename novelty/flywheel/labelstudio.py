@@ -1,0 +1,246 @@
+"""Label Studio: the tasks and labelling config of an export, and the reader of its JSON export.
+
+Images are not uploaded: Label Studio serves them from the disk (``/data/local-files/?d=<path>`` with ``<path>``
+relative to ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``) when it runs with
+``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true``; the project also needs a "Local files" storage whose path
+contains the images (without syncing it). Each task carries ``novelty_id`` and ``sha256`` in its data, so the
+import matches labels to the selection by id and checks the content. The head's answer is a prediction with
+``model_version`` (the detector's artifact id) and ``score`` (the novelty score, higher = more novel), shown to
+the annotator as a pre-annotation.
+
+The import reads the export of ``GET /api/projects/<id>/export?exportType=JSON``: for each task the latest
+annotation that was not cancelled (skipped) gives its label; a task without one is unlabelled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from novelty.errors import InvalidInputError
+from novelty.fileio import read_regular_file
+from novelty.flywheel.labelling import LabelImportError, LabelRow, LabelsRead, SelectedImage
+
+__all__ = [
+    "FROM_NAME",
+    "TO_NAME",
+    "document_root",
+    "label_config",
+    "local_file_url",
+    "read_export",
+    "storage_path",
+    "tasks",
+]
+
+FROM_NAME = "label"
+TO_NAME = "image"
+LOCAL_FILES_PREFIX = "/data/local-files/?d="
+
+
+def label_config(classes: Sequence[str]) -> str:
+    """The labelling config: the image and one single choice per class."""
+    if not classes:
+        raise InvalidInputError("a labelling config needs at least one class")
+    view = ET.Element("View")
+    ET.SubElement(view, "Image", name=TO_NAME, value=f"${TO_NAME}")
+    choices = ET.SubElement(
+        view, "Choices", name=FROM_NAME, toName=TO_NAME, choice="single", showInLine="true", required="true"
+    )
+    for c in classes:
+        ET.SubElement(choices, "Choice", value=c)
+    ET.indent(view)
+    return ET.tostring(view, encoding="unicode") + "\n"
+
+
+def storage_path(paths: Sequence[str]) -> Path:
+    """The folder to give the project's "Local files" storage: the common folder of the images."""
+    if not paths:
+        return Path(os.path.abspath(os.sep))
+    return Path(os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]))
+
+
+def document_root(paths: Sequence[str], root: str | os.PathLike[str] | None = None) -> Path:
+    """The folder Label Studio serves local files from (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``): ``root``
+    (every image must lie inside it), or by default the parent of the images' common folder — Label Studio
+    refuses a storage path equal to the root, so the common folder itself (:func:`storage_path`) is the
+    project's storage."""
+    if root is not None:
+        r = Path(os.path.abspath(os.fspath(root)))
+        outside = [p for p in paths if not _inside(p, r)]
+        if outside:
+            raise InvalidInputError(
+                f"{len(outside)} image(s) lie outside the document root {r}, e.g. {outside[:3]}; give a root that "
+                "contains them (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)"
+            )
+        return r
+    return storage_path(paths).parent
+
+
+def _inside(path: str, root: Path) -> bool:
+    try:
+        return os.path.commonpath([os.path.abspath(path), str(root)]) == str(root)
+    except ValueError:  # different drives
+        return False
+
+
+def local_file_url(path: str, root: Path) -> str:
+    """Label Studio's URL of a local file under the document root."""
+    rel = Path(os.path.abspath(path)).relative_to(root).as_posix()
+    return LOCAL_FILES_PREFIX + urllib.parse.quote(rel, safe="/")
+
+
+def path_from_url(url: str, root: Path | None) -> str | None:
+    """The file a local-files URL names (``None`` for another URL or without the root)."""
+    if root is None or LOCAL_FILES_PREFIX.split("?")[0] not in url:
+        return None
+    query = urllib.parse.urlparse(url).query
+    d = urllib.parse.parse_qs(query).get("d")
+    return str(root / d[0]) if d else None
+
+
+def tasks(items: Sequence[SelectedImage], root: Path, model_version: str) -> list[dict[str, Any]]:
+    """One Label Studio task per item: the image URL, the pre-annotation, and the selection's scores in ``meta``."""
+    out = []
+    for it in items:
+        task: dict[str, Any] = {
+            "data": {TO_NAME: local_file_url(it.path, root), "novelty_id": it.id, "sha256": it.sha256},
+            "meta": {
+                "source": it.source,
+                "rank": it.rank,
+                "reason": it.reason,
+                "p_value": it.p_value,
+                "novelty": it.novelty,
+                "prediction": it.prediction,
+                "probability": it.probability,
+                "path": it.path,
+            },
+        }
+        if it.prediction is not None:
+            task["predictions"] = [
+                {
+                    "model_version": model_version or "unknown",
+                    "score": it.novelty if it.novelty is not None else 0.0,
+                    "result": [
+                        {
+                            "from_name": FROM_NAME,
+                            "to_name": TO_NAME,
+                            "type": "choices",
+                            "value": {"choices": [it.prediction]},
+                        }
+                    ],
+                }
+            ]
+        out.append(task)
+    return out
+
+
+def _labeller(completed_by: Any) -> str | None:
+    if isinstance(completed_by, dict):
+        who = completed_by.get("email") or completed_by.get("username") or completed_by.get("id")
+        return None if who in (None, "") else f"human:{who}"
+    if isinstance(completed_by, (int, str)) and not isinstance(completed_by, bool) and completed_by != "":
+        return f"human:{completed_by}"
+    return None
+
+
+def _choice(result: Any, where: str) -> str | None:
+    """The single class chosen in an annotation's result (``None`` when nothing was chosen)."""
+    if not isinstance(result, list):
+        raise LabelImportError(f"{where}: 'result' must be a list")
+    chosen = [
+        r
+        for r in result
+        if isinstance(r, dict) and r.get("type") == "choices" and r.get("from_name", FROM_NAME) == FROM_NAME
+    ]
+    if not chosen:
+        return None
+    if len(chosen) > 1:
+        raise LabelImportError(f"{where}: {len(chosen)} choice results; the labelling config has one")
+    values = (chosen[0].get("value") or {}).get("choices")
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise LabelImportError(f"{where}: the choice result has no list of choices")
+    if len(values) > 1:
+        raise LabelImportError(f"{where}: {len(values)} classes chosen ({values}); one image gets one class")
+    return values[0] if values else None
+
+
+def _latest(annotations: list[Any], where: str) -> dict[str, Any] | None:
+    live = []
+    for a in annotations:
+        if not isinstance(a, dict):
+            raise LabelImportError(f"{where}: an annotation is not an object")
+        if not a.get("was_cancelled"):
+            live.append(a)
+    if not live:
+        return None
+    return max(live, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+
+
+def read_export(path: str | os.PathLike[str], *, document_root: Path | None = None) -> LabelsRead:
+    """The labels of a Label Studio JSON export (a list of tasks with their annotations)."""
+    p = Path(path)
+    try:
+        obj = json.loads(read_regular_file(p).decode("utf-8-sig"))
+    except OSError as e:
+        raise LabelImportError(f"{p}: cannot read ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LabelImportError(f"{p}: not JSON ({e})") from None
+    if not isinstance(obj, list) or any(not isinstance(t, dict) or "data" not in t for t in obj):
+        raise LabelImportError(
+            f"{p}: not a Label Studio JSON export (expected a list of tasks with 'data'; export with exportType=JSON)"
+        )
+    rows: list[LabelRow] = []
+    unlabelled: list[str] = []
+    problems: list[str] = []
+    for i, task in enumerate(obj):
+        data = task["data"] if isinstance(task["data"], dict) else {}
+        nid = data.get("novelty_id")
+        where = f"{p.name} task {task.get('id', i)}" + (f" ({nid})" if nid else "")
+        url = data.get(TO_NAME)
+        path_hint = path_from_url(url, document_root) if isinstance(url, str) else None
+        if "annotations" in task and not isinstance(task["annotations"], list):
+            problems.append(f"{where}: 'annotations' must be a list")
+            continue
+        try:
+            ann = _latest(task.get("annotations") or [], where)
+            label = None if ann is None else _choice(ann.get("result") or [], where)
+        except LabelImportError as e:
+            problems.append(str(e))
+            continue
+        if ann is None or label is None:
+            unlabelled.append(str(nid or url or where))
+            continue
+        rows.append(
+            LabelRow(
+                where=where,
+                label=label,
+                id=nid if isinstance(nid, str) else None,
+                path=path_hint,
+                sha256=data.get("sha256") if isinstance(data.get("sha256"), str) else None,
+                labeller=_labeller(ann.get("completed_by")),
+                time=_iso(ann.get("updated_at") or ann.get("created_at")),
+            )
+        )
+    if problems:
+        raise LabelImportError(
+            f"{p}: {len(problems)} unreadable task(s), nothing imported: {'; '.join(problems[:20])}"
+        )
+    return LabelsRead(rows, unlabelled)
+
+
+def _iso(value: Any) -> str | None:
+    from novelty.flags.base import parse_time
+
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        t = parse_time(value)
+    except InvalidInputError:
+        return None
+    assert t is not None
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
