@@ -1,0 +1,219 @@
+"""``novelty select DETECTOR SOURCES… --budget N --strategy …``: choose what to label under a budget.
+
+Sources are results files of ``novelty score`` (``.parquet``, ``.csv``, ``.jsonl``), folders, globs, path lists
+and archives of images, and the flag store (``--flags``). Every candidate is scored by DETECTOR; the chosen ones
+are printed (rank, id, reason) and written to ``--out`` (``selection.json``, see
+:mod:`novelty.flywheel.selection`). Images without a file of their own (flags, archive members) are written to
+``--images-dir`` (default: ``images/`` beside ``--out``) under their sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMMANDS", "add_parsers", "run"]
+
+COMMANDS: tuple[str, ...] = ("select",)
+
+_STRATEGIES = ("random", "novelty", "uncertainty", "diversity", "hybrid")  # novelty.flywheel.selection
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of images, got {value}")
+    return value
+
+
+def _positive_int_or_zero(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
+
+
+def _number(low: float, high: float | None = None) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value >= low or (high is not None and value > high):
+            where = f"≥ {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be {where}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _weights(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in ("novelty", "uncertainty"):
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: give weights as novelty=W,uncertainty=W (e.g. novelty=0.75,uncertainty=0.25)"
+            )
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: {value!r} is not a number") from None
+        if out[name] < 0:
+            raise argparse.ArgumentTypeError(f"{part!r}: weights must be ≥ 0")
+    return out
+
+
+def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
+    s = sub.add_parser(
+        "select",
+        help="choose the images to label under a budget (random, novelty, uncertainty, diversity, hybrid)",
+        description="Score the candidates of results files, image folders and the flag store with DETECTOR, "
+        "choose --budget of them with --strategy, print why each was chosen and write the selection "
+        "(selection.json) for labelling. Exit code 3: written, but some candidates were unreadable and left out.",
+        epilog=epilog,
+        formatter_class=fmt,
+    )
+    s.add_argument(
+        "detector", metavar="DETECTOR_DIR", help="the detector (with its head) that scores the pool"
+    )
+    s.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="results files of `novelty score` (.parquet/.csv/.jsonl), folders, globs, path lists, archives",
+    )
+    s.add_argument(
+        "--budget", type=_positive_int, required=True, metavar="N", help="how many images to label"
+    )
+    s.add_argument(
+        "--strategy",
+        choices=_STRATEGIES,
+        default="hybrid",
+        help="random; novelty (lowest p-value first); uncertainty (the head's); diversity (k-center from the "
+        "training data's coverage); hybrid (novel and uncertain, then diversified) — default: %(default)s",
+    )
+    s.add_argument("--seed", type=_positive_int_or_zero, default=0, help="random seed (default: 0)")
+    s.add_argument(
+        "--radius",
+        type=_number(0.0, 2.0),
+        default=None,
+        help="diversity and hybrid: skip candidates within this cosine distance of a chosen image "
+        "(near-duplicates; default 0.01)",
+    )
+    s.add_argument(
+        "--weights",
+        type=_weights,
+        default=None,
+        metavar="novelty=W,uncertainty=W",
+        help="hybrid: weights of the novelty and uncertainty ranks (default novelty=0.75,uncertainty=0.25)",
+    )
+    s.add_argument(
+        "--oversample",
+        type=_number(1.0),
+        default=None,
+        help="hybrid: k-center chooses among the top OVERSAMPLE × budget candidates (default 4)",
+    )
+    s.add_argument(
+        "--uncertainty",
+        choices=("least-confidence", "margin"),
+        default="least-confidence",
+        help="the head's uncertainty: 1 − max p (default) or 1 − (p1 − p2)",
+    )
+    s.add_argument(
+        "--flags",
+        metavar="STORE",
+        help="also select from the flag store: its folder (or flags.db) or a postgresql:// URL",
+    )
+    s.add_argument("--flags-since", metavar="ISO", help="only flags received at or after this time")
+    s.add_argument("--out", default="selection.json", help="selection file to write (default: %(default)s)")
+    s.add_argument(
+        "--images-dir",
+        metavar="DIR",
+        help="where images without a file of their own are written (default: images/ beside --out)",
+    )
+    s.add_argument(
+        "--show", type=_positive_int_or_zero, default=20, help="rows of the table printed (default 20)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from novelty.cli import EXIT_OK, EXIT_PARTIAL, UsageError
+
+    if not args.sources and not args.flags:
+        raise UsageError("no source of candidates: give results files or image folders, or --flags STORE")
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(
+            f"--out {out} is a directory; give the selection file to write, e.g. {out}/selection.json"
+        )
+    if args.weights is not None and args.strategy != "hybrid":
+        raise UsageError("--weights applies to --strategy hybrid only")
+    if args.oversample is not None and args.strategy != "hybrid":
+        raise UsageError("--oversample applies to --strategy hybrid only")
+    if args.radius is not None and args.strategy not in ("diversity", "hybrid"):
+        raise UsageError("--radius applies to --strategy diversity or hybrid only")
+    if args.flags_since and not args.flags:
+        raise UsageError("--flags-since needs --flags")
+    for src in args.sources:
+        if not os.path.exists(src) and not any(ch in src for ch in "*?["):
+            raise UsageError(f"source {src}: no such file or folder")
+
+    from novelty.detector import NoveltyDetector
+    from novelty.flywheel import selection as S
+
+    if args.flags_since:
+        from novelty.flags import parse_time
+
+        parse_time(args.flags_since, "--flags-since")  # a bad time fails before the detector loads
+    det = NoveltyDetector.load(args.detector)
+    if args.strategy == "uncertainty" and det.head_ is None:
+        raise S.SelectionError(
+            f"{args.detector} has no condition head, so it has no uncertainty: fit it with labels (novelty fit "
+            "--labels), or choose --strategy novelty, diversity or random"
+        )
+    images_dir = Path(args.images_dir) if args.images_dir else out.resolve().parent / "images"
+    pool = S.build_pool(
+        det,
+        args.sources,
+        flags=args.flags,
+        flags_since=args.flags_since,
+        images_dir=images_dir,
+        progress=sys.stderr.isatty(),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sel = S.select(
+            pool,
+            args.budget,
+            args.strategy,
+            seed=args.seed,
+            radius=S.DEFAULT_RADIUS if args.radius is None else args.radius,
+            weights=args.weights,
+            oversample=S.DEFAULT_OVERSAMPLE if args.oversample is None else args.oversample,
+            measure=args.uncertainty,
+        )
+    for w in caught:
+        print(f"novelty select: warning: {w.message}", file=sys.stderr)
+    path = sel.save(out)
+    print(S.describe(sel, limit=args.show))
+    skipped = f"; {pool.n_skipped} unreadable candidate(s) left out" if pool.n_skipped else ""
+    print(
+        f"selected {len(sel)} of {len(pool)} candidates with {sel.strategy} (seed {sel.seed}){skipped}; "
+        f"written to {path}"
+    )
+    for key, why in pool.skipped[:5]:
+        print(f"  skipped {key}: {why}", file=sys.stderr)
+    return EXIT_PARTIAL if pool.n_skipped else EXIT_OK

@@ -1,0 +1,539 @@
+"""The candidates of a selection: a :class:`Pool` of images, each with a real file, its content hash, where it
+came from, its embedding and the detector's answer for it.
+
+    pool = build_pool(det, ["results.parquet", "inbox/"], flags="novelty-flags", images_dir="sel/images")
+    pool.embeddings, pool.p_value, pool.predictions, pool.train_distance, pool.sources
+
+Sources:
+
+- **results files** of ``novelty score`` (``.parquet``, ``.csv``, ``.jsonl``): one candidate per scored row; rows
+  with an ``error`` (unreadable when scored) are skipped and counted. The ``embedding`` column (``novelty score
+  --embeddings``) is used when the results were scored by this very detector (same ``detector_id``); otherwise
+  the files are embedded again with the detector's backbone (an embedding of another backbone would be
+  meaningless here). Provenance ``results:<file>``.
+- **images**: folders, globs, path lists, zip/tar archives, files (:func:`~novelty.batch.sources.expand_inputs`),
+  embedded with the detector's backbone; unreadable ones are skipped and counted. Provenance ``folder:<input>``.
+- the **flag store** (:func:`~novelty.flags.open_flag_store`: a store directory, its ``flags.db``, or a
+  ``postgresql://`` URL): each flagged image is written to ``images_dir/<sha256>.<ext>`` so that it has a real
+  path (so is every archive member). Provenance ``flag:<flag id>``.
+
+Candidates are deduplicated by the sha256 of their bytes across all sources: the first occurrence is kept, and
+``sources`` lists every place the image was found. Every candidate is then scored by the detector given, from
+its embedding (``score_embeddings``), so all numbers of a pool come from one model version, whatever detector
+scored the results files. ``train_distance`` is the cosine distance (``1 − cos``) of each candidate to its
+nearest training embedding, found in the detector's FAISS index: what the training data already covers.
+Scores: **higher = more novel**; ``novelty = 1 − p_value``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from novelty.errors import InvalidInputError, NoveltyError
+from novelty.fileio import atomic_write_bytes, sha256_bytes, sha256_file
+
+if TYPE_CHECKING:
+    from novelty.batch.items import InputItem
+    from novelty.detector import NoveltyDetector
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "RESULTS_SUFFIXES",
+    "Candidate",
+    "Pool",
+    "PoolError",
+    "build_pool",
+    "candidates_from_flags",
+    "candidates_from_images",
+    "candidates_from_results",
+    "image_suffix",
+    "iso_time",
+    "score_pool",
+]
+
+#: inputs with these suffixes are results files of ``novelty score``; anything else is an image source
+RESULTS_SUFFIXES = (".parquet", ".csv", ".jsonl")
+
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "jpg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "png"),
+    (b"GIF87a", 0, "gif"),
+    (b"GIF89a", 0, "gif"),
+    (b"BM", 0, "bmp"),
+    (b"II*\x00", 0, "tif"),
+    (b"MM\x00*", 0, "tif"),
+    (b"WEBP", 8, "webp"),
+)
+
+
+class PoolError(NoveltyError):
+    """A source of candidates cannot be read or does not fit the detector (the message names it and why)."""
+
+
+@dataclass
+class Candidate:
+    """One image found in a source, before deduplication and scoring."""
+
+    path: str  # a real file
+    sha256: str
+    source: str  # "results:<file>", "folder:<input>", "flag:<id>"
+    timestamp: str | None = None  # ISO 8601 UTC
+    embedding: np.ndarray | None = None  # float32 (d,), when the source carried one
+
+
+@dataclass
+class Pool:
+    """Candidates with their scores: one row per image, every array in the same order.
+
+    ``sources[i]`` lists every source that held image ``i`` (first one first); ``skipped`` holds
+    ``(input, reason)`` for every input left out as unreadable.
+    """
+
+    ids: list[str]
+    paths: list[str]
+    sha256: list[str]
+    sources: list[tuple[str, ...]]
+    embeddings: np.ndarray  # float32 (n, d), L2-normalised
+    p_value: np.ndarray
+    novelty: np.ndarray  # 1 - p_value
+    score: np.ndarray  # the raw (combined) score behind p_value; higher = more novel
+    is_novel: np.ndarray
+    timestamps: list[str | None]
+    alpha: float
+    detector_id: str
+    train_distance: np.ndarray | None = None  # cosine distance to the nearest training embedding
+    predictions: list[Any] | None = None  # the head's class per image (None: the detector has no head)
+    probabilities: np.ndarray | None = None  # (n, n_classes), in the order of ``classes``
+    classes: list[Any] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        x = np.asarray(self.embeddings, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] != n:
+            raise InvalidInputError(f"a pool of {n} images needs embeddings of shape ({n}, d), got {x.shape}")
+        self.embeddings = x
+        for name in ("paths", "sha256", "sources", "timestamps"):
+            if len(getattr(self, name)) != n:
+                raise InvalidInputError(f"pool.{name} has {len(getattr(self, name))} entries for {n} images")
+        for name in ("p_value", "novelty", "score", "is_novel", "train_distance"):
+            v = getattr(self, name)
+            if v is not None:
+                arr = np.asarray(v, dtype=bool if name == "is_novel" else np.float64)
+                if arr.shape != (n,):
+                    raise InvalidInputError(f"pool.{name} must have shape ({n},), got {arr.shape}")
+                setattr(self, name, arr)
+        if len(set(self.ids)) != n:
+            raise InvalidInputError("pool ids must be unique")
+        if (self.predictions is None) != (self.probabilities is None):
+            raise InvalidInputError("a pool has both predictions and probabilities (a head) or neither")
+        if self.probabilities is not None:
+            proba = np.asarray(self.probabilities, dtype=np.float64)
+            if (
+                proba.shape != (n, len(self.classes))
+                or self.predictions is None
+                or len(self.predictions) != n
+            ):
+                raise InvalidInputError(
+                    f"pool probabilities must be ({n}, {len(self.classes)}) with one prediction per image"
+                )
+            self.probabilities = proba
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def has_head(self) -> bool:
+        return self.probabilities is not None
+
+    @property
+    def source(self) -> list[str]:
+        """The first source of each image."""
+        return [s[0] if s else "" for s in self.sources]
+
+    @property
+    def probability(self) -> np.ndarray | None:
+        """The head's probability of its predicted class, per image."""
+        return None if self.probabilities is None else self.probabilities.max(axis=1)
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Pool:
+        """The images at ``indices`` (in that order), as a new pool."""
+        idx = np.asarray(indices, dtype=np.int64)
+
+        def pick(seq: Sequence[Any]) -> list[Any]:
+            return [seq[i] for i in idx.tolist()]
+
+        return Pool(
+            ids=pick(self.ids),
+            paths=pick(self.paths),
+            sha256=pick(self.sha256),
+            sources=pick(self.sources),
+            embeddings=self.embeddings[idx],
+            p_value=self.p_value[idx],
+            novelty=self.novelty[idx],
+            score=self.score[idx],
+            is_novel=self.is_novel[idx],
+            timestamps=pick(self.timestamps),
+            alpha=self.alpha,
+            detector_id=self.detector_id,
+            train_distance=None if self.train_distance is None else self.train_distance[idx],
+            predictions=None if self.predictions is None else pick(self.predictions),
+            probabilities=None if self.probabilities is None else self.probabilities[idx],
+            classes=list(self.classes),
+            skipped=list(self.skipped),
+        )
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+def iso_time(seconds: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601 UTC (``2026-11-28T10:00:00Z``); ``None`` for a missing time."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _iso_dt(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def image_suffix(data: bytes, name: str = "") -> str:
+    """A file suffix (without the dot) for image bytes: the name's own when it says image, else the format
+    told by the first bytes, else ``"img"``."""
+    from novelty.discovery import IMAGE_SUFFIXES
+
+    suffix = Path(name).suffix.lower().lstrip(".")
+    if suffix in IMAGE_SUFFIXES:
+        return suffix
+    for magic, offset, ext in _MAGIC:
+        if data[offset : offset + len(magic)] == magic:
+            return ext
+    return "img"
+
+
+def _store_bytes(data: bytes, images_dir: Path | None, name: str, what: str) -> tuple[str, str]:
+    """Write ``data`` to ``images_dir/<sha256>.<ext>`` (once: content-addressed) and return ``(path, sha256)``."""
+    if images_dir is None:
+        raise PoolError(
+            f"{what} has no file of its own: pass images_dir (the CLI uses the folder of --out) so that it can be "
+            "written to images_dir/<sha256>.<ext>"
+        )
+    sha = sha256_bytes(data)
+    target = images_dir / f"{sha}.{image_suffix(data, name)}"
+    if not (target.is_file() and target.stat().st_size == len(data)):
+        images_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
+    return str(target.resolve()), sha
+
+
+def _item_candidate(
+    item: InputItem, source: str, images_dir: Path | None, timestamp: str | None
+) -> Candidate:
+    """A candidate from a file or an archive member (the member's bytes are written to ``images_dir``);
+    raises ``ImageError``/``OSError`` when it cannot be read."""
+    if item.member is None:
+        path = os.path.abspath(item.path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        return Candidate(path=path, sha256=sha256_file(path), source=source, timestamp=timestamp)
+    path, sha = _store_bytes(item.read_bytes(), images_dir, item.member, f"archive member {item.key}")
+    return Candidate(path=path, sha256=sha, source=source, timestamp=timestamp)
+
+
+# --- sources ----------------------------------------------------------------------------------------------
+def candidates_from_results(
+    path: str | os.PathLike[str],
+    *,
+    detector_id: str | None = None,
+    dim: int | None = None,
+    images_dir: str | os.PathLike[str] | None = None,
+) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """The scored rows of one results file: ``(candidates, skipped)``.
+
+    The ``embedding`` column is used only when the file was scored by ``detector_id`` (and has ``dim``
+    values); otherwise candidates carry no embedding and are embedded again by :func:`build_pool`."""
+    from novelty.batch.results import iter_result_columns, result_columns
+    from novelty.batch.schema import decode_embedding
+    from novelty.batch.sources import item_for_row
+
+    p = Path(path)
+    names = result_columns(p)
+    missing = [c for c in ("key", "path", "error") if c not in names]
+    if missing:
+        raise PoolError(
+            f"{p}: not a results file of `novelty score` (no column {', '.join(missing)}); pass images or "
+            "folders as image sources, results files as .parquet/.csv/.jsonl"
+        )
+    cols = ["key", "path", "error"] + [
+        c for c in ("member", "detector_id", "timestamp", "embedding") if c in names
+    ]
+    source = f"results:{p.resolve()}"
+    out: list[Candidate] = []
+    skipped: list[tuple[str, str]] = []
+    reembed_noted = False
+    dir_ = None if images_dir is None else Path(images_dir)
+    for batch in iter_result_columns(p, cols):
+        for i, key in enumerate(batch["key"]):
+            err = batch["error"][i]
+            if err:
+                skipped.append((str(key), f"unreadable when scored: {err}"))
+                continue
+            member = str(batch["member"][i] or "") if "member" in batch else ""
+            t = batch["timestamp"][i] if "timestamp" in batch else None
+            stamp = iso_time(None if t is None else float(t))
+            item = item_for_row(str(key), str(batch["path"][i] or ""), member)
+            try:
+                cand = _item_candidate(item, source, dir_, stamp)
+            except (OSError, NoveltyError) as e:
+                if isinstance(e, PoolError):
+                    raise
+                skipped.append((str(key), f"cannot be read now: {e}"))
+                continue
+            text = batch["embedding"][i] if "embedding" in batch else ""
+            scored_by = batch["detector_id"][i] if "detector_id" in batch else None
+            if text and detector_id is not None and scored_by == detector_id:
+                try:
+                    vec = decode_embedding(str(text), dim)
+                except InvalidInputError as e:
+                    raise PoolError(f"{p}: row {key!r}: {e}") from None
+                if vec is not None:
+                    v = vec.astype(np.float32)
+                    norm = float(np.linalg.norm(v))
+                    cand.embedding = v / norm if norm > 0 else v
+            elif text and not reembed_noted:
+                log.warning(
+                    "%s was scored by detector %s, not by %s: its embeddings are not used, the images are "
+                    "embedded again",
+                    p,
+                    str(scored_by)[:16],
+                    str(detector_id)[:16],
+                )
+                reembed_noted = True
+            out.append(cand)
+    return out, skipped
+
+
+def candidates_from_images(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    images_dir: str | os.PathLike[str] | None = None,
+) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """The images of folders, globs, path lists, archives or files: ``(candidates, skipped)``."""
+    from novelty.batch.sources import expand_inputs
+    from novelty.batch.timestamps import image_timestamp
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    dir_ = None if images_dir is None else Path(images_dir)
+    out: list[Candidate] = []
+    skipped: list[tuple[str, str]] = []
+    for raw in inputs:
+        source = f"folder:{os.fspath(raw)}"
+        for item in expand_inputs([raw]):
+            if item.error is not None:
+                skipped.append((item.key, item.error))
+                continue
+            t, _ = image_timestamp(item)
+            try:
+                out.append(_item_candidate(item, source, dir_, iso_time(t)))
+            except PoolError:
+                raise
+            except (OSError, NoveltyError) as e:
+                skipped.append((item.key, str(e)))
+    return out, skipped
+
+
+def _open_store(location: str) -> Any:
+    from novelty.flags import open_flag_store
+
+    loc = str(location)
+    if not loc.startswith(("postgresql://", "postgres://")):
+        folder = Path(loc[len("sqlite://") :] if loc.startswith("sqlite://") else loc)
+        if folder.is_file() and folder.name == "flags.db":
+            folder = folder.parent
+        if not (folder / "flags.db").is_file():
+            raise PoolError(
+                f"no flag store at {folder}: expected a folder holding flags.db (as `novelty serve "
+                "--flag-store` writes it), its flags.db, or a postgresql:// URL"
+            )
+        loc = str(folder)
+    return open_flag_store(loc)
+
+
+def candidates_from_flags(
+    location: str | os.PathLike[str],
+    *,
+    images_dir: str | os.PathLike[str] | None,
+    since: datetime | str | None = None,
+) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """Every flag of the store (received at or after ``since``), its image written to ``images_dir``."""
+    from novelty.flags import FlagStoreError
+
+    dir_ = None if images_dir is None else Path(images_dir)
+    store = _open_store(os.fspath(location))
+    out: list[Candidate] = []
+    skipped: list[tuple[str, str]] = []
+    try:
+        after: str | None = None
+        while True:
+            page = store.list(since, after=after, limit=1000)
+            for flag in page:
+                try:
+                    data = store.image(flag.id)
+                except FlagStoreError as e:
+                    skipped.append((f"flag:{flag.id}", str(e)))
+                    continue
+                if sha256_bytes(data) != flag.sha256:
+                    skipped.append((f"flag:{flag.id}", "its image bytes do not match the stored sha256"))
+                    continue
+                path, sha = _store_bytes(data, dir_, "", f"flag {flag.id}")
+                stamp = _iso_dt(flag.captured_at) or _iso_dt(flag.received_at)
+                out.append(Candidate(path=path, sha256=sha, source=f"flag:{flag.id}", timestamp=stamp))
+            if len(page) < 1000:
+                break
+            after = page[-1].id
+    finally:
+        store.close()
+    return out, skipped
+
+
+# --- scoring ----------------------------------------------------------------------------------------------
+def score_pool(
+    detector: NoveltyDetector,
+    embeddings: np.ndarray,
+    *,
+    ids: Sequence[str],
+    paths: Sequence[str],
+    sha256: Sequence[str],
+    sources: Sequence[tuple[str, ...]],
+    timestamps: Sequence[str | None] | None = None,
+    skipped: Sequence[tuple[str, str]] = (),
+) -> Pool:
+    """A :class:`Pool` of embeddings made by ``detector``'s backbone, scored by ``detector``."""
+    from novelty.batch.engine import detector_id
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise PoolError(f"no candidate to score (embeddings of shape {x.shape})")
+    v = detector.score_embeddings(x, sources=list(paths))
+    d, _ = detector.index_.search(x, 1)
+    return Pool(
+        ids=list(ids),
+        paths=list(paths),
+        sha256=list(sha256),
+        sources=[tuple(s) for s in sources],
+        embeddings=x,
+        p_value=v.p_value,
+        novelty=v.novelty,
+        score=v.score,
+        is_novel=v.is_novel,
+        timestamps=list(timestamps) if timestamps is not None else [None] * x.shape[0],
+        alpha=float(detector.alpha),
+        detector_id=detector_id(detector),
+        train_distance=np.asarray(d[:, 0], dtype=np.float64) ** 2 / 2.0,  # ‖a − b‖² / 2 = 1 − cos
+        predictions=v.predictions,
+        probabilities=v.probabilities,
+        classes=list(v.classes or []),
+        skipped=list(skipped),
+    )
+
+
+def build_pool(
+    detector: NoveltyDetector,
+    sources: Iterable[str | os.PathLike[str]] = (),
+    *,
+    flags: str | os.PathLike[str] | None = None,
+    flags_since: datetime | str | None = None,
+    images_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> Pool:
+    """The candidates of ``sources`` (results files and image inputs) and of the flag store ``flags``,
+    deduplicated by sha256 and scored by ``detector`` (see the module docstring)."""
+    from novelty.batch.engine import detector_id
+
+    srcs = [os.fspath(s) for s in sources]
+    if not srcs and flags is None:
+        raise InvalidInputError("no source of candidates: give results files, image folders or a flag store")
+    det_id = detector_id(detector)
+    found: list[Candidate] = []
+    skipped: list[tuple[str, str]] = []
+    for s in srcs:
+        if s.lower().endswith(RESULTS_SUFFIXES) and not os.path.isdir(s):
+            got, left = candidates_from_results(
+                s, detector_id=det_id, dim=detector.dim_, images_dir=images_dir
+            )
+        else:
+            got, left = candidates_from_images(s, images_dir=images_dir)
+        found += got
+        skipped += left
+    if flags is not None:
+        got, left = candidates_from_flags(flags, images_dir=images_dir, since=flags_since)
+        found += got
+        skipped += left
+    # deduplicate by content: the first occurrence wins, every source is kept
+    first: dict[str, int] = {}
+    unique: list[Candidate] = []
+    provenance: list[list[str]] = []
+    for c in found:
+        j = first.get(c.sha256)
+        if j is None:
+            first[c.sha256] = len(unique)
+            unique.append(c)
+            provenance.append([c.source])
+        else:
+            if c.source not in provenance[j]:
+                provenance[j].append(c.source)
+            if unique[j].embedding is None and c.embedding is not None:
+                unique[j].embedding = c.embedding
+            if unique[j].timestamp is None:
+                unique[j].timestamp = c.timestamp
+    if len(found) > len(unique):
+        log.info("%d duplicate image(s) (same sha256) merged", len(found) - len(unique))
+    if not unique:
+        raise PoolError(
+            f"no readable candidate in the sources ({len(skipped)} skipped"
+            + (f", e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else "")
+            + ")"
+        )
+    todo = [i for i, c in enumerate(unique) if c.embedding is None]
+    emb: list[np.ndarray | None] = [c.embedding for c in unique]
+    if todo:
+        res = detector.embedder.embed_with_errors([unique[i].path for i in todo], progress=progress)
+        for j, i in enumerate(todo):
+            err = res.errors[j]
+            if err is None:
+                emb[i] = res.embeddings[j]
+            else:
+                skipped.append((unique[i].path, f"{err.reason_code}: {err.reason}"))
+    keep = [i for i in range(len(unique)) if emb[i] is not None]
+    if not keep:
+        raise PoolError(f"no candidate could be embedded ({len(skipped)} skipped, e.g. {skipped[0][1]})")
+    if skipped:
+        log.warning("%d input(s) skipped as unreadable, e.g. %s: %s", len(skipped), *skipped[0])
+    kept = [unique[i] for i in keep]
+    x = np.stack([np.asarray(emb[i], dtype=np.float32) for i in keep])
+    if x.shape[1] != detector.dim_:
+        raise PoolError(f"embeddings have {x.shape[1]} dimensions, the detector expects {detector.dim_}")
+    return score_pool(
+        detector,
+        x,
+        ids=[c.sha256[:16] for c in kept],
+        paths=[c.path for c in kept],
+        sha256=[c.sha256 for c in kept],
+        sources=[tuple(provenance[i]) for i in keep],
+        timestamps=[c.timestamp for c in kept],
+        skipped=skipped,
+    )

@@ -1,0 +1,631 @@
+"""Select what to label under a budget: the images of a :class:`~novelty.flywheel.pools.Pool` that teach the
+model most, each with the reason it was chosen.
+
+    pool = build_pool(det, ["results.parquet", "inbox/"], flags="novelty-flags", images_dir="sel/images")
+    sel = select(pool, budget=50, strategy="hybrid", seed=0)
+    sel.save("sel/selection.json"); sel = Selection.load("sel/selection.json")
+    sel.items[0].reason    # 'p=0.0075, novel; head sure (p(dry)=0.97); hybrid score 0.98 …; farthest … (d=0.31)'
+
+Strategies (every one deterministic in ``seed``):
+
+``random``
+    a uniform sample of the pool (the baseline every other strategy must beat).
+``novelty``
+    lowest p-value first; ties (the most novel images share the smallest p-value a calibration set can give)
+    broken by the raw score (higher = more novel), then by ``seed``.
+``uncertainty``
+    the condition head's least confidence, ``1 − max p`` (or ``measure="margin"``: ``1 − (p₁ − p₂)``), highest
+    first; refused for a detector without a head. On novel images a head is often wrong *and* sure, which
+    is why this strategy alone misses them.
+``diversity``
+    greedy k-center on the L2-normalised embeddings (cosine distance ``1 − cos``): each step takes the candidate
+    farthest from everything already covered. Coverage starts from the training data: each candidate's
+    distance to its nearest training embedding (the detector's FAISS index, ``pool.train_distance``) counts as
+    a centre already chosen, so the first picks are what the training data lacks most. Near-duplicates are
+    removed by ``radius``: a candidate within ``radius`` of an image already chosen is skipped (so a budget
+    may end unspent when the pool holds fewer distinct images; a warning says so).
+``hybrid``
+    novel *and* uncertain, then diversified: ``h = w_n · r_novelty + w_u · r_uncertainty`` with ``r`` the
+    rank of each image in the pool scaled to [0, 1] (1 = most novel / most uncertain; ties share their mean
+    rank), the top ``oversample × budget`` images by ``h`` are kept, and greedy k-center (with the training
+    coverage and ``radius`` as above) picks ``budget`` of them. Defaults: :data:`DEFAULT_WEIGHTS` (``w_n``
+    0.75, ``w_u`` 0.25) and :data:`DEFAULT_OVERSAMPLE` (4), chosen on the windshield flywheel benchmark
+    (``benchmarks/flywheel.py``) on tuning seeds apart from the reported ones: ranks by novelty carry most of
+    the signal there, because the head is confidently wrong on the conditions it never saw (uncertainty alone
+    misses them), while a quarter of weight on uncertainty finds the frames near the head's boundary; an
+    oversample of 4 leaves k-center enough room to spread the labels over conditions and severities without
+    drifting into the pool's less novel part. The numbers are in ``benchmarks/RESULTS.md`` ("Flywheel").
+    Without a head, ``hybrid`` ranks by novelty alone (with a warning).
+
+Every :class:`SelectedItem` carries a human-readable ``reason`` ("p=0.001, novel; head uncertain
+(p(wet)=0.52); farthest from the training data and the chosen set (d=0.31)") and the numbers behind it
+(``scores``). A budget larger than the pool selects the whole pool, with a warning.
+
+``selection.json`` (the flywheel's shared format)::
+
+    {"format": "novelty-selection", "format_version": 1, "created": ISO, "strategy", "budget", "seed",
+     "weights": {...}, "detector_id", "model_version", "classes": [...], "alpha",
+     "items": [{"id", "path", "sha256", "source", "rank", "reason", "p_value", "novelty", "is_novel",
+                "prediction", "probability", "uncertainty", "timestamp", "sources", "scores"}],
+     "radius", "pool": {"n", "n_skipped"}}
+
+``sources`` (every place the image was found) and ``scores`` (the strategy's numbers), ``radius`` and
+``pool`` are additions that readers may ignore; :meth:`Selection.load` checks every field it reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from novelty.errors import InvalidInputError, NoveltyError, UnknownNameError
+from novelty.fileio import atomic_write_text, read_regular_file
+from novelty.flywheel.pools import Pool, PoolError, build_pool
+from novelty.params import check_int, check_real
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_OVERSAMPLE",
+    "DEFAULT_RADIUS",
+    "DEFAULT_WEIGHTS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "STRATEGIES",
+    "UNCERTAINTY_MEASURES",
+    "Pool",
+    "PoolError",
+    "SelectedItem",
+    "Selection",
+    "SelectionError",
+    "build_pool",
+    "k_center",
+    "select",
+    "uncertainty_scores",
+]
+
+FORMAT = "novelty-selection"
+FORMAT_VERSION = 1
+STRATEGIES: tuple[str, ...] = ("random", "novelty", "uncertainty", "diversity", "hybrid")
+UNCERTAINTY_MEASURES: tuple[str, ...] = ("least-confidence", "margin")
+#: hybrid: weights of the novelty rank and the uncertainty rank (see the module docstring)
+DEFAULT_WEIGHTS: dict[str, float] = {"novelty": 0.75, "uncertainty": 0.25}
+#: hybrid: k-center chooses among the top ``oversample × budget`` images by the weighted rank
+DEFAULT_OVERSAMPLE = 4.0
+#: diversity and hybrid: candidates within this cosine distance (1 − cos) of a chosen image are skipped
+DEFAULT_RADIUS = 0.01
+#: in reasons, the head is "uncertain" below this probability of its answer (the auto-accept threshold)
+SURE = 0.9
+
+
+class SelectionError(NoveltyError):
+    """A selection cannot be made, read or written (the message names the file or the reason)."""
+
+
+# --- the result -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SelectedItem:
+    """One chosen image: where it is, why it was chosen (``reason``) and its scores."""
+
+    id: str
+    path: str
+    sha256: str
+    source: str
+    rank: int  # 1 = chosen first
+    reason: str
+    p_value: float
+    novelty: float
+    is_novel: bool
+    prediction: str | None = None
+    probability: float | None = None
+    uncertainty: float | None = None
+    timestamp: str | None = None
+    sources: tuple[str, ...] = ()
+    scores: Mapping[str, float | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "sha256": self.sha256,
+            "source": self.source,
+            "rank": self.rank,
+            "reason": self.reason,
+            "p_value": self.p_value,
+            "novelty": self.novelty,
+            "is_novel": self.is_novel,
+            "prediction": self.prediction,
+            "probability": self.probability,
+            "uncertainty": self.uncertainty,
+            "timestamp": self.timestamp,
+            "sources": list(self.sources),
+            "scores": dict(self.scores),
+        }
+
+
+@dataclass
+class Selection:
+    """The images chosen from a pool, in the order they were chosen, with what chose them."""
+
+    strategy: str
+    budget: int
+    seed: int
+    weights: dict[str, float]
+    detector_id: str
+    model_version: str
+    classes: list[Any]
+    alpha: float
+    items: list[SelectedItem]
+    created: str = ""
+    radius: float | None = None
+    pool_size: int | None = None
+    n_skipped: int | None = None
+    positions: list[int] = field(default_factory=list, repr=False)  # rows of the pool (not saved)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": self.created,
+            "strategy": self.strategy,
+            "budget": self.budget,
+            "seed": self.seed,
+            "weights": dict(self.weights),
+            "detector_id": self.detector_id,
+            "model_version": self.model_version,
+            "classes": list(self.classes),
+            "alpha": self.alpha,
+            "radius": self.radius,
+            "pool": {"n": self.pool_size, "n_skipped": self.n_skipped},
+            "items": [it.to_json() for it in self.items],
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``selection.json`` atomically (complete or absent) and return its path."""
+        p = Path(path)
+        if p.is_dir():
+            raise SelectionError(
+                f"{p} is a directory; give the selection file to write, e.g. {p}/selection.json"
+            )
+        p.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.to_json(), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+        return atomic_write_text(p, text)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Selection:
+        """Read and check a ``selection.json``; :class:`SelectionError` names the file and what is wrong."""
+        p = Path(path)
+        try:
+            raw = read_regular_file(p)
+        except FileNotFoundError:
+            raise SelectionError(f"{p}: no such selection file") from None
+        except OSError as e:
+            raise SelectionError(f"{p}: cannot be read ({e.strerror or e})") from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise SelectionError(f"{p}: not a selection file (not UTF-8 JSON: {e})") from None
+        return cls.from_json(data, source=str(p))
+
+    @classmethod
+    def from_json(cls, data: Any, *, source: str = "selection") -> Selection:
+        def bad(what: str) -> SelectionError:
+            return SelectionError(f"{source}: {what}")
+
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise bad(f"not a selection file (format {got!r}, expected {FORMAT!r})")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise bad(
+                f"format_version {data.get('format_version')!r} is not supported (this novelty reads "
+                f"{FORMAT_VERSION}); select again with this version"
+            )
+        r = _Reader(data, bad)
+        strategy = r.text("strategy")
+        if strategy not in STRATEGIES:
+            raise bad(f"unknown strategy {strategy!r}")
+        weights = data.get("weights")
+        if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and _is_number(v) for k, v in weights.items()
+        ):
+            raise bad(f"'weights' must map names to numbers, got {weights!r}")
+        classes = data.get("classes")
+        if not isinstance(classes, list) or not all(isinstance(c, (str, int)) for c in classes):
+            raise bad(f"'classes' must be a list of class names, got {classes!r}")
+        raw_items = data.get("items")
+        if not isinstance(raw_items, list):
+            raise bad("'items' must be a list")
+        items = [_item_from_json(it, i, bad) for i, it in enumerate(raw_items)]
+        ids = [it.id for it in items]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise bad(f"item id {dup!r} appears more than once")
+        if sorted(it.rank for it in items) != list(range(1, len(items) + 1)):
+            raise bad("item ranks must be 1..n, each once")
+        pool_info = data.get("pool")
+        pool: dict[str, Any] = pool_info if isinstance(pool_info, dict) else {}
+        radius = data.get("radius")
+        return cls(
+            strategy=strategy,
+            budget=r.integer("budget", minimum=1),
+            seed=r.integer("seed", minimum=0),
+            weights={k: float(v) for k, v in weights.items()},
+            detector_id=r.text("detector_id"),
+            model_version=r.text("model_version"),
+            classes=list(classes),
+            alpha=r.number("alpha"),
+            items=sorted(items, key=lambda it: it.rank),
+            created=r.text("created"),
+            radius=float(radius) if radius is not None and _is_number(radius) else None,
+            pool_size=pool.get("n") if isinstance(pool.get("n"), int) else None,
+            n_skipped=pool.get("n_skipped") if isinstance(pool.get("n_skipped"), int) else None,
+        )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Reader:
+    """Typed access to the fields of one JSON object, with errors that name the field."""
+
+    def __init__(self, data: dict[str, Any], bad: Any, where: str = "") -> None:
+        self.data, self.bad, self.where = data, bad, where
+
+    def _get(self, key: str) -> Any:
+        if key not in self.data:
+            raise self.bad(f"{self.where}missing field {key!r}")
+        return self.data[key]
+
+    def text(self, key: str, *, optional: bool = False) -> Any:
+        v = self._get(key) if not optional else self.data.get(key)
+        if optional and v is None:
+            return None
+        if not isinstance(v, str):
+            raise self.bad(f"{self.where}{key!r} must be a string, got {v!r}")
+        return v
+
+    def integer(self, key: str, *, minimum: int = 0) -> int:
+        v = self._get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise self.bad(f"{self.where}{key!r} must be an integer ≥ {minimum}, got {v!r}")
+        return v
+
+    def number(self, key: str, *, optional: bool = False) -> Any:
+        v = self._get(key) if not optional else self.data.get(key)
+        if optional and v is None:
+            return None
+        if v is None or not _is_number(v):
+            raise self.bad(f"{self.where}{key!r} must be a finite number, got {v!r}")
+        return float(v)
+
+
+def _item_from_json(it: Any, i: int, bad: Any) -> SelectedItem:
+    if not isinstance(it, dict):
+        raise bad(f"items[{i}] must be an object")
+    r = _Reader(it, bad, f"items[{i}]: ")
+    is_novel = r._get("is_novel")
+    if not isinstance(is_novel, bool):
+        raise bad(f"items[{i}]: 'is_novel' must be true or false, got {is_novel!r}")
+    path = r.text("path")
+    if not os.path.isabs(path):
+        raise bad(f"items[{i}]: 'path' must be absolute, got {path!r}")
+    sha = r.text("sha256")
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise bad(f"items[{i}]: 'sha256' must be 64 lower-case hex digits, got {sha!r}")
+    sources = it.get("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        raise bad(f"items[{i}]: 'sources' must be a list of strings")
+    scores = it.get("scores", {})
+    if not isinstance(scores, dict) or not all(v is None or _is_number(v) for v in scores.values()):
+        raise bad(f"items[{i}]: 'scores' must map names to numbers")
+    p_value = r.number("p_value")
+    return SelectedItem(
+        id=r.text("id"),
+        path=path,
+        sha256=sha,
+        source=r.text("source"),
+        rank=r.integer("rank", minimum=1),
+        reason=r.text("reason"),
+        p_value=p_value,
+        novelty=r.number("novelty"),
+        is_novel=is_novel,
+        prediction=r.text("prediction", optional=True),
+        probability=r.number("probability", optional=True),
+        uncertainty=r.number("uncertainty", optional=True),
+        timestamp=r.text("timestamp", optional=True),
+        sources=tuple(sources),
+        scores={str(k): (None if v is None else float(v)) for k, v in scores.items()},
+    )
+
+
+# --- the strategies ---------------------------------------------------------------------------------------
+def uncertainty_scores(pool: Pool, measure: str = "least-confidence") -> np.ndarray:
+    """The head's uncertainty per image: ``1 − max p`` (least confidence) or ``1 − (p₁ − p₂)`` (margin);
+    :class:`SelectionError` when the detector that scored the pool has no head."""
+    if measure not in UNCERTAINTY_MEASURES:
+        raise UnknownNameError(
+            f"unknown uncertainty measure {measure!r}; use one of {', '.join(UNCERTAINTY_MEASURES)}"
+        )
+    if pool.probabilities is None:
+        raise SelectionError(
+            "uncertainty needs the detector's condition head, and this detector has none: fit it with labels "
+            "(novelty fit --labels), or choose --strategy novelty, diversity or random"
+        )
+    p = np.sort(pool.probabilities, axis=1)
+    if measure == "margin" and p.shape[1] >= 2:
+        return 1.0 - (p[:, -1] - p[:, -2])
+    return 1.0 - p[:, -1]
+
+
+def _scaled_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks of ``values`` scaled to [0, 1] (1 = largest), ties sharing their mean rank."""
+    n = values.shape[0]
+    if n == 1:
+        return np.ones(1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    mean_rank = starts + (counts - 1) / 2.0  # 0-based, ascending
+    return mean_rank[inverse] / (n - 1)
+
+
+def _novelty_key(pool: Pool) -> np.ndarray:
+    """A value per image that orders by novelty: lowest p-value first, then the highest raw score."""
+    p = np.nan_to_num(pool.p_value, nan=1.0)
+    s = np.nan_to_num(pool.score, nan=-np.inf)
+    order = np.lexsort((-s, p))  # most novel first
+    key = np.empty(len(pool))
+    key[order] = np.arange(len(pool))[::-1]  # larger = more novel
+    # equal (p, score) pairs share a key
+    same = np.zeros(len(pool), dtype=bool)
+    same[1:] = (p[order][1:] == p[order][:-1]) & (s[order][1:] == s[order][:-1])
+    for j in np.flatnonzero(same):
+        key[order[j]] = key[order[j - 1]]
+    return key
+
+
+def _order(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Positions by ``values``, largest first; ties in a random order drawn from ``rng``."""
+    tiebreak = rng.permutation(values.shape[0])
+    return np.lexsort((tiebreak, -values))
+
+
+def k_center(
+    embeddings: np.ndarray,
+    budget: int,
+    *,
+    covered: np.ndarray | None = None,
+    radius: float = 0.0,
+    priority: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy k-center on L2-normalised ``embeddings`` with cosine distance ``1 − cos``.
+
+    ``covered``: each point's distance to centres chosen before (the training data); ``None`` → nothing is
+    covered and the first pick is the best by ``priority``. Each step picks the point farthest from every
+    centre (ties: lowest ``priority``, default a random order from ``seed``) and skips from then on every point
+    within ``radius`` of a picked one. Returns ``(positions, distances)``: the picks in order and each one's
+    distance to the nearest centre when it was picked (``inf`` for an uncovered first pick). Stops early when
+    every point left lies within ``radius`` of a pick.
+    """
+    raw = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n = raw.shape[0]
+    norms = np.linalg.norm(raw, axis=1, keepdims=True)
+    x = (raw / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    if priority is None:
+        priority = np.random.default_rng(seed).permutation(n).astype(np.float64)
+    prio = np.asarray(priority, dtype=np.float64)
+    d_min = np.full(n, np.inf) if covered is None else np.asarray(covered, dtype=np.float64).copy()
+    alive = np.ones(n, dtype=bool)
+    picks: list[int] = []
+    dists: list[float] = []
+    for _ in range(min(budget, n)):
+        if not alive.any():
+            break
+        best = d_min[alive].max()
+        tied = np.flatnonzero(alive & (d_min == best))
+        i = int(tied[np.argmin(prio[tied])])
+        picks.append(i)
+        dists.append(float(best))
+        d_new = np.clip(1.0 - x @ x[i], 0.0, 2.0).astype(np.float64)
+        d_min = np.minimum(d_min, d_new)
+        alive &= d_new > radius
+        alive[i] = False
+    return np.asarray(picks, dtype=np.int64), np.asarray(dists)
+
+
+# --- select -----------------------------------------------------------------------------------------------
+def _check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    if weights is None:
+        return dict(DEFAULT_WEIGHTS)
+    if not isinstance(weights, Mapping):
+        raise InvalidInputError(f"weights must be a mapping such as {DEFAULT_WEIGHTS}, got {weights!r}")
+    unknown = sorted(set(weights) - set(DEFAULT_WEIGHTS))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown weight(s) {', '.join(map(str, unknown))}; hybrid weighs {', '.join(DEFAULT_WEIGHTS)}"
+        )
+    out = {k: check_real(weights.get(k, 0.0), f"weight {k!r}", low=0.0) for k in DEFAULT_WEIGHTS}
+    if sum(out.values()) <= 0:
+        raise InvalidInputError(f"at least one hybrid weight must be positive, got {out}")
+    return out
+
+
+def select(
+    pool: Pool,
+    budget: int,
+    strategy: str = "hybrid",
+    *,
+    seed: int = 0,
+    radius: float = DEFAULT_RADIUS,
+    weights: Mapping[str, float] | None = None,
+    oversample: float = DEFAULT_OVERSAMPLE,
+    measure: str = "least-confidence",
+    model_version: str | None = None,
+) -> Selection:
+    """Choose ``budget`` images of ``pool`` with ``strategy`` (see the module docstring)."""
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise UnknownNameError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    budget = check_int(budget, "budget", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    radius = check_real(radius, "radius", low=0.0, high=2.0)
+    oversample = check_real(oversample, "oversample", low=1.0)
+    if measure not in UNCERTAINTY_MEASURES:
+        raise UnknownNameError(
+            f"unknown uncertainty measure {measure!r}; use one of {', '.join(UNCERTAINTY_MEASURES)}"
+        )
+    w = _check_weights(weights) if strategy == "hybrid" else {}
+    n = len(pool)
+    if n == 0:
+        raise SelectionError("the pool is empty: nothing to select")
+    if budget > n:
+        warnings.warn(
+            f"budget {budget} exceeds the pool ({n} images): every image is selected",
+            UserWarning,
+            stacklevel=2,
+        )
+    take = min(budget, n)
+    rng = np.random.default_rng(seed)
+    # refused here without a head for "uncertainty"; for the others only reported when there is one
+    unc = uncertainty_scores(pool, measure) if strategy == "uncertainty" or pool.has_head else None
+    nov_key = _novelty_key(pool)
+    per_item: dict[str, np.ndarray] = {}
+    what: list[str] = []
+    distances: np.ndarray | None = None
+
+    if strategy == "random":
+        picks = rng.permutation(n)[:take]
+        what = [f"drawn at random (seed {seed})"] * take
+    elif strategy == "novelty":
+        picks = _order(nov_key, rng)[:take]
+        what = [f"novelty rank {r + 1} of {n}" for r in range(take)]
+    elif strategy == "uncertainty" and unc is not None:
+        picks = _order(unc, rng)[:take]
+        what = [f"uncertainty rank {r + 1} of {n}" for r in range(take)]
+    elif strategy == "diversity":
+        picks, distances = k_center(
+            pool.embeddings, take, covered=pool.train_distance, radius=radius, seed=seed
+        )
+        what = [_farthest(d, pool.train_distance is not None) for d in distances]
+    else:  # hybrid
+        r_n = _scaled_ranks(nov_key)
+        if unc is None:
+            warnings.warn(
+                "the detector has no condition head: hybrid ranks by novelty alone", UserWarning, stacklevel=2
+            )
+            h = r_n
+            r_u = None
+        else:
+            r_u = _scaled_ranks(unc)
+            total = w["novelty"] + w["uncertainty"]
+            h = (w["novelty"] * r_n + w["uncertainty"] * r_u) / total
+        m = min(n, max(take, math.ceil(oversample * take)))
+        top = _order(h, rng)[:m]
+        prio = np.arange(m, dtype=np.float64)  # the best by h first on ties
+        cov = None if pool.train_distance is None else pool.train_distance[top]
+        local, distances = k_center(pool.embeddings[top], take, covered=cov, radius=radius, priority=prio)
+        picks = top[local]
+        per_item["hybrid"] = h
+        per_item["novelty_rank"] = r_n
+        if r_u is not None:
+            per_item["uncertainty_rank"] = r_u
+        what = [
+            f"hybrid score {h[i]:.2f} (top {m} of {n} by novelty and uncertainty); "
+            + _farthest(d, pool.train_distance is not None)
+            for i, d in zip(picks.tolist(), distances, strict=True)
+        ]
+    if len(picks) < take:
+        warnings.warn(
+            f"only {len(picks)} of the {take} images asked for were selected: the rest of the pool lies within "
+            f"radius={radius:g} of an image already chosen (near-duplicates); lower --radius to take them",
+            UserWarning,
+            stacklevel=2,
+        )
+    items = []
+    proba = pool.probability
+    for rank, (i, why) in enumerate(zip(picks.tolist(), what, strict=True), start=1):
+        scores: dict[str, float | None] = {k: float(v[i]) for k, v in per_item.items()}
+        if pool.train_distance is not None:
+            scores["train_distance"] = float(pool.train_distance[i])
+        if distances is not None:
+            d = float(distances[rank - 1])
+            scores["distance"] = d if math.isfinite(d) else None
+        scores["score"] = float(pool.score[i]) if math.isfinite(pool.score[i]) else None
+        pred = None if pool.predictions is None else pool.predictions[i]
+        prob = None if proba is None else float(proba[i])
+        items.append(
+            SelectedItem(
+                id=pool.ids[i],
+                path=pool.paths[i],
+                sha256=pool.sha256[i],
+                source=pool.source[i],
+                rank=rank,
+                reason=_reason(pool, i, why, pred, prob),
+                p_value=float(pool.p_value[i]),
+                novelty=float(pool.novelty[i]),
+                is_novel=bool(pool.is_novel[i]),
+                prediction=None if pred is None else str(pred),
+                probability=prob,
+                uncertainty=None if unc is None else float(unc[i]),
+                timestamp=pool.timestamps[i],
+                sources=tuple(pool.sources[i]),
+                scores=scores,
+            )
+        )
+    if strategy == "hybrid":
+        w = {**w, "oversample": float(oversample)}
+    return Selection(
+        strategy=strategy,
+        budget=budget,
+        seed=seed,
+        weights=w,
+        detector_id=pool.detector_id,
+        model_version=model_version or pool.detector_id,
+        classes=[str(c) for c in pool.classes],
+        alpha=float(pool.alpha),
+        items=items,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        radius=radius if strategy in ("diversity", "hybrid") else None,
+        pool_size=n,
+        n_skipped=pool.n_skipped,
+        positions=[int(i) for i in picks],
+    )
+
+
+def _farthest(d: float, covered: bool) -> str:
+    if not math.isfinite(d):
+        return "first centre (nothing covered yet)"
+    where = "the training data and the chosen set" if covered else "the chosen set"
+    return f"farthest from {where} (d={d:.2f})"
+
+
+def _reason(pool: Pool, i: int, why: str, pred: Any, prob: float | None) -> str:
+    p = float(pool.p_value[i])
+    parts = [f"p={p:.2g}, {'novel' if pool.is_novel[i] else 'not novel'}"]
+    if pred is not None and prob is not None:
+        parts.append(f"head {'sure' if prob >= SURE else 'uncertain'} (p({pred})={prob:.2f})")
+    parts.append(why)
+    return "; ".join(parts)
+
+
+def describe(sel: Selection, limit: int = 20) -> str:
+    """A short table of a selection: rank, id, reason (the first ``limit`` items)."""
+    lines = [f"{'rank':>4}  {'id':<16}  reason"]
+    for it in sel.items[:limit]:
+        lines.append(f"{it.rank:>4}  {it.id:<16}  {it.reason}")
+    if len(sel.items) > limit:
+        lines.append(f"      … {len(sel.items) - limit} more")
+    return "\n".join(lines)
