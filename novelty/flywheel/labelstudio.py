@@ -24,7 +24,8 @@ from typing import Any
 
 from novelty.errors import InvalidInputError
 from novelty.fileio import read_regular_file
-from novelty.flywheel.labelling import LabelImportError, LabelRow, LabelsRead, SelectedImage
+from novelty.flywheel.labelimport import LabelImportError, LabelRow, LabelsRead
+from novelty.flywheel.selected import SelectedImage
 
 __all__ = [
     "FROM_NAME",

@@ -1,0 +1,249 @@
+"""``novelty export``, ``novelty import-labels`` and ``novelty dataset``: labelling and the labelled dataset.
+
+novelty export SELECTION --format label-studio|cvat|csv --out DIR [--dataset DS] [--document-root DIR]
+               [--auto-accept [--auto-min-p P] [--auto-min-prob Q]]
+novelty import-labels DATASET FILE --selection SELECTION [--format auto|label-studio|csv|cvat]
+               [--labeller NAME] [--condition NAME]
+novelty dataset create DATASET --classes a,b
+novelty dataset add-csv DATASET labels.csv [--source train] [--labeller NAME]
+novelty dataset add-classes DATASET --classes c
+novelty dataset show DATASET [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+__all__ = ["COMMANDS", "add_parsers", "run"]
+
+COMMANDS: tuple[str, ...] = ("export", "import-labels", "dataset")
+
+_AUTO_HELP = """assisted labelling (--auto-accept): an image whose p-value is ≥ --auto-min-p (default: the selection's
+alpha, i.e. not novel) AND whose head probability is ≥ --auto-min-prob (default 0.9) gets the head's prediction as
+its label (labeller model:<model_version>) without a human; it goes into --dataset, or into DIR/auto_labels.csv to
+import later, and is not sent to the tool"""
+
+
+def _classes(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give class names separated by commas, e.g. dry,wet")
+    return names
+
+
+def _unit(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return v
+
+
+def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
+    e = sub.add_parser(
+        "export",
+        help="export a selection to a labelling tool (Label Studio, CVAT, CSV)",
+        description="Write the selected images for a labelling tool: Label Studio tasks (local-file URLs, the "
+        "head's answer as a pre-annotation with model_version and the novelty score) and labelling config; "
+        "CVAT for images 1.1 XML with tag pre-annotations and the image list; or a CSV with an empty label "
+        "column. DIR/export.json records what was written.",
+        epilog=f"{_AUTO_HELP}\n\n{epilog}",
+        formatter_class=fmt,
+    )
+    e.add_argument("selection", metavar="SELECTION", help="selection.json written by `novelty select`")
+    e.add_argument("--format", default="label-studio", choices=("label-studio", "cvat", "csv"))
+    e.add_argument("--out", required=True, metavar="DIR", help="folder to write the export into")
+    e.add_argument(
+        "--dataset",
+        metavar="DS",
+        help="the labelled dataset: images it already labels are left out; auto-accepted labels go into it",
+    )
+    e.add_argument(
+        "--classes",
+        type=_classes,
+        metavar="A,B",
+        help="classes to label with (default: the head's, else the dataset's)",
+    )
+    e.add_argument(
+        "--document-root",
+        metavar="DIR",
+        help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the parent of the images' common "
+        "folder, which becomes the project's local-files storage path)",
+    )
+    e.add_argument(
+        "--auto-accept", action="store_true", help="accept the head's confident in-distribution answers"
+    )
+    e.add_argument(
+        "--auto-min-p", type=_unit, default=None, metavar="P", help="default: the selection's alpha"
+    )
+    e.add_argument("--auto-min-prob", type=_unit, default=0.9, metavar="Q", help="default: %(default)s")
+
+    i = sub.add_parser(
+        "import-labels",
+        help="import finished labels (Label Studio JSON export, CSV, CVAT XML) into a labelled dataset",
+        description="Match each label to its selection item and add all of them to the dataset as one new version, "
+        "or nothing: unknown files, unknown classes, conflicting labels for one image and duplicates are reported "
+        "together. Images without a label are counted as unlabelled.",
+        epilog=epilog,
+        formatter_class=fmt,
+    )
+    i.add_argument("dataset", metavar="DATASET", help="the labelled dataset directory")
+    i.add_argument("file", metavar="FILE", help="the labels: Label Studio JSON export, CSV, or CVAT XML")
+    i.add_argument(
+        "--selection", required=True, metavar="SELECTION", help="the selection.json that was exported"
+    )
+    i.add_argument("--format", default="auto", choices=("auto", "label-studio", "csv", "cvat"))
+    i.add_argument(
+        "--labeller",
+        metavar="NAME",
+        help="who labelled (human:NAME), for every label; default: from the file (Label Studio's user)",
+    )
+    i.add_argument("--condition", metavar="NAME", help="condition for images that have none (e.g. tunnel)")
+    i.add_argument("--note", default="", help="a note for the new version")
+
+    d = sub.add_parser(
+        "dataset",
+        help="create, fill and show a labelled dataset",
+        description="The labelled dataset: a versioned, append-only directory (dataset.json + entries.jsonl).",
+        epilog=epilog,
+        formatter_class=fmt,
+    )
+    dsub = d.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    c = dsub.add_parser("create", help="create an empty dataset with fixed classes")
+    c.add_argument("dataset", metavar="DATASET")
+    c.add_argument("--classes", type=_classes, required=True, metavar="A,B")
+    a = dsub.add_parser(
+        "add-csv",
+        help="add labelled images from a CSV (path,label[,group,condition]); each file is hashed",
+        description="Add an initial training set: a UTF-8 CSV with columns path and label, optional group, condition, "
+        "id, labeller. Relative paths are taken from the CSV's folder.",
+    )
+    a.add_argument("dataset", metavar="DATASET")
+    a.add_argument("csv", metavar="CSV")
+    a.add_argument("--source", default="train", help="where the images came from (default: %(default)s)")
+    a.add_argument("--labeller", default=None, metavar="NAME", help="for rows without a labeller column")
+    a.add_argument("--note", default="")
+    k = dsub.add_parser("add-classes", help="add classes (a new version)")
+    k.add_argument("dataset", metavar="DATASET")
+    k.add_argument("--classes", type=_classes, required=True, metavar="A,B")
+    s = dsub.add_parser("show", help="classes, versions and counts per class")
+    s.add_argument("dataset", metavar="DATASET")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "export":
+        return _export(args)
+    if args.command == "import-labels":
+        return _import(args)
+    return _dataset(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from novelty.flywheel.labelling import export_selection
+
+    if (args.auto_min_p is not None or args.auto_min_prob != 0.9) and not args.auto_accept:
+        from novelty.cli import UsageError
+
+        raise UsageError("--auto-min-p and --auto-min-prob only apply with --auto-accept")
+    res = export_selection(
+        args.selection,
+        args.out,
+        format=args.format,
+        classes=args.classes,
+        document_root=args.document_root,
+        auto_accept=args.auto_accept,
+        auto_min_p=args.auto_min_p,
+        auto_min_prob=args.auto_min_prob,
+        dataset=args.dataset,
+    )
+    print(
+        f"exported {res.n_exported} image(s) for {res.format} to {res.out_dir}: {', '.join(f.name for f in res.files)}"
+    )
+    if res.n_already_labelled:
+        print(f"left out {res.n_already_labelled} image(s) the dataset already labels")
+    if args.auto_accept:
+        where = (
+            f"dataset version {res.auto_version}"
+            if res.auto_version is not None
+            else (str(res.auto_file) if res.auto_file else "nowhere (none qualified)")
+        )
+        print(f"auto-accepted {len(res.auto)} head answer(s) without a human → {where}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from novelty.flywheel.labelimport import import_labels
+
+    res = import_labels(
+        args.dataset,
+        args.file,
+        args.selection,
+        format=args.format,
+        labeller=args.labeller,
+        condition=args.condition,
+        note=args.note,
+    )
+    print(res.summary())
+    for label, n in res.counts().items():
+        print(f"  {label}: {n}")
+    return 0
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    from novelty.flywheel.dataset import Dataset
+
+    action = args.dataset_command
+    if action == "create":
+        ds = Dataset.create(args.dataset, args.classes)
+        print(f"created {ds.path} with classes {', '.join(ds.classes)}")
+        return 0
+    if action == "add-csv":
+        from novelty.flywheel.labelimport import entries_from_csv
+
+        ds = Dataset.open(args.dataset)  # a missing dataset fails before any file is hashed
+        entries = entries_from_csv(args.csv, source=args.source, labeller=args.labeller)
+        res = ds.add_entries(entries, source=f"csv:{args.csv}", note=args.note)
+        per = ", ".join(f"{k}: {v}" for k, v in res.counts().items()) or "none"
+        print(
+            f"version {res.version}: added {len(res.added)} ({per}); skipped {len(res.skipped)} already labelled so"
+        )
+        return 0
+    if action == "add-classes":
+        ds = Dataset.open(args.dataset)
+        version = ds.add_classes(args.classes)
+        print(f"version {version}: classes are now {', '.join(ds.classes)}")
+        return 0
+    ds = Dataset.open(args.dataset)
+    entries = ds.entries()
+    counts: dict[str, int] = {c: 0 for c in ds.classes}
+    for en in entries:
+        counts[en.label] += 1
+    n_auto = sum(en.auto for en in entries)
+    if args.json:
+        out = {
+            "path": str(ds.path),
+            "classes": ds.classes,
+            "latest_version": ds.latest_version,
+            "identity": ds.identity(),
+            "n": len(entries),
+            "n_auto": n_auto,
+            "counts": counts,
+            "versions": ds.versions,
+        }
+        print(json.dumps(out, indent=1, ensure_ascii=False))
+        return 0
+    print(
+        f"{ds.path}: {len(entries)} labelled image(s), version {ds.latest_version}, identity {ds.identity()[:16]}…"
+    )
+    print("classes: " + ", ".join(f"{c} ({n})" for c, n in counts.items()))
+    if n_auto:
+        print(f"auto-accepted (labeller model:…): {n_auto}")
+    for v in ds.versions:
+        note = f" — {v['note']}" if v["note"] else ""
+        print(f"  v{v['version']}  {v['created']}  +{v['n_added']:<6} {v['source']}{note}")
+    return 0

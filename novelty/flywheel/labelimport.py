@@ -1,0 +1,329 @@
+"""Import finished labels into the dataset: all of them as one version, or nothing.
+
+:func:`import_labels` reads a Label Studio JSON export (:mod:`novelty.flywheel.labelstudio`), a CSV (``id`` or
+``path``, ``label``, optional ``labeller``, ``group``, ``condition``, ``time``, ``sha256``) or a "CVAT for
+images 1.1" export (:mod:`novelty.flywheel.cvat`); matches each label to its selection item (by id, else by
+path), checks that the file still has the sha256 it was selected with, and adds everything through
+:meth:`~novelty.flywheel.dataset.Dataset.add_entries`. One error lists every problem — unknown files, unknown
+classes, conflicting labels for one image, duplicates — and nothing is written. An image without a label is
+counted as unlabelled, not imported. :func:`entries_from_csv` reads the CSV of an initial training set
+(path,label[,group,condition]).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from novelty.errors import InvalidInputError
+from novelty.fileio import read_regular_file, sha256_file
+from novelty.flywheel.dataset import MAX_LISTED, AddResult, Dataset, Entry, _listing, now_iso
+from novelty.flywheel.selected import SelectedImage, read_selection
+
+__all__ = [
+    "IMPORT_FORMATS",
+    "ImportResult",
+    "LabelImportError",
+    "LabelRow",
+    "LabelsRead",
+    "entries_from_csv",
+    "import_labels",
+    "read_labels",
+    "read_labels_csv",
+    "rows_to_entries",
+]
+
+IMPORT_FORMATS = ("auto", "label-studio", "csv", "cvat")
+
+
+class LabelImportError(InvalidInputError):
+    """A labels file cannot be read or does not fit the selection and the dataset (nothing was imported)."""
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One label read from a labelling tool's file, before it is matched to the selection.
+    ``where`` says where it came from (``tasks.json task 17``, ``labels.csv line 5``)."""
+
+    where: str
+    label: str
+    id: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    labeller: str | None = None
+    time: str | None = None
+    group: str | None = None
+    condition: str | None = None
+    name: str | None = None  # a file name to match when the path matches no item (CVAT names files by upload)
+
+
+@dataclass(frozen=True)
+class LabelsRead:
+    rows: list[LabelRow]
+    unlabelled: list[str]  # where each image without a label is (ids when known)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    version: int
+    added: tuple[Entry, ...]
+    skipped: tuple[Entry, ...]
+    unlabelled: tuple[str, ...]
+
+    def counts(self) -> dict[str, int]:
+        return AddResult(self.version, self.added, self.skipped).counts()
+
+    def summary(self) -> str:
+        per = ", ".join(f"{k}: {v}" for k, v in self.counts().items()) or "none"
+        head = (
+            f"version {self.version}: added {len(self.added)} ({per})"
+            if self.added
+            else f"nothing new (the dataset stays at version {self.version})"
+        )
+        return (
+            f"{head}; skipped {len(self.skipped)} already labelled so; {len(self.unlabelled)} unlabelled "
+            "(not imported)"
+        )
+
+
+_CSV_FIELDS = {"id", "path", "sha256", "label", "labeller", "group", "condition", "time"}
+
+
+def read_labels_csv(path: str | os.PathLike[str]) -> LabelsRead:
+    """Labels from a UTF-8 CSV: ``label`` and ``id`` or ``path`` columns; optional ``labeller``, ``group``,
+    ``condition``, ``time``, ``sha256`` (other columns, such as the export's scores, are ignored). A row with an
+    empty label is unlabelled."""
+    name = Path(path).name
+    try:
+        text = read_regular_file(path).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LabelImportError(
+            f"{path}: not UTF-8 text (byte at offset {e.start}); save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise LabelImportError(f"{path}: cannot read ({e})") from None
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        if "label" not in header or not ({"id", "path"} & set(header)):
+            raise LabelImportError(
+                f"{path}: a labels CSV needs a 'label' column and an 'id' or 'path' column; it has "
+                f"{', '.join(header) or 'none'}"
+            )
+        rows: list[LabelRow] = []
+        unlabelled: list[str] = []
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                raise LabelImportError(f"{path} line {line}: more fields than the header has")
+            vals = {k: (row.get(k) or "").strip() or None for k in _CSV_FIELDS}
+            if vals["id"] is None and vals["path"] is None:
+                raise LabelImportError(f"{path} line {line}: neither an id nor a path")
+            if vals["label"] is None:
+                unlabelled.append(vals["id"] or vals["path"] or f"line {line}")
+                continue
+            rows.append(
+                LabelRow(
+                    where=f"{name} line {line}",
+                    label=str(vals["label"]),
+                    id=vals["id"],
+                    path=vals["path"],
+                    sha256=vals["sha256"],
+                    labeller=vals["labeller"],
+                    time=vals["time"],
+                    group=vals["group"],
+                    condition=vals["condition"],
+                )
+            )
+    except csv.Error as e:
+        raise LabelImportError(f"{path}: not a readable CSV file ({e})") from None
+    return LabelsRead(rows, unlabelled)
+
+
+def _detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "label-studio"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix == ".xml":
+        return "cvat"
+    raise LabelImportError(f"{path}: cannot tell the format from the suffix {suffix!r}; give --format")
+
+
+def read_labels(path: str | os.PathLike[str], format: str = "auto") -> LabelsRead:
+    """The labels of a file in one of :data:`IMPORT_FORMATS` (``auto``: by suffix: .json, .csv, .xml)."""
+    p = Path(path)
+    if format not in IMPORT_FORMATS:
+        raise InvalidInputError(
+            f"unknown labels format {format!r}; choose one of {', '.join(IMPORT_FORMATS)}"
+        )
+    fmt = _detect_format(p) if format == "auto" else format
+    if fmt == "csv":
+        return read_labels_csv(p)
+    if fmt == "label-studio":
+        from novelty.flywheel import labelstudio
+
+        return labelstudio.read_export(p)
+    from novelty.flywheel import cvat
+
+    return cvat.read_annotations(p)
+
+
+def _labeller(value: str | None, given: str | None, *, override: bool = True) -> str:
+    """``"human:<name>"`` or ``"model:<version>"``: ``given`` overrides the file's ``value`` (or is only its
+    default with ``override=False``); a bare name is a human's."""
+    v = (given or value) if override else (value or given)
+    if not v:
+        return "human:unknown"
+    return v if v.startswith(("human:", "model:")) else f"human:{v}"
+
+
+def rows_to_entries(
+    rows: Sequence[LabelRow],
+    selection: Any,
+    *,
+    labeller: str | None = None,
+    condition: str | None = None,
+    verify_files: bool = True,
+) -> tuple[list[Entry], list[str]]:
+    """Match each row to its selection item (by id, else by path, else by sha256) and make its entry.
+
+    Returns the entries and the problems (unknown files, a sha256 that does not match the selection's, a file that
+    changed since it was selected); the caller decides (:func:`import_labels` refuses any problem).
+    ``labeller`` overrides the file's labeller; ``condition`` is the default for items that have none."""
+    sel = read_selection(selection)
+    by_sha: dict[str, SelectedImage] = {}
+    by_name: dict[str, list[SelectedImage]] = {}
+    for it in sel.items:
+        by_sha.setdefault(it.sha256, it)
+        by_name.setdefault(Path(it.path).name, []).append(it)
+    entries: list[Entry] = []
+    problems: list[str] = []
+    hashes: dict[str, str] = {}
+    for r in rows:
+        item = None
+        if r.id is not None:
+            item = sel.by_id(r.id)
+        if item is None and r.path is not None:
+            item = sel.by_path(r.path)
+        if item is None and r.name is not None and len(by_name.get(r.name, [])) == 1:
+            item = by_name[r.name][0]
+        if item is None and r.id is None and r.path is None and r.sha256 is not None:
+            item = by_sha.get(r.sha256)
+        if item is None:
+            what = r.id or r.path or r.sha256 or "?"
+            problems.append(
+                f"{r.where}: unknown file {what} (not in the selection {sel.path or ''})".rstrip()
+            )
+            continue
+        if r.sha256 is not None and r.sha256 != item.sha256:
+            problems.append(
+                f"{r.where}: sha256 {r.sha256[:12]}… does not match the selection's {item.sha256[:12]}… for {item.id}"
+            )
+            continue
+        if verify_files:
+            if item.path not in hashes:
+                try:
+                    hashes[item.path] = sha256_file(item.path)
+                except OSError as e:
+                    hashes[item.path] = f"unreadable: {e.strerror or e}"
+            if hashes[item.path] != item.sha256:
+                problems.append(
+                    f"{r.where}: {item.path} "
+                    + (
+                        hashes[item.path]
+                        if hashes[item.path].startswith("unreadable")
+                        else "changed since it was selected (its sha256 differs)"
+                    )
+                )
+                continue
+        entries.append(
+            Entry(
+                id=item.id,
+                sha256=item.sha256,
+                path=item.path,
+                label=r.label,
+                source=item.source or "selection",
+                labeller=_labeller(r.labeller, labeller),
+                time=r.time or now_iso(),
+                group=r.group or item.group,
+                condition=r.condition or item.condition or condition,
+                auto=_labeller(r.labeller, labeller).startswith("model:"),
+            )
+        )
+    return entries, problems
+
+
+def import_labels(
+    dataset: Dataset | str | os.PathLike[str],
+    file: str | os.PathLike[str],
+    selection: Any,
+    *,
+    format: str = "auto",
+    labeller: str | None = None,
+    condition: str | None = None,
+    note: str = "",
+) -> ImportResult:
+    """Import a labels file into ``dataset`` as one new version: all of it, or nothing (one error lists every
+    problem: unknown files, unknown classes, conflicting labels, duplicates)."""
+    ds = Dataset.open(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    read = read_labels(file, format)
+    entries, problems = rows_to_entries(read.rows, selection, labeller=labeller, condition=condition)
+    problems += ds.problems(entries)
+    if problems:
+        raise LabelImportError(
+            f"{file}: {len(problems)} problem(s), nothing imported into {ds.path}: {_listing(problems, MAX_LISTED)}"
+        )
+    res = ds.add_entries(entries, source=f"labels:{Path(file).name}", note=note)
+    return ImportResult(res.version, res.added, res.skipped, tuple(read.unlabelled))
+
+
+def entries_from_csv(
+    path: str | os.PathLike[str],
+    *,
+    source: str = "train",
+    labeller: str | None = None,
+) -> list[Entry]:
+    """Entries for an initial training set: a UTF-8 CSV with columns ``path``, ``label`` and optional ``group``,
+    ``condition``, ``id``, ``labeller``. Relative paths are taken from the CSV's folder; each file is hashed (every
+    missing or unreadable one is named in one error). ``id`` defaults to the file's sha256."""
+    csv_path = Path(path)
+    read = read_labels_csv(csv_path)
+    if any(r.path is None for r in read.rows):
+        raise LabelImportError(f"{csv_path}: every row needs a path (a 'path' column)")
+    if read.unlabelled:
+        raise LabelImportError(
+            f"{csv_path}: {len(read.unlabelled)} row(s) without a label, e.g. {read.unlabelled[:3]}; every image of a "
+            "training set needs one"
+        )
+    entries: list[Entry] = []
+    problems: list[str] = []
+    for r in read.rows:
+        p = Path(str(r.path))
+        full = p if p.is_absolute() else csv_path.parent / p
+        try:
+            e = Entry.from_file(
+                full,
+                r.label,
+                source=source,
+                labeller=_labeller(r.labeller, labeller, override=False),
+                id=r.id,
+                group=r.group,
+                condition=r.condition,
+                time=r.time,
+            )
+        except InvalidInputError as err:
+            problems.append(f"{r.where}: {err}")
+            continue
+        entries.append(e)
+    if problems:
+        raise LabelImportError(
+            f"{csv_path}: {len(problems)} unreadable image(s), nothing added: {_listing(problems)}"
+        )
+    return entries
