@@ -1,0 +1,508 @@
+"""The model registry on MLflow: the same verbs as the local registry, on an MLflow tracking store.
+
+``MlflowRegistry(tracking_uri, model_name)``:
+
+- ``register`` verifies the detector (every checksum and a full :func:`novelty.load`), saves it as an MLflow
+  **pyfunc** model (the detector directory is the model's artifact ``detector``; :class:`NoveltyModel` loads it with
+  :func:`novelty.load` and scores a DataFrame of image paths or bytes), logs it in a run of the experiment
+  ``novelty-registry`` with the training record, and registers it as a new version of ``model_name`` with the
+  tags ``artifact_id`` and ``config_hash``. The model is saved as *code* (a two-line script that builds
+  :class:`NoveltyModel`), so nothing is pickled.
+- ``promote`` / ``rollback`` move the model-version alias ``champion`` (``challenger`` is set by ``register``);
+  ``promote`` refuses without a passing comparison exactly as the local registry does.
+- The history is an event log kept as tags of the registered model, one tag per event
+  (``novelty.event.<time ns>.<random>`` → the event as JSON); rollback walks back through it.
+- ``download(alias)`` fetches a version's detector directory and verifies it.
+
+Loading back: ``mlflow.pyfunc.load_model("models:/NAME@champion").predict(pd.DataFrame({"image": paths}))``.
+
+MLflow has no lock across clients: an alias is set in one store update, and two concurrent promotes both succeed
+(the later wins; both are in the history). Use the local registry where promotes can race.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
+
+from novelty.artifact import read_artifact
+from novelty.errors import ArtifactError
+from novelty.flywheel.registry import (
+    CHALLENGER,
+    CHAMPION,
+    AliasError,
+    Change,
+    Event,
+    PromotionRefusedError,
+    RegistryError,
+    RegistryNotFoundError,
+    RollbackError,
+    UnknownVersionError,
+    VersionInfo,
+    _check_alias_name,
+    _now,
+    _user,
+    check_loads,
+    check_record,
+    read_comparison,
+    refusal,
+    verify_detector,
+)
+
+__all__ = ["EXPERIMENT", "MlflowRegistry", "NoveltyModel"]
+
+log = logging.getLogger("novelty.flywheel.mlflow")
+
+EXPERIMENT = "novelty-registry"
+EVENT_PREFIX = "novelty.event."
+DETECTOR_ARTIFACT = "detector"
+MODEL_PATH = "model"
+
+#: the model-as-code script saved with every version: builds the wrapper, pickles nothing
+_MODEL_CODE = """\
+import mlflow.models
+
+from novelty.flywheel.mlflow_registry import NoveltyModel
+
+mlflow.models.set_model(NoveltyModel())
+"""
+
+
+class NoveltyModel(PythonModel):
+    """A saved novelty detector as an MLflow pyfunc model.
+
+    ``predict`` takes a DataFrame with a column ``image`` (else the first column) of image paths or encoded
+    image bytes and returns one row per input: ``p_value``, ``novelty`` (= 1 - p_value; higher = more novel),
+    ``is_novel`` (p_value < alpha), ``score``, ``prediction`` and ``probability`` (when the detector has a
+    head, else None) and ``error`` (the reason an input could not be read, else None).
+    """
+
+    def load_context(self, context: Any) -> None:
+        import novelty
+
+        self.detector = novelty.load(context.artifacts[DETECTOR_ARTIFACT])
+
+    # no type hints: MLflow would turn them into a schema that rejects bytes beside paths
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if df.shape[1] == 0:
+            raise RegistryError("the input DataFrame has no column; give image paths or bytes in 'image'")
+        column = "image" if "image" in df.columns else df.columns[0]
+        images = df[column].tolist()
+        res = self.detector.score_batch(images, progress=False)
+        prob = res.probability
+        return pd.DataFrame(
+            {
+                "p_value": res.p_value.astype(float),
+                "novelty": res.novelty.astype(float),
+                "is_novel": res.is_novel.astype(bool),
+                "score": res.score.astype(float),
+                "prediction": res.predictions if res.predictions is not None else [None] * len(res),
+                "probability": prob.astype(float) if prob is not None else [None] * len(res),
+                "error": res.errors,
+            }
+        )
+
+
+def _detector_in(model_dir: Path) -> Path:
+    """The detector directory inside a saved pyfunc model (named in its ``MLmodel``)."""
+    from mlflow.models import Model
+
+    try:
+        rel = Model.load(str(model_dir)).flavors["python_function"]["artifacts"][DETECTOR_ARTIFACT]["path"]
+    except (KeyError, TypeError, OSError) as e:
+        raise RegistryError(
+            f"{model_dir} is not a novelty pyfunc model (no {DETECTOR_ARTIFACT!r} artifact: {e})"
+        ) from e
+    return model_dir / rel
+
+
+def _mlflow_error() -> type[Exception]:
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
+class MlflowRegistry:
+    """A model registry on an MLflow tracking store (``sqlite:///…/mlflow.db``, a tracking server URL, …).
+
+    The verbs and return values are those of :class:`novelty.flywheel.registry.Registry`; versions are MLflow's
+    model-version numbers (``"1"``, ``"2"`` …).
+    """
+
+    def __init__(self, tracking_uri: str, model_name: str, *, artifact_location: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        if not isinstance(model_name, str) or not model_name.strip():
+            raise RegistryError("the MLflow model name must be a non-empty string (--model NAME)")
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.artifact_location = artifact_location
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def __repr__(self) -> str:
+        return f"MlflowRegistry({self.tracking_uri!r}, {self.model_name!r})"
+
+    # --- helpers ----------------------------------------------------------------------------------------
+    def _model(self) -> Any:
+        """The registered model (raises :class:`RegistryNotFoundError` when it does not exist yet)."""
+        try:
+            return self.client.get_registered_model(self.model_name)
+        except _mlflow_error() as e:
+            if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                raise RegistryNotFoundError(
+                    f"no model {self.model_name!r} in the MLflow registry at {self.tracking_uri}; register a "
+                    "detector first (novelty register --mlflow URI --model NAME DETECTOR_DIR)"
+                ) from None
+            raise RegistryError(f"MLflow registry at {self.tracking_uri}: {e}") from e
+
+    def _ensure_model(self) -> None:
+        try:
+            self._model()
+        except RegistryNotFoundError:
+            try:
+                self.client.create_registered_model(
+                    self.model_name, description="novelty detectors (novelty.flywheel.mlflow_registry)"
+                )
+            except _mlflow_error() as e:
+                if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise RegistryError(f"cannot create model {self.model_name!r}: {e}") from e
+
+    def _experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        if exp is not None:
+            return str(exp.experiment_id)
+        try:
+            return str(self.client.create_experiment(EXPERIMENT, artifact_location=self.artifact_location))
+        except _mlflow_error():
+            exp = self.client.get_experiment_by_name(EXPERIMENT)  # created concurrently
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
+
+    def _append(self, event: str, **data: Any) -> Event:
+        ev = Event(event=event, time=_now(), data=data)
+        key = f"{EVENT_PREFIX}{time.time_ns():020d}.{secrets.token_hex(3)}"
+        value = json.dumps({"event": event, "time": ev.time, **data}, allow_nan=False)
+        self.client.set_registered_model_tag(self.model_name, key, value)
+        return ev
+
+    def resolve(self, spec: str | int) -> str:
+        """A version named by number or by alias → MLflow's version number."""
+        text = str(spec).strip()
+        if text.isdigit():
+            version = str(int(text))
+            try:
+                self.client.get_model_version(self.model_name, version)
+            except _mlflow_error():
+                raise UnknownVersionError(
+                    f"model {self.model_name!r} has no version {text}; registered: "
+                    f"{', '.join(v.version for v in self.list_versions()) or 'none yet'}"
+                ) from None
+            return version
+        _check_alias_name(text)
+        v = self.alias(text)
+        if v is None:
+            raise UnknownVersionError(
+                f"model {self.model_name!r} has no alias {text!r} (aliases: "
+                f"{', '.join(self.aliases()) or 'none'})"
+            )
+        return v
+
+    # --- reads ------------------------------------------------------------------------------------------
+    def alias(self, name: str) -> str | None:
+        """The version an alias points to, ``None`` when it does not exist."""
+        _check_alias_name(name)
+        self._model()
+        try:
+            return str(self.client.get_model_version_by_alias(self.model_name, name).version)
+        except _mlflow_error():
+            return None
+
+    def aliases(self) -> dict[str, str]:
+        return dict(sorted((str(k), str(v)) for k, v in (self._model().aliases or {}).items()))
+
+    def list_versions(self) -> list[VersionInfo]:
+        """Every version, oldest first, with its aliases."""
+        by_version: dict[str, list[str]] = {}
+        for name, v in self.aliases().items():  # the versions a search returns do not carry their aliases
+            by_version.setdefault(v, []).append(name)
+        mvs = self.client.search_model_versions(f"name='{self.model_name}'")
+        out = []
+        for mv in sorted(mvs, key=lambda m: int(m.version)):
+            tags = dict(mv.tags or {})
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((mv.creation_timestamp or 0) / 1000))
+            out.append(
+                VersionInfo(
+                    version=str(mv.version),
+                    artifact_id=tags.get("artifact_id", ""),
+                    registered=created,
+                    note=mv.description or "",
+                    path=Path(str(mv.source)),
+                    record=None,
+                    aliases=tuple(sorted(by_version.get(str(mv.version), ()))),
+                    info={"run_id": mv.run_id, "source": mv.source, **tags},
+                )
+            )
+        return out
+
+    def get(self, spec: str | int) -> VersionInfo:
+        version = self.resolve(spec)
+        for info in self.list_versions():
+            if info.version == version:
+                return info
+        raise UnknownVersionError(f"model {self.model_name!r} has no version {version}")
+
+    def find(self, artifact_id: str) -> str | None:
+        for info in self.list_versions():
+            if info.artifact_id == artifact_id:
+                return info.version
+        return None
+
+    def history(self) -> list[Event]:
+        """Every event, oldest first."""
+        tags = self._model().tags or {}
+        events = []
+        for key in sorted(k for k in tags if k.startswith(EVENT_PREFIX)):
+            try:
+                doc = json.loads(tags[key])
+            except ValueError as e:
+                raise RegistryError(
+                    f"model {self.model_name!r}: tag {key} is not a history event ({e})"
+                ) from e
+            ev, t = doc.pop("event"), doc.pop("time", "")
+            events.append(Event(event=str(ev), time=str(t), data=doc))
+        return events
+
+    def champions(self) -> list[str]:
+        """The champions a rollback can return to, oldest first (the last is the current one)."""
+        stack: list[str] = []
+        for ev in self.history():
+            if ev.alias != CHAMPION or ev.version is None:
+                continue
+            if ev.event == "rollback":
+                if stack:
+                    stack.pop()
+                if not stack or stack[-1] != ev.version:
+                    stack.append(ev.version)
+            elif ev.event in ("promote", "alias"):
+                stack.append(ev.version)
+        return stack
+
+    # --- changes ----------------------------------------------------------------------------------------
+    def set_alias(self, name: str, version: str | int | None, *, note: str = "") -> Change:
+        _check_alias_name(name)
+        previous = self.alias(name)
+        if version is None:
+            if previous is not None:
+                self.client.delete_registered_model_alias(self.model_name, name)
+                self._append("alias", alias=name, version=None, previous=previous, note=note, user=_user())
+            return Change(name, "", previous, changed=previous is not None)
+        v = self.resolve(version)
+        if v == previous:
+            return Change(name, v, previous, changed=False)
+        self.client.set_registered_model_alias(self.model_name, name, v)
+        self._append("alias", alias=name, version=v, previous=previous, note=note, user=_user())
+        return Change(name, v, previous, changed=True)
+
+    def register(
+        self,
+        detector_dir: str | os.PathLike[str],
+        record: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        note: str = "",
+        *,
+        alias: str | None = CHALLENGER,
+        load: bool = True,
+        embedder: Any = None,
+    ) -> str:
+        """Log the detector as a pyfunc model and register it as a new version (an already registered detector,
+        same artifact id, returns its version). ``alias`` (default ``challenger``) is pointed at it."""
+        src = Path(detector_dir)
+        if alias is not None:
+            _check_alias_name(alias)
+            if alias == CHAMPION:
+                raise AliasError(
+                    "register cannot set the champion; register, then promote (with a comparison, or --force)"
+                )
+        art = verify_detector(src)
+        rec = check_record(record, art.artifact_id)
+        if load:
+            check_loads(src, src, embedder)
+        self._ensure_model()
+        existing = self.find(art.artifact_id)
+        if existing is not None:
+            log.info("%s is already version %s of %s", src, existing, self.model_name)
+            if alias is not None:
+                self.set_alias(alias, existing)
+            return existing
+        version = self._log_and_register(src, art.artifact_id, rec, note)
+        self._append(
+            "register",
+            version=version,
+            artifact_id=art.artifact_id,
+            source=str(src.resolve()),
+            note=note,
+            user=_user(),
+        )
+        if alias is not None:
+            self.set_alias(alias, version)
+        return version
+
+    def _log_and_register(self, src: Path, artifact_id: str, record: Any, note: str) -> str:
+        from novelty import __version__
+
+        tags = {"artifact_id": artifact_id, "novelty_version": __version__}
+        if isinstance(record, dict) and isinstance(record.get("config_hash"), str):
+            tags["config_hash"] = record["config_hash"]
+        with tempfile.TemporaryDirectory(prefix="novelty-mlflow-") as tmp:
+            code = Path(tmp) / "novelty_model.py"
+            code.write_text(_MODEL_CODE)
+            model_dir = Path(tmp) / MODEL_PATH
+            mlflow.pyfunc.save_model(
+                path=str(model_dir),
+                python_model=str(code),
+                artifacts={DETECTOR_ARTIFACT: str(src)},
+                pip_requirements=[f"novelty=={__version__}"],
+                metadata={"artifact_id": artifact_id},
+            )
+            copied = _detector_in(model_dir)
+            try:
+                if read_artifact(copied).artifact_id != artifact_id:
+                    raise RegistryError(f"{src} changed while it was registered; register it again")
+            except ArtifactError as e:
+                raise RegistryError(f"the copy of {src} in the MLflow model does not verify ({e})") from e
+            run = self.client.create_run(
+                self._experiment_id(),
+                tags={
+                    "artifact_id": artifact_id,
+                    **({"config_hash": tags["config_hash"]} if "config_hash" in tags else {}),
+                },
+                run_name=f"register {artifact_id[:12]}",
+            )
+            run_id = run.info.run_id
+            try:
+                self.client.log_artifacts(run_id, str(model_dir), MODEL_PATH)
+                if record is not None:
+                    rec_path = Path(tmp) / "record.json"
+                    rec_path.write_text(json.dumps(record, indent=2))
+                    self.client.log_artifact(run_id, str(rec_path))
+                if note:
+                    self.client.set_tag(run_id, "mlflow.note.content", note)
+                self.client.set_terminated(run_id)
+            except BaseException:
+                self.client.set_terminated(run_id, status="FAILED")
+                raise
+        mv = self.client.create_model_version(
+            self.model_name,
+            source=f"{run.info.artifact_uri}/{MODEL_PATH}",
+            run_id=run_id,
+            tags=tags,
+            description=note or None,
+        )
+        log.info("registered %s as version %s of %s", src, mv.version, self.model_name)
+        return str(mv.version)
+
+    def promote(
+        self,
+        version: str | int,
+        *,
+        comparison: str | os.PathLike[str] | None = None,
+        force: bool = False,
+        note: str = "",
+    ) -> Change:
+        """Move the ``champion`` alias to ``version``; refused without a passing comparison of this version
+        against the current champion unless ``force`` (as in the local registry)."""
+        comp = read_comparison(comparison) if comparison is not None else None
+        v = self.resolve(version)
+        info = self.get(v)
+        current = self.alias(CHAMPION)
+        if current == v:
+            return Change(CHAMPION, v, current, changed=False)
+        champion_id = self.get(current).artifact_id if current is not None else None
+        reason = refusal(comp, info.artifact_id, champion_id, v, current)
+        if reason is not None and not force:
+            raise PromotionRefusedError(reason)
+        forced = reason is not None
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, v)
+        data: dict[str, Any] = {
+            "alias": CHAMPION,
+            "version": v,
+            "artifact_id": info.artifact_id,
+            "previous": current,
+            "forced": forced,
+        }
+        if forced:
+            data["refusal"] = reason
+        if comp is not None:
+            data["comparison"] = {"path": str(comp.path), "sha256": comp.sha256, "passed": comp.passed}
+        self._append("promote", **data, note=note, user=_user())
+        return Change(CHAMPION, v, current, changed=True, forced=forced)
+
+    def rollback(self, *, note: str = "") -> Change:
+        """Move ``champion`` back to the previous champion in the history (repeatable)."""
+        current = self.alias(CHAMPION)
+        if current is None:
+            raise RollbackError(f"model {self.model_name!r} has no champion; there is nothing to roll back")
+        stack = self.champions()
+        if len(stack) < 2:
+            raise RollbackError(
+                f"model {self.model_name!r}: version {current} is the first champion in the history; there is no "
+                "earlier champion to roll back to"
+            )
+        target = stack[-2]
+        info = self.get(target)
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, target)
+        self._append(
+            "rollback",
+            alias=CHAMPION,
+            version=target,
+            artifact_id=info.artifact_id,
+            previous=current,
+            note=note,
+            user=_user(),
+        )
+        return Change(CHAMPION, target, current, changed=True)
+
+    def download(self, alias: str | int = CHAMPION, dst: str | os.PathLike[str] | None = None) -> Path:
+        """Fetch the detector directory of a version (or alias) into ``dst`` (a new temporary directory when
+        ``None``), verify it, and return its path."""
+        import mlflow.artifacts
+
+        version = self.resolve(alias)
+        out = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="novelty-mlflow-"))
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.model_name}/{version}",
+                dst_path=str(out),
+                tracking_uri=self.tracking_uri,
+            )
+        except _mlflow_error() as e:
+            raise RegistryError(f"cannot download version {version} of {self.model_name!r}: {e}") from e
+        det = _detector_in(Path(local))
+        try:
+            art = read_artifact(det)
+        except ArtifactError as e:
+            raise RegistryError(
+                f"version {version} of {self.model_name!r} holds no valid detector ({e})"
+            ) from e
+        expected = self.get(version).artifact_id
+        if expected and art.artifact_id != expected:
+            raise RegistryError(
+                f"version {version} of {self.model_name!r} holds detector {art.artifact_id[:12]}…, but its tag says "
+                f"{expected[:12]}…; the stored model was changed"
+            )
+        return det
