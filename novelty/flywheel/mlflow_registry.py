@@ -39,7 +39,6 @@ from mlflow.pyfunc import PythonModel
 from novelty.artifact import read_artifact
 from novelty.errors import ArtifactError
 from novelty.flywheel.registry import (
-    CHALLENGER,
     CHAMPION,
     AliasError,
     Change,
@@ -54,10 +53,9 @@ from novelty.flywheel.registry import (
     _now,
     _user,
     check_loads,
-    check_record,
+    prepare,
     read_comparison,
     refusal,
-    verify_detector,
 )
 
 __all__ = ["EXPERIMENT", "MlflowRegistry", "NoveltyModel"]
@@ -324,21 +322,19 @@ class MlflowRegistry:
         record: Mapping[str, Any] | str | os.PathLike[str] | None = None,
         note: str = "",
         *,
-        alias: str | None = CHALLENGER,
+        alias: str | None = None,
         load: bool = True,
         embedder: Any = None,
     ) -> str:
         """Log the detector as a pyfunc model and register it as a new version (an already registered detector,
-        same artifact id, returns its version). ``alias`` (default ``challenger``) is pointed at it."""
-        src = Path(detector_dir)
+        same artifact id, returns its version). ``alias`` (e.g. ``challenger``) is pointed at it."""
         if alias is not None:
             _check_alias_name(alias)
             if alias == CHAMPION:
                 raise AliasError(
                     "register cannot set the champion; register, then promote (with a comparison, or --force)"
                 )
-        art = verify_detector(src)
-        rec = check_record(record, art.artifact_id)
+        src, art, rec = prepare(detector_dir, record)
         if load:
             check_loads(src, src, embedder)
         self._ensure_model()

@@ -70,6 +70,7 @@ __all__ = [
     "VersionInfo",
     "check_loads",
     "check_record",
+    "prepare",
     "read_comparison",
     "refusal",
     "verify_detector",
@@ -574,6 +575,16 @@ class Registry:
                     out[name] = v
         return dict(sorted(out.items()))
 
+    def broken_aliases(self) -> dict[str, str]:
+        """``{alias: what is wrong}`` for every alias link that points nowhere or outside ``versions/``."""
+        out = {}
+        for name in self._link_names():
+            try:
+                self.alias(name)
+            except AliasError as e:
+                out[name] = str(e)
+        return out
+
     def _aliases_by_version(self) -> dict[str, list[str]]:
         by: dict[str, list[str]] = {}
         for name, v in self.aliases().items():
@@ -683,7 +694,6 @@ class Registry:
         record (a dict or a path to ``record.json``); when it names an ``artifact_id`` it must be this detector's.
         ``alias`` (e.g. ``"challenger"``) is pointed at the version afterwards.
         """
-        src = Path(detector_dir)
         if alias is not None:
             _check_alias_name(alias)
             if alias == CHAMPION:
@@ -692,8 +702,7 @@ class Registry:
                 )
         if not isinstance(note, str):
             raise RegistryError(f"note must be a string, got {type(note).__name__}")
-        art = verify_detector(src)
-        rec = check_record(record, art.artifact_id)
+        src, art, rec = prepare(detector_dir, record)
         existing = self.find(art.artifact_id)
         if existing is not None:
             log.info("%s: %s is already version %s", self.root, src, existing)
@@ -864,6 +873,33 @@ def verify_detector(src: Path) -> Artifact:
         return read_artifact(src)
     except ArtifactError as e:
         raise RegistryError(f"refusing to register {src}: {e}") from e
+
+
+def prepare(
+    path: str | os.PathLike[str], record: Mapping[str, Any] | str | os.PathLike[str] | None
+) -> tuple[Path, Artifact, Any]:
+    """The detector to register, verified, and its training record.
+
+    ``path`` is a detector directory or a directory holding ``detector/`` and ``record.json`` (what
+    ``novelty retrain --out`` writes, and the layout of a registry version). Without ``record``, a
+    ``record.json`` found there (or beside the detector directory) is used when it names this detector's
+    artifact id, and ignored otherwise; an explicit ``record`` must match."""
+    p = Path(path)
+    found: Path | None = None
+    if not (p / MANIFEST).exists() and (p / DETECTOR / MANIFEST).exists():
+        found = p / "record.json"
+        p = p / DETECTOR
+    elif (p / MANIFEST).exists():
+        found = p.resolve().parent / "record.json"
+    art = verify_detector(p)
+    if record is None and found is not None and found.is_file():
+        doc = _read_json(found, "training record", RegistryError)
+        if isinstance(doc, dict) and doc.get("artifact_id") == art.artifact_id:
+            record = doc
+            log.info("using the training record %s", found)
+        else:
+            log.warning("%s is not the training record of %s (another artifact id): ignored", found, p)
+    return p, art, check_record(record, art.artifact_id)
 
 
 def check_loads(det_dir: Path, src: Path, embedder: Any = None) -> None:
