@@ -51,6 +51,11 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         metavar="NAME",
         help="also point this alias at the version (e.g. challenger); the champion changes only by promote",
     )
+    r.add_argument(
+        "--no-load",
+        action="store_true",
+        help="verify the checksums only, without a full load (which needs the backbone's weights here)",
+    )
     _backend_options(r)
 
     p = sub.add_parser(
@@ -148,7 +153,9 @@ def _cmd_register(args: argparse.Namespace) -> int:
         before = {v.version for v in reg.list_versions()}
     except RegistryNotFoundError:  # an MLflow model not created yet
         before = set()
-    version = reg.register(args.detector, record=args.record, note=args.note, alias=args.alias)
+    version = reg.register(
+        args.detector, record=args.record, note=args.note, alias=args.alias, load=not args.no_load
+    )
     info = reg.get(version)
     aliases = f" ({', '.join(info.aliases)})" if info.aliases else ""
     again = " (already registered; nothing copied)" if version in before else ""

@@ -919,8 +919,10 @@ def check_record(record: Mapping[str, Any] | str | os.PathLike[str] | None, arti
         return None
     if isinstance(record, (str, os.PathLike)):
         rec = _read_json(Path(record), "training record", RegistryError)
-    else:
+    elif isinstance(record, Mapping):
         rec = dict(record)
+    else:
+        rec = record
     if not isinstance(rec, dict):
         raise RegistryError(f"the training record must be a JSON object, got {type(rec).__name__}")
     rid = rec.get("artifact_id")
