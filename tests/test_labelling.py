@@ -160,6 +160,13 @@ def test_label_studio_export_tasks_and_config(work):
     assert [c.get("value") for c in choices.findall("Choice")] == CLASSES
 
 
+def test_no_pre_annotation_outside_the_tool_classes(work):
+    export_selection(work / "selection.json", work / "ls", classes=["dry"])
+    tasks = json.loads((work / "ls" / "tasks.json").read_text())
+    with_pred = [t["data"]["novelty_id"] for t in tasks if "predictions" in t]
+    assert with_pred == ["item0", "item2", "item4"]  # the head's "wet" is no choice of this config
+
+
 def test_label_config_escapes_class_names():
     cfg = ET.fromstring(label_config(['a "quoted" <b>', "c&d"]))
     assert [c.get("value") for c in cfg.iter("Choice")] == ['a "quoted" <b>', "c&d"]

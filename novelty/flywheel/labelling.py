@@ -191,7 +191,7 @@ def export_selection(
 
         root = labelstudio.document_root([it.path for it in items], document_root)
         files.append(atomic_write_text(out / "label_config.xml", labelstudio.label_config(names)))
-        tasks = labelstudio.tasks(items, root, sel.model_version)
+        tasks = labelstudio.tasks(items, root, sel.model_version, names)
         files.append(
             atomic_write_text(out / "tasks.json", json.dumps(tasks, indent=1, ensure_ascii=False) + "\n")
         )

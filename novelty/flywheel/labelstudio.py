@@ -104,8 +104,11 @@ def path_from_url(url: str, root: Path | None) -> str | None:
     return str(root / d[0]) if d else None
 
 
-def tasks(items: Sequence[SelectedImage], root: Path, model_version: str) -> list[dict[str, Any]]:
-    """One Label Studio task per item: the image URL, the pre-annotation, and the selection's scores in ``meta``."""
+def tasks(
+    items: Sequence[SelectedImage], root: Path, model_version: str, classes: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """One Label Studio task per item: the image URL, the pre-annotation (when the head answered with one of
+    ``classes``), and the selection's scores in ``meta``."""
     out = []
     for it in items:
         task: dict[str, Any] = {
@@ -121,7 +124,7 @@ def tasks(items: Sequence[SelectedImage], root: Path, model_version: str) -> lis
                 "path": it.path,
             },
         }
-        if it.prediction is not None:
+        if it.prediction is not None and (classes is None or it.prediction in classes):
             task["predictions"] = [
                 {
                     "model_version": model_version or "unknown",
