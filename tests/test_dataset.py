@@ -371,3 +371,24 @@ def test_embed_entries_with_the_real_backbone_matches_embedding_the_files(tmp_pa
     np.testing.assert_allclose(got, direct, atol=1e-5)
     cached = embed_entries(ds.entries(), embedder, ds.embeddings_dir)
     assert np.array_equal(cached, got)
+
+
+def test_text_with_unicode_line_separators_round_trips(tmp_path):
+    """Lines are split on newlines only: a path or group holding U+2028 or U+0085 stays one entry."""
+    ds = Dataset.create(tmp_path / "ds", ["nässe", "a"])
+    ds.add([fake(1, "nässe", path="/nowhere/a\u2028b.png", group="g\x85h")], source="x")
+    (e,) = Dataset.open(ds.path).entries()
+    assert e.path == "/nowhere/a\u2028b.png" and e.group == "g\x85h" and e.label == "nässe"
+
+
+def test_entries_that_are_not_utf8_are_an_integrity_error(tmp_path):
+    ds = Dataset.create(tmp_path / "ds", ["a"])
+    ds.add([fake(1)], source="x")
+    entries = ds.path / "entries.jsonl"
+    bad = entries.read_bytes().replace(b'"e1"', b'"e\xff"')
+    entries.write_bytes(bad)
+    meta = json.loads((ds.path / "dataset.json").read_text())
+    meta["versions"][0]["entries_sha256"] = sha256_file(entries)  # consistent, but not text
+    (ds.path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetIntegrityError, match="line 1: not a valid entry"):
+        Dataset.open(ds.path)

@@ -652,13 +652,13 @@ def _read(root: Path) -> tuple[dict[str, Any], list[Entry]]:
     data = _read_entries_prefix(root, meta)
     classes = set(meta["classes"])
     entries: list[Entry] = []
-    lines = data.decode("utf-8", errors="strict").splitlines() if data else []
+    lines = data.split(b"\n")[:-1]  # the prefix ends with a newline; never splitlines (U+2028 is no line end)
     versions = [v["version"] for v in meta["versions"] for _ in range(v["n_added"])]
     for i, (line, expected) in enumerate(zip(lines, versions, strict=True), start=1):
         where = f"{root / ENTRIES_FILE} line {i}"
         try:
-            e = Entry.from_json(json.loads(line), where)
-        except (json.JSONDecodeError, TypeError, InvalidInputError) as err:
+            e = Entry.from_json(json.loads(line.decode("utf-8")), where)
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, InvalidInputError) as err:
             raise DatasetIntegrityError(f"{where}: not a valid entry ({err})") from None
         problems = _entry_problems(e, classes)
         if e.version != expected:
