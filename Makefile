@@ -121,7 +121,7 @@ checkpoints: $(STAMP)
 	$(BIN)/python -m training.windshield --out checkpoints/windshield
 
 clean:
-	rm -rf $(VENV) out .cache .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-ls out .cache .pytest_cache .ruff_cache .mypy_cache
 
 # Debian's PostgreSQL server binaries (initdb, pg_ctl) for the flag store's tests (tests/postgres_server.py
 # starts a throwaway server; no system service is enabled). Installed when missing and running as root.
