@@ -24,6 +24,10 @@ Import (:func:`import_labels`) reads a Label Studio JSON export, a CSV (``id`` o
 selection item, and adds all of them to the dataset as one version — or nothing: unknown files, unknown classes,
 conflicting labels for one image and duplicates are all reported in one error. Images without a label are
 counted as unlabelled and not imported.
+
+This module is the front door; the parts live in :mod:`~novelty.flywheel.selected` (the selection reader),
+:mod:`~novelty.flywheel.assisted` (auto-accept and its measurement), :mod:`~novelty.flywheel.labelimport`
+(import), :mod:`~novelty.flywheel.labelstudio` and :mod:`~novelty.flywheel.cvat` (the tools' formats).
 """
 
 from __future__ import annotations
