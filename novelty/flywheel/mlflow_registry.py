@@ -481,10 +481,9 @@ class MlflowRegistry:
         out = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="novelty-mlflow-"))
         out.mkdir(parents=True, exist_ok=True)
         try:
+            mv = self.client.get_model_version(self.model_name, version)
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{self.model_name}/{version}",
-                dst_path=str(out),
-                tracking_uri=self.tracking_uri,
+                run_id=mv.run_id, artifact_path=MODEL_PATH, dst_path=str(out), tracking_uri=self.tracking_uri
             )
         except _mlflow_error() as e:
             raise RegistryError(f"cannot download version {version} of {self.model_name!r}: {e}") from e
