@@ -1,0 +1,660 @@
+"""One turn of the flywheel, as far as it can go without a human: ``novelty flywheel run --config flywheel.toml``.
+
+    turn = run_turn(load_config("flywheel.toml"))
+    turn.stage       # "waiting-for-labels", "promoted", "rejected", …
+    turn.cost        # labels bought, compute seconds, money
+
+A turn moves through these stages, each recorded in ``WORKDIR/NNNN/turn.json`` before the next begins, so a
+turn stopped anywhere (a crash, a kill, a missing labels file) is picked up where it stopped by the next run:
+
+1. **selected**: the champion (the registry's ``champion`` alias) scores the sources (results files, folders,
+   the flag store) and ``select`` picks ``budget`` images with the configured strategy → ``selection.json``;
+2. **exported**: the selection is exported for the labelling tool (``export/``); with ``auto_accept`` the
+   images that are neither novel nor uncertain get the head's answer without a human (into the turn's labels);
+3. **waiting-for-labels**: the run stops here until the finished labels file exists (the config's ``labels``
+   path, e.g. a Label Studio JSON export); a cron job simply runs the turn again later;
+4. **imported**: the labels (and the auto-accepted ones) are read into the turn's own dataset, validated
+   all-or-nothing, and split by group: ``holdout`` of them go to the *new slice* (held out from training, so
+   the comparison sees fresh images of the new conditions), the rest to the training dataset;
+5. **retrained**: a challenger with the champion's parameters (same config hash) is fitted on the training
+   dataset and registered with the alias ``challenger``;
+6. **compared**: champion and challenger on the frozen test dataset plus the new slice; the gate decides;
+7. **promoted** or **rejected**: a passing challenger becomes the champion (a service that serves
+   ``REGISTRY/champion`` reloads by itself); a failing one stays registered for inspection.
+
+Each turn also appends a line to ``WORKDIR/turns.jsonl``: labels bought (human) and accepted automatically,
+the compute seconds of each stage, and their cost at the prices of ``[cost]``.
+
+The config (TOML; relative paths are relative to the config file)::
+
+    registry = "registry"          # novelty registry (its champion is where a turn starts)
+    dataset = "data/train"         # the labelled training dataset (novelty dataset create …)
+    test = "data/test"             # the frozen test dataset (with conditions; "clean" is nominal)
+    new_slice = "data/new"         # held-out new labels (created on first use)
+    workdir = "turns"
+
+    [select]
+    sources = ["incoming/"]        # results files and image folders / lists
+    flags = "flags.sqlite"         # optional: a flag store (SQLite path or PostgreSQL DSN)
+    strategy = "hybrid"
+    budget = 50
+    seed = 0
+
+    [label]
+    format = "label-studio"        # label-studio | cvat | csv
+    labels = "turns/{turn}/labels.json"   # the finished labels of turn {turn}
+    auto_accept = true
+    auto_min_prob = 0.9            # auto_min_p defaults to the detector's alpha
+    holdout = 0.2                  # share of the new labels (by group) kept out of training
+
+    [retrain]
+    window = ""                    # e.g. "90d": only labels of the last 90 days
+    new_only = false
+
+    [gate]
+    min_gain = 0.01
+    margin = 0.02
+    nominal = ["clean"]
+
+    [cost]
+    currency = "USD"
+    label = 0.08                   # per label bought from a human
+    compute_hour = 0.40            # per hour of compute on this machine
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from novelty.errors import InvalidInputError, NoveltyError
+from novelty.fileio import atomic_write_text
+
+log = logging.getLogger("novelty.flywheel")
+
+__all__ = [
+    "STAGES",
+    "FlywheelConfig",
+    "FlywheelConfigError",
+    "Turn",
+    "load_config",
+    "run_turn",
+    "turn_history",
+]
+
+STAGES = (
+    "started",
+    "selected",
+    "exported",
+    "imported",
+    "retrained",
+    "compared",
+    "promoted",
+    "rejected",
+)
+FINAL = ("promoted", "rejected")
+WAITING = "waiting-for-labels"
+TURN_FILE = "turn.json"
+LOG_FILE = "turns.jsonl"
+
+
+class FlywheelConfigError(InvalidInputError):
+    """A flywheel config that cannot work (missing key, wrong type, unknown value)."""
+
+
+# --- the config -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlywheelConfig:
+    path: Path
+    registry: Path
+    dataset: Path
+    test: Path
+    new_slice: Path
+    workdir: Path
+    sources: tuple[str, ...] = ()
+    flags: str | None = None
+    strategy: str = "hybrid"
+    budget: int = 50
+    seed: int = 0
+    label_format: str = "label-studio"
+    labels: str = "turns/{turn}/labels.json"
+    labeller: str | None = None
+    auto_accept: bool = True
+    auto_min_p: float | None = None
+    auto_min_prob: float = 0.9
+    holdout: float = 0.2
+    window: str | None = None
+    new_only: bool = False
+    min_gain: float = 0.01
+    margin: float = 0.02
+    nominal: tuple[str, ...] = ("clean",)
+    n_boot: int = 1000
+    currency: str = "USD"
+    price_label: float = 0.0
+    price_compute_hour: float = 0.0
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def labels_path(self, turn: int) -> Path:
+        return self._resolve(self.labels.replace("{turn}", f"{turn:04d}"))
+
+    def _resolve(self, p: str) -> Path:
+        q = Path(os.path.expanduser(p))
+        return q if q.is_absolute() else self.path.parent / q
+
+
+_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "": {
+        "registry": str,
+        "dataset": str,
+        "test": str,
+        "new_slice": str,
+        "workdir": str,
+        "select": dict,
+        "label": dict,
+        "retrain": dict,
+        "gate": dict,
+        "cost": dict,
+    },
+    "select": {"sources": list, "flags": str, "strategy": str, "budget": int, "seed": int},
+    "label": {
+        "format": str,
+        "labels": str,
+        "labeller": str,
+        "auto_accept": bool,
+        "auto_min_p": (int, float),
+        "auto_min_prob": (int, float),
+        "holdout": (int, float),
+    },
+    "retrain": {"window": str, "new_only": bool},
+    "gate": {"min_gain": (int, float), "margin": (int, float), "nominal": list, "n_boot": int},
+    "cost": {"currency": str, "label": (int, float), "compute_hour": (int, float)},
+}
+_REQUIRED = ("registry", "dataset", "test")
+
+
+def _check_table(table: Mapping[str, Any], section: str, where: str) -> None:
+    allowed = _KEYS[section]
+    name = f"[{section}]" if section else "the top level"
+    for key, value in table.items():
+        if key not in allowed:
+            raise FlywheelConfigError(
+                f"{where}: unknown key {key!r} in {name} (known: {', '.join(sorted(allowed))})"
+            )
+        kind = allowed[key]
+        if isinstance(value, bool) and kind in (int, (int, float)):
+            raise FlywheelConfigError(f"{where}: {name} {key} must be a number, got {value!r}")
+        if not isinstance(value, kind):
+            want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise FlywheelConfigError(f"{where}: {name} {key} must be a {want}, got {value!r}")
+
+
+def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
+    """Read and check a flywheel config (see the module docstring); every problem is a
+    :class:`FlywheelConfigError` naming the key."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FlywheelConfigError(f"{p}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FlywheelConfigError(f"{p}: cannot be read ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise FlywheelConfigError(f"{p}: not valid TOML ({e})") from None
+    where = str(p)
+    _check_table(raw, "", where)
+    for section in ("select", "label", "retrain", "gate", "cost"):
+        _check_table(raw.get(section, {}), section, where)
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise FlywheelConfigError(
+            f"{where}: missing {', '.join(missing)} (see `novelty flywheel run --help`)"
+        )
+    sel, lab, ret, gate, cost = (raw.get(s, {}) for s in ("select", "label", "retrain", "gate", "cost"))
+    base = p.resolve().parent
+
+    def resolve(value: str) -> Path:
+        q = Path(os.path.expanduser(value))
+        return q if q.is_absolute() else base / q
+
+    sources = sel.get("sources", [])
+    if not all(isinstance(s, str) and s for s in sources):
+        raise FlywheelConfigError(f"{where}: [select] sources must be a list of paths")
+    nominal = gate.get("nominal", ["clean"])
+    if not nominal or not all(isinstance(s, str) and s for s in nominal):
+        raise FlywheelConfigError(f"{where}: [gate] nominal must be a non-empty list of condition names")
+    from novelty.flywheel.selection import STRATEGIES
+
+    strategy = sel.get("strategy", "hybrid")
+    if strategy not in STRATEGIES:
+        raise FlywheelConfigError(
+            f"{where}: [select] strategy {strategy!r} is not one of {', '.join(STRATEGIES)}"
+        )
+    fmt = lab.get("format", "label-studio")
+    if fmt not in ("label-studio", "cvat", "csv"):
+        raise FlywheelConfigError(f"{where}: [label] format must be label-studio, cvat or csv, got {fmt!r}")
+    budget = sel.get("budget", 50)
+    if budget < 1:
+        raise FlywheelConfigError(f"{where}: [select] budget must be ≥ 1, got {budget}")
+    holdout = float(lab.get("holdout", 0.2))
+    if not 0.0 <= holdout < 1.0:
+        raise FlywheelConfigError(f"{where}: [label] holdout must lie in [0, 1), got {holdout}")
+    for key in ("label", "compute_hour"):
+        if float(cost.get(key, 0.0)) < 0:
+            raise FlywheelConfigError(f"{where}: [cost] {key} must be ≥ 0")
+    window = ret.get("window") or None
+    if window is not None:
+        from novelty.flywheel.retrain import parse_window
+
+        try:
+            parse_window(window)
+        except NoveltyError as e:
+            raise FlywheelConfigError(f"{where}: [retrain] window: {e}") from None
+    if not sources and "flags" not in sel:
+        raise FlywheelConfigError(
+            f"{where}: [select] needs sources or flags (where production images come from)"
+        )
+    return FlywheelConfig(
+        path=p.resolve(),
+        registry=resolve(raw["registry"]),
+        dataset=resolve(raw["dataset"]),
+        test=resolve(raw["test"]),
+        new_slice=resolve(raw.get("new_slice", "new-slice")),
+        workdir=resolve(raw.get("workdir", "turns")),
+        sources=tuple(str(resolve(s)) for s in sources),
+        flags=(
+            sel["flags"]
+            if "flags" in sel and "://" in sel["flags"]
+            else (str(resolve(sel["flags"])) if "flags" in sel else None)
+        ),
+        strategy=strategy,
+        budget=int(budget),
+        seed=int(sel.get("seed", 0)),
+        label_format=fmt,
+        labels=lab.get("labels", "turns/{turn}/labels.json"),
+        labeller=lab.get("labeller"),
+        auto_accept=bool(lab.get("auto_accept", True)),
+        auto_min_p=None if "auto_min_p" not in lab else float(lab["auto_min_p"]),
+        auto_min_prob=float(lab.get("auto_min_prob", 0.9)),
+        holdout=holdout,
+        window=window,
+        new_only=bool(ret.get("new_only", False)),
+        min_gain=float(gate.get("min_gain", 0.01)),
+        margin=float(gate.get("margin", 0.02)),
+        nominal=tuple(nominal),
+        n_boot=int(gate.get("n_boot", 1000)),
+        currency=cost.get("currency", "USD"),
+        price_label=float(cost.get("label", 0.0)),
+        price_compute_hour=float(cost.get("compute_hour", 0.0)),
+        raw=raw,
+    )
+
+
+# --- the turn's state -----------------------------------------------------------------------------------
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Turn:
+    """The state of one turn (``WORKDIR/NNNN/turn.json``)."""
+
+    number: int
+    dir: Path
+    stage: str = "started"
+    champion: str | None = None  # registry version the turn started from
+    challenger: str | None = None
+    started: str = field(default_factory=_now)
+    updated: str = field(default_factory=_now)
+    selected: int = 0
+    exported: int = 0  # images sent to people
+    auto_accepted: int = 0
+    labels_bought: int = 0  # human labels imported
+    trained_on: int = 0
+    held_out: int = 0
+    dataset_version: int | None = None
+    passed: bool | None = None
+    reasons: list[str] = field(default_factory=list)
+    compute_s: dict[str, float] = field(default_factory=dict)
+    waiting_for: str | None = None
+    message: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.stage in FINAL
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "dir"}
+        return d
+
+    def save(self) -> None:
+        self.updated = _now()
+        atomic_write_text(self.dir / TURN_FILE, json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Turn:
+        try:
+            data = json.loads((path / TURN_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise NoveltyError(f"{path / TURN_FILE}: cannot be read ({e})") from None
+        if not isinstance(data, dict) or data.get("stage") not in (*STAGES, WAITING):
+            raise NoveltyError(f"{path / TURN_FILE}: not a flywheel turn file")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "dir"}
+        return cls(dir=path, **known)
+
+    def cost(self, config: FlywheelConfig) -> dict[str, Any]:
+        compute = float(sum(self.compute_s.values()))
+        labels = self.labels_bought * config.price_label
+        machine = compute / 3600.0 * config.price_compute_hour
+        return {
+            "labels_bought": self.labels_bought,
+            "auto_accepted": self.auto_accepted,
+            "compute_s": round(compute, 3),
+            "labels_cost": round(labels, 4),
+            "compute_cost": round(machine, 4),
+            "total_cost": round(labels + machine, 4),
+            "currency": config.currency,
+        }
+
+
+def _turn_dirs(workdir: Path) -> list[Path]:
+    if not workdir.is_dir():
+        return []
+    return sorted(
+        p for p in workdir.iterdir() if p.is_dir() and p.name.isdigit() and (p / TURN_FILE).is_file()
+    )
+
+
+def turn_history(config: FlywheelConfig) -> list[Turn]:
+    """Every turn so far, oldest first."""
+    return [Turn.load(p) for p in _turn_dirs(config.workdir)]
+
+
+class _Timer:
+    """Adds the seconds of a stage to the turn's compute time (also when the stage fails)."""
+
+    def __init__(self, turn: Turn, stage: str):
+        self.turn, self.stage = turn, stage
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        dt = time.perf_counter() - self.t0
+        self.turn.compute_s[self.stage] = round(self.turn.compute_s.get(self.stage, 0.0) + dt, 3)
+
+
+# --- the stages -----------------------------------------------------------------------------------------
+def _split_holdout(entries: Sequence[Any], share: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """Split entries by group (an entry without a group is its own): ``share`` of the groups, chosen by a hash
+    of the group name and the seed (stable whatever the order), are held out."""
+    if share <= 0 or len(entries) < 2:
+        return list(entries), []
+    groups = sorted({e.group or f"id:{e.id}" for e in entries})
+
+    def key(g: str) -> str:
+        return hashlib.sha256(f"{seed}:{g}".encode()).hexdigest()
+
+    n_out = min(len(groups) - 1, max(1, round(share * len(groups))))
+    out = set(sorted(groups, key=key)[:n_out])
+    train = [e for e in entries if (e.group or f"id:{e.id}") not in out]
+    held = [e for e in entries if (e.group or f"id:{e.id}") in out]
+    return train, held
+
+
+def run_turn(
+    config: FlywheelConfig,
+    *,
+    say: Callable[[str], None] | None = None,
+    new_turn: bool = True,
+) -> Turn:
+    """Advance the current turn as far as it goes (or start a new one when the last is finished and
+    ``new_turn``); returns the turn's state. Never waits for a human: a missing labels file leaves the turn at
+    ``waiting-for-labels``."""
+    from novelty.flywheel.registry import Registry
+
+    say = say or (lambda msg: log.info("%s", msg))
+    registry = Registry.open(config.registry)
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    dirs = _turn_dirs(config.workdir)
+    turn = Turn.load(dirs[-1]) if dirs else None
+    if turn is None or turn.done:
+        if not new_turn:
+            if turn is None:
+                raise NoveltyError(f"{config.workdir}: no turn yet")
+            return turn
+        number = 1 if turn is None else turn.number + 1
+        d = config.workdir / f"{number:04d}"
+        d.mkdir(parents=True, exist_ok=True)
+        turn = Turn(number=number, dir=d, champion=registry.resolve("champion"))
+        turn.save()
+        say(f"turn {number}: started from champion version {turn.champion}")
+    steps = {
+        "started": _select,
+        "selected": _export,
+        "exported": _import,
+        WAITING: _import,
+        "imported": _retrain,
+        "retrained": _compare,
+        "compared": _decide,
+    }
+    while not turn.done:
+        before = turn.stage
+        steps[turn.stage](config, registry, turn, say)
+        turn.save()
+        if turn.stage in (before, WAITING):
+            break
+    if turn.done:
+        _log_turn(config, turn)
+    return turn
+
+
+def _champion(registry: Any, turn: Turn) -> Path:
+    return Path(registry.path(turn.champion))
+
+
+def _select(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+    import novelty
+    from novelty.flywheel.pools import build_pool
+    from novelty.flywheel.selection import select
+
+    with _Timer(turn, "select"):
+        det = novelty.load(_champion(registry, turn))
+        pool = build_pool(
+            det, config.sources, flags=config.flags, images_dir=turn.dir / "images", progress=False
+        )
+        if len(pool) == 0:
+            raise NoveltyError(
+                "the sources hold no scorable image; nothing to select (the turn stays started)"
+            )
+        sel = select(
+            pool,
+            config.budget,
+            config.strategy,
+            seed=config.seed + turn.number,
+            model_version=det.artifact_id_,
+        )
+        sel.save(turn.dir / "selection.json")
+    turn.selected = len(sel)
+    turn.stage = "selected"
+    say(f"turn {turn.number}: selected {len(sel)} of {len(pool)} images ({config.strategy})")
+
+
+def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+    from novelty.flywheel.dataset import Dataset
+    from novelty.flywheel.labelling import export_selection
+    from novelty.flywheel.selection import Selection
+
+    with _Timer(turn, "export"):
+        sel = Selection.load(turn.dir / "selection.json")
+        classes = Dataset.open(config.dataset).classes
+        auto_file = turn.dir / "export" / "auto_labels.csv"
+        res = export_selection(
+            sel,
+            turn.dir / "export",
+            format=config.label_format,
+            classes=classes,
+            auto_accept=config.auto_accept,
+            auto_min_p=config.auto_min_p,
+            auto_min_prob=config.auto_min_prob,
+        )
+    turn.exported = res.n_exported
+    turn.auto_accepted = len(res.auto)
+    turn.stage = "exported"
+    say(
+        f"turn {turn.number}: exported {res.n_exported} images for people ({config.label_format}, in "
+        f"{turn.dir / 'export'}); {len(res.auto)} accepted from the model"
+        + (f" ({auto_file.name})" if res.auto else "")
+    )
+
+
+def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+    from novelty.flywheel.dataset import Dataset
+    from novelty.flywheel.labelimport import import_labels
+    from novelty.flywheel.selection import Selection
+
+    labels = config.labels_path(turn.number)
+    auto_file = turn.dir / "export" / "auto_labels.csv"
+    if turn.exported > 0 and not labels.is_file():
+        turn.stage = WAITING
+        turn.waiting_for = str(labels)
+        turn.message = f"waiting for the finished labels at {labels}"
+        say(f"turn {turn.number}: {turn.message}; run again when they are there")
+        return
+    with _Timer(turn, "import"):
+        sel = Selection.load(turn.dir / "selection.json")
+        train_ds = Dataset.open(config.dataset)
+        staging_path = turn.dir / "labels"
+        staging = (
+            Dataset.open(staging_path)
+            if (staging_path / "dataset.json").is_file()
+            else Dataset.create(staging_path, train_ds.classes)
+        )
+        human = 0
+        if turn.exported > 0:
+            res = import_labels(staging, labels, sel, labeller=config.labeller, note=f"turn {turn.number}")
+            human = len(res.added) + len(res.skipped)
+        if auto_file.is_file():
+            import_labels(staging, auto_file, sel, format="csv", note=f"turn {turn.number}: auto-accepted")
+        entries = list(staging.entries())
+        train, held = _split_holdout(entries, config.holdout, config.seed + turn.number)
+        source = f"flywheel turn {turn.number}"
+        version = train_ds.add(
+            [replace(e, version=0) for e in train], source=source, note=f"turn {turn.number}"
+        )
+        if held:
+            new_ds = (
+                Dataset.open(config.new_slice)
+                if (config.new_slice / "dataset.json").is_file()
+                else Dataset.create(config.new_slice, train_ds.classes)
+            )
+            new_ds.add([replace(e, version=0) for e in held], source=source, note=f"turn {turn.number}")
+    turn.labels_bought = human
+    turn.trained_on = len(train)
+    turn.held_out = len(held)
+    turn.dataset_version = version
+    turn.waiting_for = None
+    turn.message = ""
+    turn.stage = "imported"
+    say(
+        f"turn {turn.number}: imported {len(entries)} labels ({human} from people, "
+        f"{len(entries) - human} accepted from the model); {len(train)} to training (dataset version "
+        f"{version}), {len(held)} held out as the new slice"
+    )
+
+
+def _retrain(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+    import shutil
+
+    from novelty.flywheel.retrain import parse_window, retrain, save_retrained
+
+    out = turn.dir / "challenger"
+    with _Timer(turn, "retrain"):
+        if out.exists():
+            shutil.rmtree(out)  # a retrain that was stopped halfway: start it again
+        det, record = retrain(
+            _champion(registry, turn),
+            config.dataset,
+            version=turn.dataset_version,
+            window_days=None if config.window is None else parse_window(config.window),
+            new_only=config.new_only,
+        )
+        record = save_retrained(det, record, out)
+        version = registry.register(
+            out / "detector", out / "record.json", f"turn {turn.number}", alias="challenger"
+        )
+    turn.challenger = version
+    turn.stage = "retrained"
+    n = record.dataset.n if record.dataset is not None else "?"
+    say(f"turn {turn.number}: retrained on {n} images → registered as version {version}")
+
+
+def _compare(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+    from novelty.flywheel.compare import GateRule, compare
+
+    with _Timer(turn, "compare"):
+        new_slice = config.new_slice if (config.new_slice / "dataset.json").is_file() else None
+        c = compare(
+            registry.root / "versions" / str(turn.champion),
+            registry.root / "versions" / str(turn.challenger),
+            config.test,
+            new_slice=new_slice,
+            nominal=config.nominal,
+            n_boot=config.n_boot,
+            seed=config.seed,
+            rule=GateRule(min_gain=config.min_gain, margin=config.margin),
+        )
+        c.save(turn.dir / "comparison.json")
+        c.write_report(turn.dir / "comparison.html")
+    turn.passed = bool(c.passed)
+    turn.reasons = [str(r) for r in c.reasons]
+    turn.stage = "compared"
+    say(
+        f"turn {turn.number}: the gate {'passes' if c.passed else 'does not pass'} ({turn.dir / 'comparison.html'})"
+    )
+
+
+def _decide(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+    if turn.passed:
+        registry.promote(turn.challenger, comparison=turn.dir / "comparison.json", note=f"turn {turn.number}")
+        turn.stage = "promoted"
+        say(f"turn {turn.number}: version {turn.challenger} promoted to champion")
+    else:
+        turn.stage = "rejected"
+        say(f"turn {turn.number}: version {turn.challenger} not promoted; the champion stays {turn.champion}")
+
+
+def _log_turn(config: FlywheelConfig, turn: Turn) -> None:
+    path = config.workdir / LOG_FILE
+    seen = set()
+    if path.is_file():
+        for text in path.read_text(encoding="utf-8").splitlines():
+            try:
+                seen.add(json.loads(text).get("turn"))
+            except ValueError:
+                continue
+    if turn.number in seen:
+        return
+    line: dict[str, Any] = {
+        "turn": turn.number,
+        "finished": _now(),
+        "stage": turn.stage,
+        "champion": turn.champion,
+        "challenger": turn.challenger,
+        "selected": turn.selected,
+        "compute_by_stage_s": turn.compute_s,
+        **turn.cost(config),
+    }
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
