@@ -26,9 +26,7 @@ from novelty.flywheel.registry import (  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,  # an MLflow store creates its tables and logs models: seconds per test
-    pytest.mark.filterwarnings("ignore::UserWarning"),  # MLflow's own warnings about type hints at import
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated"),  # MLflow's SQL store
 ]
 
 
@@ -163,6 +161,8 @@ def test_cli_with_mlflow(store, detectors, tmp_path, capsys, monkeypatch):
     opts = ["--mlflow", uri, "--model", name]
     assert main(["registry", *opts]) == 1
     assert "no model" in capsys.readouterr().err
+    assert main(["registry", "--mlflow", "bogus://x", "--model", name]) == 1
+    assert "cannot use the MLflow registry at bogus://x" in capsys.readouterr().err
     assert main(["register", str(detectors[0]), "--no-load", *opts]) == 0
     assert "version 1" in capsys.readouterr().out
     assert main(["register", str(detectors[1]), "--alias", "challenger", "--no-load", *opts]) == 0

@@ -22,18 +22,20 @@ MLflow has no lock across clients: an alias is set in one store update, and two 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import secrets
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import mlflow
 import mlflow.pyfunc
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from novelty.artifact import read_artifact
@@ -91,10 +93,10 @@ class NoveltyModel(PythonModel):
 
         self.detector = novelty.load(context.artifacts[DETECTOR_ARTIFACT])
 
-    # no type hints: MLflow would turn them into a schema that rejects bytes beside paths
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
+    # a DataFrame hint: MLflow derives no schema from it (one would reject bytes beside paths)
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if df.shape[1] == 0:
             raise RegistryError("the input DataFrame has no column; give image paths or bytes in 'image'")
@@ -134,6 +136,22 @@ def _mlflow_error() -> type[Exception]:
     return MlflowException
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _store_errors(method: _F) -> _F:
+    """An MLflow failure (a store it cannot reach, an unsupported URI) raised as a :class:`RegistryError`."""
+
+    @functools.wraps(method)
+    def wrapper(self: MlflowRegistry, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except _mlflow_error() as e:
+            raise RegistryError(f"MLflow registry at {self.tracking_uri}: {e}") from e
+
+    return cast(_F, wrapper)
+
+
 class MlflowRegistry:
     """A model registry on an MLflow tracking store (``sqlite:///…/mlflow.db``, a tracking server URL, …).
 
@@ -149,7 +167,10 @@ class MlflowRegistry:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.artifact_location = artifact_location
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        try:
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        except _mlflow_error() as e:
+            raise RegistryError(f"cannot use the MLflow registry at {tracking_uri}: {e}") from e
 
     def __repr__(self) -> str:
         return f"MlflowRegistry({self.tracking_uri!r}, {self.model_name!r})"
@@ -198,6 +219,7 @@ class MlflowRegistry:
         self.client.set_registered_model_tag(self.model_name, key, value)
         return ev
 
+    @_store_errors
     def resolve(self, spec: str | int) -> str:
         """A version named by number or by alias → MLflow's version number."""
         text = str(spec).strip()
@@ -221,6 +243,7 @@ class MlflowRegistry:
         return v
 
     # --- reads ------------------------------------------------------------------------------------------
+    @_store_errors
     def alias(self, name: str) -> str | None:
         """The version an alias points to, ``None`` when it does not exist."""
         _check_alias_name(name)
@@ -230,9 +253,11 @@ class MlflowRegistry:
         except _mlflow_error():
             return None
 
+    @_store_errors
     def aliases(self) -> dict[str, str]:
         return dict(sorted((str(k), str(v)) for k, v in (self._model().aliases or {}).items()))
 
+    @_store_errors
     def list_versions(self) -> list[VersionInfo]:
         """Every version, oldest first, with its aliases."""
         by_version: dict[str, list[str]] = {}
@@ -257,6 +282,7 @@ class MlflowRegistry:
             )
         return out
 
+    @_store_errors
     def get(self, spec: str | int) -> VersionInfo:
         version = self.resolve(spec)
         for info in self.list_versions():
@@ -264,12 +290,14 @@ class MlflowRegistry:
                 return info
         raise UnknownVersionError(f"model {self.model_name!r} has no version {version}")
 
+    @_store_errors
     def find(self, artifact_id: str) -> str | None:
         for info in self.list_versions():
             if info.artifact_id == artifact_id:
                 return info.version
         return None
 
+    @_store_errors
     def history(self) -> list[Event]:
         """Every event, oldest first."""
         tags = self._model().tags or {}
@@ -285,6 +313,7 @@ class MlflowRegistry:
             events.append(Event(event=str(ev), time=str(t), data=doc))
         return events
 
+    @_store_errors
     def champions(self) -> list[str]:
         """The champions a rollback can return to, oldest first (the last is the current one)."""
         stack: list[str] = []
@@ -301,6 +330,7 @@ class MlflowRegistry:
         return stack
 
     # --- changes ----------------------------------------------------------------------------------------
+    @_store_errors
     def set_alias(self, name: str, version: str | int | None, *, note: str = "") -> Change:
         _check_alias_name(name)
         previous = self.alias(name)
@@ -316,6 +346,7 @@ class MlflowRegistry:
         self._append("alias", alias=name, version=v, previous=previous, note=note, user=_user())
         return Change(name, v, previous, changed=True)
 
+    @_store_errors
     def register(
         self,
         detector_dir: str | os.PathLike[str],
@@ -411,6 +442,7 @@ class MlflowRegistry:
         log.info("registered %s as version %s of %s", src, mv.version, self.model_name)
         return str(mv.version)
 
+    @_store_errors
     def promote(
         self,
         version: str | int,
@@ -447,6 +479,7 @@ class MlflowRegistry:
         self._append("promote", **data, note=note, user=_user())
         return Change(CHAMPION, v, current, changed=True, forced=forced)
 
+    @_store_errors
     def rollback(self, *, note: str = "") -> Change:
         """Move ``champion`` back to the previous champion in the history (repeatable)."""
         current = self.alias(CHAMPION)
@@ -472,6 +505,7 @@ class MlflowRegistry:
         )
         return Change(CHAMPION, target, current, changed=True)
 
+    @_store_errors
     def download(self, alias: str | int = CHAMPION, dst: str | os.PathLike[str] | None = None) -> Path:
         """Fetch the detector directory of a version (or alias) into ``dst`` (a new temporary directory when
         ``None``), verify it, and return its path."""
