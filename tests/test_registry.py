@@ -370,8 +370,15 @@ def test_torn_history_line_is_cut_before_the_next_event(reg):
         fh.write(b'{"event": "promote", "ali')  # a crash mid-write
     assert [e.event for e in reg.history()][-1] == "promote"
     reg.promote(2, force=True)
+    with open(reg.root / "history.jsonl", "ab") as fh:
+        fh.write(
+            b'{"event": "rollback", "alias": "champion", "version": "0001"}'
+        )  # whole, but no newline yet
+    assert reg.history()[-1].version == "0002"  # not an event until its line is complete
+    reg.promote(3, force=True)
     events = [json.loads(line) for line in (reg.root / "history.jsonl").read_text().splitlines()]
-    assert [e["event"] for e in events][-2:] == ["promote", "promote"] and events[-1]["version"] == "0002"
+    assert [e["event"] for e in events][-3:] == ["promote", "promote", "promote"]
+    assert [e["version"] for e in events][-3:] == ["0001", "0002", "0003"]
 
 
 def test_a_damaged_history_says_where(reg):

@@ -400,7 +400,9 @@ class Registry:
             raise RegistryError(f"cannot read {path}: {e.strerror or e}") from e
         events = []
         lines = data.split(b"\n")
-        for i, raw in enumerate(lines):
+        if lines[-1]:  # no newline after it: torn by a crash (even if it parses), cut off by the next change
+            log.warning("%s: skipping a torn last line", path)
+        for i, raw in enumerate(lines[:-1]):
             if not raw.strip():
                 continue
             try:
@@ -408,9 +410,6 @@ class Registry:
                 if not isinstance(doc, dict) or not isinstance(doc.get("event"), str):
                     raise ValueError("not an event object")
             except (ValueError, UnicodeDecodeError) as e:
-                if i == len(lines) - 1:  # no newline after it: torn by a crash, cut off by the next change
-                    log.warning("%s: skipping a torn last line", path)
-                    continue
                 raise RegistryError(
                     f"{path}, line {i + 1}: not a history event ({e}); the file is damaged"
                 ) from e
