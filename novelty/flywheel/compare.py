@@ -62,6 +62,7 @@ from novelty.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector
+    from novelty.embedder import Embedder
     from novelty.flywheel.dataset import Dataset, Entry
     from novelty.flywheel.record import TrainingRecord
 
@@ -723,28 +724,35 @@ def _config_check(champion: NoveltyDetector, challenger: NoveltyDetector, allow:
     )
 
 
+def _matching(path: str | os.PathLike[str], embedder: Embedder | None) -> Embedder | None:
+    """``embedder`` when it is the backbone the detector at ``path`` was fitted with, else ``None``."""
+    from novelty.flywheel.record import locate, params_from_artifact
+
+    if embedder is None:
+        return None
+    p, _ = params_from_artifact(locate(path).detector_dir)
+    mine = (embedder.backbone_name, embedder.fingerprint, embedder.draft)
+    return embedder if (p["backbone"], p["weights_fingerprint"], p["draft"]) == mine else None
+
+
 def _load_pair(
-    champion: NoveltyDetector | str | os.PathLike[str], challenger: NoveltyDetector | str | os.PathLike[str]
+    champion: NoveltyDetector | str | os.PathLike[str],
+    challenger: NoveltyDetector | str | os.PathLike[str],
+    embedder: Embedder | None = None,
 ) -> tuple[
     NoveltyDetector, TrainingRecord | None, str | None, NoveltyDetector, TrainingRecord | None, str | None
 ]:
-    """Both detectors (the challenger sharing the champion's backbone when it is the same) and their records."""
-    from novelty.flywheel.record import load_champion, locate, params_from_artifact
+    """Both detectors and their records; a backbone is loaded once when they (or ``embedder``) share it."""
+    from novelty.flywheel.record import load_champion
 
     if isinstance(champion, (str, os.PathLike)):
-        d1, r1 = load_champion(champion)
+        d1, r1 = load_champion(champion, embedder=_matching(champion, embedder))
         path1: str | None = os.fspath(champion)
     else:
         d1, r1, path1 = champion, None, None
     if isinstance(challenger, (str, os.PathLike)):
-        p2, _ = params_from_artifact(locate(challenger).detector_dir)
-        e1 = d1.embedder
-        same = (p2["backbone"], p2["weights_fingerprint"], p2["draft"]) == (
-            e1.backbone_name,
-            e1.fingerprint,
-            e1.draft,
-        )
-        d2, r2 = load_champion(challenger, embedder=e1 if same else None)
+        shared = _matching(challenger, d1.embedder) or _matching(challenger, embedder)
+        d2, r2 = load_champion(challenger, embedder=shared)
         path2: str | None = os.fspath(challenger)
     else:
         d2, r2, path2 = challenger, None, None
@@ -814,6 +822,7 @@ def compare(
     cache: bool = True,
     champion_record: TrainingRecord | None = None,
     challenger_record: TrainingRecord | None = None,
+    embedder: Embedder | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Comparison:
     """Both detectors on the same frozen test manifest (``test_dataset`` at ``test_version``, default its
@@ -821,9 +830,10 @@ def compare(
     version added); rows, intervals and the gate as in the module docstring.
 
     A detector given as a path may be a detector directory or ``DIR`` with ``detector/`` and ``record.json``;
-    the records (also passable directly) let the gate check that no test image was trained on."""
+    the records (also passable directly) let the gate check that no test image was trained on.
+    ``embedder``: a loaded backbone for detectors given as paths (used where it is theirs)."""
     say = progress or (lambda _msg: None)
-    d1, r1, path1, d2, r2, path2 = _load_pair(champion, challenger)
+    d1, r1, path1, d2, r2, path2 = _load_pair(champion, challenger, embedder)
     r1, r2 = champion_record or r1, challenger_record or r2
     config_check = _config_check(d1, d2, allow_config_change)
     test_ds = _as_dataset(test_dataset)

@@ -47,6 +47,7 @@ from novelty.flywheel.record import (
 
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector
+    from novelty.embedder import Embedder
 
 __all__ = ["RetrainError", "parse_window", "retrain", "save_retrained", "select_entries"]
 
@@ -73,6 +74,10 @@ def parse_window(text: str) -> float:
 
 
 def _fmt_days(days: float) -> str:
+    """Days as the window was most likely written: ``30d``, ``12h``, ``2.5d``."""
+    hours = days * 24.0
+    if days < 1.0 and abs(hours - round(hours)) < 1e-9:
+        return f"{round(hours)}h"
     return f"{days:g}d"
 
 
@@ -150,6 +155,7 @@ def retrain(
     allow_new_classes: bool = False,
     champion_record: TrainingRecord | None = None,
     cache: bool = True,
+    embedder: Embedder | None = None,
     now: datetime | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[NoveltyDetector, TrainingRecord]:
@@ -161,13 +167,14 @@ def retrain(
     (default the latest). The training window: ``window_days`` (only entries labelled in the last N days),
     ``versions`` (only entries added by those versions), ``new_only`` (only entries added after the
     champion's dataset version; needs its record). ``seed``: every seed of the new detector (default the
+    champion's). ``embedder``: a loaded backbone to use when ``champion`` is a path (checked to be the
     champion's). The record's ``artifact_id`` is set by :func:`save_retrained`. ``progress`` gets one line
     per step.
     """
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     if isinstance(champion, (str, os.PathLike)):
-        champ, rec = load_champion(champion)
+        champ, rec = load_champion(champion, embedder=embedder)
         champion_record = champion_record or rec
     else:
         champ = champion
@@ -267,9 +274,9 @@ def save_retrained(
         raise InvalidInputError(
             f"{root} is a detector directory; give a new directory (it will hold {DETECTOR_DIR}/ and {RECORD_NAME})"
         )
-    root.mkdir(parents=True, exist_ok=True)
     if config_hash(detector_params(detector)) != record.config_hash:
         raise ConfigMismatchError("the record was made for another detector's parameters")
+    root.mkdir(parents=True, exist_ok=True)
     detector.save(root / DETECTOR_DIR)
     rec = record.with_artifact(str(detector.artifact_id_))
     rec.save(root / RECORD_NAME)
