@@ -23,7 +23,6 @@ from novelty.flywheel.compare import (
     ComparisonError,
     GateRule,
     ModelOutputs,
-    _auroc,
     bootstrap_weights,
     compare,
     compare_outputs,
@@ -32,6 +31,7 @@ from novelty.flywheel.compare import (
     parse_dataset_arg,
 )
 from novelty.flywheel.dataset import Dataset, embed_entries
+from novelty.flywheel.paired import weighted_auroc
 from novelty.flywheel.record import TrainingRecord, config_hash, detector_params
 from novelty.flywheel.retrain import retrain, save_retrained
 from novelty.metrics import auroc
@@ -76,13 +76,13 @@ def test_ece_against_a_plain_loop_and_weights_as_repetitions(rng):
 def test_weighted_auroc_against_the_unweighted_one(rng):
     neg = rng.normal(size=200).round(1)  # ties on purpose
     pos = rng.normal(0.7, 1, size=150).round(1)
-    ones = _auroc(np.ones((1, 200)), np.ones((1, 150)), neg, pos)[0]
+    ones = weighted_auroc(np.ones((1, 200)), np.ones((1, 150)), neg, pos)[0]
     assert ones == pytest.approx(auroc(neg, pos), abs=1e-12)
     from sklearn.metrics import roc_auc_score
 
     assert ones == pytest.approx(roc_auc_score(np.r_[np.zeros(200), np.ones(150)], np.r_[neg, pos]))
     wn, wp = rng.integers(0, 3, 200).astype(float), rng.integers(0, 3, 150).astype(float)
-    got = _auroc(wn[None], wp[None], neg, pos)[0]
+    got = weighted_auroc(wn[None], wp[None], neg, pos)[0]
     assert got == pytest.approx(
         auroc(np.repeat(neg, wn.astype(int)), np.repeat(pos, wp.astype(int))), abs=1e-12
     )
@@ -442,12 +442,12 @@ def wind(tmp_path_factory, embedder):
     add_items(
         train,
         [Item(LABELS[y], "clean", f"b{g}", NOW) for y, g in zip(fit_y, fit_g, strict=True)],
-        pngs(fit_images, root / "fit"),
+        pngs(fit_images, root / "img" / "fit"),
     )
     add_items(
         train,
         [Item(LABELS[y], "tunnel", f"tb{g}", NOW) for y, g in zip(fit_y, fit_g, strict=True)],
-        pngs(tunnel_fit, root / "fit-tunnel"),
+        pngs(tunnel_fit, root / "img" / "fit-tunnel"),
     )
     test = Dataset.create(root / "test", CLASSES)
     t = sc.test
@@ -456,7 +456,8 @@ def wind(tmp_path_factory, embedder):
     add_items(
         test,
         items,
-        pngs(t.images, root / "test") + pngs(sc.production["tunnel"].images, root / "test-tunnel"),
+        pngs(t.images, root / "img" / "test")
+        + pngs(sc.production["tunnel"].images, root / "img" / "test-tunnel"),
     )
     cache = cache_root("test-embeddings") / "flywheel-windshield"
     embed_entries(train.entries() + test.entries(), embedder, cache)  # the backbone pass, once per machine

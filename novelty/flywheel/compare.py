@@ -25,27 +25,14 @@ without a group is a cluster of its own. McNemar's exact test (two-sided binomia
 tests the head's correctness; it treats images as independent, which near-duplicates are not, so the gate
 asks for it *and* the clustered interval.
 
-**The gate** (:class:`GateRule`), with a head on both detectors:
-
-1. *gain*: overall accuracy gain (point estimate) ≥ ``min_gain`` (default 0.01);
-2. *significant*: the gain's interval lies above 0 **and** McNemar's p < ``mcnemar_level`` (0.05);
-3. *no condition worse*: no condition's (nor slice's) accuracy difference below ``−margin`` (default 0.02),
-   judged on the point estimate;
-4. *false alarms*: the challenger's false-alarm rate on all nominal images ≤ max(alpha, the champion's) +
-   tolerance, the tolerance defaulting to the binomial one-sided 95 % margin ``1.645·√(α(1−α)/n_nominal)``;
-5. *no leakage*: no test image is in either detector's training data (checked by content hash when the
-   training records name their dataset; reported as not checked otherwise).
-
-With a head, novelty AUROC is reported but not gated: teaching the head a condition is meant to make it
-familiar. **When either detector has no head** the accuracy and ECE columns are absent and the gate runs on
-novelty alone: 1–3 use the overall novelty AUROC (nominal vs everything else) and each non-nominal
-condition's AUROC instead of accuracy (no McNemar), 4 and 5 as above. The promotion happens only when every
-check passes; ``passed`` and ``reasons`` say so.
+**The gate** (:mod:`novelty.flywheel.gate`): promote only when the overall gain (accuracy; the novelty
+AUROC for detectors without a head) reaches ``min_gain`` with its interval above 0 (and McNemar's p < 0.05
+with a head), no condition is worse by more than ``margin``, the false-alarm rate stays within its bound and
+no test image was trained on. ``passed`` and ``reasons`` say which check decided.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -59,6 +46,17 @@ import numpy as np
 
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_text
+from novelty.flywheel.compare_report import METRICS
+from novelty.flywheel.gate import Check, GateRule, judge
+from novelty.flywheel.paired import (
+    ECE_BINS,
+    bootstrap_weights,
+    expected_calibration_error,
+    mcnemar_exact,
+    weighted_auroc,
+    weighted_ece,
+    weighted_mean,
+)
 
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector
@@ -76,108 +74,23 @@ __all__ = [
     "MetricDiff",
     "ModelOutputs",
     "Row",
+    "bootstrap_weights",
     "compare",
     "compare_embeddings",
     "compare_outputs",
     "expected_calibration_error",
     "mcnemar_exact",
+    "parse_dataset_arg",
+    "render_report",
 ]
 
 FORMAT = "novelty-comparison"
 FORMAT_VERSION = 1
-ECE_BINS = 15
 UNSPECIFIED = "unspecified"
-METRICS = ("accuracy", "ece", "auroc", "false_alarm_rate")
-_Z_ONE_SIDED_95 = 1.6448536269514722
 
 
 class ComparisonError(NoveltyError, ValueError):
     """Two detectors cannot be compared on this data (other parameters, unknown classes, no nominal images…)."""
-
-
-# --- statistics -------------------------------------------------------------------------------------
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: ``b`` and ``c`` are the discordant pairs (only the first model right,
-    only the second right); under the null each is Binomial(b + c, ½). ``p = min(1, 2·P(X ≤ min(b, c)))``."""
-    b, c = int(b), int(c)
-    if b < 0 or c < 0:
-        raise InvalidInputError(f"discordant counts must be ≥ 0, got {b}, {c}")
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    # log-space sum: exact enough for any n a test set has
-    logs = [
-        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
-        for i in range(k + 1)
-    ]
-    top = max(logs)
-    tail = math.exp(top) * sum(math.exp(v - top) for v in logs)
-    return float(min(1.0, 2.0 * tail))
-
-
-def _bins(confidence: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
-    """Bin of each confidence among ``n_bins`` equal-width bins ``(lo, hi]`` of [0, 1] (0 falls in the first)."""
-    return np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-
-
-def expected_calibration_error(
-    correct: np.ndarray, confidence: np.ndarray, n_bins: int = ECE_BINS, weights: np.ndarray | None = None
-) -> float:
-    """ECE: ``Σ_b (n_b / n)·|accuracy_b − confidence_b|`` over ``n_bins`` equal-width confidence bins."""
-    c = np.asarray(correct, dtype=np.float64)
-    p = np.asarray(confidence, dtype=np.float64)
-    w = np.ones_like(c) if weights is None else np.asarray(weights, dtype=np.float64)
-    if c.size == 0:
-        raise InvalidInputError("ECE of no predictions")
-    return float(_ece(w[None, :], c, p, n_bins)[0])
-
-
-def _ece(W: np.ndarray, correct: np.ndarray, conf: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:
-    """ECE under each row of weights ``W`` (m, n)."""
-    bins = _bins(conf, n_bins)
-    gap = correct - conf
-    total = np.zeros(W.shape[0])
-    for k in np.unique(bins):
-        sel = bins == k
-        total += np.abs(W[:, sel] @ gap[sel])
-    return total / W.sum(axis=1)
-
-
-def _mean(W: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return (W @ x) / W.sum(axis=1)
-
-
-def _auroc(W_neg: np.ndarray, W_pos: np.ndarray, neg: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Weighted AUROC (P(pos > neg) + ½ P(tie)) under each row of weights."""
-    uniq, inv = np.unique(np.concatenate([neg, pos]), return_inverse=True)
-    inv_n, inv_p = inv[: neg.size], inv[neg.size :]
-    u = uniq.size
-    out = np.empty(W_neg.shape[0])
-    for r in range(W_neg.shape[0]):
-        wn = np.bincount(inv_n, weights=W_neg[r], minlength=u)
-        wp = np.bincount(inv_p, weights=W_pos[r], minlength=u)
-        below = np.cumsum(wn) - wn
-        out[r] = float(wp @ (below + 0.5 * wn)) / (wn.sum() * wp.sum())
-    return out
-
-
-def bootstrap_weights(
-    strata: np.ndarray, units: np.ndarray, n_boot: int, rng: np.random.Generator
-) -> np.ndarray:
-    """``(n_boot, n)`` resampling weights: within each stratum its clusters (``units``) are drawn with
-    replacement, as many as it has; an image's weight is how often its cluster was drawn."""
-    n = strata.shape[0]
-    W = np.zeros((n_boot, n))
-    for s in np.unique(strata):
-        members = np.flatnonzero(strata == s)
-        ids, inv = np.unique(units[members], return_inverse=True)
-        m = ids.size
-        draws = rng.integers(0, m, size=(n_boot, m))
-        counts = np.zeros((n_boot, m))
-        np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
-        W[:, members] = counts[:, inv]
-    return W
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -225,50 +138,6 @@ class Row:
             "nominal": self.nominal,
             "metrics": {k: v.to_json() for k, v in self.metrics.items()},
             "mcnemar": self.mcnemar,
-        }
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check of the gate: ``passed`` is True / False, or None for information only."""
-
-    name: str
-    passed: bool | None
-    message: str
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "message": self.message, "values": self.values}
-
-    def line(self) -> str:
-        tag = {True: "PASS", False: "FAIL", None: "INFO"}[self.passed]
-        return f"{tag} {self.name}: {self.message}"
-
-
-@dataclass(frozen=True)
-class GateRule:
-    """When a challenger is promoted (see the module docstring)."""
-
-    min_gain: float = 0.01
-    margin: float = 0.02
-    fa_tolerance: float | None = None  # None: 1.645·√(α(1−α)/n_nominal)
-    mcnemar_level: float = 0.05
-
-    def __post_init__(self) -> None:
-        from novelty.params import check_real
-
-        check_real(self.min_gain, "min_gain", low=-1.0, high=1.0)
-        check_real(self.margin, "margin", low=0.0, high=1.0)
-        if self.fa_tolerance is not None:
-            check_real(self.fa_tolerance, "fa_tolerance", low=0.0, high=1.0)
-        check_real(self.mcnemar_level, "mcnemar_level", low=0.0, high=1.0, low_open=True, high_open=True)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "min_gain": self.min_gain,
-            "margin": self.margin,
-            "fa_tolerance": self.fa_tolerance,
-            "mcnemar_level": self.mcnemar_level,
         }
 
 
@@ -386,10 +255,6 @@ def _num(x: float) -> float | None:
 
 
 # --- the comparison on outputs ----------------------------------------------------------------------
-def _fmt(x: float, signed: bool = False) -> str:
-    return "n/a" if not math.isfinite(x) else (f"{x:+.3f}" if signed else f"{x:.3f}")
-
-
 def compare_outputs(
     champion: ModelOutputs,
     challenger: ModelOutputs,
@@ -483,9 +348,10 @@ def compare_outputs(
         mc = None
         if with_head and c1 is not None and c2 is not None:
             assert champion.confidence is not None and challenger.confidence is not None
-            metrics["accuracy"] = diff(_mean(Wm, c1[mask]), _mean(Wm, c2[mask]))
+            metrics["accuracy"] = diff(weighted_mean(Wm, c1[mask]), weighted_mean(Wm, c2[mask]))
             metrics["ece"] = diff(
-                _ece(Wm, c1[mask], champion.confidence[mask]), _ece(Wm, c2[mask], challenger.confidence[mask])
+                weighted_ece(Wm, c1[mask], champion.confidence[mask]),
+                weighted_ece(Wm, c2[mask], challenger.confidence[mask]),
             )
             b = int(((c1 == 1) & (c2 == 0) & mask).sum())
             c = int(((c1 == 0) & (c2 == 1) & mask).sum())
@@ -494,11 +360,14 @@ def compare_outputs(
         if pos.any():
             Wn, Wp = W[:, is_nom], W[:, pos]
             metrics["auroc"] = diff(
-                _auroc(Wn, Wp, score1[is_nom], score1[pos]), _auroc(Wn, Wp, score2[is_nom], score2[pos])
+                weighted_auroc(Wn, Wp, score1[is_nom], score1[pos]),
+                weighted_auroc(Wn, Wp, score2[is_nom], score2[pos]),
             )
         nom = mask & is_nom
         if nom.any():
-            metrics["false_alarm_rate"] = diff(_mean(W[:, nom], flag1[nom]), _mean(W[:, nom], flag2[nom]))
+            metrics["false_alarm_rate"] = diff(
+                weighted_mean(W[:, nom], flag1[nom]), weighted_mean(W[:, nom], flag2[nom])
+            )
         return Row(
             name=name,
             kind=kind,
@@ -515,120 +384,12 @@ def compare_outputs(
         rows += [make_row(f"{s} slice", "slice", sl == s) for s in slice_names]
     ordered = [c for c in nominal if c in present] + [c for c in present if c not in nominal]
     rows += [make_row(c, "condition", cond == c) for c in ordered]
-    checks = _gate(rows, rule, with_head, champion, challenger, int(is_nom.sum()))
+    checks = judge(rows, rule, with_head, champion.alpha, challenger.alpha, int(is_nom.sum()))
     if leakage is not None:
         checks.append(leakage)
     if config_check is not None:
         checks.insert(0, config_check)
     return rows, checks
-
-
-def _gate(
-    rows: list[Row], rule: GateRule, with_head: bool, champ: ModelOutputs, chall: ModelOutputs, n_nominal: int
-) -> list[Check]:
-    checks: list[Check] = []
-    overall = rows[0]
-    metric = "accuracy" if with_head else "auroc"
-    what = "accuracy" if with_head else "novelty AUROC (nominal vs the rest)"
-    d = overall.metrics.get(metric)
-    if d is None:
-        checks.append(
-            Check(
-                "gain",
-                False,
-                f"no {what} to judge: the test data has no image outside the nominal conditions",
-            )
-        )
-    else:
-        checks.append(
-            Check(
-                "gain",
-                d.diff >= rule.min_gain,
-                f"{what} {_fmt(d.champion)} → {_fmt(d.challenger)} ({_fmt(d.diff, True)}); needs ≥ "
-                f"{_fmt(rule.min_gain, True)}",
-                {
-                    "metric": metric,
-                    "champion": d.champion,
-                    "challenger": d.challenger,
-                    "gain": d.diff,
-                    "min_gain": rule.min_gain,
-                },
-            )
-        )
-        ci = f"interval [{_fmt(d.ci_low, True)}, {_fmt(d.ci_high, True)}]"
-        if with_head and overall.mcnemar is not None:
-            mc = overall.mcnemar
-            ok = d.ci_low > 0.0 and mc["p_value"] < rule.mcnemar_level
-            msg = (
-                f"{ci} must lie above 0 and McNemar p < {rule.mcnemar_level:g}: p = {mc['p_value']:.3g} "
-                f"({mc['c']} images only the challenger gets right, {mc['b']} only the champion)"
-            )
-            vals = {"ci": [d.ci_low, d.ci_high], "mcnemar_p": mc["p_value"], "b": mc["b"], "c": mc["c"]}
-        else:
-            ok = d.ci_low > 0.0
-            msg = f"{ci} must lie above 0"
-            vals = {"ci": [d.ci_low, d.ci_high]}
-        checks.append(Check("significant", bool(ok), msg, vals))
-    worse = []
-    judged = []
-    for r in rows[1:]:
-        m = r.metrics.get(metric)
-        if m is None or (not with_head and r.nominal):
-            continue
-        judged.append(r.name)
-        if m.diff < -rule.margin:
-            worse.append((r.name, m.diff, m.ci_low, m.ci_high))
-    if worse:
-        msg = "; ".join(
-            f"{name} {_fmt(dd, True)} [{_fmt(lo, True)}, {_fmt(hi, True)}]" for name, dd, lo, hi in worse
-        )
-        checks.append(
-            Check(
-                "no condition worse",
-                False,
-                f"{what} falls by more than {rule.margin:g} on {msg}",
-                {"margin": rule.margin, "worse": [w[0] for w in worse]},
-            )
-        )
-    else:
-        lowest = min(
-            ((r.name, r.metrics[metric].diff) for r in rows[1:] if r.name in judged),
-            key=lambda t: t[1],
-            default=None,
-        )
-        detail = "" if lowest is None else f" (lowest: {lowest[0]} {_fmt(lowest[1], True)})"
-        checks.append(
-            Check(
-                "no condition worse",
-                True,
-                f"no condition's {what} falls by more than {rule.margin:g}{detail}",
-                {"margin": rule.margin, "judged": judged},
-            )
-        )
-    fa = overall.metrics["false_alarm_rate"]
-    alpha = chall.alpha
-    tol = (
-        rule.fa_tolerance
-        if rule.fa_tolerance is not None
-        else _Z_ONE_SIDED_95 * math.sqrt(alpha * (1.0 - alpha) / max(n_nominal, 1))
-    )
-    bound = max(alpha, fa.champion) + tol
-    checks.append(
-        Check(
-            "false alarms",
-            fa.challenger <= bound,
-            f"challenger flags {_fmt(fa.challenger)} of {n_nominal} nominal images at alpha {alpha:g} "
-            f"(champion {_fmt(fa.champion)}); allowed ≤ max(alpha, champion) + {tol:.3f} = {bound:.3f}",
-            {
-                "challenger": fa.challenger,
-                "champion": fa.champion,
-                "alpha": alpha,
-                "tolerance": tol,
-                "bound": bound,
-            },
-        )
-    )
-    return checks
 
 
 # --- the comparison on detectors --------------------------------------------------------------------
@@ -939,110 +700,8 @@ def _embed(entries: Sequence[Entry], caches: Sequence[Path | None], embedder: An
     return out
 
 
-# --- the report -------------------------------------------------------------------------------------
-@functools.cache
-def _template() -> Any:
-    """The report template, autoescaped; every value passes the batch report's ``clean_text`` first."""
-    import html
-
-    from jinja2 import Environment, PackageLoader, select_autoescape
-    from markupsafe import Markup
-
-    from novelty.batch.report import clean_text
-
-    def finalize(value: Any) -> Any:  # html.escape also escapes quotes, as attribute values need
-        return value if isinstance(value, Markup) else Markup(html.escape(clean_text(value), quote=True))
-
-    env = Environment(
-        loader=PackageLoader("novelty.flywheel", "templates"),
-        autoescape=select_autoescape(["html", "html.j2"], default=True),
-        finalize=finalize,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    return env.get_template("compare.html.j2")
-
-
 def render_report(c: Comparison) -> str:
-    """The comparison as one self-contained HTML page (autoescaped template, inline CSS and SVG)."""
-    cols = [m for m in METRICS if any(m in r.metrics for r in c.rows)]
-    span = {
-        m: max(
-            (
-                max(abs(d.ci_low), abs(d.ci_high), abs(d.diff))
-                for r in c.rows
-                if (d := r.metrics.get(m)) is not None and math.isfinite(d.ci_low)
-            ),
-            default=0.0,
-        )
-        for m in cols
-    }
-    rows = []
-    for r in c.rows:
-        cells: list[dict[str, Any] | None] = []
-        for m in cols:
-            d = r.metrics.get(m)
-            if d is None:
-                cells.append(None)
-                continue
-            cells.append(
-                {
-                    "champion": _fmt(d.champion),
-                    "challenger": _fmt(d.challenger),
-                    "diff": _fmt(d.diff, True),
-                    "ci": f"[{_fmt(d.ci_low, True)}, {_fmt(d.ci_high, True)}]",
-                    "bar": _ci_bar(d, span[m], better=_BETTER[m]),
-                }
-            )
-        rows.append(
-            {
-                "row": r,
-                "cells": cells,
-                "mcnemar": None if r.mcnemar is None else f"{r.mcnemar['p_value']:.3g}",
-            }
-        )
-    return _template().render(
-        c=c,
-        data=c.to_json(),
-        cols=[(m, _TITLES[m], _BETTER[m]) for m in cols],
-        rows=rows,
-        checks=c.checks,
-    )
+    """The comparison as one self-contained HTML page (see :mod:`novelty.flywheel.compare_report`)."""
+    from novelty.flywheel.compare_report import render_report as render
 
-
-_TITLES = {
-    "accuracy": "head accuracy",
-    "ece": "calibration error (ECE)",
-    "auroc": "novelty AUROC",
-    "false_alarm_rate": "false alarms at alpha",
-}
-_BETTER = {"accuracy": 1, "ece": -1, "auroc": 1, "false_alarm_rate": -1}
-
-
-def _ci_bar(d: MetricDiff, span: float, *, better: int, width: int = 160, height: int = 18) -> Any:
-    """An inline SVG: the interval of the difference as a bar around 0, the point estimate as a tick;
-    green when the whole interval is on the better side of 0, red when on the worse side, grey otherwise."""
-    from markupsafe import Markup
-
-    if not (math.isfinite(d.ci_low) and math.isfinite(d.ci_high)):
-        return ""
-    s = span if span > 0 else 1.0
-    s *= 1.1
-
-    def x(v: float) -> float:
-        return width / 2 + (v / s) * (width / 2 - 4)
-
-    lo, hi, mid = x(d.ci_low), x(d.ci_high), x(d.diff)
-    good = d.ci_low > 0 if better > 0 else d.ci_high < 0
-    bad = d.ci_high < 0 if better > 0 else d.ci_low > 0
-    color = "#2e7d32" if good else "#c62828" if bad else "#757575"
-    title = f"{d.diff:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]"
-    return Markup(
-        f'<svg class="ci" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
-        f"<title>{title}</title>"
-        f'<line x1="{width / 2:.1f}" y1="1" x2="{width / 2:.1f}" y2="{height - 1}" stroke="#999" stroke-dasharray="2,2"/>'
-        f'<rect x="{lo:.1f}" y="{height / 2 - 3:.1f}" width="{max(hi - lo, 1.0):.1f}" height="6" fill="{color}" opacity="0.55"/>'
-        f'<line x1="{mid:.1f}" y1="2" x2="{mid:.1f}" y2="{height - 2}" stroke="{color}" stroke-width="2"/>'
-        "</svg>"
-    )
+    return render(c)

@@ -1,0 +1,134 @@
+"""The comparison as one self-contained HTML page: the verdict, the gate's checks, the per-condition table
+with an interval bar for every difference, and what was compared.
+
+Rendered from ``templates/compare.html.j2`` with Jinja2 autoescaping (values pass the batch report's
+``clean_text`` first, as in :mod:`novelty.batch.report`); the only markup inserted is the inline SVG of the
+interval bars, built here from numbers. Nothing on the page references anything outside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from novelty.flywheel.compare import Comparison, MetricDiff
+
+__all__ = ["METRICS", "fmt", "render_report"]
+
+#: the metrics of a row, in the order of the table
+METRICS = ("accuracy", "ece", "auroc", "false_alarm_rate")
+
+
+def fmt(x: float, signed: bool = False) -> str:
+    """``0.912``, ``+0.039`` (``signed``) or ``n/a``."""
+    return "n/a" if not math.isfinite(x) else (f"{x:+.3f}" if signed else f"{x:.3f}")
+
+
+@functools.cache
+def _template() -> Any:
+    """The report template, autoescaped; every value passes the batch report's ``clean_text`` first."""
+    import html
+
+    from jinja2 import Environment, PackageLoader, select_autoescape
+    from markupsafe import Markup
+
+    from novelty.batch.report import clean_text
+
+    def finalize(value: Any) -> Any:  # html.escape also escapes quotes, as attribute values need
+        return value if isinstance(value, Markup) else Markup(html.escape(clean_text(value), quote=True))
+
+    env = Environment(
+        loader=PackageLoader("novelty.flywheel", "templates"),
+        autoescape=select_autoescape(["html", "html.j2"], default=True),
+        finalize=finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env.get_template("compare.html.j2")
+
+
+def render_report(c: Comparison) -> str:
+    """The comparison as one self-contained HTML page (autoescaped template, inline CSS and SVG)."""
+    cols = [m for m in METRICS if any(m in r.metrics for r in c.rows)]
+    span = {
+        m: max(
+            (
+                max(abs(d.ci_low), abs(d.ci_high), abs(d.diff))
+                for r in c.rows
+                if (d := r.metrics.get(m)) is not None and math.isfinite(d.ci_low)
+            ),
+            default=0.0,
+        )
+        for m in cols
+    }
+    rows = []
+    for r in c.rows:
+        cells: list[dict[str, Any] | None] = []
+        for m in cols:
+            d = r.metrics.get(m)
+            if d is None:
+                cells.append(None)
+                continue
+            cells.append(
+                {
+                    "champion": fmt(d.champion),
+                    "challenger": fmt(d.challenger),
+                    "diff": fmt(d.diff, True),
+                    "ci": f"[{fmt(d.ci_low, True)}, {fmt(d.ci_high, True)}]",
+                    "bar": _ci_bar(d, span[m], better=_BETTER[m]),
+                }
+            )
+        rows.append(
+            {
+                "row": r,
+                "cells": cells,
+                "mcnemar": None if r.mcnemar is None else f"{r.mcnemar['p_value']:.3g}",
+            }
+        )
+    return _template().render(
+        c=c,
+        data=c.to_json(),
+        cols=[(m, _TITLES[m], _BETTER[m]) for m in cols],
+        rows=rows,
+        checks=c.checks,
+    )
+
+
+_TITLES = {
+    "accuracy": "head accuracy",
+    "ece": "calibration error (ECE)",
+    "auroc": "novelty AUROC",
+    "false_alarm_rate": "false alarms at alpha",
+}
+_BETTER = {"accuracy": 1, "ece": -1, "auroc": 1, "false_alarm_rate": -1}
+
+
+def _ci_bar(d: MetricDiff, span: float, *, better: int, width: int = 160, height: int = 18) -> Any:
+    """An inline SVG: the interval of the difference as a bar around 0, the point estimate as a tick;
+    green when the whole interval is on the better side of 0, red when on the worse side, grey otherwise."""
+    from markupsafe import Markup
+
+    if not (math.isfinite(d.ci_low) and math.isfinite(d.ci_high)):
+        return ""
+    s = span if span > 0 else 1.0
+    s *= 1.1
+
+    def x(v: float) -> float:
+        return width / 2 + (v / s) * (width / 2 - 4)
+
+    lo, hi, mid = x(d.ci_low), x(d.ci_high), x(d.diff)
+    good = d.ci_low > 0 if better > 0 else d.ci_high < 0
+    bad = d.ci_high < 0 if better > 0 else d.ci_low > 0
+    color = "#2e7d32" if good else "#c62828" if bad else "#757575"
+    title = f"{d.diff:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]"
+    return Markup(
+        f'<svg class="ci" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
+        f"<title>{title}</title>"
+        f'<line x1="{width / 2:.1f}" y1="1" x2="{width / 2:.1f}" y2="{height - 1}" stroke="#999" stroke-dasharray="2,2"/>'
+        f'<rect x="{lo:.1f}" y="{height / 2 - 3:.1f}" width="{max(hi - lo, 1.0):.1f}" height="6" fill="{color}" opacity="0.55"/>'
+        f'<line x1="{mid:.1f}" y1="2" x2="{mid:.1f}" y2="{height - 2}" stroke="{color}" stroke-width="2"/>'
+        "</svg>"
+    )

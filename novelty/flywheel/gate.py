@@ -1,0 +1,194 @@
+"""The promotion gate: when a challenger replaces the champion.
+
+With a head on both detectors:
+
+1. *gain*: the overall accuracy gain (point estimate) ≥ ``min_gain`` (default 0.01);
+2. *significant*: the gain's bootstrap interval lies above 0 **and** McNemar's exact p < ``mcnemar_level``
+   (0.05) — the interval is clustered by near-duplicate groups, McNemar treats images as independent, so
+   both are asked for;
+3. *no condition worse*: no condition's (nor slice's) accuracy difference below ``−margin`` (default 0.02),
+   judged on the point estimate;
+4. *false alarms*: the challenger's false-alarm rate on all nominal images ≤ max(alpha, the champion's rate)
+   + tolerance; the tolerance defaults to the one-sided 95 % binomial margin ``1.645·√(α(1−α)/n_nominal)``,
+   so a challenger keeps the promise of the champion at least as well, up to the noise of the test set;
+5. *no leakage* (added by :func:`novelty.flywheel.compare.compare`): no test image in either detector's
+   training data.
+
+With a head, novelty AUROC is reported, not gated: teaching the head a condition is meant to make that
+condition familiar. **When either detector has no head** the gate runs on novelty alone: 1–3 use the
+overall novelty AUROC (nominal images against all others) and each non-nominal condition's AUROC instead of
+accuracy (no McNemar); 4 and 5 as above. A challenger is promoted only when every check passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from novelty.flywheel.compare_report import fmt
+
+if TYPE_CHECKING:
+    from novelty.flywheel.compare import Row
+
+__all__ = ["Check", "GateRule", "judge"]
+
+_Z_ONE_SIDED_95 = 1.6448536269514722
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of the gate: ``passed`` is True / False, or None for information only."""
+
+    name: str
+    passed: bool | None
+    message: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "message": self.message, "values": self.values}
+
+    def line(self) -> str:
+        tag = {True: "PASS", False: "FAIL", None: "INFO"}[self.passed]
+        return f"{tag} {self.name}: {self.message}"
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """When a challenger is promoted (see the module docstring)."""
+
+    min_gain: float = 0.01
+    margin: float = 0.02
+    fa_tolerance: float | None = None  # None: 1.645·√(α(1−α)/n_nominal)
+    mcnemar_level: float = 0.05
+
+    def __post_init__(self) -> None:
+        from novelty.params import check_real
+
+        check_real(self.min_gain, "min_gain", low=-1.0, high=1.0)
+        check_real(self.margin, "margin", low=0.0, high=1.0)
+        if self.fa_tolerance is not None:
+            check_real(self.fa_tolerance, "fa_tolerance", low=0.0, high=1.0)
+        check_real(self.mcnemar_level, "mcnemar_level", low=0.0, high=1.0, low_open=True, high_open=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "min_gain": self.min_gain,
+            "margin": self.margin,
+            "fa_tolerance": self.fa_tolerance,
+            "mcnemar_level": self.mcnemar_level,
+        }
+
+
+def judge(
+    rows: list[Row],
+    rule: GateRule,
+    with_head: bool,
+    champion_alpha: float,
+    challenger_alpha: float,
+    n_nominal: int,
+) -> list[Check]:
+    """The gate's checks 1–4 on a comparison's rows (``rows[0]`` is ``all``); see the module docstring."""
+    checks: list[Check] = []
+    overall = rows[0]
+    metric = "accuracy" if with_head else "auroc"
+    what = "accuracy" if with_head else "novelty AUROC (nominal vs the rest)"
+    d = overall.metrics.get(metric)
+    if d is None:
+        checks.append(
+            Check(
+                "gain",
+                False,
+                f"no {what} to judge: the test data has no image outside the nominal conditions",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                "gain",
+                d.diff >= rule.min_gain,
+                f"{what} {fmt(d.champion)} → {fmt(d.challenger)} ({fmt(d.diff, True)}); needs ≥ "
+                f"{fmt(rule.min_gain, True)}",
+                {
+                    "metric": metric,
+                    "champion": d.champion,
+                    "challenger": d.challenger,
+                    "gain": d.diff,
+                    "min_gain": rule.min_gain,
+                },
+            )
+        )
+        ci = f"interval [{fmt(d.ci_low, True)}, {fmt(d.ci_high, True)}]"
+        if with_head and overall.mcnemar is not None:
+            mc = overall.mcnemar
+            ok = d.ci_low > 0.0 and mc["p_value"] < rule.mcnemar_level
+            msg = (
+                f"{ci} must lie above 0 and McNemar p < {rule.mcnemar_level:g}: p = {mc['p_value']:.3g} "
+                f"({mc['c']} images only the challenger gets right, {mc['b']} only the champion)"
+            )
+            vals = {"ci": [d.ci_low, d.ci_high], "mcnemar_p": mc["p_value"], "b": mc["b"], "c": mc["c"]}
+        else:
+            ok = d.ci_low > 0.0
+            msg = f"{ci} must lie above 0"
+            vals = {"ci": [d.ci_low, d.ci_high]}
+        checks.append(Check("significant", bool(ok), msg, vals))
+    worse = []
+    judged = []
+    for r in rows[1:]:
+        m = r.metrics.get(metric)
+        if m is None or (not with_head and r.nominal):
+            continue
+        judged.append(r.name)
+        if m.diff < -rule.margin:
+            worse.append((r.name, m.diff, m.ci_low, m.ci_high))
+    if worse:
+        msg = "; ".join(
+            f"{name} {fmt(dd, True)} [{fmt(lo, True)}, {fmt(hi, True)}]" for name, dd, lo, hi in worse
+        )
+        checks.append(
+            Check(
+                "no condition worse",
+                False,
+                f"{what} falls by more than {rule.margin:g} on {msg}",
+                {"margin": rule.margin, "worse": [w[0] for w in worse]},
+            )
+        )
+    else:
+        lowest = min(
+            ((r.name, r.metrics[metric].diff) for r in rows[1:] if r.name in judged),
+            key=lambda t: t[1],
+            default=None,
+        )
+        detail = "" if lowest is None else f" (lowest: {lowest[0]} {fmt(lowest[1], True)})"
+        checks.append(
+            Check(
+                "no condition worse",
+                True,
+                f"no condition's {what} falls by more than {rule.margin:g}{detail}",
+                {"margin": rule.margin, "judged": judged},
+            )
+        )
+    fa = overall.metrics["false_alarm_rate"]
+    alpha = challenger_alpha
+    tol = (
+        rule.fa_tolerance
+        if rule.fa_tolerance is not None
+        else _Z_ONE_SIDED_95 * math.sqrt(alpha * (1.0 - alpha) / max(n_nominal, 1))
+    )
+    bound = max(alpha, fa.champion) + tol
+    checks.append(
+        Check(
+            "false alarms",
+            fa.challenger <= bound,
+            f"challenger flags {fmt(fa.challenger)} of {n_nominal} nominal images at alpha {alpha:g} "
+            f"(champion {fmt(fa.champion)}); allowed ≤ max(alpha, champion) + {tol:.3f} = {bound:.3f}",
+            {
+                "challenger": fa.challenger,
+                "champion": fa.champion,
+                "alpha": alpha,
+                "tolerance": tol,
+                "bound": bound,
+            },
+        )
+    )
+    return checks
