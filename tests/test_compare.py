@@ -507,7 +507,18 @@ def test_ceteris_paribus_no_new_labels_is_not_promoted(wind, embedder, capsys):
     assert not c.passed
     for r in c.rows:
         for name, d in r.metrics.items():
-            assert d.ci_low <= 0.0 <= d.ci_high, (r.name, name, d)
+            # every interval contains 0, or is a systematic shift too small to print at three decimals: on
+            # clean frames both heads are ~100 % confident and the refit moves that by about 1e-4 on every
+            # image alike (the ECE interval then has no spread to reach 0 with)
+            assert d.ci_low <= 0.0 <= d.ci_high or max(abs(d.ci_low), abs(d.ci_high)) < 5e-4, (
+                r.name,
+                name,
+                d,
+            )
+    for r in c.rows:  # the gated metric and the novelty metrics: intervals that contain 0
+        for name in ("accuracy", "auroc", "false_alarm_rate"):
+            if name in r.metrics:
+                assert r.metrics[name].ci_low <= 0.0 <= r.metrics[name].ci_high, (r.name, name)
     assert {ch.name for ch in c.checks if ch.passed is False} & {"gain", "significant"}
     assert c.embeddings["shared"] and next(ch for ch in c.checks if ch.name == "no leakage").passed is True
 
