@@ -109,6 +109,11 @@ def synthetic(
         sign = 1.0 if y == CLASSES[1] else -1.0
         cond_dir = np.zeros(dim)
         cond_dir[2 + zlib.crc32(c.encode()) % (dim - 3)] = shifts.get(c, 0.0)
-        v = base + 0.6 * sign * (own_dir if c in own else class_dir) + cond_dir + rng.normal(scale=0.02, size=dim)
+        v = (
+            base
+            + 0.6 * sign * (own_dir if c in own else class_dir)
+            + cond_dir
+            + rng.normal(scale=0.02, size=dim)
+        )
         out[i] = v / np.linalg.norm(v)
     return out

@@ -211,6 +211,10 @@ def test_refusals(setup, rng):
         compare_outputs(a, a, y, setup.cond, n_boot=100)
     with pytest.raises(ComparisonError, match=r"no test image has a nominal condition.*clean, ice, tunnel"):
         compare_outputs(a, a, setup.y, setup.cond, nominal=("daylight",), n_boot=100)
+    rows, _ = compare_outputs(a, a, setup.y, setup.cond, nominal="clean", n_boot=100)  # one name, not letters
+    assert rows[1].name == "clean" and rows[1].nominal
+    with pytest.raises(novelty.errors.InvalidInputError, match="alpha"):
+        ModelOutputs.from_detector(None, None, alpha=2.0)  # type: ignore[arg-type]
     no_cond = compare_outputs(a, a, setup.y, [None] * setup.y.size, nominal=("unspecified",), n_boot=100)
     assert [r.name for r in no_cond[0]] == ["all", "unspecified"]
     holes = ModelOutputs(p_value=np.where(np.arange(600) == 5, np.nan, a.p_value), alpha=0.05)

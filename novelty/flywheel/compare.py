@@ -57,6 +57,7 @@ from novelty.flywheel.paired import (
     weighted_ece,
     weighted_mean,
 )
+from novelty.params import check_int, check_real
 
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector
@@ -155,8 +156,12 @@ class ModelOutputs:
     def from_detector(
         cls, det: NoveltyDetector, embeddings: np.ndarray, alpha: float | None = None
     ) -> ModelOutputs:
+        a = (
+            det.alpha
+            if alpha is None
+            else check_real(alpha, "alpha", low=0.0, high=1.0, low_open=True, high_open=True)
+        )
         res = det.score_embeddings(embeddings)
-        a = float(det.alpha if alpha is None else alpha)
         if res.predictions is None or res.probabilities is None:
             return cls(p_value=np.asarray(res.p_value, dtype=np.float64), alpha=a)
         return cls(
@@ -276,8 +281,6 @@ def compare_outputs(
     ``labels`` are the true classes; ``conditions`` each image's condition (``None``: unspecified);
     ``groups`` the resampling clusters (``None`` entries: the image alone); ``slices`` the part each image
     belongs to (``"test"`` / ``"new"``)."""
-    from novelty.params import check_int, check_real
-
     rule = rule or GateRule()
     n_boot = check_int(n_boot, "n_boot", minimum=100)
     level = check_real(level, "level", low=0.5, high=1.0, high_open=True)
@@ -305,7 +308,9 @@ def compare_outputs(
     for m, who in ((champion, "champion"), (challenger, "challenger")):
         if not np.isfinite(m.p_value).all():
             raise ComparisonError(f"the {who} gave no p-value for some images (unreadable?)")
-    nominal = tuple(str(c) for c in nominal)
+    nominal = (nominal,) if isinstance(nominal, str) else tuple(str(c) for c in nominal)
+    if not nominal:
+        raise InvalidInputError("nominal must name at least one condition, e.g. ('clean',)")
     is_nom = np.isin(cond, nominal)
     present = sorted(set(cond.tolist()))
     if not is_nom.any():
@@ -594,6 +599,8 @@ def compare(
     the records (also passable directly) let the gate check that no test image was trained on.
     ``embedder``: a loaded backbone for detectors given as paths (used where it is theirs)."""
     say = progress or (lambda _msg: None)
+    if alpha is not None:  # bad arguments fail before any loading or embedding
+        check_real(alpha, "alpha", low=0.0, high=1.0, low_open=True, high_open=True)
     d1, r1, path1, d2, r2, path2 = _load_pair(champion, challenger, embedder)
     r1, r2 = champion_record or r1, challenger_record or r2
     config_check = _config_check(d1, d2, allow_config_change)
