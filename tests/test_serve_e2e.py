@@ -242,6 +242,13 @@ def test_client_errors_carry_the_code(server, token, frames):
     results = client.score_batch([frames[0], b"nope", frames[1]])
     assert results[0].error is None and results[2].error is None
     assert results[1].error is not None and results[1].error.startswith("not_an_image")
+    # more images than the service takes in one request (64): sent in chunks, answered in order
+    many = [f + i.to_bytes(4, "big") for i, f in enumerate((frames * 12)[:70])] + [b"nope"]
+    answered = client.score_batch(many, chunk_size=32)
+    assert [v.sha256 for v in answered[:70]] == [hashlib.sha256(m).hexdigest() for m in many[:70]]
+    assert answered[70].error is not None and all(v.error is None for v in answered[:70])
+    with pytest.raises(ValueError, match="chunk_size"):
+        client.score_batch(many, chunk_size=0)
 
 
 def test_flags_survive_kill_9_and_client_retries(tmp_path, token, frames):

@@ -163,6 +163,12 @@ async def parse_form(request: Request, body: bytes, max_files: int) -> Any:
             max_files=max_files, max_fields=64, max_part_size=65536
         )
     except StarletteHTTPException as e:
+        if (
+            "too many files" in str(e.detail).lower()
+        ):  # more parts than the limit: a size refusal, not a bad body
+            raise ServiceError(
+                413, "too_large", f"too many files in one request; the limit is {max_files - 1}"
+            ) from None
         raise ServiceError(400, "invalid_request", f"malformed multipart body: {e.detail}") from None
 
 
