@@ -41,7 +41,9 @@ NOW = "2026-12-01T12:00:00Z"
 
 
 # --- statistics against references ------------------------------------------------------------------
-@pytest.mark.parametrize("b,c", [(0, 0), (0, 1), (3, 3), (1, 9), (12, 30), (40, 41), (0, 25), (200, 150), (5000, 5200)])
+@pytest.mark.parametrize(
+    "b,c", [(0, 0), (0, 1), (3, 3), (1, 9), (12, 30), (40, 41), (0, 25), (200, 150), (5000, 5200)]
+)
 def test_mcnemar_exact_is_the_two_sided_binomial_test(b, c):
     from scipy.stats import binomtest
 
