@@ -114,7 +114,10 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     c.add_argument("champion", metavar="CHAMPION", help="detector directory or DIR/detector/")
     c.add_argument("challenger", metavar="CHALLENGER", help="detector directory or DIR/detector/")
     c.add_argument(
-        "--test", required=True, metavar="DS[:VERSION]", help="the frozen test dataset (and version)"
+        "--test",
+        required=True,
+        metavar="DS[:VERSION]",
+        help="the frozen test set: every entry of the dataset up to VERSION (default: its latest)",
     )
     c.add_argument(
         "--new",
