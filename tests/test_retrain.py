@@ -453,3 +453,17 @@ def test_cli_retrain(ds, champion_dir, tmp_path, capsys):
     assert not (tmp_path / "b").exists()
     code = main(["retrain", str(tmp_path / "nope"), "--dataset", str(ds.path), "--out", str(tmp_path / "c")])
     assert code == 1 and "no such detector" in capsys.readouterr().err
+
+
+def test_retrain_refits_the_autoencoder_with_its_recorded_parameters(ds, embedder):
+    ae = {"hidden": [16], "bottleneck": 4, "max_epochs": 3, "patience": 1}
+    champ, _ = retrain(template(embedder, head=False, scorers={"knn": {}, "autoencoder": ae}), ds, version=1)
+    det, rec = retrain(champ, ds, seed=5)
+    old, new = champ.scorers_[1], det.scorers_[1]
+    assert new.name == "autoencoder" and new.get_params() == {**old.get_params(), "seed": 5}
+    assert rec.params["scorers"][1]["params"]["seed"] == 5 and rec.config_hash == config_hash(
+        detector_params(champ)
+    )
+    a, b = old.state_arrays(), new.state_arrays()
+    assert a.keys() == b.keys() and any(not np.array_equal(a[k], b[k]) for k in a)  # fitted again, not copied
+    assert det.calibrator_.n == 30 and det.index_.ntotal == 60  # on all 90 images: index and calibration too
