@@ -67,7 +67,7 @@ SEEDS = (0, 1, 2, 3, 4)
 TUNE_SEEDS = (100, 101, 102)
 TUNE_BUDGET = 50
 TUNE_WEIGHTS = ((1.0, 0.0), (0.75, 0.25), (0.5, 0.5))
-TUNE_OVERSAMPLE = (1.0, 2.0, 4.0, 8.0)
+TUNE_OVERSAMPLE = (4.0, 8.0, 16.0, 32.0)
 POOL_SHARE = 0.8
 TURNS = 5
 TURN_BUDGET = 50
@@ -349,7 +349,7 @@ def run(
     bench = Bench(train, parts["pool"], parts["eval"], champion, fit_idx)
     ev = bench.eval
     v = champion.score_embeddings(ev.x)
-    before = {
+    before: dict[str, Any] = {
         "accuracy": accuracy(v.predictions or [], ev),
         "flagged": {c: float(v.is_novel[ev.condition == c].mean()) for c in ALL_CONDITIONS},
         "false_alarm_clean": float(v.is_novel[ev.condition == "clean"].mean()),
@@ -363,7 +363,7 @@ def run(
 
     budgets = BUDGETS if not quick else (25, 50)
     # tuning hybrid on seeds apart from the reported ones
-    tuning = []
+    tuning: list[dict[str, Any]] = []
     grid = [(w, o) for w in TUNE_WEIGHTS for o in TUNE_OVERSAMPLE] if not quick else [((0.75, 0.25), 4.0)]
     for (wn, wu), over in grid:
         accs = []
@@ -376,7 +376,7 @@ def run(
         tuning.append({"weights": {"novelty": wn, "uncertainty": wu}, "oversample": over, **mean_std(accs)})
         say(f"tuning hybrid w_n={wn} w_u={wu} oversample={over:g}: {np.mean(accs):.4f}")
     best = max(tuning, key=lambda t: t["mean"])
-    hybrid_kw = {"weights": dict(best["weights"]), "oversample": best["oversample"]}
+    hybrid_kw: dict[str, Any] = {"weights": dict(best["weights"]), "oversample": best["oversample"]}
     say(f"hybrid tuned: {hybrid_kw}")
 
     # one turn: every strategy × budget × seed
@@ -513,8 +513,7 @@ def run(
     return {
         "benchmark": "flywheel",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "command": "OMP_NUM_THREADS unset; .venv/bin/python -m benchmarks.flywheel"
-        + (" --quick" if quick else ""),
+        "command": command_line(quick),
         "machine": {**machine_description(), "torch_threads": torch.get_num_threads()},
         "seconds": round(total, 1),
         "data": {
@@ -562,6 +561,14 @@ def run(
     }
 
 
+def command_line(quick: bool) -> str:
+    import os
+
+    threads = os.environ.get("OMP_NUM_THREADS")
+    env = f"OMP_NUM_THREADS={threads} " if threads else ""
+    return env + ".venv/bin/python -m benchmarks.flywheel" + (" --quick" if quick else "")
+
+
 # --- report -----------------------------------------------------------------------------------------------
 def fmt_acc(acc: dict[str, float]) -> str:
     return " ".join(f"{k} {acc[k]:.3f}" for k in (*ALL_CONDITIONS, "overall"))
@@ -569,6 +576,36 @@ def fmt_acc(acc: dict[str, float]) -> str:
 
 def _ms(d: dict[str, float], digits: int = 3) -> str:
     return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
+
+
+def _match_text(curve: dict[int, float], target: float, top: int) -> str:
+    if target <= curve[0]:
+        return "0 (not above the champion)"
+    x = labels_to_match(curve, target)
+    return f"> {top}" if x is None else f"{x:.0f}"
+
+
+def _same_as_diversity(r: dict[str, Any]) -> str:
+    """A note for the budgets at which hybrid's accuracy equals diversity's on every seed."""
+    same = []
+    for b in r["summary"]["hybrid"]:
+        acc = {
+            s: sorted(
+                (x["seed"], x["accuracy"]["overall"])
+                for x in r["runs"]
+                if x["strategy"] == s and str(x["budget"]) == b
+            )
+            for s in ("hybrid", "diversity")
+        }
+        if acc["hybrid"] == acc["diversity"]:
+            same.append(b)
+    if not same:
+        return ""
+    return (
+        f" At {' and '.join(same)} labels hybrid's accuracy equals diversity's on every seed: they chose the same "
+        "images (k-center's picks from the training coverage all lie among hybrid's oversample × budget most novel "
+        "candidates)."
+    )
 
 
 def to_markdown(r: dict[str, Any]) -> str:
@@ -579,7 +616,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"Command: `{r['command']}` · {r['date']} · {r['seconds']:.0f} s in all "
         f"(embedding {'from the cache' if r['data']['from_cache'] else str(r['data']['seconds']) + ' s'}) · "
         f"{m['cpu']}, {m['cpus_usable']} usable CPUs, torch {m['torch']} with {m['torch_threads']} threads, "
-        f"Python {m['python']}.",
+        f"Python {m['python']}." + (f" {r['note']}" if r.get("note") else ""),
         "",
         f"Data: champion fitted on {r['data']['train']} clean train frames (dry + wet); pool of "
         f"{r['data']['pool']} production images ({r['data']['pool_per_seed']} drawn per seed): test frames under "
@@ -623,6 +660,8 @@ def to_markdown(r: dict[str, Any]) -> str:
             )
     need = r["random_labels_to_match_hybrid_50"]
     top = max(int(b) for b in r["summary"]["random"])
+    curve = {0: ch["accuracy"]["overall"]}
+    curve.update({int(b): v["accuracy"]["overall"]["mean"] for b, v in r["summary"]["random"].items()})
     lines += [
         "",
         f"**Labels `random` needs to reach hybrid@50 ({r['hybrid_50_overall']:.3f})**: "
@@ -637,6 +676,16 @@ def to_markdown(r: dict[str, Any]) -> str:
             for x in r["random_labels_to_match_hybrid_50_per_seed"]
         )
         + ".",
+        "",
+        "Labels `random` needs to reach each strategy's mean accuracy at 50 labels: "
+        + "; ".join(
+            f"{s} {per_b['50']['accuracy']['overall']['mean']:.3f} → "
+            + _match_text(curve, per_b["50"]["accuracy"]["overall"]["mean"], top)
+            for s, per_b in r["summary"].items()
+            if s != "random" and "50" in per_b
+        )
+        + "."
+        + _same_as_diversity(r),
         "",
         "What each strategy picked at 50 labels (mean count per condition):",
         "",
@@ -665,19 +714,20 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"## Five turns of hybrid, {r['config']['turn_budget']} labels each, the detector refitted every turn",
         "",
         "| turn | labels | overall | clean | tunnel | ice | fog | snow | false alarms (clean) | "
-        "pre-annotation right | auto-accepted share | auto-accepted accuracy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "flagged (4 conditions) | pre-annotation right | auto-accepted share | auto-accepted accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| 0 | 0 | {ch['accuracy']['overall']:.3f} | "
         + " | ".join(f"{ch['accuracy'][c]:.3f}" for c in ALL_CONDITIONS)
-        + f" | {ch['false_alarm_clean']:.3f} | | {r['auto_accept_champion']['share']['mean']:.3f} | "
-        f"{r['auto_accept_champion']['accuracy']['mean']:.3f} |",
+        + f" | {ch['false_alarm_clean']:.3f} | {np.mean([ch['flagged'][c] for c in CONDITIONS]):.3f} | | "
+        f"{r['auto_accept_champion']['share']['mean']:.3f} | {r['auto_accept_champion']['accuracy']['mean']:.3f} |",
     ]
     for t in r["turn_summary"]:
         a = t["accuracy"]
         lines.append(
             f"| {t['turn']} | {t['labels']} | {_ms(a['overall'])} | "
             + " | ".join(f"{a[c]['mean']:.3f}" for c in ALL_CONDITIONS)
-            + f" | {_ms(t['false_alarm_clean'])} | {t['preannotation_right']['mean']:.2f} | "
+            + f" | {_ms(t['false_alarm_clean'])} | "
+            f"{np.mean([t['flagged'][c]['mean'] for c in CONDITIONS]):.3f} | {t['preannotation_right']['mean']:.2f} | "
             f"{t['auto_share']['mean']:.3f} | {_ms(t['auto_accuracy'])} |"
         )
     lines += [
@@ -686,7 +736,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         "already answered right. Auto-accepted: the share of the turn's pool with p ≥ alpha and head "
         f"probability ≥ {r['config']['auto_accept']['probability_at_least']} (accepted without a human), and how "
         "many of those answers were right. The auto-accepted share and accuracy on the row of turn *t* are "
-        "those of the detector of turn *t − 1* (the one that selected), on the pool it selected from.",
+        "those of the detector of turn *t − 1* (the one that selected), on the pool it selected from. Flagged: the "
+        "share of the evaluation frames under tunnel, ice, fog and snow with p < alpha after the turn's refit.",
         "",
     ]
     return "\n".join(lines)
@@ -698,7 +749,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--quick", action="store_true", help="2 seeds, budgets 25/50, no tuning grid (a smoke run)"
     )
+    ap.add_argument(
+        "--render", metavar="JSON", help="only write the Markdown of an earlier run's JSON beside it"
+    )
     args = ap.parse_args(argv)
+    if args.render:
+        from novelty.fileio import atomic_write_text
+
+        src = Path(args.render)
+        atomic_write_text(src.with_suffix(".md"), to_markdown(json.loads(src.read_text())))
+        say(f"written {src.with_suffix('.md')}")
+        return 0
     logging.basicConfig(level=logging.WARNING)
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)

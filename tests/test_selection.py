@@ -379,6 +379,7 @@ def test_pool_from_results_reuses_their_embeddings(textile_detector, inbox, tmp_
     assert calls == [] and len(pool) == 8  # no image embedded again
     assert pool.n_skipped == 1 and "unreadable when scored" in pool.skipped[0][1]
     assert all(s == (f"results:{results.resolve()}",) for s in pool.sources)
+    assert all(t is not None and t.endswith("Z") for t in pool.timestamps)  # the results' timestamp column
     again = build_pool(det, [inbox])
     order = [again.sha256.index(s) for s in pool.sha256]
     np.testing.assert_allclose(pool.embeddings, again.embeddings[order], atol=2e-3)  # float16 in the file
@@ -474,6 +475,7 @@ def test_pool_errors_name_the_source(textile_detector, tmp_path, textile_paths):
         (["--budget", "five"], "not an integer"),
         (["--budget", "5", "--radius", "-1"], "must be in"),
         (["--budget", "5", "--weights", "novel=1"], "give weights as"),
+        (["--budget", "5"], "the following arguments are required: --strategy"),
     ],
 )
 def test_select_bad_arguments_exit_2(tmp_path, capsys, args, message):
@@ -483,25 +485,30 @@ def test_select_bad_arguments_exit_2(tmp_path, capsys, args, message):
 
 def test_select_usage_errors_before_loading_anything(tmp_path, capsys):
     det = str(tmp_path / "no-detector")
+    h = ["--strategy", "hybrid"]
     cases = [
-        ([det, "--budget", "3"], "no source of candidates"),
-        ([det, str(tmp_path / "missing"), "--budget", "3"], "no such file or folder"),
-        ([det, str(tmp_path), "--budget", "3", "--out", str(tmp_path)], "is a directory"),
+        ([det, "--budget", "3", *h], "no source of candidates"),
+        ([det, str(tmp_path / "missing"), "--budget", "3", *h], "no such file or folder"),
+        ([det, str(tmp_path), "--budget", "3", *h, "--out", str(tmp_path)], "is a directory"),
         (
             [det, str(tmp_path), "--budget", "3", "--strategy", "random", "--weights", "novelty=1"],
+            "hybrid only",
+        ),
+        (
+            [det, str(tmp_path), "--budget", "3", "--strategy", "random", "--oversample", "2"],
             "hybrid only",
         ),
         (
             [det, str(tmp_path), "--budget", "3", "--strategy", "novelty", "--radius", "0.1"],
             "diversity or hybrid",
         ),
-        ([det, str(tmp_path), "--budget", "3", "--flags-since", "2026-01-01"], "needs --flags"),
+        ([det, str(tmp_path), "--budget", "3", *h, "--flags-since", "2026-01-01"], "needs --flags"),
     ]
     for args, message in cases:
         assert main(["select", *args]) == EXIT_USAGE, args
         err = capsys.readouterr().err
         assert err.startswith("novelty select: error:") and message in err
-    assert main(["select", det, str(tmp_path), "--budget", "3"]) == EXIT_FAILURE  # no detector there
+    assert main(["select", det, str(tmp_path), "--budget", "3", *h]) == EXIT_FAILURE  # no detector there
     assert "novelty select: error:" in capsys.readouterr().err
 
 
@@ -523,6 +530,8 @@ def test_select_command_end_to_end(textile_detector, inbox, tmp_path, textile_pa
             str(tmp_path / "flags"),
             "--budget",
             "4",
+            "--strategy",
+            "hybrid",
             "--out",
             str(out),
         ]
@@ -535,24 +544,15 @@ def test_select_command_end_to_end(textile_detector, inbox, tmp_path, textile_pa
     assert all(os.path.isfile(it.path) for it in sel.items)
     flagged = tmp_path / "run" / "images" / f"{sha256_bytes(textile_paths['global'][300].read_bytes())}.jpg"
     assert flagged.is_file()
-    assert any(it.source == f"flag:{flag.id}" for it in sel.items)  # a global defect: the most novel image
 
-    code = main(
-        [
-            "select",
-            str(det_dir),
-            str(inbox),
-            "--budget",
-            "2",
-            "--strategy",
-            "random",
-            "--seed",
-            "1",
-            "--out",
-            str(tmp_path / "r.json"),
-        ]
-    )
-    assert code == EXIT_PARTIAL and len(Selection.load(tmp_path / "r.json")) == 2
+    every = tmp_path / "r.json"
+    args = ["select", str(det_dir), str(inbox), "--flags", str(tmp_path / "flags"), "--budget", "9"]
+    assert main([*args, "--strategy", "random", "--seed", "1", "--out", str(every)]) == EXIT_PARTIAL
+    sel = Selection.load(every)
+    assert len(sel) == 9 and sel.seed == 1
+    item = next(it for it in sel.items if it.source == f"flag:{flag.id}")
+    assert item.path == str((tmp_path / "images" / flagged.name).resolve())  # images/ beside this --out
+    assert item.sources == (f"flag:{flag.id}",) and Path(item.path).read_bytes() == flagged.read_bytes()
 
 
 @pytest.mark.slow

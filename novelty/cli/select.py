@@ -20,8 +20,6 @@ __all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS: tuple[str, ...] = ("select",)
 
-_STRATEGIES = ("random", "novelty", "uncertainty", "diversity", "hybrid")  # novelty.flywheel.selection
-
 
 def _positive_int(text: str) -> int:
     try:
@@ -77,6 +75,9 @@ def _weights(text: str) -> dict[str, float]:
 
 
 def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
+    from novelty.flywheel.selection import DEFAULT_OVERSAMPLE, DEFAULT_RADIUS, DEFAULT_WEIGHTS, STRATEGIES
+
+    weights = ",".join(f"{k}={v:g}" for k, v in DEFAULT_WEIGHTS.items())
     s = sub.add_parser(
         "select",
         help="choose the images to label under a budget (random, novelty, uncertainty, diversity, hybrid)",
@@ -100,10 +101,10 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     )
     s.add_argument(
         "--strategy",
-        choices=_STRATEGIES,
-        default="hybrid",
+        choices=STRATEGIES,
+        required=True,
         help="random; novelty (lowest p-value first); uncertainty (the head's); diversity (k-center from the "
-        "training data's coverage); hybrid (novel and uncertain, then diversified) — default: %(default)s",
+        "training data's coverage); hybrid (novel and uncertain by --weights, then diversified)",
     )
     s.add_argument("--seed", type=_positive_int_or_zero, default=0, help="random seed (default: 0)")
     s.add_argument(
@@ -111,20 +112,21 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         type=_number(0.0, 2.0),
         default=None,
         help="diversity and hybrid: skip candidates within this cosine distance of a chosen image "
-        "(near-duplicates; default 0.01)",
+        f"(near-duplicates; default {DEFAULT_RADIUS:g})",
     )
     s.add_argument(
         "--weights",
         type=_weights,
         default=None,
         metavar="novelty=W,uncertainty=W",
-        help="hybrid: weights of the novelty and uncertainty ranks (default novelty=0.75,uncertainty=0.25)",
+        help=f"hybrid: weights of the novelty and uncertainty ranks (default {weights}; see "
+        "benchmarks/results/flywheel.md)",
     )
     s.add_argument(
         "--oversample",
         type=_number(1.0),
         default=None,
-        help="hybrid: k-center chooses among the top OVERSAMPLE × budget candidates (default 4)",
+        help=f"hybrid: k-center chooses among the top OVERSAMPLE × budget candidates (default {DEFAULT_OVERSAMPLE:g})",
     )
     s.add_argument(
         "--uncertainty",

@@ -2,7 +2,7 @@
 model most, each with the reason it was chosen.
 
     pool = build_pool(det, ["results.parquet", "inbox/"], flags="novelty-flags", images_dir="sel/images")
-    sel = select(pool, budget=50, strategy="hybrid", seed=0)
+    sel = select(pool, 50, "hybrid", seed=0)
     sel.save("sel/selection.json"); sel = Selection.load("sel/selection.json")
     sel.items[0].reason    # 'p=0.0075, novel; head sure (p(dry)=0.97); hybrid score 0.98 …; farthest … (d=0.31)'
 
@@ -25,17 +25,21 @@ Strategies (every one deterministic in ``seed``):
     removed by ``radius``: a candidate within ``radius`` of an image already chosen is skipped (so a budget
     may end unspent when the pool holds fewer distinct images; a warning says so).
 ``hybrid``
-    novel *and* uncertain, then diversified: ``h = w_n · r_novelty + w_u · r_uncertainty`` with ``r`` the
-    rank of each image in the pool scaled to [0, 1] (1 = most novel / most uncertain; ties share their mean
-    rank), the top ``oversample × budget`` images by ``h`` are kept, and greedy k-center (with the training
-    coverage and ``radius`` as above) picks ``budget`` of them. Defaults: :data:`DEFAULT_WEIGHTS` (``w_n``
-    0.75, ``w_u`` 0.25) and :data:`DEFAULT_OVERSAMPLE` (4), chosen on the windshield flywheel benchmark
-    (``benchmarks/flywheel.py``) on tuning seeds apart from the reported ones: ranks by novelty carry most of
-    the signal there, because the head is confidently wrong on the conditions it never saw (uncertainty alone
-    misses them), while a quarter of weight on uncertainty finds the frames near the head's boundary; an
-    oversample of 4 leaves k-center enough room to spread the labels over conditions and severities without
-    drifting into the pool's less novel part. The numbers are in ``benchmarks/RESULTS.md`` ("Flywheel").
-    Without a head, ``hybrid`` ranks by novelty alone (with a warning).
+    novel (and uncertain), then diversified: ``h = w_n · r_novelty + w_u · r_uncertainty`` with ``r`` the rank
+    of each image in the pool scaled to [0, 1] (1 = most novel / most uncertain; ties share their mean rank;
+    novelty ranks as in ``novelty``); the top ``oversample × budget`` images by ``h`` are kept, and greedy
+    k-center (with the training coverage and ``radius`` as above) picks ``budget`` of them. Defaults:
+    :data:`DEFAULT_WEIGHTS` (``w_n`` = 1, ``w_u`` = 0) and :data:`DEFAULT_OVERSAMPLE` (8), the best of a grid
+    of weights (1/0, 0.75/0.25, 0.5/0.5) and oversamples (4, 8, 16, 32) on the windshield flywheel benchmark
+    (``benchmarks/flywheel.py``), tuned on seeds apart from the reported ones. Why no weight on uncertainty by
+    default: on images of conditions it never saw, the head is wrong *and* sure (a tunnel or snow frame gets
+    ``p(dry) ≈ 1``), so its uncertainty ranks them low; the weight stays for heads whose doubt means
+    something (in-distribution images near the boundary). Why oversample: novelty alone fills a budget with
+    the single most extreme condition (the darkest tunnel frames); the k-center step over 8 × budget
+    candidates spreads the labels over conditions. Several cells of that grid lie within the seed-to-seed
+    spread of the best, and on that benchmark ``diversity`` alone did as well as or better than ``hybrid``
+    (``benchmarks/results/flywheel.md``): weigh in uncertainty, or use ``diversity``, where the benchmark of
+    your own data says so. Without a head, ``hybrid`` ranks by novelty alone (with a warning).
 
 Every :class:`SelectedItem` carries a human-readable ``reason`` ("p=0.001, novel; head uncertain
 (p(wet)=0.52); farthest from the training data and the chosen set (d=0.31)") and the numbers behind it
@@ -99,10 +103,11 @@ FORMAT_VERSION = 1
 STRATEGIES: tuple[str, ...] = ("random", "novelty", "uncertainty", "diversity", "hybrid")
 UNCERTAINTY_MEASURES: tuple[str, ...] = ("least-confidence", "margin")
 #: hybrid: weights of the novelty rank and the uncertainty rank (see the module docstring)
-DEFAULT_WEIGHTS: dict[str, float] = {"novelty": 0.75, "uncertainty": 0.25}
+DEFAULT_WEIGHTS: dict[str, float] = {"novelty": 1.0, "uncertainty": 0.0}
 #: hybrid: k-center chooses among the top ``oversample × budget`` images by the weighted rank
-DEFAULT_OVERSAMPLE = 4.0
-#: diversity and hybrid: candidates within this cosine distance (1 − cos) of a chosen image are skipped
+DEFAULT_OVERSAMPLE = 8.0
+#: diversity and hybrid: candidates within this cosine distance (1 − cos) of a chosen image are skipped; about
+#: the distance between neighbouring frames of a video, so a labeller never sees the same moment twice
 DEFAULT_RADIUS = 0.01
 #: in reasons, the head is "uncertain" below this probability of its answer (the auto-accept threshold)
 SURE = 0.9
@@ -467,7 +472,7 @@ def _check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
 def select(
     pool: Pool,
     budget: int,
-    strategy: str = "hybrid",
+    strategy: str,
     *,
     seed: int = 0,
     radius: float = DEFAULT_RADIUS,
