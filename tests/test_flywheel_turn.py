@@ -58,7 +58,7 @@ def test_config_paths_are_relative_to_the_file_and_defaults(tmp_path):
     assert cfg.registry == tmp_path / "registry"
     assert cfg.sources == (str(tmp_path / "incoming"),)
     assert cfg.flags == "postgresql://u@h/db"  # a DSN is not a path
-    assert (cfg.strategy, cfg.budget, cfg.holdout, cfg.label_format) == ("hybrid", 50, 0.2, "label-studio")
+    assert (cfg.strategy, cfg.budget, cfg.holdout, cfg.label_format) == ("diversity", 50, 0.2, "label-studio")
     assert cfg.labels_path(3) == tmp_path / "turns" / "0003" / "labels.json"
     assert main(["flywheel", "run", "--config", str(tmp_path / "missing.toml")]) == 2
 

@@ -36,7 +36,7 @@ The config (TOML; relative paths are relative to the config file)::
     [select]
     sources = ["incoming/"]        # results files and image folders / lists
     flags = "flags.sqlite"         # optional: a flag store (SQLite path or PostgreSQL DSN)
-    strategy = "hybrid"
+    strategy = "diversity"         # the best measured on the windshield benchmark (benchmarks/RESULTS.md)
     budget = 50
     seed = 0
 
@@ -123,7 +123,7 @@ class FlywheelConfig:
     workdir: Path
     sources: tuple[str, ...] = ()
     flags: str | None = None
-    strategy: str = "hybrid"
+    strategy: str = "diversity"
     budget: int = 50
     seed: int = 0
     label_format: str = "label-studio"
@@ -234,7 +234,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         raise FlywheelConfigError(f"{where}: [gate] nominal must be a non-empty list of condition names")
     from novelty.flywheel.selection import STRATEGIES
 
-    strategy = sel.get("strategy", "hybrid")
+    strategy = sel.get("strategy", "diversity")
     if strategy not in STRATEGIES:
         raise FlywheelConfigError(
             f"{where}: [select] strategy {strategy!r} is not one of {', '.join(STRATEGIES)}"
