@@ -38,6 +38,7 @@ sources = ["incoming"]
         (BASE + "colour = 'red'\n", "unknown key 'colour' in \\[select\\]"),
         (BASE + "budget = 'ten'\n", "budget must be a int"),
         (BASE + "[label]\nholdout = 1.0\n", "holdout must lie in"),
+        (BASE + "[label]\naudit = 2\n", "audit must lie in"),
         (BASE + "[label]\nformat = 'excel'\n", "format must be label-studio, cvat or csv"),
         (BASE + "[cost]\nlabel = -1\n", "label must be ≥ 0"),
         (BASE + "[retrain]\nwindow = 'soon'\n", "window"),
@@ -184,6 +185,8 @@ def test_a_turn_waits_for_labels_then_retrains_compares_and_decides(
     assert log[0]["labels_bought"] == turn.exported
     assert log[0]["labels_cost"] == pytest.approx(0.10 * turn.exported)
     assert log[0]["compute_s"] > 0 and log[0]["currency"] == "EUR"
+    if turn.auto_accepted or (turn.audit and turn.audit["n"]):  # audited: 10 % of what the rule would take
+        assert turn.audit is not None and log[0]["audit"] == turn.audit
     assert set(log[0]["compute_by_stage_s"]) == {"select", "export", "import", "retrain", "compare"}
     print("turn 1:", turn.stage, turn.reasons, log[0])
 

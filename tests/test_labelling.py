@@ -510,7 +510,8 @@ def test_auto_accept_into_the_dataset(work):
     }
     manifest = json.loads((work / "ls" / "export.json").read_text())
     assert manifest["auto_accept"] == {
-        "enabled": True, "min_p": 0.05, "min_prob": 0.9, "n": 2, "dataset_version": 1, "file": None
+        "enabled": True, "min_p": 0.05, "min_prob": 0.9, "n": 2, "dataset_version": 1, "file": None,
+        "audit_share": 0.0, "audit": [],
     }  # fmt: skip
     # exported again with the dataset: what it labels already is left out
     res2 = export_selection(work / "selection.json", work / "ls2", dataset=ds)
@@ -536,6 +537,39 @@ def test_auto_accept_thresholds_and_csv(work):
     }
     with pytest.raises(InvalidInputError, match="auto_min_prob must lie in"):
         export_selection(work / "selection.json", work / "x", auto_accept=True, auto_min_prob=1.5)
+
+
+def test_audit_sends_a_share_of_the_auto_accepted_to_people_and_measures_the_rule(work):
+    from novelty.flywheel.labelling import audit_result
+
+    res = export_selection(work / "selection.json", work / "ls", auto_accept=True, audit=0.5)
+    # the rule takes item0 and item1; half of them (one, chosen by content hash) goes to people instead
+    assert len(res.auto) == 1
+    manifest = json.loads((work / "ls" / "export.json").read_text())
+    audited = manifest["auto_accept"]["audit"]
+    assert len(audited) == 1 and {audited[0]["id"], res.auto[0].id} == {"item0", "item1"}
+    tasks = [t["data"]["novelty_id"] for t in json.loads((work / "ls" / "tasks.json").read_text())]
+    assert audited[0]["id"] in tasks and res.auto[0].id not in tasks
+    export_selection(work / "selection.json", work / "ls2", auto_accept=True, audit=0.5)
+    assert json.loads((work / "ls2" / "export.json").read_text())["auto_accept"]["audit"] == audited  # stable
+    # people agree with the head → 0 wrong; disagree → 1 of 1 wrong, with its interval
+    model = audited[0]["model_label"]
+    ok = audit_result(work / "ls", {audited[0]["id"]: model})
+    assert (ok.n, ok.wrong, ok.error_rate) == (1, 0, 0.0)
+    other = "wet" if model == "dry" else "dry"
+    bad = audit_result(work / "ls", {audited[0]["id"]: other})
+    assert (bad.n, bad.wrong, bad.error_rate) == (1, 1, 1.0) and bad.ci is not None and bad.ci[0] > 0.2
+    assert audit_result(work / "ls", {}).to_json() == {
+        "n": 0, "wrong": 0, "error_rate": None, "ci": None, "unlabelled": 1
+    }  # fmt: skip
+    all_of_them = export_selection(work / "selection.json", work / "ls3", auto_accept=True, audit=1.0)
+    assert all_of_them.auto == ()
+    with pytest.raises(InvalidInputError, match="audit must be a share"):
+        export_selection(work / "selection.json", work / "x", auto_accept=True, audit=1.5)
+    with pytest.raises(InvalidInputError, match="use it with auto_accept"):
+        export_selection(work / "selection.json", work / "x", audit=0.1)
+    with pytest.raises(InvalidInputError, match="not an export manifest"):
+        audit_result(work, {})
 
 
 def test_auto_accept_refuses_labels_that_do_not_fit_the_dataset(work):

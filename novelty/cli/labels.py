@@ -81,6 +81,14 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         "--auto-min-p", type=_unit, default=None, metavar="P", help="default: the selection's alpha"
     )
     e.add_argument("--auto-min-prob", type=_unit, default=0.9, metavar="Q", help="default: %(default)s")
+    e.add_argument(
+        "--audit",
+        type=_unit,
+        default=0.0,
+        metavar="SHARE",
+        help="send this share of the answers --auto-accept would take to people too, listed in export.json, so "
+        "the rule's error rate is measured (default: 0)",
+    )
 
     i = sub.add_parser(
         "import-labels",
@@ -146,10 +154,10 @@ def run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from novelty.flywheel.labelling import export_selection
 
-    if (args.auto_min_p is not None or args.auto_min_prob != 0.9) and not args.auto_accept:
+    if (args.auto_min_p is not None or args.auto_min_prob != 0.9 or args.audit > 0) and not args.auto_accept:
         from novelty.cli import UsageError
 
-        raise UsageError("--auto-min-p and --auto-min-prob only apply with --auto-accept")
+        raise UsageError("--auto-min-p, --auto-min-prob and --audit only apply with --auto-accept")
     res = export_selection(
         args.selection,
         args.out,
@@ -159,6 +167,7 @@ def _export(args: argparse.Namespace) -> int:
         auto_accept=args.auto_accept,
         auto_min_p=args.auto_min_p,
         auto_min_prob=args.auto_min_prob,
+        audit=args.audit,
         dataset=args.dataset,
     )
     print(

@@ -33,10 +33,11 @@ This module is the front door; the parts live in :mod:`~novelty.flywheel.selecte
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,13 @@ __all__ = [
     "EXPORT_FORMATS",
     "IMPORT_FORMATS",
     "AssistanceStats",
+    "AuditResult",
     "ExportResult",
     "ImportResult",
     "LabelImportError",
     "SelectedImage",
     "SelectionData",
+    "audit_result",
     "auto_accepted",
     "entries_from_csv",
     "export_selection",
@@ -136,6 +139,7 @@ def export_selection(
     auto_min_p: float | None = None,
     auto_min_prob: float = AUTO_MIN_PROB,
     dataset: Dataset | str | os.PathLike[str] | None = None,
+    audit: float = 0.0,
 ) -> ExportResult:
     """Write the selection's images for a labelling tool into ``out_dir`` (see the module docstring).
 
@@ -143,7 +147,12 @@ def export_selection(
     labels are left out, and auto-accepted labels are added to it as one version (else written to
     ``auto_labels.csv``). ``document_root`` (Label Studio): the folder Label Studio serves local files from
     (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``); default: the parent of the images' common folder, which is
-    the project's "Local files" storage path (``export.json`` names both)."""
+    the project's "Local files" storage path (``export.json`` names both).
+
+    ``audit`` (with ``auto_accept``): this share of the images the rule would accept (at least one when any;
+    chosen by a hash of their content, so the same images whatever the order) go to people instead, and
+    ``export.json`` lists them with the head's answer (``audit``), so that the error rate of the
+    auto-accepted labels is measured on every export (:func:`audit_result`), not assumed."""
     if format not in EXPORT_FORMATS:
         raise InvalidInputError(
             f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
@@ -171,13 +180,26 @@ def export_selection(
         known = {e.sha256 for e in ds.entries()}
         n_already = sum(it.sha256 in known for it in items)
         items = [it for it in items if it.sha256 not in known]
+    if isinstance(audit, bool) or not isinstance(audit, (int, float)) or not 0.0 <= audit <= 1.0:
+        raise InvalidInputError(f"audit must be a share in [0, 1], got {audit!r}")
+    if audit > 0 and not auto_accept:
+        raise InvalidInputError("audit applies to auto-accepted labels: use it with auto_accept")
     auto: list[Entry] = []
+    audited: list[Any] = []
     if auto_accept:
-        auto = [
-            auto_entry(it, sel.model_version)
+        accepted = [
+            it
             for it in items
             if auto_accepted(it, min_p=min_p, min_prob=auto_min_prob, classes=names or None)
         ]
+        if audit > 0 and accepted:
+            k = max(1, round(audit * len(accepted)))
+            audited = sorted(
+                accepted, key=lambda it: hashlib.sha256(f"audit\0{it.sha256}".encode()).hexdigest()
+            )
+            audited = audited[:k]
+        audit_ids = {it.id for it in audited}
+        auto = [auto_entry(it, sel.model_version) for it in accepted if it.id not in audit_ids]
         auto_ids = {e.id for e in auto}
         items = [it for it in items if it.id not in auto_ids]
     if ds is not None and auto:
@@ -238,6 +260,10 @@ def export_selection(
             "n": len(auto),
             "dataset_version": auto_version,
             "file": None if auto_file is None else auto_file.name,
+            "audit_share": audit,
+            "audit": [
+                {"id": it.id, "sha256": it.sha256, "model_label": str(it.prediction)} for it in audited
+            ],
         },
         **extra,
         "files": [f.name for f in files],
@@ -248,3 +274,48 @@ def export_selection(
     return ExportResult(
         format, out, tuple(files), len(items), tuple(auto), auto_version, auto_file, n_already
     )
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """Auto-accepted answers checked by people: ``n`` audited images with a human label, ``wrong`` of them
+    where the head's answer differs; ``error_rate`` with its 95 % Wilson interval (``None`` when ``n`` is 0)."""
+
+    n: int
+    wrong: int
+    error_rate: float | None
+    ci: tuple[float, float] | None
+    unlabelled: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "wrong": self.wrong,
+            "error_rate": self.error_rate,
+            "ci": None if self.ci is None else list(self.ci),
+            "unlabelled": self.unlabelled,
+        }
+
+
+def audit_result(export_dir: str | os.PathLike[str], labels: Mapping[str, str]) -> AuditResult:
+    """Compare the audited images of an export (``export.json``'s ``auto_accept.audit``) with the labels people
+    gave them (``{image id: label}``): the measured error rate of the auto-accept rule."""
+    from novelty.flywheel.assisted import _wilson
+
+    path = Path(export_dir) / EXPORT_MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        audited = manifest["auto_accept"].get("audit", [])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InvalidInputError(f"{path}: not an export manifest with an auto-accept section ({e})") from None
+    n = wrong = missing = 0
+    for a in audited:
+        human = labels.get(a["id"])
+        if human is None:
+            missing += 1
+            continue
+        n += 1
+        wrong += human != a["model_label"]
+    if n == 0:
+        return AuditResult(0, 0, None, None, missing)
+    return AuditResult(n, wrong, wrong / n, _wilson(wrong, n), missing)

@@ -45,6 +45,8 @@ The config (TOML; relative paths are relative to the config file)::
     labels = "turns/{turn}/labels.json"   # the finished labels of turn {turn}
     auto_accept = true
     auto_min_prob = 0.9            # auto_min_p defaults to the detector's alpha
+    audit = 0.1                    # share of the auto-accepted answers also sent to people: the rule's
+                                   # error rate is measured every turn (turn.json "audit")
     holdout = 0.2                  # share of the new labels (by group) kept out of training
 
     [retrain]
@@ -132,6 +134,7 @@ class FlywheelConfig:
     auto_accept: bool = True
     auto_min_p: float | None = None
     auto_min_prob: float = 0.9
+    audit: float = 0.1
     holdout: float = 0.2
     window: str | None = None
     new_only: bool = False
@@ -173,6 +176,7 @@ _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "auto_accept": bool,
         "auto_min_p": (int, float),
         "auto_min_prob": (int, float),
+        "audit": (int, float),
         "holdout": (int, float),
     },
     "retrain": {"window": str, "new_only": bool},
@@ -245,6 +249,9 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
     budget = sel.get("budget", 50)
     if budget < 1:
         raise FlywheelConfigError(f"{where}: [select] budget must be ≥ 1, got {budget}")
+    audit = float(lab.get("audit", 0.1))
+    if not 0.0 <= audit <= 1.0:
+        raise FlywheelConfigError(f"{where}: [label] audit must lie in [0, 1], got {audit}")
     holdout = float(lab.get("holdout", 0.2))
     if not 0.0 <= holdout < 1.0:
         raise FlywheelConfigError(f"{where}: [label] holdout must lie in [0, 1), got {holdout}")
@@ -285,6 +292,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         auto_accept=bool(lab.get("auto_accept", True)),
         auto_min_p=None if "auto_min_p" not in lab else float(lab["auto_min_p"]),
         auto_min_prob=float(lab.get("auto_min_prob", 0.9)),
+        audit=audit if bool(lab.get("auto_accept", True)) else 0.0,
         holdout=holdout,
         window=window,
         new_only=bool(ret.get("new_only", False)),
@@ -321,6 +329,9 @@ class Turn:
     labels_bought: int = 0  # human labels imported
     trained_on: int = 0
     held_out: int = 0
+    audit: dict[str, Any] | None = (
+        None  # auto-accepted answers checked by people (see labelling.audit_result)
+    )
     dataset_version: int | None = None
     passed: bool | None = None
     reasons: list[str] = field(default_factory=list)
@@ -506,6 +517,7 @@ def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             auto_accept=config.auto_accept,
             auto_min_p=config.auto_min_p,
             auto_min_prob=config.auto_min_prob,
+            audit=config.audit,
         )
     turn.exported = res.n_exported
     turn.auto_accepted = len(res.auto)
@@ -543,6 +555,11 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
         if turn.exported > 0:
             res = import_labels(staging, labels, sel, labeller=config.labeller, note=f"turn {turn.number}")
             human = len(res.added) + len(res.skipped)
+        if turn.exported > 0:
+            from novelty.flywheel.labelling import audit_result
+
+            people = {e.id: e.label for e in staging.entries() if not e.auto}
+            turn.audit = audit_result(turn.dir / "export", people).to_json()
         if auto_file.is_file():
             import_labels(staging, auto_file, sel, format="csv", note=f"turn {turn.number}: auto-accepted")
         entries = list(staging.entries())
@@ -565,6 +582,12 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
     turn.waiting_for = None
     turn.message = ""
     turn.stage = "imported"
+    if turn.audit and turn.audit["n"]:
+        a = turn.audit
+        say(
+            f"turn {turn.number}: audit of the auto-accepted answers: {a['wrong']} of {a['n']} wrong "
+            f"(error rate {a['error_rate']:.1%}, 95 % interval {a['ci'][0]:.1%}–{a['ci'][1]:.1%})"
+        )
     say(
         f"turn {turn.number}: imported {len(entries)} labels ({human} from people, "
         f"{len(entries) - human} accepted from the model); {len(train)} to training (dataset version "
@@ -651,6 +674,7 @@ def _log_turn(config: FlywheelConfig, turn: Turn) -> None:
         "champion": turn.champion,
         "challenger": turn.challenger,
         "selected": turn.selected,
+        "audit": turn.audit,
         "compute_by_stage_s": turn.compute_s,
         **turn.cost(config),
     }
