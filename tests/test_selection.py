@@ -345,6 +345,7 @@ def _count_embedding(det, monkeypatch) -> list[int]:
     return calls
 
 
+@pytest.mark.slow
 def test_pool_from_a_folder_scores_every_readable_image(
     textile_detector, inbox, textile_paths, textile_embeddings
 ):
@@ -367,6 +368,7 @@ def test_pool_from_a_folder_scores_every_readable_image(
     assert sel.detector_id == det.artifact_id_ and sel.classes == ["defect", "nominal"]
 
 
+@pytest.mark.slow
 def test_pool_from_results_reuses_their_embeddings(textile_detector, inbox, tmp_path, monkeypatch):
     from novelty.batch import score_inputs
 
@@ -407,6 +409,7 @@ def test_pool_from_results_of_another_detector_or_without_embeddings_embeds_agai
     assert len(pool) == 8 and pool.n_skipped == 1
 
 
+@pytest.mark.slow
 def test_pool_from_a_flag_store_and_an_archive_deduplicates_by_content(
     textile_detector, inbox, tmp_path, textile_paths
 ):

@@ -9,8 +9,6 @@ reference: scipy's binomial test, scikit-learn's AUROC, a plain loop over bins, 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from novelty.errors import InvalidInputError
@@ -38,8 +36,12 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     k = min(b, c)
-    # exact: integer binomial coefficients, one correctly rounded division (Python's int / int)
-    tail = sum(math.comb(n, i) for i in range(k + 1))
+    # exact: integer binomial coefficients, each from the previous one (C(n, i+1) = C(n, i)·(n−i)/(i+1), an exact
+    # integer division), summed, then one correctly rounded division (Python's int / int)
+    tail, term = 0, 1
+    for i in range(k + 1):
+        tail += term
+        term = term * (n - i) // (i + 1)
     return min(1.0, 2 * tail / 2**n)
 
 
