@@ -12,6 +12,8 @@ import pytest
 import novelty
 from novelty.metrics import auroc
 
+pytestmark = pytest.mark.slow  # trains autoencoders with Lightning on real embeddings
+
 
 @pytest.fixture(scope="module")
 def ae_detector(textile_embeddings):

@@ -35,6 +35,7 @@ def in_cache(bench_cache_dir, monkeypatch):
 
 
 # --- dataset loaders ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fashion_mnist_loads_both_splits(in_cache):
     x, y = datasets.fashion_mnist("train")
     assert x.shape == (60_000, 28, 28) and x.dtype == np.uint8
@@ -165,6 +166,7 @@ def test_unknown_names_are_refused():
 
 
 # --- embedding cache ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_embedding_cache_embeds_each_image_once(embedder, tmp_path, textile_paths, textile_embeddings):
     files = textile_paths["nominal"][:12]
     pool = Pool("textile-nominal-test", len(files), lambda idx: [files[i] for i in idx])

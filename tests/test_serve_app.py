@@ -397,6 +397,7 @@ def _save_variant(detector_dir: Path, alpha: float) -> str:
     return str(read_version(detector_dir))
 
 
+@pytest.mark.slow
 def test_admin_reload_switches_and_reports_the_version(detector_dir, tmp_path, jpegs):
     d = tmp_path / "det"
     shutil.copytree(detector_dir, d)
@@ -421,6 +422,7 @@ def test_admin_reload_switches_and_reports_the_version(detector_dir, tmp_path, j
     assert m['novelty_detector_reloads_total{result="failed"}'] == 1
 
 
+@pytest.mark.slow
 def test_changed_directory_is_picked_up_by_the_watcher(detector_dir, tmp_path, jpegs):
     d = tmp_path / "det"
     shutil.copytree(detector_dir, d)
@@ -437,6 +439,7 @@ def test_changed_directory_is_picked_up_by_the_watcher(detector_dir, tmp_path, j
         assert body["detector_version"] == v2 and body["alpha"] == 0.2
 
 
+@pytest.mark.slow
 def test_requests_in_flight_finish_on_the_detector_they_began_with(detector_dir, tmp_path, jpegs):
     """Threads score while the detector is swapped twice: every answer is 200 and names the version that
     made it, and after the last swap only the new one answers."""
@@ -477,6 +480,7 @@ def test_requests_in_flight_finish_on_the_detector_they_began_with(detector_dir,
 
 
 # --- the micro-batcher -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_concurrent_images_share_forward_passes(detector, detector_dir):
     """16 images announced while they decode are scored in fewer passes than images, with the verdicts of
     one-by-one scoring; a lone image does not wait for company."""

@@ -14,6 +14,8 @@ from novelty.datasets import DatasetNotInstalledError
 from novelty.datasets import windshield as W
 from novelty.errors import InvalidInputError, NoveltyError, UnknownNameError
 
+pytestmark = pytest.mark.slow  # decodes the street video
+
 SIZE = (160, 120)  # width, height
 N_FRAMES = 200  # 8 blocks of 25: train 4, calibration 2, test 2
 GRAY = np.array([0.299, 0.587, 0.114])
