@@ -135,25 +135,31 @@ def _scorer_names(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 # --- the page ------------------------------------------------------------------------------------------
-@cache
-def _template() -> Any:
-    """The report template, with autoescaping; every output passes :func:`clean_text` first."""
+def template_environment(package: str) -> Any:
+    """A Jinja2 environment over ``package``'s ``templates/`` folder: autoescaped, and every output passes
+    :func:`clean_text` and ``html.escape`` (quotes too, as attribute values need) unless it is ``Markup``."""
     import html
 
     from jinja2 import Environment, PackageLoader, select_autoescape
     from markupsafe import Markup
 
-    def finalize(value: Any) -> Any:  # html.escape also escapes quotes, as attribute values need
+    def finalize(value: Any) -> Any:
         return value if isinstance(value, Markup) else Markup(html.escape(clean_text(value), quote=True))
 
-    env = Environment(
-        loader=PackageLoader("novelty.batch", "templates"),
+    return Environment(
+        loader=PackageLoader(package, "templates"),
         autoescape=select_autoescape(["html", "html.j2"], default=True),
         finalize=finalize,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+@cache
+def _template() -> Any:
+    """The report template (see :func:`template_environment`)."""
+    env = template_environment("novelty.batch")
     env.filters.update(num=fmt_number, p=_fmt_p, short_id=_short_id, thousands=lambda n: f"{n:,}")
     return env.get_template("report.html.j2")
 

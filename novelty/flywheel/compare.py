@@ -441,15 +441,7 @@ def compare_embeddings(
         checks=checks,
         champion=_model_info(champion, o1),
         challenger=_model_info(challenger, o2),
-        settings={
-            "nominal": list(nominal),
-            "n_boot": n_boot,
-            "seed": seed,
-            "level": level,
-            "alpha": alpha,
-            "ece_bins": ECE_BINS,
-            "gate": rule.to_json(),
-        },
+        settings=_settings(nominal, n_boot, seed, level, alpha, rule),
         embeddings={"shared": not isinstance(embeddings, tuple)},
     )
 
@@ -677,19 +669,26 @@ def compare(
         checks=checks,
         champion=_model_info(d1, o1, path1),
         challenger=_model_info(d2, o2, path2),
-        settings={
-            "nominal": list(nominal),
-            "n_boot": n_boot,
-            "seed": seed,
-            "level": level,
-            "alpha": alpha,
-            "ece_bins": ECE_BINS,
-            "gate": rule.to_json(),
-        },
+        settings=_settings(nominal, n_boot, seed, level, alpha, rule),
         test=test_ref,
         new_slice=new_ref,
         embeddings={"shared": shared, "backbones": sorted({d1.backbone, d2.backbone})},
     )
+
+
+def _settings(
+    nominal: Sequence[str], n_boot: int, seed: int, level: float, alpha: float | None, rule: GateRule
+) -> dict[str, Any]:
+    """What a comparison was run with (its JSON's ``settings``)."""
+    return {
+        "nominal": list(nominal),
+        "n_boot": n_boot,
+        "seed": seed,
+        "level": level,
+        "alpha": alpha,
+        "ece_bins": ECE_BINS,
+        "gate": rule.to_json(),
+    }
 
 
 def _embed(entries: Sequence[Entry], caches: Sequence[Path | None], embedder: Any) -> np.ndarray:

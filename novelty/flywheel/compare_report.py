@@ -28,26 +28,10 @@ def fmt(x: float, signed: bool = False) -> str:
 
 @functools.cache
 def _template() -> Any:
-    """The report template, autoescaped; every value passes the batch report's ``clean_text`` first."""
-    import html
+    """The report template, escaped as the batch report's (:func:`novelty.batch.report.template_environment`)."""
+    from novelty.batch.report import template_environment
 
-    from jinja2 import Environment, PackageLoader, select_autoescape
-    from markupsafe import Markup
-
-    from novelty.batch.report import clean_text
-
-    def finalize(value: Any) -> Any:  # html.escape also escapes quotes, as attribute values need
-        return value if isinstance(value, Markup) else Markup(html.escape(clean_text(value), quote=True))
-
-    env = Environment(
-        loader=PackageLoader("novelty.flywheel", "templates"),
-        autoescape=select_autoescape(["html", "html.j2"], default=True),
-        finalize=finalize,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    return env.get_template("compare.html.j2")
+    return template_environment("novelty.flywheel").get_template("compare.html.j2")
 
 
 def render_report(c: Comparison) -> str:

@@ -148,11 +148,13 @@ class FlywheelConfig:
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def labels_path(self, turn: int) -> Path:
-        return self._resolve(self.labels.replace("{turn}", f"{turn:04d}"))
+        return _resolve(self.path.parent, self.labels.replace("{turn}", f"{turn:04d}"))
 
-    def _resolve(self, p: str) -> Path:
-        q = Path(os.path.expanduser(p))
-        return q if q.is_absolute() else self.path.parent / q
+
+def _resolve(base: Path, value: str) -> Path:
+    """A config path: ``~`` expanded, relative to the config file's folder ``base``."""
+    q = Path(os.path.expanduser(value))
+    return q if q.is_absolute() else base / q
 
 
 _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -227,8 +229,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
     base = p.resolve().parent
 
     def resolve(value: str) -> Path:
-        q = Path(os.path.expanduser(value))
-        return q if q.is_absolute() else base / q
+        return _resolve(base, value)
 
     sources = sel.get("sources", [])
     if not all(isinstance(s, str) and s for s in sources):
