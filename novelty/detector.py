@@ -37,8 +37,9 @@ from novelty.images import ImageSource, describe_source
 from novelty.index import EmbeddingIndex, as_embeddings
 from novelty.params import check_bool, check_int, check_real
 from novelty.parts import DetectorParts, FittedState, build_parts
+from novelty.patches import PatchExtractor, PatchResult
 from novelty.persistence import load_detector, save_detector
-from novelty.scorers import Scorer
+from novelty.scorers import PatchKNNScorer, Scorer
 from novelty.verdicts import BatchVerdicts, Neighbor, Verdict, score_state
 from novelty.weights import DEFAULT_BACKBONE
 
@@ -118,6 +119,7 @@ class NoveltyDetector:
         self.head = head
         self.index = index
         self._embedder: Embedder | None = embedder
+        self._patch_extractor: PatchExtractor | None = None
         self._fitted: FittedState | None = None
         self._parts()  # every argument checked here, not at the end of a long fit
 
@@ -160,6 +162,29 @@ class NoveltyDetector:
             )
         return self._embedder
 
+    def _patch_scorer(self, scorers: Sequence[Scorer] | None = None) -> Scorer | None:
+        """The scorer of spatial patch features, if any (at most one: each scorer name appears once)."""
+        if scorers is None:
+            scorers = self._fitted.scorers if self._fitted is not None else self._parts().scorers
+        return next((s for s in scorers if s.input_kind == "patches"), None)
+
+    @property
+    def needs_patches(self) -> bool:
+        """Whether a scorer works on spatial patch features (then fit and score run a patch pass too)."""
+        return self._patch_scorer() is not None
+
+    def patch_features(self, images: Any) -> PatchResult:
+        """Spatial patch features of ``images`` for this detector's patch scorer (``(n, h, w, c)``, NaN rows and
+        an error where unreadable): the same backbone's intermediate stages (:mod:`novelty.patches`)."""
+        s = self._patch_scorer()
+        if not isinstance(s, PatchKNNScorer):
+            raise InvalidInputError("this detector has no patch scorer; add one, e.g. scorers=('patch-knn',)")
+        layers, size = s.layers, s.image_size
+        ex = self._patch_extractor
+        if ex is None or ex.embedder is not self.embedder or (ex.layers, ex.image_size) != (layers, size):
+            ex = self._patch_extractor = PatchExtractor(self.embedder, layers, size)
+        return ex.extract_with_errors(as_source_list(images))
+
     # --- fitting --------------------------------------------------------------------------------------
     def fit(
         self,
@@ -183,7 +208,15 @@ class NoveltyDetector:
             ]
         log.info("embedding %d training images with %s", len(sources), self.backbone)
         emb = self.embedder.embed(sources, progress=progress)
-        return self.fit_embeddings(emb, labels, groups=groups, ids=ids)
+        patches = None
+        if self.needs_patches:
+            log.info("extracting patch features of %d training images", len(sources))
+            res = self.patch_features(sources)
+            for i, err in enumerate(res.errors):
+                if err is not None:
+                    raise type(err)(err.source, f"{err.reason} (input #{i})")
+            patches = res.features
+        return self.fit_embeddings(emb, labels, groups=groups, ids=ids, patches=patches)
 
     def min_training_images(self, *, labelled: bool = False) -> int:
         """The fewest training images ``fit`` accepts with these parameters (random split): enough for
@@ -198,16 +231,28 @@ class NoveltyDetector:
         *,
         groups: Sequence[Any] | None = None,
         ids: Sequence[str] | None = None,
+        patches: np.ndarray | None = None,
     ) -> NoveltyDetector:
         """Fit from embeddings already made by this detector's backbone (skips the image pass).
 
-        Everything is built aside and takes effect at the end: a failed fit (or refit) leaves the previous
-        fitted state, consistent, in place."""
+        ``patches``: the images' spatial patch features ``(n, h, w, c)`` (:meth:`patch_features`), needed
+        only by a patch scorer such as ``patch-knn``. Everything is built aside and takes effect at the end: a
+        failed fit (or refit) leaves the previous fitted state, consistent, in place."""
         parts = self._parts()
         x = as_embeddings(embeddings)
         n = x.shape[0]
         if ids is not None and len(ids) != n:
             raise InvalidInputError(f"ids has {len(ids)} entries for {n} embeddings")
+        patch_scorer = self._patch_scorer(parts.scorers)
+        if patch_scorer is not None and patches is None:
+            raise InvalidInputError(
+                f"scorer {patch_scorer.name!r} needs the images' patch features: call fit(images), or pass "
+                "patches=detector.patch_features(images).features"
+            )
+        if patches is not None and (np.ndim(patches) != 4 or np.shape(patches)[0] != n):
+            raise InvalidInputError(
+                f"patches must be (n, h, w, c) with one row per embedding ({n}), got shape {np.shape(patches)}"
+            )
         y = None if labels is None else check_labels(labels, n)
         with_head = y is not None and parts.head is not None
         need_fit, reasons = parts.min_fit(with_head)
@@ -234,8 +279,16 @@ class NoveltyDetector:
         index = parts.index.add(x_fit)
         for s in parts.scorers:
             log.info("fitting scorer %s on %d embeddings", s.name, x_fit.shape[0])
-            s.fit(x_fit, y_fit, index=index if s.uses_index else None)
-        calibrator = MultiScorerCalibrator().fit({s.name: s.score(x_cal) for s in parts.scorers})
+            if s.input_kind == "patches":
+                s.fit(np.asarray(patches)[fit_idx], y_fit)
+            else:
+                s.fit(x_fit, y_fit, index=index if s.uses_index else None)
+        calibrator = MultiScorerCalibrator().fit(
+            {
+                s.name: s.score(np.asarray(patches)[cal_idx] if s.input_kind == "patches" else x_cal)
+                for s in parts.scorers
+            }
+        )
         head = None
         if with_head and parts.head is not None:
             g_fit = None if groups is None else np.asarray(groups)[fit_idx]
@@ -306,20 +359,46 @@ class NoveltyDetector:
         return self._require_fitted().artifact_id
 
     # --- scoring --------------------------------------------------------------------------------------
-    def score(self, image: ImageSource) -> Verdict:
-        """Score one image; an unreadable one raises its specific :class:`~novelty.errors.ImageError`."""
+    def score(self, image: ImageSource, *, anomaly_map: bool = False) -> Verdict:
+        """Score one image; an unreadable one raises its specific :class:`~novelty.errors.ImageError`.
+
+        ``anomaly_map=True`` (with a patch scorer): ``Verdict.anomaly_map`` holds where the image is novel."""
         self._require_fitted()
         emb = self.embedder.embed_one(image)
-        return self.score_embeddings(emb[None, :], sources=[describe_source(image)])[0]
+        patches = None
+        if self.needs_patches:
+            patches = self.patch_features([image])
+            if patches.errors[0] is not None:
+                raise patches.errors[0]
+        return self.score_embeddings(
+            emb[None, :],
+            sources=[describe_source(image)],
+            patches=None if patches is None else patches.features,
+            anomaly_maps=anomaly_map,
+        )[0]
 
-    def score_batch(self, images: Any, *, progress: bool | None = None) -> BatchVerdicts:
-        """Score many images; unreadable ones get a record with ``error`` set, the rest go on."""
+    def score_batch(
+        self, images: Any, *, progress: bool | None = None, anomaly_maps: bool = False
+    ) -> BatchVerdicts:
+        """Score many images; unreadable ones get a record with ``error`` set, the rest go on.
+
+        ``anomaly_maps=True`` (with a patch scorer) fills ``BatchVerdicts.anomaly_maps``: large, on request."""
         self._require_fitted()
         sources = as_source_list(images)
         res = self.embedder.embed_with_errors(sources, progress=progress)
-        errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in res.errors]
+        errs = list(res.errors)
+        patches = None
+        if self.needs_patches:
+            pres = self.patch_features(sources)
+            errs = [e if e is not None else pe for e, pe in zip(errs, pres.errors, strict=True)]
+            patches = pres.features
+        errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in errs]
         return self.score_embeddings(
-            res.embeddings, sources=[describe_source(s) for s in sources], errors=errors
+            res.embeddings,
+            sources=[describe_source(s) for s in sources],
+            errors=errors,
+            patches=patches,
+            anomaly_maps=anomaly_maps,
         )
 
     def score_embeddings(
@@ -328,11 +407,23 @@ class NoveltyDetector:
         *,
         sources: Sequence[str] | None = None,
         errors: Sequence[str | None] | None = None,
+        patches: np.ndarray | None = None,
+        anomaly_maps: bool = False,
     ) -> BatchVerdicts:
-        """Score embeddings from this detector's backbone; rows listed in ``errors`` are reported, not scored."""
+        """Score embeddings from this detector's backbone; rows listed in ``errors`` are reported, not scored.
+
+        ``patches``: the images' patch features (:meth:`patch_features`), needed by a patch scorer;
+        ``anomaly_maps``: also return its anomaly maps (``BatchVerdicts.anomaly_maps``)."""
         st = self._require_fitted()  # one snapshot: a concurrent refit cannot mix into this call
         return score_state(
-            st, embeddings, alpha=self.alpha, n_neighbors=self.n_neighbors, sources=sources, errors=errors
+            st,
+            embeddings,
+            alpha=self.alpha,
+            n_neighbors=self.n_neighbors,
+            sources=sources,
+            errors=errors,
+            patches=patches,
+            anomaly_maps=anomaly_maps,
         )
 
     # --- persistence ----------------------------------------------------------------------------------

@@ -52,6 +52,9 @@ class Verdict:
     prediction: Any = None  # the condition head's class, when the detector has a head
     probability: float | None = None  # its temperature-calibrated probability
     trusted: bool | None = None  # the prediction is trusted only when the image is readable and not novel
+    # where the image is novel (patch scorer, on request): (S, S) float32 over the whole image resized to S × S,
+    # higher = more novel; resize it to the image's own size to overlay (novelty.batch.maps)
+    anomaly_map: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -72,6 +75,9 @@ class BatchVerdicts:
     predictions: list[Any] | None = None  # per input (None where unreadable), when the detector has a head
     probabilities: np.ndarray | None = None  # (n, n_classes) calibrated, NaN rows where unreadable
     classes: list[Any] | None = None
+    anomaly_maps: np.ndarray | None = field(
+        default=None, repr=False
+    )  # (n, S, S) on request; NaN where unreadable
 
     @property
     def probability(self) -> np.ndarray | None:
@@ -109,6 +115,7 @@ class BatchVerdicts:
                 None if self.probabilities is None or not ok else float(self.probabilities[i].max())
             ),
             trusted=None if self.predictions is None else bool(ok and not self.is_novel[i]),
+            anomaly_map=None if self.anomaly_maps is None or not ok else self.anomaly_maps[i],
         )
 
     def __iter__(self) -> Iterator[Verdict]:
@@ -150,8 +157,13 @@ def score_state(
     n_neighbors: int,
     sources: Sequence[str] | None = None,
     errors: Sequence[str | None] | None = None,
+    patches: np.ndarray | None = None,
+    anomaly_maps: bool = False,
 ) -> BatchVerdicts:
-    """Score embeddings with one fitted state; rows listed in ``errors`` are reported, not scored."""
+    """Score embeddings with one fitted state; rows listed in ``errors`` are reported, not scored.
+
+    ``patches`` ``(n, h, w, c)``: patch features for a patch scorer (``input_kind == "patches"``);
+    ``anomaly_maps``: also compute that scorer's anomaly maps."""
     emb = np.asarray(embeddings, dtype=np.float32)
     if emb.ndim != 2:
         raise InvalidInputError(f"embeddings must be (n, d), got shape {emb.shape}")
@@ -166,9 +178,29 @@ def score_state(
     pvs = {s.name: np.full(n, np.nan) for s in st.scorers}
     nb_ids = np.full((n, k), -1, dtype=np.int64)
     nb_d = np.full((n, k), np.nan, dtype=np.float32)
+    patch_scorer = next((s for s in st.scorers if s.input_kind == "patches"), None)
+    if patch_scorer is None and anomaly_maps:
+        raise InvalidInputError(
+            "anomaly maps come from a patch scorer; this detector has none (e.g. 'patch-knn')"
+        )
+    if patch_scorer is not None and ok.any() and (patches is None or np.shape(patches)[0] != n):
+        raise InvalidInputError(
+            f"scorer {patch_scorer.name!r} needs patch features, one row per embedding ({n}); "
+            "score images with score/score_batch, or pass patches=detector.patch_features(images).features"
+        )
+    maps: np.ndarray | None = None
     if ok.any():
         x = as_embeddings(emb[ok], st.dim)
-        s_ok = {s.name: s.score(x) for s in st.scorers}
+        s_ok = {}
+        for s in st.scorers:
+            if s is patch_scorer and anomaly_maps:
+                s_ok[s.name], m_ok = s.score_maps(np.asarray(patches)[ok])  # type: ignore[attr-defined]
+                maps = np.full((n, *m_ok.shape[1:]), np.nan, dtype=np.float32)
+                maps[ok] = m_ok
+            elif s is patch_scorer:
+                s_ok[s.name] = s.score(np.asarray(patches)[ok])
+            else:
+                s_ok[s.name] = s.score(x)
         p_ok, per_ok = st.calibrator.p_values(s_ok)
         for name in raw:
             raw[name][ok] = s_ok[name]
@@ -206,4 +238,5 @@ def score_state(
         neighbor_distances=nb_d,
         errors=errs,
         train_ids=st.train_ids,
+        anomaly_maps=maps,
     )

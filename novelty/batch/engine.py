@@ -32,6 +32,7 @@ import numpy as np
 from novelty.batch.errors import ResultsError, ResumeMismatchError
 from novelty.batch.formats import require_pyarrow
 from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES, InputItem
+from novelty.batch.maps import encode_map_png
 from novelty.batch.results import ResultWriter, format_of, read_results, start_over_hint
 from novelty.batch.schema import ResultSchema, encode_embedding, result_schema
 from novelty.batch.sources import expand_inputs
@@ -71,10 +72,15 @@ def _json_list(values: Sequence[Any]) -> str:
     return json.dumps(list(values), ensure_ascii=False)
 
 
-def results_schema(detector: NoveltyDetector, *, embeddings: bool = False) -> ResultSchema:
+def results_schema(
+    detector: NoveltyDetector, *, embeddings: bool = False, maps: bool = False
+) -> ResultSchema:
     """The columns of this detector's results (:func:`~novelty.batch.schema.result_schema`)."""
     return result_schema(
-        [s.name for s in detector.scorers_], head=detector.head_ is not None, embeddings=embeddings
+        [s.name for s in detector.scorers_],
+        head=detector.head_ is not None,
+        embeddings=embeddings,
+        maps=maps,
     )
 
 
@@ -126,9 +132,11 @@ def result_rows(
     detector_id: str,
     embeddings: np.ndarray | None = None,
     times: Sequence[tuple[float, str]] | None = None,
+    maps: bool = False,
 ) -> list[dict[str, Any]]:
     """One flat row per input, in the columns of :func:`results_schema` (with ``embeddings`` and ``times``:
-    those of ``results_schema(detector, embeddings=True)``)."""
+    those of ``results_schema(detector, embeddings=True)``; with ``maps``: ``anomaly_map``, the PNG of each
+    novel image's map in ``verdicts.anomaly_maps``)."""
     rows = []
     for i, item in enumerate(items):
         v = verdicts[i]
@@ -159,6 +167,13 @@ def result_rows(
         if embeddings is not None:
             row["timestamp"], row["timestamp_source"] = times[i] if times is not None else (math.nan, "")
             row["embedding"] = encode_embedding(embeddings[i]) if v.error is None else ""
+        if maps:
+            m = verdicts.anomaly_maps
+            row["anomaly_map"] = (
+                encode_map_png(m[i], (int(sizes[i, 0]), int(sizes[i, 1])))
+                if m is not None and v.is_novel and v.error is None
+                else ""
+            )
         rows.append(row)
     return rows
 
@@ -220,15 +235,22 @@ def score_inputs(
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
     embeddings: bool = False,
     timestamps: Mapping[str, float] | None = None,
+    maps: bool = False,
 ) -> BatchSummary:
     """Score every image found in ``inputs`` and write ``out`` (``.parquet``, ``.csv`` or ``.jsonl``).
 
     ``max_member_bytes``: archive members larger than this get a ``too_large`` row instead of being read
     (see :func:`~novelty.batch.sources.expand_inputs`). ``embeddings``: also write each image's embedding and
     when it was taken (``timestamps``: ``{path: seconds since the epoch}`` that win over EXIF and file times;
-    see :mod:`novelty.batch.timestamps`), for ``novelty drift``."""
+    see :mod:`novelty.batch.timestamps`), for ``novelty drift``. ``maps``: also write the anomaly map of each
+    novel image as a small PNG (column ``anomaly_map``; needs a patch scorer such as ``patch-knn``)."""
     t0 = time.perf_counter()
     out = check_results_path(out)
+    if maps and not detector.needs_patches:
+        raise InvalidInputError(
+            "anomaly maps come from a patch scorer and this detector has none; fit one with scorers "
+            "including 'patch-knn', or drop --maps"
+        )
     items = expand_inputs([os.fspath(p) for p in inputs], max_member_bytes=max_member_bytes)
     scorer_names = [s.name for s in detector.scorers_]
     det_id = detector_id(detector)
@@ -246,7 +268,7 @@ def score_inputs(
         )
     writer = ResultWriter(
         out,
-        schema=results_schema(detector, embeddings=embeddings),
+        schema=results_schema(detector, embeddings=embeddings, maps=maps),
         chunk_rows=chunk_rows,
         resume=resume,
         run_meta=_run_meta(detector, items, det_id, stamp_meta),
@@ -273,6 +295,7 @@ def score_inputs(
                 if embeddings
                 else None,
                 times=times,
+                maps=maps,
             )
             writer.write(rows, stamps=[it.stamp for it in batch])
 
@@ -285,8 +308,20 @@ def score_inputs(
             write(unreadable, v, np.full((len(unreadable), 2), -1))
         for b in detector.embedder.iter_batches(readable, progress=progress):
             batch_items = [readable[i] for i in b.indices]
-            errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in b.errors]
-            v = detector.score_embeddings(b.embeddings, sources=[it.key for it in batch_items], errors=errors)
+            errs = list(b.errors)
+            patches = None
+            if detector.needs_patches:  # the patch scorer's own pass over the same images
+                pres = detector.patch_features(batch_items)
+                errs = [e if e is not None else pe for e, pe in zip(errs, pres.errors, strict=True)]
+                patches = pres.features
+            errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in errs]
+            v = detector.score_embeddings(
+                b.embeddings,
+                sources=[it.key for it in batch_items],
+                errors=errors,
+                patches=patches,
+                anomaly_maps=maps,
+            )
             write(batch_items, v, b.sizes, b.embeddings)
         final = writer.finalize(expected_keys=[it.key for it in items])
     seconds = time.perf_counter() - t0

@@ -25,6 +25,7 @@ The page is written atomically (:mod:`novelty.fileio`).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -190,7 +191,23 @@ def _card(
         "probability": f" ({prob:.0%})" if math.isfinite(prob) else "",
         "trusted": row.get("trusted") is True,
         "neighbors": neighbors,
+        "overlay": _overlay(thumb, row),
     }
+
+
+def _overlay(thumb: tuple[str | None, str], row: Mapping[str, Any]) -> tuple[str | None, str] | None:
+    """The thumbnail with the row's anomaly map drawn over it (``novelty score --maps``), or ``None``."""
+    text = row.get("anomaly_map")
+    if not isinstance(text, str) or not text or thumb[0] is None:
+        return None
+    from novelty.batch.maps import overlay_map
+    from novelty.errors import InvalidInputError
+
+    try:
+        data = overlay_map(base64.b64decode(thumb[0]), text)
+    except InvalidInputError as e:
+        return None, f"anomaly map unreadable: {e}"
+    return base64.b64encode(data).decode("ascii"), ""
 
 
 def _predictions(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, int, int]] | None:

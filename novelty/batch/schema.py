@@ -48,7 +48,9 @@ _TAIL = (("neighbors", "str"), ("neighbor_distances", "str"), ("error", "str"))
 _RUN = (("alpha", "float"), ("detector_id", "str"))
 #: with ``novelty score --embeddings``: when each image was taken and its embedding (see :func:`encode_embedding`)
 _EMBEDDING = (("timestamp", "float"), ("timestamp_source", "str"), ("embedding", "str"))
-_BY_NAME = dict(_HEAD + _PREDICTION + _TAIL + _RUN + _EMBEDDING)
+#: with ``novelty score --maps``: the anomaly map of each novel image as a small PNG (:mod:`novelty.batch.maps`)
+_MAPS = (("anomaly_map", "str"),)
+_BY_NAME = dict(_HEAD + _PREDICTION + _TAIL + _RUN + _EMBEDDING + _MAPS)
 _FLOAT_PREFIXES = ("score_", "p_value_")
 
 
@@ -69,19 +71,28 @@ def _kind_of_name(name: str) -> str | None:
     return None
 
 
-def result_schema(scorer_names: Sequence[str], *, head: bool, embeddings: bool = False) -> ResultSchema:
+def result_schema(
+    scorer_names: Sequence[str], *, head: bool, embeddings: bool = False, maps: bool = False
+) -> ResultSchema:
     """The columns ``novelty score`` writes for a detector with these scorers (and a condition head or not):
     ``key path member bytes width height novelty p_value is_novel score``, ``score_<s> p_value_<s>`` per scorer,
     ``prediction probability trusted`` with a head, ``neighbors neighbor_distances error``, and the run's
     ``alpha`` and ``detector_id`` (the artifact id of the detector that scored them). With ``embeddings``
     (``novelty score --embeddings``) also ``timestamp`` (seconds since the epoch, UTC), ``timestamp_source``
-    (``csv``, ``exif`` or ``mtime``) and ``embedding`` (:func:`encode_embedding`), which ``novelty drift`` reads."""
+    (``csv``, ``exif`` or ``mtime``) and ``embedding`` (:func:`encode_embedding`), which ``novelty drift`` reads.
+    With ``maps`` (``novelty score --maps``, a detector with a patch scorer) also ``anomaly_map``."""
     cols: list[tuple[str, str]] = list(_HEAD)
     for name in scorer_names:
         cols += [(f"score_{name}", "float"), (f"p_value_{name}", "float")]
     if head:
         cols += _PREDICTION
-    return ResultSchema(cols + list(_TAIL) + list(_RUN) + (list(_EMBEDDING) if embeddings else []))
+    return ResultSchema(
+        cols
+        + list(_TAIL)
+        + list(_RUN)
+        + (list(_EMBEDDING) if embeddings else [])
+        + (list(_MAPS) if maps else [])
+    )
 
 
 def encode_embedding(vector: np.ndarray) -> str:

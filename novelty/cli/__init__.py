@@ -179,6 +179,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default: 256M; e.g. 1G)",
     )
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    s.add_argument(
+        "--maps",
+        action="store_true",
+        help="write each novel image's anomaly map as a small PNG (column anomaly_map; the report draws it "
+        "over the image); needs a detector with a patch scorer (--scorers patch-knn)",
+    )
     _add_embedding_args(s)
 
     r = sub.add_parser(
@@ -409,6 +415,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         max_member_bytes=args.max_member_bytes,
         embeddings=args.embeddings,
         timestamps=stamps,
+        maps=args.maps,
     )
     print(
         f"{summary.n_inputs} inputs → {summary.out}: {summary.n_novel} novel, {summary.n_errors} unreadable; "

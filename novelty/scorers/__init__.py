@@ -23,6 +23,7 @@ from novelty.scorers.base import Scorer
 from novelty.scorers.class_knn import ClassKNNScorer
 from novelty.scorers.knn import KNNScorer, LocalKNNScorer
 from novelty.scorers.mahalanobis import MahalanobisScorer
+from novelty.scorers.patch import PatchKNNScorer
 
 __all__ = [
     "REGISTRY",
@@ -31,6 +32,7 @@ __all__ = [
     "KNNScorer",
     "LocalKNNScorer",
     "MahalanobisScorer",
+    "PatchKNNScorer",
     "Scorer",
     "create_scorer",
     "register_scorer",
@@ -71,7 +73,14 @@ def register_scorer(cls: S) -> S:
     return cls
 
 
-for _builtin in (KNNScorer, LocalKNNScorer, AutoencoderScorer, MahalanobisScorer, ClassKNNScorer):
+for _builtin in (
+    KNNScorer,
+    LocalKNNScorer,
+    AutoencoderScorer,
+    MahalanobisScorer,
+    ClassKNNScorer,
+    PatchKNNScorer,
+):
     register_scorer(_builtin)
 
 

@@ -24,11 +24,14 @@ class Scorer(ABC):
     - ``min_fit_samples()`` is the fewest training embeddings ``fit`` accepts;
     - ``state_arrays()`` / ``from_state(params, arrays, index=...)`` round-trip the fitted state without pickle.
     Scorers that use the detector's shared FAISS index set ``uses_index = True`` and receive it in ``fit``.
+    Scorers of spatial patch features (``input_kind = "patches"``, e.g. ``patch-knn``) receive ``(n, h, w, c)``
+    patch features instead of embeddings; a detector computes them only when such a scorer is used.
     A scorer of your own is saved and loaded with a detector once registered (:func:`novelty.register_scorer`).
     """
 
     name: ClassVar[str]
     uses_index: ClassVar[bool] = False
+    input_kind: ClassVar[str] = "embeddings"  # or "patches": spatial features from a detector's patch pass
 
     @abstractmethod
     def fit(
