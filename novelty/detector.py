@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +40,13 @@ from novelty.params import check_bool, check_int, check_real
 from novelty.parts import DetectorParts, FittedState, build_parts
 from novelty.patches import PatchExtractor, PatchResult
 from novelty.persistence import load_detector, save_detector
+from novelty.runtimes import (
+    DEFAULT_RUNTIME,
+    RuntimeMismatchError,
+    RuntimeMismatchWarning,
+    check_runtime,
+    runtimes_agree,
+)
 from novelty.scorers import PatchKNNScorer, Scorer
 from novelty.verdicts import BatchVerdicts, Neighbor, Verdict, score_state
 from novelty.weights import DEFAULT_BACKBONE
@@ -71,6 +79,11 @@ class NoveltyDetector:
     embedder: an existing :class:`~novelty.embedder.Embedder` to use (and share between detectors: the
         backbone loads once). Its own settings (backbone, weights, device, batch size, workers, draft) apply;
         the artifact records them, and ``load(..., embedder=...)`` can share one again.
+    runtime: where the backbone runs (:mod:`novelty.runtimes`; default ``"torch"``, fp32 PyTorch). An int8
+        runtime is quantised on this detector's own training images during ``fit``. Saved with the
+        detector: loading with another runtime warns, and is refused where that runtime's embeddings differ
+        beyond the tolerance (:func:`novelty.runtimes.runtimes_agree`) unless calibration is redone
+        (``load(..., runtime=..., recalibrate=images)`` or :meth:`recalibrate`).
     index: the kind of FAISS index fitted: ``None`` (exact, cosine), a FAISS factory string (``"HNSW32"``,
         cosine) or an :class:`~novelty.index.EmbeddingIndex` used as a prototype (its metric and factory;
         the prototype itself stays untouched). Scorers that use the index must share its metric.
@@ -93,6 +106,7 @@ class NoveltyDetector:
         draft: bool = True,
         embedder: Embedder | None = None,
         index: EmbeddingIndex | str | None = None,
+        runtime: str = DEFAULT_RUNTIME,
     ):
         if embedder is not None and not isinstance(embedder, Embedder):
             raise InvalidInputError(f"embedder must be a novelty.Embedder, got {type(embedder).__name__}")
@@ -103,6 +117,8 @@ class NoveltyDetector:
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.num_workers = None if num_workers is None else check_int(num_workers, "num_workers", minimum=0)
         self.draft = check_bool(draft, "draft")
+        self.runtime = check_runtime(runtime)
+        self.calibrated_runtime_: str | None = None  # the runtime the fitted calibration was made with
         parse_device(device)
         self.device = device
         if embedder is not None:
@@ -133,13 +149,18 @@ class NoveltyDetector:
             )
         if weights is not None and str(weights) != emb.weights:
             raise InvalidInputError(f"weights={weights!r} contradicts the embedder's {emb.weights!r}")
-        for name, default, theirs in (("batch_size", 32, emb.batch_size), ("draft", True, emb.draft)):
+        for name, default, theirs in (
+            ("batch_size", 32, emb.batch_size),
+            ("draft", True, emb.draft),
+            ("runtime", DEFAULT_RUNTIME, emb.runtime),
+        ):
             if getattr(self, name) not in (default, theirs):
                 raise InvalidInputError(
                     f"{name}={getattr(self, name)!r} contradicts the embedder's {theirs!r}; with an embedder, "
                     "its own settings apply"
                 )
         self.batch_size, self.draft, self.num_workers = emb.batch_size, emb.draft, emb.num_workers
+        self.runtime = emb.runtime
         self.device = str(emb.device)
         return emb.backbone_name, emb.weights
 
@@ -159,6 +180,7 @@ class NoveltyDetector:
                 batch_size=self.batch_size,
                 num_workers=self.num_workers,
                 draft=self.draft,
+                runtime=self.runtime,
             )
         return self._embedder
 
@@ -206,7 +228,27 @@ class NoveltyDetector:
                 describe_source(s) if isinstance(s, (str, os.PathLike)) else f"#{i}"
                 for i, s in enumerate(sources)
             ]
-        log.info("embedding %d training images with %s", len(sources), self.backbone)
+        log.info(
+            "embedding %d training images with %s (runtime %s)", len(sources), self.backbone, self.runtime
+        )
+        embedder = self.embedder
+        before = embedder.runtime_state()
+        try:
+            embedder.calibrate_runtime(sources)  # int8: quantised on these very images; else nothing
+            return self._fit_sources(sources, labels, groups, ids, progress)
+        except BaseException:
+            if embedder.runtime_state() is not before:  # a failed fit leaves the detector as it was
+                embedder.set_runtime_state(before)
+            raise
+
+    def _fit_sources(
+        self,
+        sources: list[Any],
+        labels: Sequence[Any] | None,
+        groups: Sequence[Any] | None,
+        ids: Sequence[str] | None,
+        progress: bool | None,
+    ) -> NoveltyDetector:
         emb = self.embedder.embed(sources, progress=progress)
         patches = None
         if self.needs_patches:
@@ -305,7 +347,61 @@ class NoveltyDetector:
             dim=int(x.shape[1]),
             split="groups" if groups is not None else "random",
         )
+        self.calibrated_runtime_ = self.runtime
         return self
+
+    def recalibrate(
+        self, images: Any, *, groups: Sequence[Any] | None = None, progress: bool | None = None
+    ) -> NoveltyDetector:
+        """Redo the calibration with this detector's current runtime on ``images``: in-distribution images
+        held out from fitting (never its training images). The index and scorers stay; the calibration scores
+        are replaced, so p-values hold again for the embeddings this runtime makes (calibration and new
+        images then come from the same runtime)."""
+        st = self._require_fitted()
+        if any(s.input_kind == "patches" for s in st.scorers):
+            raise InvalidInputError("recalibrate does not support patch scorers yet; refit the detector")
+        sources = as_source_list(images)
+        ids = [
+            describe_source(s) if isinstance(s, (str, os.PathLike)) else f"#{i}"
+            for i, s in enumerate(sources)
+        ]
+        overlap = sorted(set(ids) & set(st.train_ids))
+        if overlap:
+            raise InvalidInputError(
+                f"recalibrate: {len(overlap)} of the images are training images of this detector (e.g. "
+                f"{overlap[:2]}); calibrate on held-out in-distribution images"
+            )
+        emb = self.embedder.embed(sources, progress=progress)
+        check_alpha(self.alpha, emb.shape[0])
+        if groups is not None:
+            check_groups(self.alpha, int(np.unique(np.asarray(groups)).shape[0]))
+        calibrator = MultiScorerCalibrator().fit({s.name: s.score(emb) for s in st.scorers})
+        self._fitted = replace(st, calibrator=calibrator, calibration_ids=ids, artifact_id=None)
+        self.calibrated_runtime_ = self.runtime
+        return self
+
+    def _use_recorded_runtime(self, recorded: str, recalibrate: Any = None) -> None:
+        """After loading: warn when scoring with another runtime than the calibration's; refuse where the
+        two runtimes' embeddings differ beyond the tolerance, unless ``recalibrate`` images redo it."""
+        self.calibrated_runtime_ = recorded
+        if recalibrate is not None:
+            self.recalibrate(recalibrate)
+            return
+        if self.runtime == recorded:
+            return
+        if not runtimes_agree(self.runtime, recorded):
+            raise RuntimeMismatchError(
+                f"the detector was calibrated with runtime {recorded!r}; runtime {self.runtime!r} gives embeddings "
+                "that differ from it beyond the tolerance, so its p-values would not hold. Load it with "
+                f"runtime={recorded!r}, or redo the calibration: load(..., runtime={self.runtime!r}, "
+                "recalibrate=HELD_OUT_IMAGES)"
+            )
+        warnings.warn(
+            f"the detector was calibrated with runtime {recorded!r} and scores with {self.runtime!r}: their "
+            "embeddings agree within the tolerance, but scores move slightly; recalibrate for exact p-values",
+            RuntimeMismatchWarning,
+            stacklevel=4,
+        )
 
     # --- fitted state ---------------------------------------------------------------------------------
     @property
@@ -448,16 +544,31 @@ class NoveltyDetector:
         weights: str | os.PathLike[str] | None = None,
         num_workers: int | None = None,
         embedder: Embedder | None = None,
+        runtime: str | None = None,
+        recalibrate: Any = None,
     ) -> NoveltyDetector:
         """Load a saved detector, verifying every file's sha256 and the backbone's weights fingerprint.
+
+        ``runtime``: score with another runtime than the recorded one (``None``: the recorded one). That
+        warns, and is refused where the embeddings differ beyond the tolerance unless ``recalibrate`` gives
+        held-out in-distribution images to redo the calibration with (see :meth:`recalibrate`).
 
         ``weights`` overrides the recorded weights location (e.g. a local file on another machine);
         ``embedder`` uses an existing :class:`~novelty.embedder.Embedder` (checked to be the backbone the
         detector was fitted with) instead of loading the backbone again. A detector saved while being read
         raises :class:`~novelty.errors.ArtifactChangedError`: read it again.
         """
+        if runtime is not None:
+            check_runtime(runtime)
         return load_detector(
-            cls, path, device=device, weights=weights, num_workers=num_workers, embedder=embedder
+            cls,
+            path,
+            device=device,
+            weights=weights,
+            num_workers=num_workers,
+            embedder=embedder,
+            runtime=runtime,
+            recalibrate=recalibrate,
         )
 
     def __repr__(self) -> str:

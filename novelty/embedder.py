@@ -24,6 +24,7 @@ from novelty import errors as E
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
 from novelty.images import DEFAULT_MAX_PIXELS, ImageSource, describe_source, load_image
 from novelty.params import check_bool, check_int
+from novelty.runtimes import DEFAULT_RUNTIME, BackboneRuntime, build_runtime, runtime_info
 from novelty.weights import DEFAULT_BACKBONE, create_backbone
 
 log = logging.getLogger(__name__)
@@ -181,39 +182,130 @@ class _ImageDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         sources: Sequence[Any],
-        transform: Any,
+        preprocess: Preprocessor,
         min_size: int | None,
         max_pixels: int | None,
-        shape: tuple,
     ):
         self.sources = sources
-        self.transform = transform
+        self.preprocess = preprocess
         self.min_size = min_size
         self.max_pixels = max_pixels
-        self.shape = shape
 
     def __len__(self) -> int:
         return len(self.sources)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, tuple[str, str, str] | None, tuple[int, int]]:
+    def __getitem__(self, i: int) -> tuple[Any, int, tuple[str, str, str] | None, tuple[int, int]]:
         info: dict[str, Any] = {}
         try:
             img = load_image(self.sources[i], min_size=self.min_size, max_pixels=self.max_pixels, info=info)
-            return self.transform(img), i, None, (int(info["width"]), int(info["height"]))
+            return self.preprocess(img), i, None, (int(info["width"]), int(info["height"]))
         except ImageError as e:
-            return torch.zeros(self.shape), i, (type(e).__name__, e.source, e.reason), (-1, -1)
+            return self.preprocess.blank(), i, (type(e).__name__, e.source, e.reason), (-1, -1)
         except InvalidInputError as e:
             return (
-                torch.zeros(self.shape),
+                self.preprocess.blank(),
                 i,
                 ("ImageError", describe_source(self.sources[i]), str(e)),
                 (-1, -1),
             )
 
 
-def _collate(items: list) -> tuple[torch.Tensor, list[int], list, list]:
+class Preprocessor:
+    """The model's eval transform, split so that batches stay cheap.
+
+    ``__call__`` turns one decoded image into the model's input; ``batch`` stacks those into a float32
+    ``(n, 3, H, W)`` channels-last tensor. For timm's usual eval transform (shortest side resized, centre
+    crop, to tensor, normalise) the resize and the crop are one PIL call (``resize(box=...)``: only the
+    pixels the crop keeps are computed, in PIL's fixed-point arithmetic) that yields ``uint8`` ``H×W×3``,
+    and conversion and normalisation run once per batch, vectorised; the result equals the transform's to
+    float rounding (tested). Any other transform is applied as it is, image by image.
+    """
+
+    def __init__(self, transform: Any, input_size: tuple[int, int, int]):
+        self.transform = transform
+        self.input_size = input_size
+        self.fast = _fast_plan(transform)
+        if self.fast is not None:
+            mean, std = self.fast["mean"], self.fast["std"]
+            self._scale = (1.0 / (255.0 * std)).reshape(1, 3, 1, 1)
+            self._offset = (mean / std).reshape(1, 3, 1, 1)
+
+    def __call__(self, img: Any) -> Any:
+        plan = self.fast
+        if plan is None:
+            return self.transform(img)
+        w, h = img.size
+        short, long_ = (w, h) if w <= h else (h, w)
+        size = plan["size"]
+        new_long = int(size * long_ / short)  # torchvision's rounding of the long side
+        new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+        ch, cw = plan["crop"]
+        if new_w < cw or new_h < ch or new_w > w or new_h > h:
+            # a crop that pads, or an enlargement (where PIL's box resampling differs from the full
+            # resize near the edges): the transform itself, back to uint8 exactly
+            return _to_uint8_hwc(self.transform(img), plan)
+        top, left = int(round((new_h - ch) / 2.0)), int(round((new_w - cw) / 2.0))
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+        return np.asarray(img.resize((cw, ch), plan["resample"], box=box), dtype=np.uint8)
+
+    def blank(self) -> Any:
+        """The placeholder of an unreadable image (its row is never used)."""
+        if self.fast is None:
+            return torch.zeros(self.input_size)
+        return np.zeros((*self.input_size[1:], 3), dtype=np.uint8)
+
+    def batch(self, items: Sequence[Any]) -> torch.Tensor:
+        if self.fast is None:
+            return torch.stack(list(items))
+        x = torch.from_numpy(np.stack(items)).permute(0, 3, 1, 2)  # a channels-last view, no copy
+        return (x.float() * self._scale).sub_(self._offset)
+
+
+def _fast_plan(transform: Any) -> dict[str, Any] | None:
+    """Resize size, crop, resample filter, mean and std when ``transform`` is timm's usual eval transform."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    steps = list(getattr(transform, "transforms", []))
+    if len(steps) != 4:
+        return None
+    resize, crop, to_tensor, norm = steps
+    resample = {
+        T.InterpolationMode.BILINEAR: Image.Resampling.BILINEAR,
+        T.InterpolationMode.BICUBIC: Image.Resampling.BICUBIC,
+    }
+    size = resize.size if isinstance(getattr(resize, "size", None), int) else None
+    if isinstance(getattr(resize, "size", None), (list, tuple)) and len(resize.size) == 1:
+        size = int(resize.size[0])
+    if (
+        type(resize) is not T.Resize
+        or size is None
+        or resize.max_size is not None
+        or resize.interpolation not in resample
+        or type(crop) is not T.CenterCrop
+        or type(to_tensor).__name__ not in ("ToTensor", "MaybeToTensor")
+        or type(norm) is not T.Normalize
+    ):
+        return None
+    return {
+        "size": size,
+        "crop": tuple(int(c) for c in crop.size),
+        "resample": resample[resize.interpolation],
+        "mean": torch.as_tensor(norm.mean, dtype=torch.float32),
+        "std": torch.as_tensor(norm.std, dtype=torch.float32),
+    }
+
+
+def _to_uint8_hwc(x: torch.Tensor, plan: dict[str, Any]) -> np.ndarray:
+    """Undo to-tensor + normalise (the rare padded crop of a tiny image)."""
+    px = (x * plan["std"].reshape(3, 1, 1) + plan["mean"].reshape(3, 1, 1)) * 255.0
+    return px.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _collate(items: list) -> tuple[list[Any], list[int], list, list]:
     return (
-        torch.stack([it[0] for it in items]),
+        [it[0] for it in items],
         [it[1] for it in items],
         [it[2] for it in items],
         [it[3] for it in items],
@@ -231,6 +323,9 @@ class Embedder:
     batch_size: images per forward pass.
     num_workers: decoding processes; ``None`` chooses (see :meth:`workers_for`; none on a 2-core machine).
     precision: ``"fp32"`` (default, reproducible), ``"bf16"`` or ``"fp16"`` autocast (faster, slightly different).
+    runtime: where the forward pass runs (:mod:`novelty.runtimes`): ``"torch"`` (default, fp32 PyTorch) or
+        an optional faster engine; an int8 runtime is quantised on calibration images
+        (:meth:`calibrate_runtime`, done by ``NoveltyDetector.fit``). Saved with the detector.
     draft: decode large JPEGs at reduced DCT scale (1/2, 1/4, 1/8) as long as both sides stay above the resize
         target — several times less decoding work; embeddings differ slightly from a full-size decode
         (measured in benchmarks/RESULTS.md), so fit and score with the same setting (saved with the detector).
@@ -248,6 +343,7 @@ class Embedder:
         precision: str = "fp32",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         draft: bool = True,
+        runtime: str = DEFAULT_RUNTIME,
     ):
         if not isinstance(backbone, str) or not backbone:
             raise InvalidInputError(f"backbone must be a timm model name, got {backbone!r}")
@@ -266,6 +362,16 @@ class Embedder:
             tune_glibc_malloc()
         if precision == "fp16" and self.device.type != "cuda":
             raise InvalidInputError("precision='fp16' needs a CUDA device; use 'bf16' on CPU")
+        info = runtime_info(runtime)
+        if self.device.type not in info.devices:
+            raise InvalidInputError(
+                f"runtime {runtime!r} runs on {', '.join(info.devices)}, not on {self.device.type}; "
+                "use runtime='torch' there"
+            )
+        if runtime != "torch" and precision != "fp32":
+            raise InvalidInputError(
+                f"precision={precision!r} applies to runtime='torch'; runtime {runtime!r} sets its own precision"
+            )
         from timm.data import create_transform, resolve_model_data_config
 
         bb = create_backbone(backbone, weights)
@@ -279,6 +385,7 @@ class Embedder:
         self.data_config: dict[str, Any] = dict(resolve_model_data_config(self.model))
         self.data_config.update(bb.data_config_overrides)
         self.transform = create_transform(**self.data_config, is_training=False)
+        self.preprocess = Preprocessor(self.transform, tuple(self.data_config["input_size"]))
         self.dim = self._probe_dim()  # not num_features: some heads (mobilenetv3) pool into a wider layer
         size = self.data_config["input_size"][-1]
         # the resize step's target: JPEGs are decoded at the smallest DCT scale that still covers it
@@ -290,6 +397,9 @@ class Embedder:
         self.num_workers = num_workers
         self.precision = precision
         self.max_pixels = max_pixels
+        self.runtime = runtime
+        self._runtime: BackboneRuntime | None = None
+        self._runtime_state: bytes | None = None
 
     def _probe_dim(self) -> int:
         x = torch.zeros((1, *self.data_config["input_size"]), device=self.device)
@@ -308,6 +418,7 @@ class Embedder:
             "batch_size": self.batch_size,
             "precision": self.precision,
             "draft": self.draft,
+            "runtime": self.runtime,
         }
 
     def __repr__(self) -> str:
@@ -325,7 +436,7 @@ class Embedder:
     def embed_one(self, image: ImageSource) -> np.ndarray:
         """Embed a single image in the calling process: shape ``(dim,)``."""
         img = load_image(image, min_size=self.min_size, max_pixels=self.max_pixels)
-        return self.embed_tensor(self.transform(img).unsqueeze(0))[0]
+        return self.embed_tensor(self.preprocess.batch([self.preprocess(img)]))[0]
 
     def embed_with_errors(self, images: Any, *, progress: bool | None = None) -> EmbedResult:
         """Embed every readable image; unreadable ones get a NaN row and an error, never a crash."""
@@ -365,9 +476,7 @@ class Embedder:
         if n == 0:
             return
         workers = self.workers_for(n)
-        ds = _ImageDataset(
-            sources, self.transform, self.min_size, self.max_pixels, tuple(self.data_config["input_size"])
-        )
+        ds = _ImageDataset(sources, self.preprocess, self.min_size, self.max_pixels)
         loader = torch.utils.data.DataLoader(
             ds,
             batch_size=self.batch_size,
@@ -404,24 +513,80 @@ class Embedder:
                         cls, src, reason = e
                         errs[j] = _ERROR_TYPES.get(cls, ImageError)(src, reason)
                 if ok:
-                    emb[ok] = self.embed_tensor(batch[ok] if len(ok) < len(idx) else batch)
+                    emb[ok] = self.embed_tensor(self.preprocess.batch([batch[j] for j in ok]))
                 bar.update(len(idx))
                 yield EmbeddedBatch(
                     np.asarray(idx, dtype=np.int64), emb, errs, np.asarray(batch_sizes, np.int64)
                 )
 
+    # --- the runtime ----------------------------------------------------------------------------------
+    @property
+    def runtime_ready(self) -> bool:
+        """Whether the runtime can embed now (an int8 runtime needs :meth:`calibrate_runtime` or a state)."""
+        return (
+            self._runtime is not None
+            or not runtime_info(self.runtime).needs_calibration
+            or (self._runtime_state is not None)
+        )
+
+    def calibrate_runtime(self, images: Any, *, max_images: int = 256) -> None:
+        """Quantise an int8 runtime's backbone with up to ``max_images`` of ``images`` (the detector's own
+        training images, spread evenly); unreadable ones are skipped. Nothing to do for other runtimes."""
+        if not runtime_info(self.runtime).needs_calibration:
+            return
+        sources = as_source_list(images)
+        if not sources:
+            raise InvalidInputError(f"runtime {self.runtime!r} needs calibration images; got none")
+        picked = [sources[int(i)] for i in np.linspace(0, len(sources) - 1, min(max_images, len(sources)))]
+        tensors = []
+        for src in picked:
+            try:
+                img = load_image(src, min_size=self.min_size, max_pixels=self.max_pixels)
+            except ImageError:
+                continue
+            tensors.append(self.preprocess(img))
+        if not tensors:
+            raise InvalidInputError(f"runtime {self.runtime!r}: none of the calibration images is readable")
+
+        def batches() -> Iterator[np.ndarray]:
+            for s in range(0, len(tensors), 16):
+                yield self.preprocess.batch(tensors[s : s + 16]).contiguous().numpy()
+
+        self._runtime = self._build_runtime(calibration=batches)
+        self._runtime_state = self._runtime.state()
+
+    def runtime_state(self) -> bytes | None:
+        """What a saved detector must keep to rebuild this runtime (an int8 model), or ``None``."""
+        return self._runtime_state
+
+    def set_runtime_state(self, state: bytes | None) -> None:
+        """Use a runtime state saved with a detector (built on first use)."""
+        self._runtime_state = state
+        self._runtime = None
+
+    def _build_runtime(self, calibration: Any = None) -> BackboneRuntime:
+        return build_runtime(
+            self.runtime,
+            self.model,
+            device=self.device,
+            input_size=tuple(self.data_config["input_size"]),
+            autocast=_PRECISIONS[self.precision],
+            calibration=calibration,
+            state=self._runtime_state,
+        )
+
+    def _backend(self) -> BackboneRuntime:
+        if self._runtime is None:
+            self._runtime = self._build_runtime()
+        return self._runtime
+
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """Embed an already preprocessed ``(n, 3, H, W)`` batch."""
-        dtype = _PRECISIONS[self.precision]
-        with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            if dtype is not None:
-                with torch.autocast(device_type=self.device.type, dtype=dtype):
-                    feats = self.model(x)
-            else:
-                feats = self.model(x)
-            feats = F.normalize(feats.float(), dim=1)
+        feats = F.normalize(self._backend().run(batch).float(), dim=1)
         emb = feats.cpu().numpy().astype(np.float32, copy=False)
         if not np.isfinite(emb).all():
-            raise NoveltyError("the backbone produced non-finite embeddings; check the weights and precision")
+            raise NoveltyError(
+                f"the backbone produced non-finite embeddings (runtime {self.runtime!r}, precision "
+                f"{self.precision!r}); check the weights and precision"
+            )
         return emb

@@ -46,6 +46,7 @@ from novelty.head import ConditionHead
 from novelty.index import EmbeddingIndex
 from novelty.params import check_int, check_known_params
 from novelty.parts import FittedState
+from novelty.runtimes import RUNTIME_FILE, RUNTIMES
 from novelty.scorers import REGISTRY as SCORERS
 from novelty.scorers import Scorer
 
@@ -80,6 +81,9 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
         "calibration.safetensors": arrays_to_bytes(st.calibrator.state_arrays()),
         "train_ids.json": json.dumps({"train": st.train_ids, "calibration": st.calibration_ids}).encode(),
     }
+    runtime_state = emb.runtime_state()  # an int8 runtime's quantised backbone (ONNX), else None
+    if runtime_state is not None:
+        files[RUNTIME_FILE] = runtime_state
     entries = []
     for s in st.scorers:
         if SCORERS.get(s.name) is not type(s):
@@ -138,6 +142,10 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
         },
         "train_ids": "train_ids.json",
         "head": head,
+        "runtime": {
+            "name": det.calibrated_runtime_ or emb.runtime,  # the runtime the calibration belongs to
+            "file": RUNTIME_FILE if runtime_state is not None else None,
+        },
     }
     return write_artifact(path, manifest, files)
 
@@ -283,6 +291,8 @@ def load_detector(
     weights: str | os.PathLike[str] | None = None,
     num_workers: int | None = None,
     embedder: Embedder | None = None,
+    runtime: str | None = None,
+    recalibrate: Any = None,
 ) -> D:
     """Rebuild a detector from a verified artifact (see :meth:`NoveltyDetector.load`)."""
     if embedder is not None and not isinstance(embedder, Embedder):  # the caller's arguments first
@@ -317,6 +327,17 @@ def load_detector(
     dim = int(index.dim or 0)
     head, head_params = _read_head(art, r, dim)
     _warn_versions(r.get(art.manifest, "versions", "dict", default={}), art.root)
+    rt = r.get(art.manifest, "runtime", "dict", default={"name": "torch"})
+    recorded = r.get(rt, "name", "str", where="runtime")
+    rt_file = r.get(rt, "file", "str|null", where="runtime", default=None)
+    rt_state = art.data(check_file_name(rt_file, f"{r.source}: runtime.file")) if rt_file else None
+    if recorded not in RUNTIMES:
+        raise ArtifactVersionError(
+            f"{art.root}: the detector was calibrated with runtime {recorded!r}, unknown to this version "
+            f"(known: {', '.join(sorted(RUNTIMES))}); refit it"
+        )
+    if runtime is None:
+        runtime = embedder.runtime if embedder is not None else recorded
 
     with _as_artifact_error(r.source, "params"):
         det = cls(
@@ -334,6 +355,7 @@ def load_detector(
             draft=draft if embedder is None else embedder.draft,
             index=EmbeddingIndex(**index.get_params()),
             embedder=embedder,
+            runtime=runtime if embedder is None else embedder.runtime,
         )
     det._set_fitted(
         FittedState(
@@ -351,6 +373,9 @@ def load_detector(
     _check_backbone(
         det.embedder, bb_name=p["backbone"], fingerprint=fingerprint, draft=draft, dim=dim, root=art.root
     )
+    if det.runtime == recorded and rt_state is not None:
+        det.embedder.set_runtime_state(rt_state)
+    det._use_recorded_runtime(recorded, recalibrate)
     return det
 
 

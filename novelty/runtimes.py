@@ -1,0 +1,325 @@
+"""Where the backbone's forward pass runs: PyTorch (the reference) or a faster optional engine.
+
+    Embedder(runtime="openvino")          # or NoveltyDetector(runtime=...), novelty score --runtime ...
+
+A runtime takes a preprocessed ``(n, 3, H, W)`` float32 batch and returns the backbone's pooled features
+``(n, d)`` as float32 (the :class:`~novelty.embedder.Embedder` normalises them). Every runtime but
+``"torch"`` changes the arithmetic, so its embeddings differ slightly from fp32 PyTorch: each entry states
+the smallest cosine to fp32 it is held to (``min_cosine``, checked in the tests and measured in
+``benchmarks/RESULTS.md``, "Runtimes"). A detector records the runtime it was fitted with
+(:mod:`novelty.persistence`), because scores — and so its calibration — belong to one runtime.
+
+Only runtimes that won the benchmark are registered here; those tried and dropped are listed with their
+numbers in ``benchmarks/RESULTS.md``. The optional engines are imported when a runtime is built, never at
+``import novelty``; a missing one raises :class:`RuntimeNotInstalledError` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from novelty.errors import NoveltyError, UnknownNameError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_RUNTIME",
+    "RUNTIMES",
+    "BackboneRuntime",
+    "RuntimeInfo",
+    "RuntimeMismatchError",
+    "RuntimeMismatchWarning",
+    "RuntimeNotInstalledError",
+    "build_runtime",
+    "check_runtime",
+    "runtime_info",
+    "runtimes_agree",
+]
+
+DEFAULT_RUNTIME = "torch"
+#: the file of a saved detector that holds an int8 runtime's quantised backbone (ONNX)
+RUNTIME_FILE = "runtime_int8.onnx"
+
+
+class RuntimeNotInstalledError(NoveltyError, ImportError):
+    """The engine a runtime needs is not installed; the message names the extra to install."""
+
+
+class RuntimeMismatchWarning(UserWarning):
+    """A detector scores with another runtime than the one it was calibrated with (within the tolerance)."""
+
+
+class RuntimeMismatchError(NoveltyError):
+    """A detector would score with a runtime whose embeddings differ from its calibration's beyond the
+    tolerance; recalibrate it (``load(..., recalibrate=images)``) or use the recorded runtime."""
+
+
+#: Runtimes whose embeddings agree with fp32 PyTorch at least this well (smallest cosine, tested) may replace
+#: one another with a warning; any other change of runtime needs the calibration redone.
+AGREEMENT_TOLERANCE = 0.9999
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What the registry knows about a runtime before building it."""
+
+    name: str
+    description: str
+    module: str | None  # the optional engine's import name (None: PyTorch itself)
+    extra: str | None  # pip extra that installs it
+    min_cosine: float  # the embeddings' smallest cosine to fp32 PyTorch that this runtime is held to
+    needs_calibration: bool = False  # int8: quantised from the detector's own training images
+    devices: tuple[str, ...] = ("cpu",)
+
+
+class BackboneRuntime:
+    """A built runtime: ``run(batch)`` → features. ``state()`` holds what a saved detector must keep
+    (the quantised model of an int8 runtime), ``None`` when rebuilding from the backbone is enough."""
+
+    info: RuntimeInfo
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state(self) -> bytes | None:
+        return None
+
+
+# --- PyTorch --------------------------------------------------------------------------------------
+class TorchRuntime(BackboneRuntime):
+    """Eager PyTorch, channels-last, optionally under autocast (``precision``)."""
+
+    def __init__(self, model: nn.Module, device: torch.device, autocast: torch.dtype | None = None):
+        self.model = model
+        self.device = device
+        self.autocast = autocast
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            if self.autocast is not None:
+                with torch.autocast(device_type=self.device.type, dtype=self.autocast):
+                    return self.model(x).float()
+            return self.model(x).float()
+
+
+# --- export ---------------------------------------------------------------------------------------
+def export_onnx(model: nn.Module, input_size: tuple[int, int, int]) -> bytes:
+    """The backbone as ONNX bytes (batch dimension dynamic), via PyTorch's TorchScript exporter."""
+    model = model.float().eval().to(memory_format=torch.contiguous_format)
+    buf: Any = io.BytesIO()  # the exporter writes to a file object too, though typed for paths only
+    with warnings.catch_warnings():  # the exporter's deprecation notice: nothing a caller can act on
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.zeros((1, *input_size)),),
+            buf,
+            input_names=["images"],
+            output_names=["features"],
+            dynamic_axes={"images": {0: "n"}, "features": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def _require(module: str, runtime: str, extra: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise RuntimeNotInstalledError(
+            f"runtime {runtime!r} needs the {module!r} package: pip install 'novelty[{extra}]' ({e})"
+        ) from None
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+# --- OpenVINO -------------------------------------------------------------------------------------
+class OpenVINORuntime(BackboneRuntime):
+    """OpenVINO's CPU plugin. ``precision`` ``"f32"`` or ``"bf16"`` (AMX/AVX512-BF16 where the CPU has it).
+    ``onnx``: the model to compile (the backbone exported, or its int8-quantised form)."""
+
+    def __init__(self, onnx: bytes, info: RuntimeInfo, precision: str = "f32"):
+        ov = _require("openvino", info.name, info.extra or "openvino")
+        self.info = info
+        self._onnx = onnx
+        core = ov.Core()
+        with tempfile.TemporaryDirectory(prefix="novelty-ov-") as tmp:  # read_model takes a path for ONNX
+            path = os.path.join(tmp, "model.onnx")
+            with open(path, "wb") as f:
+                f.write(onnx)
+            ov_model = core.read_model(path)
+        config = {
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": _threads(),
+        }
+        self._compiled = core.compile_model(ov_model, "CPU", config)
+        self._request = self._compiled.create_infer_request()
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
+        out = self._request.infer({0: x})[0]
+        return torch.from_numpy(np.array(out, dtype=np.float32))
+
+    def state(self) -> bytes | None:
+        return self._onnx if self.info.needs_calibration else None
+
+
+# --- ONNX Runtime ---------------------------------------------------------------------------------
+class OnnxRuntime(BackboneRuntime):
+    def __init__(self, onnx: bytes, info: RuntimeInfo):
+        ort = _require("onnxruntime", info.name, info.extra or "onnxruntime")
+        self.info = info
+        self._onnx = onnx
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = _threads()
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self._session = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(np.asarray(self._session.run(None, {"images": x})[0], dtype=np.float32))
+
+    def state(self) -> bytes | None:
+        return self._onnx if self.info.needs_calibration else None
+
+
+# --- int8 static quantisation -----------------------------------------------------------------------
+def quantize_int8(onnx: bytes, calibration: Iterable[np.ndarray], runtime: str) -> bytes:
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations) of an ONNX backbone;
+    activation ranges are calibrated on ``calibration`` batches — the detector's own training images."""
+    _require("onnx", runtime, "int8")
+    _require("onnxruntime", runtime, "int8")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = [np.ascontiguousarray(b, dtype=np.float32) for b in calibration]
+    if not batches:
+        raise NoveltyError(f"runtime {runtime!r} needs calibration images to quantise the backbone")
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            b = next(self._it, None)
+            return None if b is None else {"images": b}
+
+    with tempfile.TemporaryDirectory(prefix="novelty-int8-") as tmp:
+        src, pre, dst = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        with open(src, "wb") as f:
+            f.write(onnx)
+        quant_pre_process(src, pre, skip_symbolic_shape=True)
+        quantize_static(
+            pre,
+            dst,
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
+        with open(dst, "rb") as fr:
+            return fr.read()
+
+
+# --- the registry ---------------------------------------------------------------------------------
+RUNTIMES: dict[str, RuntimeInfo] = {
+    info.name: info
+    for info in (
+        RuntimeInfo(
+            "torch",
+            "PyTorch eager, fp32, channels-last (the reference)",
+            None,
+            None,
+            1.0,
+            devices=("cpu", "cuda"),
+        ),
+        RuntimeInfo("openvino", "OpenVINO CPU plugin, fp32", "openvino", "openvino", 0.9999),
+        RuntimeInfo(
+            "openvino-bf16", "OpenVINO CPU plugin, bf16 (AMX / AVX512-BF16)", "openvino", "openvino", 0.999
+        ),
+        RuntimeInfo(
+            "openvino-int8",
+            "int8 static quantisation calibrated on the training images, run by OpenVINO",
+            "openvino",
+            "int8",
+            0.99,
+            needs_calibration=True,
+        ),
+        RuntimeInfo("onnxruntime", "ONNX Runtime CPU, fp32", "onnxruntime", "onnxruntime", 0.9999),
+    )
+}
+
+
+def check_runtime(name: object) -> str:
+    """The runtime's name, or :class:`~novelty.errors.UnknownNameError` listing the registered ones."""
+    if not isinstance(name, str) or name not in RUNTIMES:
+        raise UnknownNameError(f"unknown runtime {name!r}; registered: {', '.join(sorted(RUNTIMES))}")
+    return name
+
+
+def runtime_info(name: str) -> RuntimeInfo:
+    return RUNTIMES[check_runtime(name)]
+
+
+def runtimes_agree(a: str, b: str) -> bool:
+    """Whether runtime ``a``'s embeddings stand in for ``b``'s without redoing the calibration: the same
+    runtime, or two whose embeddings both agree with fp32 PyTorch within :data:`AGREEMENT_TOLERANCE`."""
+    if a == b:
+        return True
+    return min(runtime_info(a).min_cosine, runtime_info(b).min_cosine) >= AGREEMENT_TOLERANCE
+
+
+def build_runtime(
+    name: str,
+    model: nn.Module,
+    *,
+    device: torch.device,
+    input_size: tuple[int, int, int],
+    autocast: torch.dtype | None = None,
+    calibration: Callable[[], Iterable[np.ndarray]] | None = None,
+    state: bytes | None = None,
+) -> BackboneRuntime:
+    """Build runtime ``name`` for ``model``. An int8 runtime quantises from ``calibration()`` batches, or
+    reuses ``state`` (the quantised model a saved detector kept)."""
+    info = runtime_info(name)
+    if device.type not in info.devices:
+        raise NoveltyError(f"runtime {name!r} runs on {', '.join(info.devices)}, not on {device.type}")
+    if name == "torch":
+        rt = TorchRuntime(model, device, autocast)
+        rt.info = info
+        return rt
+    if info.module is not None:
+        _require(info.module, name, info.extra or info.module)
+    if info.needs_calibration:
+        if state is None:
+            if calibration is None:
+                raise NoveltyError(
+                    f"runtime {name!r} quantises the backbone from the detector's training images: fit a detector "
+                    "with it (NoveltyDetector(runtime=...).fit(images)), or load one that was"
+                )
+            state = quantize_int8(export_onnx(model, input_size), calibration(), name)
+        onnx = state
+    else:
+        onnx = export_onnx(model, input_size)
+    if name.startswith("openvino"):
+        return OpenVINORuntime(onnx, info, precision="bf16" if name == "openvino-bf16" else "f32")
+    return OnnxRuntime(onnx, info)

@@ -1,0 +1,236 @@
+"""Runtimes (novelty.runtimes): the registry, the fast preprocessing, agreement with fp32 PyTorch, and what a
+detector records about the runtime it was calibrated with.
+
+Runtimes whose engine is not installed are skipped with the extra that installs them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import novelty
+from novelty.embedder import Preprocessor
+from novelty.errors import InvalidInputError, NoveltyError, UnknownNameError
+from novelty.runtimes import (
+    AGREEMENT_TOLERANCE,
+    RUNTIME_FILE,
+    RUNTIMES,
+    RuntimeMismatchError,
+    RuntimeMismatchWarning,
+    RuntimeNotInstalledError,
+    build_runtime,
+    runtimes_agree,
+)
+
+
+def _installed(name: str) -> bool:
+    info = RUNTIMES[name]
+    return info.module is None or importlib.util.find_spec(info.module) is not None
+
+
+def _skip_unless_installed(name: str) -> None:
+    info = RUNTIMES[name]
+    if not _installed(name):
+        pytest.skip(f"runtime {name!r} needs {info.module!r}: pip install 'novelty[{info.extra}]'")
+    if info.needs_calibration and importlib.util.find_spec("onnx") is None:
+        pytest.skip(f"runtime {name!r} quantises with the 'onnx' package: pip install 'novelty[{info.extra}]'")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> list[str]:
+    """48 photo-like JPEGs larger than the model's input (so resizing shrinks them, as in production)."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    bases = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    out = []
+    rng = np.random.default_rng(0)
+    for i in range(48):
+        img = Image.fromarray(bases[i % len(bases)])
+        w, h = img.size
+        left, top = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
+        img = img.crop((left, top, left + 3 * w // 4, top + 3 * h // 4)).resize((480, 360))
+        if i % 3 == 1:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = folder / f"p{i:02d}.jpg"
+        img.save(path, quality=90)
+        out.append(str(path))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp32(photos) -> np.ndarray:
+    return novelty.Embedder(device="cpu").embed(photos)
+
+
+# --- the registry ---------------------------------------------------------------------------------------
+def test_unknown_runtime_is_refused_with_the_list():
+    with pytest.raises(UnknownNameError, match="registered: .*torch"):
+        novelty.NoveltyDetector(runtime="tensorrt")
+    with pytest.raises(UnknownNameError):
+        novelty.Embedder(runtime="")
+
+
+def test_precision_belongs_to_the_torch_runtime():
+    name = next((n for n in RUNTIMES if n != "torch"), None)
+    if name is None:
+        pytest.skip("only the torch runtime is registered")
+    with pytest.raises(InvalidInputError, match="precision"):
+        novelty.Embedder(device="cpu", runtime=name, precision="bf16")
+
+
+def test_runtimes_agree_only_within_the_tolerance():
+    for a, ia in RUNTIMES.items():
+        assert runtimes_agree(a, a)
+        for b, ib in RUNTIMES.items():
+            expect = a == b or min(ia.min_cosine, ib.min_cosine) >= AGREEMENT_TOLERANCE
+            assert runtimes_agree(a, b) is expect
+    assert RUNTIMES["torch"].min_cosine == 1.0
+
+
+def test_a_missing_engine_names_its_extra(monkeypatch):
+    name = next((n for n, i in RUNTIMES.items() if i.module is not None and not i.needs_calibration), None)
+    if name is None:
+        pytest.skip("no optional runtime is registered")
+    info = RUNTIMES[name]
+    real = importlib.import_module
+
+    def fake(module: str, *args, **kwargs):
+        if module == info.module:
+            raise ImportError(f"No module named {module!r}")
+        return real(module, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(RuntimeNotInstalledError, match=rf"novelty\[{info.extra}\]"):
+        build_runtime(name, torch.nn.Identity(), device=torch.device("cpu"), input_size=(3, 8, 8))
+
+
+def test_an_int8_runtime_without_calibration_says_how_to_get_one():
+    name = next((n for n, i in RUNTIMES.items() if i.needs_calibration), None)
+    if name is None:
+        pytest.skip("no int8 runtime is registered")
+    _skip_unless_installed(name)
+    with pytest.raises(NoveltyError, match="training images"):
+        build_runtime(name, torch.nn.Identity(), device=torch.device("cpu"), input_size=(3, 8, 8))
+
+
+# --- preprocessing --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [(768, 576), (576, 768), (300, 257), (1000, 999), (257, 2000)])
+def test_fast_preprocessing_matches_the_timm_transform(size):
+    """Resize + crop in one PIL call (box=) gives the transform's pixels to one 8-bit level at most."""
+    emb = novelty.Embedder(device="cpu")
+    pre = emb.preprocess
+    assert pre.fast is not None  # the default backbone's transform is the usual one
+    rng = np.random.default_rng(sum(size))
+    base = rng.integers(0, 256, (size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8)
+    img = Image.fromarray(base).resize(size, Image.Resampling.BILINEAR)  # smooth, like photos
+    want = emb.transform(img)
+    got = pre.batch([pre(img)])
+    assert got.shape == (1, *want.shape) and got.dtype == torch.float32
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    levels = (got[0] - want).abs() * 255 * float(pre.fast["std"][0])
+    assert float(levels.max()) <= 1.0 + 1e-4
+    assert float((levels > 0.5).float().mean()) < 0.05  # and rarely even that
+
+
+@pytest.mark.parametrize("size", [(30, 40), (100, 500), (250, 250), (224, 300)])
+def test_enlarged_images_take_the_transform_exactly(size):
+    emb = novelty.Embedder(device="cpu")
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    got = emb.preprocess.batch([emb.preprocess(img)])[0]
+    torch.testing.assert_close(got, emb.transform(img), atol=1e-5, rtol=0)
+
+
+def test_an_unusual_transform_is_applied_as_it_is():
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.Resize((32, 32)), T.ToTensor()])
+    pre = Preprocessor(tf, (3, 32, 32))
+    assert pre.fast is None
+    img = Image.new("RGB", (50, 40), (10, 20, 30))
+    torch.testing.assert_close(pre.batch([pre(img)])[0], tf(img))
+    assert pre.blank().shape == (3, 32, 32)
+
+
+# --- agreement with fp32 PyTorch ------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(n for n in RUNTIMES if n != "torch"))
+def test_runtime_embeddings_agree_with_fp32(name, photos, fp32):
+    _skip_unless_installed(name)
+    info = RUNTIMES[name]
+    emb = novelty.Embedder(device="cpu", runtime=name)
+    if info.needs_calibration:
+        emb.calibrate_runtime(photos[::2])
+    out = emb.embed(photos)
+    assert out.dtype == np.float32 and out.shape == fp32.shape
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    cos = (out * fp32).sum(axis=1)
+    assert cos.min() >= info.min_cosine, f"{name}: min cosine {cos.min():.6f} < {info.min_cosine}"
+    if info.min_cosine < 1.0:  # not the reference itself: it really ran elsewhere
+        assert not np.array_equal(out, fp32)
+
+
+@pytest.mark.slow
+def test_import_novelty_loads_no_runtime_engine():
+    code = (
+        "import sys, novelty; e = [m for m in ('openvino', 'onnxruntime', 'onnx') if m in sys.modules]; "
+        "print(','.join(e))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+# --- what a detector records -----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_int8_detector_quantises_on_its_training_images_and_saves_the_model(photos, tmp_path):
+    name = next((n for n, i in RUNTIMES.items() if i.needs_calibration), None)
+    if name is None:
+        pytest.skip("no int8 runtime is registered (none won the benchmark)")
+    _skip_unless_installed(name)
+    train, held_out, test = photos[:30], photos[30:42], photos[42:]
+    det = novelty.NoveltyDetector(runtime=name, seed=0).fit(train)
+    assert det.calibrated_runtime_ == name and det.embedder.runtime_state() is not None
+    det.save(tmp_path / "d")
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["runtime"] == {"name": name, "file": RUNTIME_FILE}
+    assert manifest["backbone"]["runtime"] == name
+    back = novelty.load(tmp_path / "d")
+    assert back.runtime == name
+    np.testing.assert_array_equal(back.score_batch(test).p_value, det.score_batch(test).p_value)
+    # fp32 embeddings differ beyond the tolerance: refused, unless the calibration is redone
+    with pytest.raises(RuntimeMismatchError, match="recalibrate"):
+        novelty.load(tmp_path / "d", runtime="torch")
+    redone = novelty.load(tmp_path / "d", runtime="torch", recalibrate=held_out)
+    assert redone.runtime == "torch" and redone.calibrated_runtime_ == "torch"
+    assert redone.calibrator_.n == len(held_out)
+    with pytest.raises(InvalidInputError, match="training images"):
+        redone.recalibrate(train[:12])
+
+
+@pytest.mark.slow
+def test_a_close_runtime_warns_and_the_manifest_records_torch(photos, tmp_path):
+    close = next((n for n in RUNTIMES if n != "torch" and runtimes_agree(n, "torch")), None)
+    det = novelty.NoveltyDetector(seed=0).fit(photos[:30])
+    det.save(tmp_path / "d")
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["runtime"] == {
+        "name": "torch",
+        "file": None,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeMismatchWarning)
+        novelty.load(tmp_path / "d")  # the recorded runtime: no warning
+    if close is None:
+        pytest.skip("no registered runtime agrees with fp32 within the tolerance")
+    _skip_unless_installed(close)
+    with pytest.warns(RuntimeMismatchWarning, match=f"scores with '{close}'"):
+        back = novelty.load(tmp_path / "d", runtime=close)
+    a, b = det.score_batch(photos[30:]), back.score_batch(photos[30:])
+    np.testing.assert_allclose(b.scores["knn"], a.scores["knn"], rtol=0, atol=2e-3)
