@@ -14,7 +14,7 @@ from typing import Any
 from novelty.calibration import MultiScorerCalibrator
 from novelty.errors import InvalidInputError
 from novelty.head import ConditionHead
-from novelty.index import EmbeddingIndex
+from novelty.index import INDEX_KINDS, EmbeddingIndex
 from novelty.params import check_known_params, clone
 from novelty.scorers import Scorer, create_scorer
 
@@ -90,12 +90,14 @@ def _head(spec: Any, seed: int) -> ConditionHead | None:
 
 
 def _index(spec: Any) -> EmbeddingIndex:
+    if isinstance(spec, str) and spec in INDEX_KINDS:
+        return EmbeddingIndex(metric="cosine", kind=spec)
     if spec is None or isinstance(spec, str):
         return EmbeddingIndex(metric="cosine", factory=spec or "Flat")
     if isinstance(spec, EmbeddingIndex):
         return EmbeddingIndex(**spec.get_params())
     raise InvalidInputError(
-        f"index must be None, a FAISS factory string or an EmbeddingIndex; got {type(spec).__name__}"
+        f"index must be None, a FAISS factory string or an EmbeddingIndex (or an index kind: {', '.join(INDEX_KINDS)}); got {type(spec).__name__}"
     )
 
 

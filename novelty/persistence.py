@@ -78,6 +78,7 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
     emb = det.embedder
     files: dict[str, bytes] = {
         "index.faiss": st.index.to_bytes(),
+        **({"index_vectors.npy": store} if (store := st.index.store_npy_bytes()) is not None else {}),
         "calibration.safetensors": arrays_to_bytes(st.calibrator.state_arrays()),
         "train_ids.json": json.dumps({"train": st.train_ids, "calibration": st.calibration_ids}).encode(),
     }
@@ -127,7 +128,13 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
         "index": {
             "file": "index.faiss",
             "metric": st.index.metric,
-            "factory": st.index.factory,
+            "factory": st.index.plan_.factory if st.index.plan_ is not None else st.index.factory,
+            **(
+                {}
+                if st.index.get_params() == {"metric": st.index.metric, "factory": "Flat"}
+                else st.index.meta()
+            ),
+            "vectors": "index_vectors.npy" if "index_vectors.npy" in files else None,
             "n": st.index.ntotal,
             "dim": st.dim,
         },
@@ -175,9 +182,23 @@ def _read_index(art: Artifact, r: ManifestReader) -> EmbeddingIndex:
     metric = r.get(idx, "metric", "str", where="index")
     factory = r.get(idx, "factory", "str", where="index", default="Flat")
     n, dim = r.get(idx, "n", "int", where="index"), r.get(idx, "dim", "int", where="index")
+    kind = r.get(idx, "kind", "str|null", where="index", default=None)
+    vectors = r.get(idx, "vectors", "str|null", where="index", default=None)
+    meta = None
+    if kind is not None:
+        meta = {
+            "kind": kind,
+            "options": r.get(idx, "options", "dict", where="index", default={}),
+            "plan": r.get(idx, "plan", "dict|null", where="index", default=None),
+        }
+    store = None
+    if vectors is not None:
+        store = art.data(check_file_name(vectors, f"{r.source}: index.vectors"))
     with _as_artifact_error(r.source, "index"):
         try:
-            index = EmbeddingIndex.from_bytes(art.data(name), metric, factory, source=str(art.root / name))
+            index = EmbeddingIndex.from_bytes(
+                art.data(name), metric, factory, source=str(art.root / name), meta=meta, store=store
+            )
         except InvalidInputError as e:
             if "not a readable" in str(e):
                 raise ArtifactIntegrityError(str(e)) from e

@@ -158,9 +158,24 @@ def detector_params(detector: NoveltyDetector) -> dict[str, Any]:
         "calibration_fraction": float(detector.calibration_fraction),
         "n_neighbors": int(detector.n_neighbors),
         "seed": int(detector.seed),
-        "index": {"metric": index.metric, "factory": index.factory},
+        "index": index.get_params(),
     }
     return json.loads(canonical_json(params))  # plain JSON: lists for tuples, checked serialisable
+
+
+def _index_params(r: Any, idx: Mapping[str, Any]) -> dict[str, Any]:
+    """The index's constructor parameters as a saved manifest describes them (= ``index.get_params()``)."""
+    metric = r.get(idx, "metric", "str", where="index")
+    factory = r.get(idx, "factory", "str", where="index", default="Flat")
+    kind = r.get(idx, "kind", "str|null", where="index", default=None)
+    if kind is None:
+        return {"metric": metric, "factory": factory}
+    options = r.get(idx, "options", "dict", where="index", default={})
+    if kind == "custom":
+        return {"metric": metric, "factory": factory, **options}
+    if kind == "flat" and not options:
+        return {"metric": metric, "factory": "Flat"}
+    return {"metric": metric, "kind": kind, **options}
 
 
 def params_from_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
@@ -200,10 +215,7 @@ def params_from_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], 
         "calibration_fraction": float(r.get(p, "calibration_fraction", "number", where="params")),
         "n_neighbors": r.get(p, "n_neighbors", "int", where="params"),
         "seed": r.get(p, "seed", "int", where="params", default=0),
-        "index": {
-            "metric": r.get(idx, "metric", "str", where="index"),
-            "factory": r.get(idx, "factory", "str", where="index", default="Flat"),
-        },
+        "index": _index_params(r, idx),
     }
     return json.loads(canonical_json(params)), art.artifact_id
 
@@ -244,8 +256,10 @@ def check_params(params: Any, source: str = "params") -> dict[str, Any]:
         for s in params["scorers"]
     ):
         raise TrainingRecordError(f"{source}.scorers must be a non-empty list of {{name, params}}")
-    if not all(isinstance(params["index"].get(k), str) for k in ("metric", "factory")):
-        raise TrainingRecordError(f"{source}.index must hold the strings metric and factory")
+    if not isinstance(params["index"].get("metric"), str) or not (
+        isinstance(params["index"].get("factory"), str) or isinstance(params["index"].get("kind"), str)
+    ):
+        raise TrainingRecordError(f"{source}.index must hold the string metric and a factory or kind string")
     return params
 
 
@@ -287,7 +301,7 @@ def build_detector(
         seed=p["seed"],
         head=False if p["head"] is None else dict(p["head"]),
         draft=True if embedder is not None else p["draft"],
-        index=EmbeddingIndex(metric=p["index"]["metric"], factory=p["index"]["factory"]),
+        index=EmbeddingIndex(**p["index"]),
         embedder=embedder,
     )
     got = detector_params(det)
