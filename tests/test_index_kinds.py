@@ -81,7 +81,7 @@ def test_remove_shifts_ids_and_matches_a_rebuilt_index(data: tuple[np.ndarray, n
         kept = idx.remove(drop)
         assert idx.ntotal == 4000 and kept.shape == (4000,) and kept[0] == 1 and kept[1] == 2
         D, I = idx.search(q, 5)
-        ref_d, ref_i = EmbeddingIndex().add(x[kept]).search(q, 5)
+        _, ref_i = EmbeddingIndex().add(x[kept]).search(q, 5)
         np.testing.assert_allclose(D, numpy_distances(q, x[kept], I), atol=1e-6)
         assert np.mean(I[:, 0] == ref_i[:, 0]) >= (1.0 if kind == "flat" else 0.9)
         # adding after a removal continues the ids
