@@ -255,11 +255,21 @@ class Preprocessor:
             return torch.zeros(self.input_size)
         return np.zeros((*self.input_size[1:], 3), dtype=np.uint8)
 
-    def batch(self, items: Sequence[Any]) -> torch.Tensor:
+    def batch(self, items: Sequence[Any], device: torch.device | None = None) -> torch.Tensor:
+        """Stack preprocessed images into the model's input, on ``device`` (CUDA: the uint8 pixels travel
+        from pinned memory, four times fewer bytes than floats, and are normalised there)."""
         if self.fast is None:
-            return torch.stack(list(items))
-        x = torch.from_numpy(np.stack(items)).permute(0, 3, 1, 2)  # a channels-last view, no copy
-        return (x.float() * self._scale).sub_(self._offset)
+            x = torch.stack(list(items))
+            if device is not None and device.type == "cuda":
+                return x.pin_memory().to(device, non_blocking=True)
+            return x
+        u8 = torch.from_numpy(np.stack(items))
+        scale, offset = self._scale, self._offset
+        if device is not None and device.type == "cuda":
+            u8 = u8.pin_memory().to(device, non_blocking=True)
+            scale, offset = scale.to(device), offset.to(device)
+        x = u8.permute(0, 3, 1, 2)  # a channels-last view, no copy
+        return (x.float() * scale).sub_(offset)
 
 
 def _fast_plan(transform: Any) -> dict[str, Any] | None:
@@ -303,6 +313,25 @@ def _to_uint8_hwc(x: torch.Tensor, plan: dict[str, Any]) -> np.ndarray:
     return px.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+def _decode_ahead(ds: _ImageDataset, batch_size: int) -> Iterator[tuple[list[Any], list[int], list, list]]:
+    """Batches of ``ds`` in order, the next one decoded in a thread while the caller runs the model on this
+    one (PIL decodes and resizes, and the runtimes compute, with the GIL released)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = range(0, len(ds), batch_size)
+
+    def load(s: int) -> tuple[list[Any], list[int], list, list]:
+        return _collate([ds[i] for i in range(s, min(s + batch_size, len(ds)))])
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="novelty-decode") as pool:
+        pending = pool.submit(load, starts[0])
+        for s in starts[1:]:
+            ready = pending.result()
+            pending = pool.submit(load, s)
+            yield ready
+        yield pending.result()
+
+
 def _collate(items: list) -> tuple[list[Any], list[int], list, list]:
     return (
         [it[0] for it in items],
@@ -326,6 +355,11 @@ class Embedder:
     runtime: where the forward pass runs (:mod:`novelty.runtimes`): ``"torch"`` (default, fp32 PyTorch) or
         an optional faster engine; an int8 runtime is quantised on calibration images
         (:meth:`calibrate_runtime`, done by ``NoveltyDetector.fit``). Saved with the detector.
+    threads: compute threads of a runtime engine (``None``: as many as PyTorch uses); ``"torch"`` itself
+        follows ``torch.set_num_threads``.
+    decode_thread: without decoding processes, decode the next batch in a thread while the model runs this
+        one (pays where the model leaves a core free, e.g. ``threads=1`` on 2 cores; measured in
+        benchmarks/RESULTS.md, "Runtimes").
     draft: decode large JPEGs at reduced DCT scale (1/2, 1/4, 1/8) as long as both sides stay above the resize
         target — several times less decoding work; embeddings differ slightly from a full-size decode
         (measured in benchmarks/RESULTS.md), so fit and score with the same setting (saved with the detector).
@@ -344,6 +378,8 @@ class Embedder:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         draft: bool = True,
         runtime: str = DEFAULT_RUNTIME,
+        threads: int | None = None,
+        decode_thread: bool = False,
     ):
         if not isinstance(backbone, str) or not backbone:
             raise InvalidInputError(f"backbone must be a timm model name, got {backbone!r}")
@@ -398,6 +434,8 @@ class Embedder:
         self.precision = precision
         self.max_pixels = max_pixels
         self.runtime = runtime
+        self.threads = None if threads is None else check_int(threads, "threads", minimum=1)
+        self.decode_thread = check_bool(decode_thread, "decode_thread")
         self._runtime: BackboneRuntime | None = None
         self._runtime_state: bytes | None = None
 
@@ -477,16 +515,19 @@ class Embedder:
             return
         workers = self.workers_for(n)
         ds = _ImageDataset(sources, self.preprocess, self.min_size, self.max_pixels)
-        loader = torch.utils.data.DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            prefetch_factor=4 if workers else None,
-        )
+        loader: Iterable[tuple[list[Any], list[int], list, list]]
+        if workers == 0 and self.decode_thread:
+            loader = _decode_ahead(ds, self.batch_size)
+        else:
+            loader = torch.utils.data.DataLoader(
+                ds,
+                batch_size=self.batch_size,
+                shuffle=False,
+                num_workers=workers,
+                collate_fn=_collate,
+                persistent_workers=False,
+                prefetch_factor=4 if workers else None,
+            )
         show = progress if progress is not None else (sys.stderr.isatty() and n > 4 * self.batch_size)
         if show:
             from tqdm.auto import tqdm
@@ -513,7 +554,8 @@ class Embedder:
                         cls, src, reason = e
                         errs[j] = _ERROR_TYPES.get(cls, ImageError)(src, reason)
                 if ok:
-                    emb[ok] = self.embed_tensor(self.preprocess.batch([batch[j] for j in ok]))
+                    x = self.preprocess.batch([batch[j] for j in ok], device=self.device)
+                    emb[ok] = self.embed_tensor(x)
                 bar.update(len(idx))
                 yield EmbeddedBatch(
                     np.asarray(idx, dtype=np.int64), emb, errs, np.asarray(batch_sizes, np.int64)
@@ -573,6 +615,7 @@ class Embedder:
             autocast=_PRECISIONS[self.precision],
             calibration=calibration,
             state=self._runtime_state,
+            threads=self.threads,
         )
 
     def _backend(self) -> BackboneRuntime:

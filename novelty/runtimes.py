@@ -154,7 +154,7 @@ class OpenVINORuntime(BackboneRuntime):
     """OpenVINO's CPU plugin. ``precision`` ``"f32"`` or ``"bf16"`` (AMX/AVX512-BF16 where the CPU has it).
     ``onnx``: the model to compile (the backbone exported, or its int8-quantised form)."""
 
-    def __init__(self, onnx: bytes, info: RuntimeInfo, precision: str = "f32"):
+    def __init__(self, onnx: bytes, info: RuntimeInfo, precision: str = "f32", threads: int | None = None):
         ov = _require("openvino", info.name, info.extra or "openvino")
         self.info = info
         self._onnx = onnx
@@ -167,7 +167,7 @@ class OpenVINORuntime(BackboneRuntime):
         config = {
             "INFERENCE_PRECISION_HINT": precision,
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": _threads(),
+            "INFERENCE_NUM_THREADS": threads or _threads(),
         }
         self._compiled = core.compile_model(ov_model, "CPU", config)
         self._request = self._compiled.create_infer_request()
@@ -183,12 +183,12 @@ class OpenVINORuntime(BackboneRuntime):
 
 # --- ONNX Runtime ---------------------------------------------------------------------------------
 class OnnxRuntime(BackboneRuntime):
-    def __init__(self, onnx: bytes, info: RuntimeInfo):
+    def __init__(self, onnx: bytes, info: RuntimeInfo, threads: int | None = None):
         ort = _require("onnxruntime", info.name, info.extra or "onnxruntime")
         self.info = info
         self._onnx = onnx
         so = ort.SessionOptions()
-        so.intra_op_num_threads = _threads()
+        so.intra_op_num_threads = threads or _threads()
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         self._session = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
@@ -297,6 +297,7 @@ def build_runtime(
     autocast: torch.dtype | None = None,
     calibration: Callable[[], Iterable[np.ndarray]] | None = None,
     state: bytes | None = None,
+    threads: int | None = None,
 ) -> BackboneRuntime:
     """Build runtime ``name`` for ``model``. An int8 runtime quantises from ``calibration()`` batches, or
     reuses ``state`` (the quantised model a saved detector kept)."""
@@ -321,5 +322,7 @@ def build_runtime(
     else:
         onnx = export_onnx(model, input_size)
     if name.startswith("openvino"):
-        return OpenVINORuntime(onnx, info, precision="bf16" if name == "openvino-bf16" else "f32")
-    return OnnxRuntime(onnx, info)
+        return OpenVINORuntime(
+            onnx, info, precision="bf16" if name == "openvino-bf16" else "f32", threads=threads
+        )
+    return OnnxRuntime(onnx, info, threads=threads)

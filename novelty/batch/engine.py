@@ -100,6 +100,8 @@ def _fitted_fingerprint(detector: NoveltyDetector) -> str:
         "weights_fingerprint": detector.embedder.fingerprint,
         "n_neighbors": detector.n_neighbors,
         "draft": detector.draft,
+        # another runtime makes other embeddings: a resume must not mix them (torch: the key as before)
+        **({"runtime": detector.runtime} if detector.runtime != "torch" else {}),
         "scorers": [[s.name, s.get_params()] for s in detector.scorers_],
         "train_ids": list(detector.train_ids_),
     }

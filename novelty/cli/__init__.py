@@ -145,6 +145,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="leave out unreadable training images instead of failing",
     )
     f.add_argument("--seed", type=int, default=0)
+    _add_runtime_arg(
+        f, "where the backbone runs (default: torch); int8 runtimes are quantised on the training images"
+    )
 
     s = sub.add_parser(
         "score", help="score images and archives; one row per input", epilog=EPILOG, formatter_class=fmt
@@ -179,6 +182,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default: 256M; e.g. 1G)",
     )
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    _add_runtime_arg(
+        s,
+        "score with another runtime than the detector was fitted with (default: the recorded one); refused "
+        "where its embeddings differ beyond the tolerance",
+    )
     s.add_argument(
         "--maps",
         action="store_true",
@@ -335,8 +343,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         calibration_fraction=args.calibration_fraction,
         seed=args.seed,
+        runtime=args.runtime or "torch",
     )
     good = [it for it in items if not it.error]
+    det.embedder.calibrate_runtime(good)  # int8 runtimes: quantised on the training images; else nothing
     res = det.embedder.embed_with_errors(good, progress=None)
     failed = [(it.key, f"{e.reason_code}: {e.reason}") for it, e in zip(good, res.errors, strict=True) if e]
     failed += [(it.key, f"{it.error_code}: {it.error}") for it in bad]
@@ -372,6 +382,17 @@ def _check_out(path: str, *, results: bool) -> None:
         raise UsageError(f"--out {path} is a directory; give the HTML file to write, e.g. {path}/report.html")
 
 
+def _add_runtime_arg(p: argparse.ArgumentParser, text: str) -> None:
+    from novelty.runtimes import RUNTIMES
+
+    p.add_argument(
+        "--runtime",
+        choices=sorted(RUNTIMES),
+        default=None,
+        help=f"{text}; see README 'Runtimes' (optional engines: pip install 'novelty[NAME]')",
+    )
+
+
 def _add_embedding_args(s: argparse.ArgumentParser) -> None:
     """``novelty score --embeddings [--timestamps FILE]``: what ``novelty drift`` reads."""
     s.add_argument(
@@ -403,7 +424,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from novelty.detector import NoveltyDetector
 
     stamps = _timestamps(args)  # a bad CSV fails before the detector loads
-    det = NoveltyDetector.load(args.detector, device=args.device, num_workers=args.workers)
+    det = NoveltyDetector.load(
+        args.detector, device=args.device, num_workers=args.workers, runtime=args.runtime
+    )
     if args.batch_size:
         det.embedder.batch_size = args.batch_size
     summary = score_inputs(
