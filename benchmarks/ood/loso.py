@@ -153,28 +153,39 @@ def spec_label(spec: ScorerSpec) -> str:
 
 
 def single_specs() -> list[ScorerSpec]:
-    """Every single-scorer method tried. Scorers that take labels (``knn-per-class``, ``mahalanobis`` with
-    ``class_conditional=True``) use them where a scenario has them, as ``NoveltyDetector.fit`` would."""
+    """Every single-scorer method tried. Those that use labels (``knn-per-class``, ``logit``, ``mahalanobis``
+    with ``class_conditional=True``) are tried only where a scenario has them."""
     specs = [_spec("knn", k=1, aggregate="kth")]
     specs += [_spec("knn", k=k, aggregate=a) for k in (5, 10, 20, 50) for a in ("kth", "mean")]
     specs += [_spec("knn-local", k=k) for k in (5, 10, 20)]
-    specs += [_spec("knn-per-class", k=k, aggregate=a) for k in (5, 10, 20) for a in ("kth", "mean")]
     specs += [
         _spec("mahalanobis", shrinkage=s, class_conditional=c) for c in (False, True) for s in (0.05, 0.3)
     ]
+    specs += [_spec("knn-per-class", k=k, aggregate=a) for k in (5, 10, 20) for a in ("kth", "mean")]
+    specs += [_spec("logit", score=s, l2=l2) for s in ("max-logit", "energy") for l2 in (1e-3, 1e-4)]
     return specs
 
+
+def uses_labels(spec: ScorerSpec) -> bool:
+    name, params = spec
+    return name in ("knn-per-class", "logit") or (name == "mahalanobis" and dict(params)["class_conditional"])
+
+
+_KNN = _spec("knn", k=10, aggregate="mean")
+_LOCAL = _spec("knn-local", k=20)
+_MAHA = _spec("mahalanobis", shrinkage=0.3, class_conditional=True)
+_LOGIT = _spec("logit", score="max-logit", l2=1e-4)
 
 #: Combinations (the mean of the members' robust z-scores, as the detector combines scorers).
 COMBINATIONS: tuple[tuple[ScorerSpec, ...], ...] = (
     (_spec("knn", k=5, aggregate="kth"), _spec("knn-local", k=10)),
-    (_spec("knn", k=10, aggregate="mean"), _spec("knn-local", k=10)),
-    (_spec("knn", k=10, aggregate="mean"), _spec("mahalanobis", shrinkage=0.3, class_conditional=True)),
-    (
-        _spec("knn-per-class", k=10, aggregate="mean"),
-        _spec("mahalanobis", shrinkage=0.3, class_conditional=True),
-    ),
-    (_spec("knn-local", k=10), _spec("mahalanobis", shrinkage=0.3, class_conditional=True)),
+    (_KNN, _LOCAL),
+    (_KNN, _spec("mahalanobis", shrinkage=0.3, class_conditional=False)),
+    (_KNN, _MAHA),
+    (_spec("knn-per-class", k=10, aggregate="mean"), _MAHA),
+    (_KNN, _LOGIT),
+    (_LOCAL, _LOGIT),
+    (_spec("knn-per-class", k=10, aggregate="mean"), _LOGIT),
 )
 
 #: Today's default: NoveltyDetector() = tf_efficientnet_lite0, pooled embedding, KNNScorer(k=5, "kth").
@@ -233,36 +244,114 @@ def make_split(sc: Scenario, feats: Features, layer: str) -> Split:
     )
 
 
-def score_methods(split: Split, alpha: float) -> dict[str, dict[str, Any]]:
-    """Every single method and combination on one split: metrics by method label."""
-    from novelty.calibration import MultiScorerCalibrator
+def fast_single_scores(split: Split, sets: Sequence[np.ndarray]) -> dict[ScorerSpec, list[np.ndarray]]:
+    """Scores of every single method on each array of ``sets``, computed with one neighbour search per class
+    and one eigendecomposition per covariance instead of one per parameter value. Equal to fitting each
+    registered scorer (tests/test_loso.py checks it against the scorer classes)."""
     from novelty.index import EmbeddingIndex
     from novelty.scorers import create_scorer
+    from novelty.scorers.mahalanobis import class_codes
 
+    specs = [sp for sp in single_specs() if split.labels is not None or not uses_labels(sp)]
+    out: dict[ScorerSpec, list[np.ndarray]] = {}
+    knn_specs = [sp for sp in specs if sp[0] in ("knn", "knn-local")]
+    kmax = max(dict(sp[1])["k"] for sp in knn_specs)
     index = EmbeddingIndex().add(split.fit)
-    scored: dict[ScorerSpec, Scored] = {}
-    for spec in single_specs():
-        s = create_scorer(spec[0], **dict(spec[1]))
-        s.fit(split.fit, split.labels, index=index if s.uses_index else None)
-        scored[spec] = Scored(
-            s.score(split.cal), s.score(split.test_in), {k: s.score(v) for k, v in split.test_out.items()}
-        )
-    out = {spec_label(spec): _measure(v, alpha) for spec, v in scored.items()}
+    found = [index.search(x, kmax) for x in sets]
+    own, _ = index.search(split.fit, kmax, exclude_self=True)
+    for sp in knn_specs:
+        p = dict(sp[1])
+        k = p["k"]
+        if sp[0] == "knn":
+            out[sp] = [
+                (d[:, k - 1] if p["aggregate"] == "kth" else d[:, :k].mean(1)).astype(np.float64)
+                for d, _ in found
+            ]
+        else:
+            kth = own[:, k - 1].astype(np.float64)
+            out[sp] = [d[:, k - 1].astype(np.float64) / (kth[i[:, :k]].mean(1) + 1e-6) for d, i in found]
+    class_specs = [sp for sp in specs if sp[0] == "knn-per-class"]
+    if class_specs:
+        codes = class_codes(split.labels, split.fit.shape[0])
+        per_class = []
+        for c in range(int(codes.max()) + 1):
+            idx = EmbeddingIndex().add(np.ascontiguousarray(split.fit[codes == c]))
+            kk = min(max(dict(sp[1])["k"] for sp in class_specs), idx.ntotal)
+            per_class.append([idx.search(x, kk)[0].astype(np.float64) for x in sets])
+        for sp in class_specs:
+            p = dict(sp[1])
+
+            def agg(d: np.ndarray, k: int = p["k"], a: str = p["aggregate"]) -> np.ndarray:
+                kk = min(k, d.shape[1])
+                return d[:, kk - 1] if a == "kth" else d[:, :kk].mean(1)
+
+            out[sp] = [np.min([agg(pc[j]) for pc in per_class], axis=0) for j in range(len(sets))]
+    for conditional in (False, True):
+        maha = [
+            sp for sp in specs if sp[0] == "mahalanobis" and dict(sp[1])["class_conditional"] == conditional
+        ]
+        if not maha:
+            continue
+        base = create_scorer("mahalanobis", shrinkage=0.0, class_conditional=conditional)
+        x = split.fit.astype(np.float64)
+        codes = class_codes(split.labels if conditional else None, x.shape[0])
+        means = np.stack([x[codes == c].mean(0) for c in range(int(codes.max()) + 1)])
+        centred = x - means[codes]
+        cov = centred.T @ centred / max(x.shape[0] - means.shape[0], 1)
+        target = float(np.trace(cov)) / cov.shape[0]
+        vals, vecs = np.linalg.eigh(cov)
+        for sp in maha:
+            lam = dict(sp[1])["shrinkage"]
+            shrunk = (1.0 - lam) * vals + lam * target
+            floor = max(float(shrunk.max()) * 1e-10, 1e-300)
+            scorer = type(base).from_state(
+                {"shrinkage": lam, "class_conditional": conditional},
+                {"means": means, "whiten": vecs / np.sqrt(np.maximum(shrunk, floor))},
+            )
+            out[sp] = [scorer.score(x_) for x_ in sets]
+    fitted: dict[float, Any] = {}  # max-logit and energy share one classifier per l2
+    for sp in specs:
+        if sp[0] == "logit":
+            p = dict(sp[1])
+            if p["l2"] not in fitted:
+                fitted[p["l2"]] = create_scorer("logit", l2=p["l2"]).fit(split.fit, split.labels)
+            scorer = type(fitted[p["l2"]]).from_state(p | {"max_iter": 100}, fitted[p["l2"]].state_arrays())
+            out[sp] = [scorer.score(x_) for x_ in sets]
+    return out
+
+
+def score_methods(split: Split, alpha: float) -> dict[str, dict[str, Any]]:
+    """Every single method and combination on one split: metrics by method label (methods that use labels
+    only where the split has them)."""
+    from novelty.calibration import MultiScorerCalibrator
+
+    names = list(split.test_out)
+    raw = fast_single_scores(split, [split.cal, split.test_in, *split.test_out.values()])
+    scored = {sp: Scored(v[0], v[1], dict(zip(names, v[2:], strict=True))) for sp, v in raw.items()}
+    out = {spec_label(sp): _measure(v, alpha) for sp, v in scored.items()}
     for members in COMBINATIONS:
+        if not all(m in scored for m in members):
+            continue
         cal = MultiScorerCalibrator().fit({spec_label(m): scored[m].cal for m in members})
 
         def comb(
-            get: Any, cal: MultiScorerCalibrator = cal, members: Sequence[ScorerSpec] = members
+            part: list[np.ndarray], cal: MultiScorerCalibrator = cal, members: Any = members
         ) -> np.ndarray:
-            return cal.combined_scores({spec_label(m): get(scored[m]) for m in members})
+            return cal.combined_scores({spec_label(m): v for m, v in zip(members, part, strict=True)})
 
         combined = Scored(
-            comb(lambda s: s.cal),
-            comb(lambda s: s.test_in),
-            {k: comb(lambda s, k=k: s.test_out[k]) for k in split.test_out},
+            comb([scored[m].cal for m in members]),
+            comb([scored[m].test_in for m in members]),
+            {k: comb([scored[m].test_out[k] for m in members]) for k in names},
         )
         out[method_label(members)] = _measure(combined, alpha)
     return out
+
+
+def label_free(method: str) -> bool:
+    """Whether a method label (single or combination) uses no labels."""
+    labels = {spec_label(sp) for sp in single_specs() if uses_labels(sp)}
+    return not any(part in labels for part in method.split(" + "))
 
 
 def imagenet_classifier(backbone: str) -> tuple[np.ndarray, np.ndarray]:
@@ -342,9 +431,14 @@ class LosoRun:
         }
 
 
-def choose(candidates: dict[str, dict[Key, dict[str, Any]]], on: Sequence[str]) -> tuple[Key, float]:
-    """The candidate with the highest mean of the scenarios' mean AUROC over ``on`` (first on ties)."""
-    keys = list(candidates[on[0]])
+def choose(
+    candidates: dict[str, dict[Key, dict[str, Any]]], on: Sequence[str], *, labels: bool = False
+) -> tuple[Key, float]:
+    """The candidate with the highest mean of the scenarios' mean AUROC over ``on`` (first on ties), among
+    the label-free ones unless ``labels``."""
+    keys = [
+        k for k in candidates[on[0]] if all(k in candidates[s] for s in on) and (labels or label_free(k[2]))
+    ]
     means = [float(np.mean([candidates[s][k]["mean_auroc"] for s in on])) for k in keys]
     best = int(np.argmax(means))
     return keys[best], means[best]
@@ -398,25 +492,37 @@ def run_protocol(
         return peer_memo[s, bb, layer]
 
     names = [sc.name for sc in scenarios]
+    labelled = [sc.name for sc in scenarios if sc.fit.labels is not None]
     today = TODAY if TODAY in candidates[names[0]] else None
     folds = []
     for h in names:
         rest = [s for s in names if s != h]
-        key, train_mean = choose(candidates, rest)
+        key_free, train_free = choose(candidates, rest)
+        rest_labelled = [s for s in labelled if s != h]
+        key_lab, train_lab = (
+            choose(candidates, rest_labelled, labels=True) if rest_labelled else (key_free, train_free)
+        )
+        is_labelled = h in labelled
+        key, train_mean = (key_lab, train_lab) if is_labelled else (key_free, train_free)
         m = candidates[h][key]
         same, same_skipped = peers_on(h, key[0], key[1])
         ref_bb = backbones[0]
         ref, _ = peers_on(h, ref_bb, "final")
         fold = {
             "held_out": h,
-            "labelled": by_name[h].fit.labels is not None,
+            "labelled": is_labelled,
             "default": {"backbone": key[0], "layer": key[1], "method": key[2]},
             "train_mean_auroc": train_mean,
             "auroc": m["mean_auroc"],
             "auroc_by_set": m["auroc"],
             "false_alarm": m["false_alarm"],
+            "label_free_default": {"backbone": key_free[0], "layer": key_free[1], "method": key_free[2]},
+            "label_free_auroc": candidates[h][key_free]["mean_auroc"],
+            "label_free_false_alarm": candidates[h][key_free]["false_alarm"],
             "today_auroc": None if today is None else candidates[h][today]["mean_auroc"],
-            "best_candidate_in_hindsight": max(candidates[h].items(), key=lambda kv: kv[1]["mean_auroc"])[0],
+            "best_candidate_in_hindsight": list(
+                max(candidates[h].items(), key=lambda kv: kv[1]["mean_auroc"])[0]
+            ),
             "peers_same_features": same,
             "peers_skipped": same_skipped,
             "peers_reference_features": {"backbone": ref_bb, "layer": "final", "peers": ref},
@@ -427,22 +533,30 @@ def run_protocol(
         fold["beats_best_peer"] = None if best is None else bool(m["mean_auroc"] > best[1])
         folds.append(fold)
         log.info("held out %s: %s → %.4f (best peer %s)", h, key, m["mean_auroc"], best)
+
+    def ranking(on: Sequence[str], labels: bool) -> list[dict[str, Any]]:
+        keys = [
+            k
+            for k in candidates[on[0]]
+            if all(k in candidates[s] for s in on) and (labels or label_free(k[2]))
+        ]
+        means = {k: float(np.mean([candidates[s][k]["mean_auroc"] for s in on])) for k in keys}
+        top = sorted(means.items(), key=lambda kv: -kv[1])[:25]
+        return [{"backbone": k[0], "layer": k[1], "method": k[2], "mean_auroc": v} for k, v in top]
+
     key, mean = choose(candidates, names)
-    overall = {
+    overall: dict[str, Any] = {
         "default": {"backbone": key[0], "layer": key[1], "method": key[2]},
         "mean_auroc": mean,
         "by_scenario": {s: candidates[s][key] for s in names},
-        "ranking": [
-            {"backbone": k[0], "layer": k[1], "method": k[2], "mean_auroc": v}
-            for k, v in sorted(
-                (
-                    (k, float(np.mean([candidates[s][k]["mean_auroc"] for s in names])))
-                    for k in candidates[names[0]]
-                ),
-                key=lambda kv: -kv[1],
-            )[:25]
-        ],
+        "ranking": ranking(names, False),
     }
+    if labelled:
+        key_l, mean_l = choose(candidates, labelled, labels=True)
+        overall["labelled_default"] = {"backbone": key_l[0], "layer": key_l[1], "method": key_l[2]}
+        overall["labelled_mean_auroc"] = mean_l
+        overall["labelled_by_scenario"] = {s: candidates[s][key_l] for s in labelled}
+        overall["labelled_ranking"] = ranking(labelled, True)
     config = {
         "backbones": list(backbones),
         "layers": list(layers),
@@ -475,49 +589,62 @@ def _key_text(d: dict[str, str]) -> str:
 
 
 def markdown(run: LosoRun) -> str:
+    c = run.config
     lines = [
         "# Leave-one-scenario-out: defaults chosen without the scenario they are evaluated on",
         "",
-        f"{run.config['date']}; backbones {', '.join(run.config['backbones'])}; layers "
-        f"{', '.join(run.config['layers'])}; alpha = {run.config['alpha']}; {run.config['seconds']:.0f} s.",
-        "AUROC of a scenario = mean over its novel sets. Best peer = the best of all peers on the held-out "
-        "scenario itself (chosen in hindsight), on the default's features or on tf_efficientnet_lite0's pooled "
-        "embedding, whichever is higher.",
+        f"{c['date']}; backbones {', '.join(c['backbones'])}; layers {', '.join(c['layers'])}; "
+        f"alpha = {c['alpha']}; {c['seconds']:.0f} s.",
+        "AUROC of a scenario = mean over its novel sets. The default applied to a held-out scenario with labels "
+        "is the labelled default (chosen on the other labelled scenarios, among all methods); without labels, "
+        "the label-free default (chosen on all other scenarios, among the methods that use no labels). Best "
+        "peer = the best of all peers on the held-out scenario itself (picked in hindsight), on the default's "
+        "features or on tf_efficientnet_lite0's pooled embedding, whichever is higher.",
         "",
-        "| held out | labels | default chosen on the other scenarios | its AUROC | today's default | best peer "
-        "| peer AUROC | Δ | false alarms at alpha |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|",
+        "| held out | labels | default chosen on the other scenarios | its AUROC | label-free default | today's "
+        "default | best peer | peer AUROC | Δ | false alarms at alpha |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for f in run.folds:
         bp = f["best_peer"]
         today = "" if f["today_auroc"] is None else f"{f['today_auroc']:.4f}"
         delta = "" if bp is None else f"{f['auroc'] - bp['auroc']:+.4f}"
+        free = f"{f['label_free_auroc']:.4f}" if f["labelled"] else "(same)"
         lines.append(
             f"| {f['held_out']} | {'yes' if f['labelled'] else 'no'} | {_key_text(f['default'])} | "
-            f"{f['auroc']:.4f} | {today} | {'' if bp is None else bp['name']} | "
+            f"{f['auroc']:.4f} | {free} | {today} | {'' if bp is None else bp['name']} | "
             f"{'' if bp is None else format(bp['auroc'], '.4f')} | {delta} | {f['false_alarm']:.3f} |"
         )
     o = run.overall
     lines += [
         "",
-        f"Chosen on all scenarios: **{_key_text(o['default'])}** (mean AUROC {o['mean_auroc']:.4f}).",
-        "",
-        "| scenario | novel set | AUROC | false alarms at alpha |",
-        "|---|---|---:|---:|",
+        f"Label-free default chosen on all scenarios: **{_key_text(o['default'])}** "
+        f"(mean AUROC {o['mean_auroc']:.4f}).",
     ]
-    for s, m in o["by_scenario"].items():
-        for ns, a in m["auroc"].items():
-            lines.append(f"| {s} | {ns} | {a:.4f} | {m['false_alarm']:.3f} |")
+    if "labelled_default" in o:
+        lines.append(
+            f"Labelled default chosen on all labelled scenarios: **{_key_text(o['labelled_default'])}** "
+            f"(mean AUROC {o['labelled_mean_auroc']:.4f})."
+        )
     lines += [
         "",
-        "Top candidates by mean AUROC over all scenarios:",
-        "",
-        "| # | candidate | mean AUROC |",
-        "|---:|---|---:|",
+        "| scenario | novel set | AUROC | false alarms at alpha | default |",
+        "|---|---|---:|---:|---|",
     ]
-    for i, r in enumerate(o["ranking"][:15], 1):
-        lines.append(f"| {i} | {_key_text(r)} | {r['mean_auroc']:.4f} |")
-    lines += ["", "Peers on the held-out scenario (default's features / lite0 pooled):", ""]
+    for tag, key in (("by_scenario", "label-free"), ("labelled_by_scenario", "labelled")):
+        for s, m in o.get(tag, {}).items():
+            for ns, a in m["auroc"].items():
+                lines.append(f"| {s} | {ns} | {a:.4f} | {m['false_alarm']:.3f} | {key} |")
+    for tag, title in (
+        ("ranking", "label-free, all scenarios"),
+        ("labelled_ranking", "all methods, labelled scenarios"),
+    ):
+        if tag not in o:
+            continue
+        lines += ["", f"Top candidates ({title}):", "", "| # | candidate | mean AUROC |", "|---:|---|---:|"]
+        for i, r in enumerate(o[tag][:12], 1):
+            lines.append(f"| {i} | {_key_text(r)} | {r['mean_auroc']:.4f} |")
+    lines += ["", "Peers on the held-out scenario (mean AUROC; default's features / lite0 pooled):", ""]
     for f in run.folds:
         same = ", ".join(f"{p} {m['mean_auroc']:.3f}" for p, m in f["peers_same_features"].items())
         ref = ", ".join(

@@ -22,6 +22,7 @@ from novelty.scorers.autoencoder import AutoencoderScorer
 from novelty.scorers.base import Scorer
 from novelty.scorers.class_knn import ClassKNNScorer
 from novelty.scorers.knn import KNNScorer, LocalKNNScorer
+from novelty.scorers.logit import LogitScorer
 from novelty.scorers.mahalanobis import MahalanobisScorer
 from novelty.scorers.patch import PatchKNNScorer
 
@@ -31,6 +32,7 @@ __all__ = [
     "ClassKNNScorer",
     "KNNScorer",
     "LocalKNNScorer",
+    "LogitScorer",
     "MahalanobisScorer",
     "PatchKNNScorer",
     "Scorer",
@@ -79,6 +81,7 @@ for _builtin in (
     AutoencoderScorer,
     MahalanobisScorer,
     ClassKNNScorer,
+    LogitScorer,
     PatchKNNScorer,
 ):
     register_scorer(_builtin)
