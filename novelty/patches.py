@@ -105,8 +105,33 @@ def anomaly_maps(patch_scores: np.ndarray, size: int | tuple[int, int], sigma: f
     return gaussian_blur(up, float(sigma)).numpy().astype(np.float32, copy=False)
 
 
+def _greedy(z: torch.Tensor, n_select: int, starts: np.ndarray) -> np.ndarray:
+    """Farthest-point selection (exact) in each of the ``c`` chunks ``z`` ``(c, l, p)`` at once, chunk ``i``
+    starting from its row ``starts[i]``: indices ``(c, n_select)`` within each chunk."""
+    c = z.shape[0]
+    rows = torch.arange(c)
+    sq = (z * z).sum(-1)  # (c, l)
+    selected = np.empty((c, n_select), dtype=np.int64)
+    i = torch.from_numpy(np.asarray(starts, dtype=np.int64))
+    with torch.inference_mode():
+        mind = torch.full_like(sq, float("inf"))
+        for j in range(n_select):
+            if j:
+                i = torch.argmax(mind, dim=1)
+            selected[:, j] = i.numpy()
+            centre = z[rows, i]  # (c, p)
+            d = sq - 2.0 * torch.bmm(z, centre[:, :, None])[..., 0] + sq[rows, i][:, None]
+            torch.minimum(mind, d.clamp_(min=0.0), out=mind)
+    return selected
+
+
 def greedy_coreset(
-    x: np.ndarray, n_select: int, *, projection_dim: int | None = 128, seed: int = 0
+    x: np.ndarray,
+    n_select: int,
+    *,
+    projection_dim: int | None = 128,
+    seed: int = 0,
+    chunk_rows: int | None = 16384,
 ) -> np.ndarray:
     """Indices of ``n_select`` rows of ``x`` chosen by greedy k-center (farthest-point) selection.
 
@@ -114,13 +139,21 @@ def greedy_coreset(
     (Sener & Savarese, 2018; PatchCore's memory-bank subsampling). The selected rows cover ``x`` within a
     radius at most twice the optimal one. With ``projection_dim`` smaller than ``x``'s width, distances are
     measured on a Gaussian random projection to that many dimensions (Johnson–Lindenstrauss: distances are
-    kept approximately, the selection is much faster). Returns int64 indices in selection order.
+    kept approximately, the selection is much faster). Returns int64 indices, distinct.
+
+    Each step reads every row, so one pass costs ``n · n_select`` distances. With ``chunk_rows`` and more than
+    four chunks of rows, selection runs in two stages: greedy k-center inside every chunk of ``chunk_rows``
+    consecutive rows at once keeps ``4 · n_select / n`` of each chunk, then greedy k-center over those
+    candidates picks ``n_select``. Every row then lies within ``r1 + r2`` of the selection (the two stages'
+    radii), for about a quarter of the distances; ``chunk_rows=None`` selects in one stage.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:
         raise InvalidInputError(f"coreset input must be a non-empty (n, d) array, got shape {x.shape}")
     n = x.shape[0]
     n_select = check_int(n_select, "n_select", minimum=1)
+    if chunk_rows is not None:
+        chunk_rows = check_int(chunk_rows, "chunk_rows", minimum=2)
     if n_select >= n:
         return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
@@ -130,17 +163,19 @@ def greedy_coreset(
             projection_dim
         )
         z = z @ torch.from_numpy(proj)
-    sq = (z * z).sum(1)
-    start = int(rng.integers(n))
-    selected = np.empty(n_select, dtype=np.int64)
-    selected[0] = start
-    with torch.inference_mode():
-        mind = (sq - 2.0 * (z @ z[start]) + sq[start]).clamp_(min=0.0)
-        for j in range(1, n_select):
-            i = int(torch.argmax(mind))
-            selected[j] = i
-            torch.minimum(mind, (sq - 2.0 * torch.mv(z, z[i]) + sq[i]).clamp_(min=0.0), out=mind)
-    return selected
+    keep = 4.0 * n_select / n
+    if chunk_rows is None or n <= 4 * chunk_rows or keep >= 0.5:
+        return _greedy(z[None], n_select, rng.integers(n, size=1))[0]
+    n_chunks = -(-n // chunk_rows)
+    pad = n_chunks * chunk_rows - n  # the last chunk is filled with repeats of its own rows (harmless)
+    pos = np.concatenate([np.arange(n), n - 1 - (np.arange(pad) % (n - (n_chunks - 1) * chunk_rows))])
+    chunks = z[torch.from_numpy(pos)].reshape(n_chunks, chunk_rows, -1)
+    k = max(1, int(math.ceil(keep * chunk_rows)))
+    local = _greedy(chunks, k, rng.integers(chunk_rows, size=n_chunks))
+    cand = np.unique(pos[(np.arange(n_chunks)[:, None] * chunk_rows + local).ravel()])
+    if cand.shape[0] <= n_select:
+        return cand
+    return cand[_greedy(z[torch.from_numpy(cand)][None], n_select, rng.integers(cand.shape[0], size=1))[0]]
 
 
 @dataclass
@@ -166,10 +201,13 @@ class PatchExtractor:
     ``image_size=256`` and ``layers=(2, 3)``. The backbone module is the embedder's own (shared, not copied).
     """
 
-    def __init__(self, embedder: Embedder, layers: Sequence[int] = (2, 3), image_size: int = 256):
+    def __init__(
+        self, embedder: Embedder, layers: Sequence[int] = (2, 3), image_size: int = 256, pad: int = 0
+    ):
         self.embedder = embedder
         self.layers = check_layers(list(layers))
         self.image_size = check_int(image_size, "image_size", minimum=32)
+        self.pad = check_int(pad, "pad", minimum=0)
         model = embedder.model
         info = getattr(model, "feature_info", None)
         if not hasattr(model, "forward_intermediates") or info is None:
@@ -188,6 +226,11 @@ class PatchExtractor:
         cfg = embedder.data_config
         self.mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        if self.pad % max(self.strides) or self.pad >= self.image_size:
+            raise InvalidInputError(
+                f"pad={self.pad} must be a multiple of the coarsest stride {max(self.strides)} of layers "
+                f"{list(self.layers)} and smaller than image_size"
+            )
         self.grid = (self.image_size // self.strides[0], self.image_size // self.strides[0])
 
     @property
@@ -206,14 +249,26 @@ class PatchExtractor:
         """Patch features of a ``(n, 3, S, S)`` batch in [0, 1]: ``(n, h, w, c)`` float32."""
         emb = self.embedder
         with torch.inference_mode():
-            x = ((batch - self.mean) / self.std).to(emb.device).contiguous(memory_format=torch.channels_last)
+            x = (batch - self.mean) / self.std
+            if self.pad:  # the network sees the texture continued past the border, not zeros
+                x = F.pad(x, (self.pad,) * 4, mode="reflect")
+            x = x.to(emb.device).contiguous(memory_format=torch.channels_last)
             feats = emb.model.forward_intermediates(  # type: ignore[operator]
                 x, indices=list(self.layers), intermediates_only=True, stop_early=True
             )
+            feats = [local_average(f.float(), 3) for f in feats]  # before the crop: full 3 × 3 at the border
+            if self.pad:  # back to the image's own cells
+                feats = [
+                    f[
+                        ...,
+                        self.pad // st : f.shape[-2] - self.pad // st,
+                        self.pad // st : f.shape[-1] - self.pad // st,
+                    ]
+                    for f, st in zip(feats, self.strides, strict=True)
+                ]
             grid = feats[0].shape[-2:]
             parts = []
             for f in feats:
-                f = local_average(f.float(), 3)
                 if f.shape[-2:] != grid:
                     f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
                 parts.append(f)

@@ -30,7 +30,7 @@ def test_coreset_equals_farthest_point_reference(rng):
     x = rng.normal(size=(300, 6)).astype(np.float32)
     got = greedy_coreset(x, 25, projection_dim=None, seed=3)
     assert got.dtype == np.int64 and len(set(got.tolist())) == 25
-    assert got.tolist() == coreset_reference(x, 25, int(got[0]))
+    assert got.tolist() == coreset_reference(x, 25, int(got[0]))  # one stage: exact, in selection order
 
 
 def test_coreset_covers_better_than_random_and_keeps_outliers(rng):
@@ -107,7 +107,7 @@ def nearest_reference(bank: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def test_patch_scores_equal_brute_force(rng):
     train = rng.normal(size=(6, 4, 4, 5)).astype(np.float32)
-    s = PatchKNNScorer(coreset_fraction=0.25, seed=1).fit(train)
+    s = PatchKNNScorer(coreset_fraction=0.25, seed=1, position_scale=False).fit(train)
     assert s.bank_.shape == (24, 5)  # ceil(0.25 · 96)
     q = rng.normal(size=(3, 4, 4, 5)).astype(np.float32)
     ps = s.patch_scores(q)
@@ -118,7 +118,7 @@ def test_patch_scores_equal_brute_force(rng):
 
 def test_full_bank_scores_training_patches_zero_and_finds_the_flaw(rng):
     train = rng.normal(size=(8, 6, 6, 4)).astype(np.float32)
-    s = PatchKNNScorer(coreset_fraction=1.0, image_size=48, sigma=1.0).fit(train)
+    s = PatchKNNScorer(coreset_fraction=1.0, image_size=48, sigma=1.0, position_scale=False).fit(train)
     np.testing.assert_allclose(s.patch_scores(train), 0.0, atol=1e-3)
     flawed = train[:2].copy()
     flawed[1, 4, 1] += 25.0  # one flawed patch
@@ -133,15 +133,17 @@ def test_reweight_lowers_the_max_and_keeps_order(rng):
     train = rng.normal(size=(10, 5, 5, 6)).astype(np.float32)
     q = rng.normal(size=(6, 5, 5, 6)).astype(np.float32)
     q[:3, 2, 2] += np.array([4.0, 8.0, 16.0])[:, None]
-    s_max = PatchKNNScorer(coreset_fraction=0.5).fit(train).score(q)
-    s_rw = PatchKNNScorer(coreset_fraction=0.5, aggregate="reweight").fit(train).score(q)
+    s_max = PatchKNNScorer(coreset_fraction=0.5, position_scale=False).fit(train).score(q)
+    s_rw = (
+        PatchKNNScorer(coreset_fraction=0.5, aggregate="reweight", position_scale=False).fit(train).score(q)
+    )
     assert np.all(s_rw > 0) and np.all(s_rw <= s_max + 1e-9)
     assert s_rw[2] > s_rw[1] > s_rw[0]
 
 
 def test_two_dimensional_input_is_one_patch_per_image(rng):
     train = rng.normal(size=(50, 8)).astype(np.float32)
-    s = PatchKNNScorer(coreset_fraction=1.0).fit(train)
+    s = PatchKNNScorer(coreset_fraction=1.0, position_scale=False).fit(train)
     q = rng.normal(size=(4, 8)).astype(np.float32)
     np.testing.assert_allclose(s.score(q), nearest_reference(train, q), rtol=1e-4)
 
@@ -153,7 +155,7 @@ def test_state_round_trip_and_registry(rng):
     q = rng.normal(size=(2, 3, 3, 7))
     np.testing.assert_array_equal(back.score(q), s.score(q))
     assert back.grid_ == (3, 3) and back.get_params() == s.get_params()
-    assert s.memory_bytes_ == s.bank_.nbytes == 4 * 7 * 4  # ceil(0.1 · 36) = 4 features of 7 float32
+    assert s.memory_bytes_ == s.bank_.nbytes == 3 * 7 * 4  # 3 images in the bank: ceil(0.1 · 27) = 3 features
     with pytest.raises(InvalidInputError, match="memory bank"):
         PatchKNNScorer.from_state(s.get_params(), {"grid": np.array([3, 3])})
     with pytest.raises(InvalidInputError, match="NaN"):
@@ -178,6 +180,8 @@ def test_scorer_errors(rng):
         {"image_size": 8},
         {"layers": [3, 1]},
         {"sigma": -1},
+        {"reference_fraction": 0.9},
+        {"pad": -4},
     ):
         with pytest.raises(InvalidInputError):
             PatchKNNScorer(**bad)
@@ -206,3 +210,129 @@ def test_map_png_round_trip_and_overlay():
     assert out.shape == (40, 80, 3)
     assert out[27, 15, 0] > 100  # red over the hot spot (rows 20–24 of 32, columns 8–16 of 64)
     assert out[5, 70, 0] < 60 and out[5, 70, 2] > 180  # the cold part keeps the image
+
+
+def test_two_stage_coreset_covers_nearly_as_well_as_one_stage(rng):
+    centres = rng.normal(scale=6.0, size=(40, 8))
+    x = (centres[rng.integers(40, size=6000)] + rng.normal(size=(6000, 8))).astype(np.float32)
+    x[4321] += 60.0  # an outlier deep inside one chunk
+    one = greedy_coreset(x, 60, projection_dim=None, chunk_rows=None)
+    two = greedy_coreset(x, 60, projection_dim=None, chunk_rows=1000)  # 6 chunks: two stages
+    assert len(set(two.tolist())) == 60 and 4321 in two.tolist()
+
+    def radius(idx: np.ndarray) -> float:
+        d = ((x[:, None, :].astype(np.float64) - x[idx][None]) ** 2).sum(-1)
+        return float(np.sqrt(d.min(1)).max())
+
+    assert radius(two) <= 1.5 * radius(one)
+
+
+# --- the detector on real textile images (slow: backbone passes) ---------------------------------------------
+PATCH = {"image_size": 256, "coreset_fraction": 0.01}
+
+
+@pytest.fixture(scope="module")
+def patch_detector(embedder, textile_paths):
+    import novelty
+
+    det = novelty.NoveltyDetector(scorers={"knn": None, "patch-knn": PATCH}, embedder=embedder, alpha=0.2)
+    return det.fit(textile_paths["nominal"][:80])
+
+
+@pytest.mark.slow
+def test_detector_with_patch_scorer_scores_saves_and_loads(patch_detector, textile_paths, tmp_path):
+    import novelty
+
+    det = patch_detector
+    assert det.needs_patches and [s.name for s in det.scorers_] == ["knn", "patch-knn"]
+    local, nominal = textile_paths["local"][:12], textile_paths["nominal"][-12:]  # never fitted on
+    inputs = [*local, *nominal, tmp_path / "missing.jpg"]
+    b = det.score_batch(inputs, anomaly_maps=True)
+    assert b.errors[-1] is not None and b.errors[-1].startswith("not_found") and not b.is_novel[-1]
+    assert b.anomaly_maps is not None and b.anomaly_maps.shape == (25, 256, 256)
+    assert np.isnan(b.anomaly_maps[-1]).all() and np.isfinite(b.anomaly_maps[:-1]).all()
+    patch = b.scores["patch-knn"]
+    assert patch[:12].mean() > patch[12:24].mean()  # local defects score higher, patch by patch
+    assert b[0].anomaly_map is not None and b[-1].anomaly_map is None
+    assert det.score_batch(local[:2]).anomaly_maps is None  # maps only on request
+
+    det.save(tmp_path / "det")
+    back = novelty.load(tmp_path / "det", embedder=det.embedder)
+    b2 = back.score_batch(inputs, anomaly_maps=True)
+    np.testing.assert_array_equal(b2.scores["patch-knn"], patch)
+    np.testing.assert_array_equal(b2.p_value, b.p_value)
+    np.testing.assert_array_equal(b2.anomaly_maps, b.anomaly_maps)
+    v = back.score(local[0], anomaly_map=True)
+    assert v.anomaly_map is not None and v.anomaly_map.shape == (256, 256)
+    assert v.scores["patch-knn"] == pytest.approx(float(patch[0]), rel=1e-5)
+    assert back.score(local[0]).anomaly_map is None
+
+
+@pytest.mark.slow
+def test_patch_detector_needs_patch_features(patch_detector, textile_paths, embedder):
+    import novelty
+
+    det = patch_detector
+    x = embedder.embed(textile_paths["local"][:2])
+    with pytest.raises(InvalidInputError, match="patch features"):
+        det.score_embeddings(x)
+    fresh = novelty.NoveltyDetector(scorers=("patch-knn",), embedder=embedder)
+    with pytest.raises(InvalidInputError, match="needs the images' patch features"):
+        fresh.fit_embeddings(np.repeat(x, 20, axis=0))
+    knn_only = novelty.NoveltyDetector(embedder=embedder, alpha=0.2).fit_embeddings(
+        embedder.embed(textile_paths["nominal"][:40])
+    )
+    with pytest.raises(InvalidInputError, match="patch scorer"):
+        knn_only.score_embeddings(x, anomaly_maps=True)
+    assert not knn_only.needs_patches
+
+
+@pytest.mark.slow
+def test_batch_results_carry_maps_of_novel_images_and_the_report_overlays_them(
+    patch_detector, textile_paths, tmp_path
+):
+    from novelty.batch import score_inputs
+    from novelty.batch.report import report_from_files
+    from novelty.batch.results import read_results
+
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    for p in [*textile_paths["local"][:6], *textile_paths["nominal"][-6:]]:
+        (folder / f"{p.parent.name}_{p.name}").write_bytes(p.read_bytes())
+    det = patch_detector
+    det.save(tmp_path / "det")
+    summary = score_inputs(det, [folder], tmp_path / "r.jsonl", maps=True)
+    rows = read_results(summary.out)
+    assert len(rows) == 12 and summary.n_novel > 0
+    for r in rows:
+        assert bool(r["anomaly_map"]) == bool(r["is_novel"]), r["key"]
+        if r["anomaly_map"]:
+            grey = decode_map_png(r["anomaly_map"])
+            assert grey is not None and grey.shape == (64, 64)  # 250 × 250 images → 64 × 64
+    html = report_from_files(summary.out, tmp_path / "det", tmp_path / "r.html").read_text()
+    assert html.count('alt="anomaly map of ') == min(summary.n_novel, 24)
+    with pytest.raises(InvalidInputError, match="patch scorer"):
+        import novelty
+
+        score_inputs(
+            novelty.NoveltyDetector(embedder=det.embedder).fit(textile_paths["nominal"][:40]),
+            [folder],
+            tmp_path / "r2.jsonl",
+            maps=True,
+        )
+
+
+def test_position_scale_divides_by_each_cells_typical_distance(rng):
+    train = rng.normal(size=(40, 4, 4, 3)).astype(np.float32)
+    train[:, 0, 0] *= 5.0  # a noisy corner (like a border): large distances even on nominal images
+    s = PatchKNNScorer(coreset_fraction=1.0, reference_fraction=0.25).fit(train)
+    assert s.bank_.shape[0] == 30 * 16  # 10 of 40 images kept out of the bank, as the reference
+    assert s.cell_scale_.shape == (4, 4) and s.cell_scale_[0, 0] > 2.0 * np.median(s.cell_scale_)
+    q = rng.normal(size=(30, 4, 4, 3)).astype(np.float32)
+    q[:, 0, 0] *= 5.0
+    raw = nearest_reference(s.bank_, q.reshape(-1, 3)).reshape(30, 4, 4)
+    np.testing.assert_allclose(s.patch_scores(q), raw / s.cell_scale_, rtol=1e-4)
+    worst = s.patch_scores(q).reshape(30, -1).argmax(1)
+    assert np.mean(worst == 0) < 0.5 and np.mean(raw.reshape(30, -1).argmax(1) == 0) > 0.5
+    with pytest.raises(InvalidInputError, match="grid"):
+        s.score(rng.normal(size=(1, 5, 5, 3)))

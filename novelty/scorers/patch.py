@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from novelty.errors import InvalidInputError
-from novelty.params import check_choice, check_int, check_real
+from novelty.params import check_bool, check_choice, check_int, check_real
 from novelty.patches import anomaly_maps, check_layers, greedy_coreset
 from novelty.scorers.base import Scorer
 
@@ -65,17 +65,25 @@ class PatchKNNScorer(Scorer):
 
     def __init__(
         self,
-        layers: tuple[int, ...] | list[int] = (2, 3),
-        image_size: int = 256,
-        coreset_fraction: float = 0.05,
+        layers: tuple[int, ...] | list[int] = (1,),
+        image_size: int = 512,
+        pad: int = 16,
+        coreset_fraction: float = 0.0025,
         projection_dim: int = 128,
         aggregate: str = "max",
         reweight_neighbors: int = 9,
         sigma: float = 4.0,
+        position_scale: bool = True,
+        reference_fraction: float = 0.1,
         seed: int = 0,
     ):
         self.layers = check_layers(layers)
         self.image_size = check_int(image_size, "image_size", minimum=32)
+        self.pad = check_int(pad, "pad", minimum=0)
+        self.position_scale = check_bool(position_scale, "position_scale")
+        self.reference_fraction = check_real(
+            reference_fraction, "reference_fraction", low=0.0, high=0.5, low_open=True
+        )
         self.coreset_fraction = check_real(
             coreset_fraction, "coreset_fraction", low=0.0, high=1.0, low_open=True
         )
@@ -89,11 +97,14 @@ class PatchKNNScorer(Scorer):
         return {
             "layers": list(self.layers),
             "image_size": self.image_size,
+            "pad": self.pad,
             "coreset_fraction": self.coreset_fraction,
             "projection_dim": self.projection_dim,
             "aggregate": self.aggregate,
             "reweight_neighbors": self.reweight_neighbors,
             "sigma": self.sigma,
+            "position_scale": self.position_scale,
+            "reference_fraction": self.reference_fraction,
             "seed": self.seed,
         }
 
@@ -104,25 +115,36 @@ class PatchKNNScorer(Scorer):
         """Fit the memory bank on training patch features ``(n, h, w, c)`` (``embeddings`` by the interface's
         name; a 2-D array is one patch per image)."""
         x = as_patch_features(embeddings)
-        flat = x.reshape(-1, x.shape[-1])
+        n, grid = x.shape[0], (int(x.shape[1]), int(x.shape[2]))
+        n_ref = int(round(self.reference_fraction * n)) if self.position_scale and n >= 2 else 0
+        n_ref = min(max(n_ref, 1 if self.position_scale and n >= 2 else 0), n - 1)
+        order = np.random.default_rng(self.seed).permutation(n)
+        ref, bank_idx = np.sort(order[:n_ref]), np.sort(order[n_ref:])
+        flat = x[bank_idx].reshape(-1, x.shape[-1])
         m = max(1, int(math.ceil(self.coreset_fraction * flat.shape[0])))
         if m < flat.shape[0]:
             sel = greedy_coreset(flat, m, projection_dim=self.projection_dim, seed=self.seed)
             bank = flat[np.sort(sel)]
         else:
             bank = flat.copy()
-        self._set_bank(np.ascontiguousarray(bank, dtype=np.float32), (int(x.shape[1]), int(x.shape[2])))
-        self.n_train_ = int(x.shape[0])
+        self._set_bank(np.ascontiguousarray(bank, dtype=np.float32), grid, np.ones(grid, np.float32))
+        if n_ref:  # each cell's typical distance on training images kept out of the bank
+            d = self.patch_scores(x[ref])
+            self.cell_scale_ = np.maximum(d.mean(axis=0), 1e-6 * max(float(d.mean()), 1e-12)).astype(
+                np.float32
+            )
+        self.n_train_ = int(n)
         self.n_patches_ = int(flat.shape[0])
         return self
 
-    def _set_bank(self, bank: np.ndarray, grid: tuple[int, int]) -> None:
+    def _set_bank(self, bank: np.ndarray, grid: tuple[int, int], cell_scale: np.ndarray) -> None:
         import faiss
 
         index = faiss.IndexFlatL2(int(bank.shape[1]))
         index.add(bank)
         self.bank_ = bank
         self.grid_ = grid
+        self.cell_scale_ = cell_scale
         self.faiss_ = index
         self.fitted_ = True
 
@@ -147,11 +169,17 @@ class PatchKNNScorer(Scorer):
         return np.sqrt(np.maximum(dist, 0.0)), ids  # METRIC_L2 is squared
 
     def patch_scores(self, embeddings: np.ndarray) -> np.ndarray:
-        """Each patch's distance to its nearest memory-bank feature: ``(n, h, w)`` float32."""
+        """Each patch's distance to its nearest memory-bank feature, divided by that cell's typical distance on
+        training images (``position_scale``; borders and corners are noisier than the middle): ``(n, h, w)``."""
         self._check_fitted()
         x = as_patch_features(embeddings, self.dim_)
+        if x.shape[1:3] != self.grid_:
+            raise InvalidInputError(
+                f"patch features on a {x.shape[1]}×{x.shape[2]} grid; the scorer was fitted on {self.grid_[0]}×"
+                f"{self.grid_[1]} (the same layers and image_size are needed)"
+            )
         d, _ = self._search(x.reshape(-1, x.shape[-1]), 1)
-        return d[:, 0].reshape(x.shape[:3])
+        return d[:, 0].reshape(x.shape[:3]) / self.cell_scale_
 
     def _image_scores(self, x: np.ndarray, patch: np.ndarray) -> np.ndarray:
         flat = patch.reshape(patch.shape[0], -1)
@@ -189,7 +217,11 @@ class PatchKNNScorer(Scorer):
     # --- state --------------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
         self._check_fitted()
-        return {"bank": self.bank_, "grid": np.asarray(self.grid_, dtype=np.int64)}
+        return {
+            "bank": self.bank_,
+            "grid": np.asarray(self.grid_, dtype=np.int64),
+            "cell_scale": self.cell_scale_,
+        }
 
     @classmethod
     def from_state(
@@ -205,5 +237,9 @@ class PatchKNNScorer(Scorer):
         bank = np.ascontiguousarray(bank, dtype=np.float32)
         if not np.isfinite(bank).all():
             raise InvalidInputError("patch-knn memory bank holds NaN or infinite values")
-        self._set_bank(bank, (int(grid[0]), int(grid[1])))
+        g = (int(grid[0]), int(grid[1]))
+        scale = np.asarray(arrays.get("cell_scale", np.ones(g, np.float32)), dtype=np.float32)
+        if scale.shape != g or not (np.isfinite(scale).all() and (scale > 0).all()):
+            raise InvalidInputError(f"patch-knn cell_scale must be positive and finite on the {g} grid")
+        self._set_bank(bank, g, scale)
         return self
