@@ -315,7 +315,7 @@ def test_batch_results_carry_maps_of_novel_images_and_the_report_overlays_them(
         import novelty
 
         score_inputs(
-            novelty.NoveltyDetector(embedder=det.embedder).fit(textile_paths["nominal"][:40]),
+            novelty.NoveltyDetector(embedder=det.embedder, alpha=0.2).fit(textile_paths["nominal"][:40]),
             [folder],
             tmp_path / "r2.jsonl",
             maps=True,

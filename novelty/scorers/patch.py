@@ -4,7 +4,9 @@ An image-level embedding barely moves when a small part of the image is flawed. 
 backbone's **spatial** features instead (:class:`~novelty.patches.PatchExtractor`: intermediate stages, 3×3
 local averaging): the training images' patch features, subsampled by greedy k-center coreset
 (:func:`~novelty.patches.greedy_coreset`), form a memory bank; a patch's score is the Euclidean distance to its
-nearest memory-bank feature (FAISS, exact); an image's score is the largest patch score (``aggregate="max"``)
+nearest memory-bank feature (FAISS, exact), divided by that position's typical distance on training images
+kept out of the bank (``position_scale``: border cells are noisier than the middle, and would otherwise win
+every maximum); an image's score is the largest patch score (``aggregate="max"``)
 or that score re-weighted as PatchCore does (``"reweight"``: lowered when the nearest bank feature sits in a
 dense part of the bank). The patch scores, upsampled and smoothed, are the image's **anomaly map**
 (:meth:`PatchKNNScorer.score_maps`). **Higher = more novel**, patch by patch and image by image.
@@ -12,7 +14,10 @@ dense part of the bank). The patch scores, upsampled and smoothed, are the image
 Inputs are patch features ``(n, h, w, c)``; a 2-D ``(n, d)`` array counts as a grid of one patch per image.
 A :class:`~novelty.detector.NoveltyDetector` computes the patch features itself (a second pass through the same
 backbone, only when a patch scorer is used) and hands them to ``fit`` / ``score``.
-State saved with a detector: the memory bank (``bank``, float32) and the patch grid it was fitted on.
+State saved with a detector: the memory bank (``bank``, float32), the patch grid it was fitted on and the
+per-cell scale (``cell_scale``). Defaults (stage 1 of the backbone at 512 px, stride 4) were chosen on the
+textile scenario's small local defects; how they were chosen and what else was tried: benchmarks/RESULTS.md,
+"Patch-level scoring".
 """
 
 from __future__ import annotations
@@ -52,12 +57,15 @@ def as_patch_features(features: Any, dim: int | None = None) -> np.ndarray:
 class PatchKNNScorer(Scorer):
     """Patch-level kNN (PatchCore): the largest distance of an image's patches to a coreset memory bank.
 
-    Higher = more novel. Parameters: ``layers`` (backbone stages, see :class:`~novelty.patches.PatchExtractor`)
-    and ``image_size`` (the whole image is resized to it) say which features a detector extracts;
+    Higher = more novel. Parameters: ``layers`` (backbone stages, see :class:`~novelty.patches.PatchExtractor`),
+    ``image_size`` (the whole image is resized to it) and ``pad`` (reflect padding in pixels, cropped off
+    again) say which features a detector extracts;
     ``coreset_fraction`` of the training patches are kept in the memory bank (greedy k-center on a random
     projection to ``projection_dim`` dimensions); ``aggregate`` turns patch scores into the image score
     (``"max"`` or PatchCore's ``"reweight"`` over ``reweight_neighbors`` bank neighbours); ``sigma``: Gaussian
-    smoothing of the anomaly maps in pixels of ``image_size``; ``seed``: the coreset's start and projection.
+    smoothing of the anomaly maps in pixels of ``image_size``; ``position_scale``: divide each cell's distance
+    by its mean over ``reference_fraction`` of the training images, kept out of the memory bank; ``seed``: that
+    choice, the coreset's start and its projection.
     """
 
     name = "patch-knn"
