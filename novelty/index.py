@@ -377,7 +377,8 @@ class EmbeddingIndex:
         except RuntimeError as e:
             raise InvalidInputError(f"invalid FAISS factory string {plan.factory!r}: {e}") from e
         if plan.factory.startswith("OPQ"):  # FAISS's OPQ defaults take hours at d ≈ 1000 on a few cores
-            opq = faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0))
+            pre: Any = faiss.downcast_index(index)
+            opq: Any = faiss.downcast_VectorTransform(pre.chain.at(0))
             opq.niter, opq.niter_pq_0, opq.niter_pq, opq.max_train_points = 8, 8, 2, 16_384
         self._index, self.plan_ = index, plan
         self._apply_search_params()

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,6 +226,107 @@ def _check_stamps(writer: ResultWriter, items: Sequence[InputItem]) -> None:
         )
 
 
+def score_items(
+    detector: NoveltyDetector,
+    items: Sequence[InputItem],
+    *,
+    det_id: str,
+    progress: bool | None = None,
+    embeddings: bool = False,
+    timestamps: Mapping[str, float] | None = None,
+    maps: bool = False,
+) -> Iterator[tuple[list[InputItem], list[dict[str, Any]]]]:
+    """Score ``items`` batch by batch: ``(items of the batch, their result rows)``. Unreadable inputs first
+    (one batch), then the readable ones in the embedder's batches. Every engine goes through here, so the
+    local and the Ray engine write the same rows for the same inputs."""
+    scorer_names = [s.name for s in detector.scorers_]
+
+    def rows_for(
+        batch: Sequence[InputItem], v: BatchVerdicts, sizes: np.ndarray, emb: np.ndarray | None = None
+    ) -> list[dict[str, Any]]:
+        times = [image_timestamp(it, timestamps) for it in batch] if embeddings else None
+        return result_rows(
+            batch,
+            v,
+            sizes,
+            scorer_names,
+            alpha=detector.alpha,
+            detector_id=det_id,
+            embeddings=(emb if emb is not None else np.full((len(batch), 1), np.nan)) if embeddings else None,
+            times=times,
+            maps=maps,
+        )
+
+    unreadable = [it for it in items if it.error]
+    readable = [it for it in items if not it.error]
+    if unreadable:
+        reasons: list[str | None] = [f"{it.error_code or 'unreadable'}: {it.error}" for it in unreadable]
+        empty = np.full((len(unreadable), detector.dim_), np.nan, dtype=np.float32)
+        v = detector.score_embeddings(empty, sources=[it.key for it in unreadable], errors=reasons)
+        yield unreadable, rows_for(unreadable, v, np.full((len(unreadable), 2), -1))
+    for b in detector.embedder.iter_batches(readable, progress=progress):
+        batch_items = [readable[i] for i in b.indices]
+        errs = list(b.errors)
+        patches = None
+        if detector.needs_patches:  # the patch scorer's own pass over the same images
+            pres = detector.patch_features(batch_items)
+            errs = [e if e is not None else pe for e, pe in zip(errs, pres.errors, strict=True)]
+            patches = pres.features
+        errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in errs]
+        v = detector.score_embeddings(
+            b.embeddings,
+            sources=[it.key for it in batch_items],
+            errors=errors,
+            patches=patches,
+            anomaly_maps=maps,
+        )
+        yield batch_items, rows_for(batch_items, v, b.sizes, b.embeddings)
+
+
+def open_run(
+    detector: NoveltyDetector,
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    chunk_rows: int = 512,
+    resume: bool = True,
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    embeddings: bool = False,
+    timestamps: Mapping[str, float] | None = None,
+    maps: bool = False,
+) -> tuple[list[InputItem], str, ResultWriter]:
+    """Check the arguments, list the inputs and open the crash-safe writer of a run (resuming the parts of
+    an interrupted run of the same detector, alpha and inputs): ``(items, detector id, writer)``."""
+    out = check_results_path(out)
+    if maps and not detector.needs_patches:
+        raise InvalidInputError(
+            "anomaly maps come from a patch scorer and this detector has none; fit one with scorers "
+            "including 'patch-knn', or drop --maps"
+        )
+    items = expand_inputs([os.fspath(p) for p in inputs], max_member_bytes=max_member_bytes)
+    det_id = detector_id(detector)
+    if timestamps and not embeddings:
+        raise InvalidInputError(
+            "timestamps are written with the embeddings: pass embeddings=True (--embeddings)"
+        )
+    stamp_meta = None
+    if embeddings:
+        stamp_meta = (
+            "csv sha256 "
+            + hashlib.sha256(json.dumps(sorted((timestamps or {}).items())).encode()).hexdigest()[:16]
+            if timestamps
+            else "exif or mtime"
+        )
+    writer = ResultWriter(
+        out,
+        schema=results_schema(detector, embeddings=embeddings, maps=maps),
+        chunk_rows=chunk_rows,
+        resume=resume,
+        run_meta=_run_meta(detector, items, det_id, stamp_meta),
+    )
+    return items, det_id, writer
+
+
 def score_inputs(
     detector: NoveltyDetector,
     inputs: Sequence[str | os.PathLike[str]],
@@ -247,33 +348,16 @@ def score_inputs(
     see :mod:`novelty.batch.timestamps`), for ``novelty drift``. ``maps``: also write the anomaly map of each
     novel image as a small PNG (column ``anomaly_map``; needs a patch scorer such as ``patch-knn``)."""
     t0 = time.perf_counter()
-    out = check_results_path(out)
-    if maps and not detector.needs_patches:
-        raise InvalidInputError(
-            "anomaly maps come from a patch scorer and this detector has none; fit one with scorers "
-            "including 'patch-knn', or drop --maps"
-        )
-    items = expand_inputs([os.fspath(p) for p in inputs], max_member_bytes=max_member_bytes)
-    scorer_names = [s.name for s in detector.scorers_]
-    det_id = detector_id(detector)
-    if timestamps and not embeddings:
-        raise InvalidInputError(
-            "timestamps are written with the embeddings: pass embeddings=True (--embeddings)"
-        )
-    stamp_meta = None
-    if embeddings:
-        stamp_meta = (
-            "csv sha256 "
-            + hashlib.sha256(json.dumps(sorted((timestamps or {}).items())).encode()).hexdigest()[:16]
-            if timestamps
-            else "exif or mtime"
-        )
-    writer = ResultWriter(
+    items, det_id, writer = open_run(
+        detector,
+        inputs,
         out,
-        schema=results_schema(detector, embeddings=embeddings, maps=maps),
         chunk_rows=chunk_rows,
         resume=resume,
-        run_meta=_run_meta(detector, items, det_id, stamp_meta),
+        max_member_bytes=max_member_bytes,
+        embeddings=embeddings,
+        timestamps=timestamps,
+        maps=maps,
     )
     with writer:  # an exception keeps the rows written so far (and the buffered ones) for a resume
         _check_stamps(writer, items)
@@ -282,56 +366,29 @@ def score_inputs(
         if done:
             log.info("resuming: %d of %d inputs already scored", len(items) - len(todo), len(items))
 
-        def write(
-            batch: Sequence[InputItem], v: BatchVerdicts, sizes: np.ndarray, emb: np.ndarray | None = None
-        ) -> None:
-            times = [image_timestamp(it, timestamps) for it in batch] if embeddings else None
-            rows = result_rows(
-                batch,
-                v,
-                sizes,
-                scorer_names,
-                alpha=detector.alpha,
-                detector_id=det_id,
-                embeddings=(emb if emb is not None else np.full((len(batch), 1), np.nan))
-                if embeddings
-                else None,
-                times=times,
-                maps=maps,
-            )
+        for batch, rows in score_items(
+            detector,
+            todo,
+            det_id=det_id,
+            progress=progress,
+            embeddings=embeddings,
+            timestamps=timestamps,
+            maps=maps,
+        ):
             writer.write(rows, stamps=[it.stamp for it in batch])
-
-        unreadable = [it for it in todo if it.error]
-        readable = [it for it in todo if not it.error]
-        if unreadable:
-            reasons: list[str | None] = [f"{it.error_code or 'unreadable'}: {it.error}" for it in unreadable]
-            empty = np.full((len(unreadable), detector.dim_), np.nan, dtype=np.float32)
-            v = detector.score_embeddings(empty, sources=[it.key for it in unreadable], errors=reasons)
-            write(unreadable, v, np.full((len(unreadable), 2), -1))
-        for b in detector.embedder.iter_batches(readable, progress=progress):
-            batch_items = [readable[i] for i in b.indices]
-            errs = list(b.errors)
-            patches = None
-            if detector.needs_patches:  # the patch scorer's own pass over the same images
-                pres = detector.patch_features(batch_items)
-                errs = [e if e is not None else pe for e, pe in zip(errs, pres.errors, strict=True)]
-                patches = pres.features
-            errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in errs]
-            v = detector.score_embeddings(
-                b.embeddings,
-                sources=[it.key for it in batch_items],
-                errors=errors,
-                patches=patches,
-                anomaly_maps=maps,
-            )
-            write(batch_items, v, b.sizes, b.embeddings)
         final = writer.finalize(expected_keys=[it.key for it in items])
-    seconds = time.perf_counter() - t0
+    return summarize(final, len(items), len(todo), time.perf_counter() - t0)
+
+
+def summarize(
+    final: str | os.PathLike[str], n_inputs: int, n_scored_now: int, seconds: float
+) -> BatchSummary:
+    """The :class:`BatchSummary` of a finished run, counted from its results file."""
     rows = read_results(final)
     return BatchSummary(
         out=Path(final),
-        n_inputs=len(items),
-        n_scored_now=len(todo),
+        n_inputs=n_inputs,
+        n_scored_now=n_scored_now,
         n_errors=sum(1 for r in rows if r.get("error")),
         n_novel=sum(1 for r in rows if r.get("is_novel")),
         seconds=seconds,

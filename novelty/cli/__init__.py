@@ -182,6 +182,28 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default: 256M; e.g. 1G)",
     )
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    s.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): this process and its decoding workers; ray: blocks of inputs scored by actors "
+        "on a Ray cluster (needs the ray extra; README 'Scoring on a Ray cluster')",
+    )
+    s.add_argument(
+        "--address",
+        default=None,
+        help="--engine ray: the cluster to join ('auto' for the one this node belongs to, ray://HOST:10001 for a "
+        "remote client); default: start a local Ray instance",
+    )
+    s.add_argument(
+        "--actors", type=_int_arg(1), default=None, help="--engine ray: scoring actors (default: one per CPU)"
+    )
+    s.add_argument(
+        "--block-size",
+        type=_int_arg(1),
+        default=256,
+        help="--engine ray: inputs per Ray task, the unit of retry (default: %(default)s)",
+    )
     _add_runtime_arg(
         s,
         "score with another runtime than the detector was fitted with (default: the recorded one); refused "
@@ -424,6 +446,30 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from novelty.detector import NoveltyDetector
 
     stamps = _timestamps(args)  # a bad CSV fails before the detector loads
+    if args.engine == "ray":
+        from novelty.batch.ray_engine import score_inputs_ray
+
+        summary = score_inputs_ray(
+            args.detector,
+            args.inputs,
+            args.out,
+            address=args.address,
+            actors=args.actors,
+            block_size=args.block_size,
+            batch_size=args.batch_size,
+            runtime=args.runtime,
+            chunk_rows=args.chunk_rows,
+            resume=not args.no_resume,
+            max_member_bytes=args.max_member_bytes,
+            embeddings=args.embeddings,
+            timestamps=stamps,
+            maps=args.maps,
+        )
+        print(
+            f"{summary.n_inputs} inputs → {summary.out}: {summary.n_novel} novel, {summary.n_errors} unreadable; "
+            f"{summary.n_scored_now} scored now at {summary.images_per_second:.1f} img/s (Ray)"
+        )
+        return EXIT_PARTIAL if summary.n_errors else EXIT_OK
     det = NoveltyDetector.load(
         args.detector, device=args.device, num_workers=args.workers, runtime=args.runtime
     )
