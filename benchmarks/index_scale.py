@@ -77,12 +77,31 @@ class Mixture:
         return (self.centroids[c].astype(np.float32) + z @ self.factor.T).astype(np.float32)
 
 
+class Perturbed:
+    """Real embeddings, each drawn again with noise of the spread between real nearest neighbours: the
+    embedding-space analogue of augmenting the real images (local structure kept, ~n/real copies of each)."""
+
+    def __init__(self, real: np.ndarray, seed: int):
+        idx = faiss.IndexFlatL2(real.shape[1])
+        idx.add(real)
+        _, nn = idx.search(real, 2)
+        diff = (real - real[nn[:, 1]]).astype(np.float64) / np.sqrt(2.0)
+        lam, U = np.linalg.eigh(diff.T @ diff / diff.shape[0])
+        self.factor = (U * np.sqrt(np.clip(lam, 0, None))).astype(np.float32)
+        self.real, self.d = real, real.shape[1]
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        j = rng.integers(0, self.real.shape[0], n)
+        z = rng.standard_normal((n, self.d), dtype=np.float32)
+        return (self.real[j] + z @ self.factor.T).astype(np.float32)
+
+
 def spectrum(x: np.ndarray, top: int = 10) -> np.ndarray:
     xc = x - x.mean(axis=0)
     return np.linalg.svd(xc[: min(20000, x.shape[0])], compute_uv=False)[:top] ** 2 / min(20000, x.shape[0])
 
 
-def make_data(path: Path, n: int, mix: Mixture, seed: int, chunk: int = 50_000) -> None:
+def make_data(path: Path, n: int, mix: Mixture | Perturbed, seed: int, chunk: int = 50_000) -> None:
     if path.exists():
         arr = np.load(path, mmap_mode="r")
         if arr.shape == (n, mix.d):
@@ -139,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--clusters", type=int, default=256)
+    p.add_argument(
+        "--data",
+        choices=("mixture", "perturbed"),
+        default="mixture",
+        help="mixture: Gaussian clusters with the real spectrum (hard: no local structure); perturbed: real "
+        "embeddings plus nearest-neighbour noise (augmentation-like)",
+    )
+    p.add_argument("--sweep", default="full", choices=("full", "short"))
     p.add_argument("--kinds", default="ivf-flat,ivf-pq,opq,hnsw")
     p.add_argument("--hnsw-max", type=int, default=1_000_000, help="build HNSW on at most this many vectors")
     p.add_argument(
@@ -153,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     real = real_embeddings(args.cache)
-    mix = Mixture(real, args.clusters, args.seed)
-    data = args.work / f"vectors-{args.n}-{args.seed}.npy"
+    mix: Mixture | Perturbed = (
+        Mixture(real, args.clusters, args.seed) if args.data == "mixture" else Perturbed(real, args.seed)
+    )
+    data = args.work / f"vectors-{args.data}-{args.n}-{args.seed}.npy"
     make_data(data, args.n, mix, args.seed)
     q = mix.sample(args.queries, np.random.default_rng(args.seed + 1))
     x = np.load(data, mmap_mode="r")
@@ -166,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("spectrum synthetic %s", np.round(spec_syn, 4))
     results: dict[str, Any] = {
         "n": args.n,
+        "data": args.data,
         "dim": int(x.shape[1]),
         "queries": args.queries,
         "k": args.k,
@@ -200,11 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         build_s = time.perf_counter() - t
         if kind in ("ivf-flat", "ivf-pq", "opq"):
-            sweeps = [
-                {"nprobe": npb, "refine": r}
-                for npb in (8, 16, 32, 64)
-                for r in ((1,) if kind == "ivf-flat" else (10, 20, 40))
-            ]
+            probes = (16, 32, 64) if args.sweep == "full" else (16,)
+            refines = (
+                (1,) if kind == "ivf-flat" else (10, 20, 40, 80) if args.sweep == "full" else (10, 20, 80)
+            )
+            sweeps = [{"nprobe": npb, "refine": r} for npb in probes for r in refines]
         elif kind == "hnsw":
             sweeps = [{"ef_search": ef} for ef in (32, 64, 128, 256)]
         else:
@@ -223,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "index_scale.json").write_text(text + "\n")
+        (args.out / f"index_scale_{args.data}.json").write_text(text + "\n")
     return 0
 
 

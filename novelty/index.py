@@ -54,6 +54,7 @@ __all__ = ["AUTO_FLAT_MAX", "INDEX_KINDS", "EmbeddingIndex", "IndexPlan", "as_em
 _METRICS = ("cosine", "euclidean")
 INDEX_KINDS = ("flat", "ivf-flat", "ivf-pq", "opq", "hnsw", "auto")
 AUTO_FLAT_MAX = 200_000  # "auto" uses exact search up to this many vectors
+OPQ_MIN_TRAIN = 1000
 _DEFAULT_REFINE = {"flat": 0, "ivf-flat": 1, "ivf-pq": 20, "opq": 20, "hnsw": 1, "custom": 1}
 _INDEX_FILE, _STORE_FILE, _META_FILE = "index.faiss", "vectors.npy", "index.json"
 
@@ -425,6 +426,12 @@ class EmbeddingIndex:
         assert self._index is not None and self.plan_ is not None
         if self._index.is_trained:
             return
+        if self.plan_.factory.startswith("OPQ") and sample.shape[0] < OPQ_MIN_TRAIN:
+            # FAISS's OPQ training crashes the process (not an exception) on a few hundred vectors
+            raise InvalidInputError(
+                f"an opq index needs at least {OPQ_MIN_TRAIN} vectors to train, got {sample.shape[0]}; "
+                "use kind='ivf-pq' or 'flat' for small sets"
+            )
         try:
             self._index.train(sample)
         except RuntimeError as e:  # e.g. an IVF index with fewer training vectors than lists
@@ -641,7 +648,28 @@ class EmbeddingIndex:
             I[own == I] = -1
         valid = I >= 0
         store = self._store
-        dist = self._exact_distances(qc, lambda rows: store.take(rows), np.where(valid, I, 0))
+        safe = np.where(valid, I, 0)
+        if cand > k and len(store.segments) == 1 and store.segments[0].flags.c_contiguous:
+            # rank the candidates by float32 squared distances computed in FAISS (a gather, no copy of the
+            # store), then recompute the k kept exactly in float64; a margin of 2k keeps float32 ties honest
+            d2 = np.empty(safe.shape, dtype=np.float32)
+            xb = store.segments[0]
+            faiss.fvec_L2sqr_by_idx(  # type: ignore[attr-defined]
+                faiss.swig_ptr(d2),
+                faiss.swig_ptr(qc),
+                faiss.swig_ptr(xb),
+                faiss.swig_ptr(safe),
+                qc.shape[1],
+                qc.shape[0],
+                safe.shape[1],
+            )
+            d2[~valid] = np.inf
+            keep = min(cand, 2 * k)
+            part = np.argpartition(d2, keep - 1, axis=1)[:, :keep]
+            I = np.take_along_axis(I, part, axis=1)
+            valid = np.take_along_axis(valid, part, axis=1)
+            safe = np.where(valid, I, 0)
+        dist = self._exact_distances(qc, lambda rows: store.take(rows), safe)
         dist[~valid] = np.inf
         order = np.argsort(dist, axis=1, kind="stable")[:, :k]
         dist = np.take_along_axis(dist, order, axis=1)

@@ -174,6 +174,12 @@ def test_load_refuses_a_store_of_the_wrong_shape(tmp_path) -> None:
         EmbeddingIndex.load(tmp_path / "d")
 
 
+def test_opq_refuses_too_few_training_vectors() -> None:
+    # FAISS's OPQ training takes the whole process down on a few hundred vectors: refused before it starts
+    with pytest.raises(InvalidInputError, match="at least 1000 vectors"):
+        EmbeddingIndex(kind="opq").add(clustered(400, d=64))
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(InvalidInputError, match="kind must be one of"):
         EmbeddingIndex(kind="annoy")

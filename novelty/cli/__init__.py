@@ -20,6 +20,7 @@ from typing import Any
 
 from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES
 from novelty.errors import NoveltyError
+from novelty.index import INDEX_KINDS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -145,6 +146,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="leave out unreadable training images instead of failing",
     )
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument(
+        "--index",
+        choices=INDEX_KINDS,
+        default="flat",
+        help="nearest-neighbour index: flat (exact, default), ivf-flat, ivf-pq, opq, hnsw, or auto (flat up to "
+        "200,000 images, ivf-pq above); approximate kinds re-rank their candidates exactly (README 'Index kinds')",
+    )
     _add_runtime_arg(
         f, "where the backbone runs (default: torch); int8 runtimes are quantised on the training images"
     )
@@ -366,6 +374,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         calibration_fraction=args.calibration_fraction,
         seed=args.seed,
         runtime=args.runtime or "torch",
+        index=args.index,
     )
     good = [it for it in items if not it.error]
     det.embedder.calibrate_runtime(good)  # int8 runtimes: quantised on the training images; else nothing
