@@ -199,3 +199,27 @@ def test_get_params_round_trip() -> None:
     p = EmbeddingIndex(kind="ivf-pq", nprobe=8).get_params()
     assert p == {"metric": "cosine", "kind": "ivf-pq", "nprobe": 8}
     assert EmbeddingIndex(**p).get_params() == p
+
+
+@pytest.mark.parametrize("kind", ["ivf-pq", "hnsw"])
+def test_detector_artifact_keeps_the_kind_and_its_store(
+    kind: str, tmp_path, embedder, textile_embeddings
+) -> None:
+    import novelty
+
+    x = textile_embeddings["nominal"]
+    det = novelty.NoveltyDetector(embedder=embedder, index=kind).fit_embeddings(x[:-50])
+    assert det.index_.resolved_kind == kind
+    det.save(tmp_path / "d")
+    assert (tmp_path / "d" / "index_vectors.npy").is_file()
+    loaded = novelty.NoveltyDetector.load(tmp_path / "d", embedder=embedder)
+    assert loaded.index_.plan_ == det.index_.plan_ and loaded.index_.get_params() == det.index_.get_params()
+    a, b = det.score_embeddings(x[-50:]), loaded.score_embeddings(x[-50:])
+    np.testing.assert_array_equal(a.scores["knn"], b.scores["knn"])
+    np.testing.assert_array_equal(a.p_value, b.p_value)
+    # a changed byte in the vector store is caught by the artifact's checksums
+    raw = bytearray((tmp_path / "d" / "index_vectors.npy").read_bytes())
+    raw[-3] ^= 1
+    (tmp_path / "d" / "index_vectors.npy").write_bytes(bytes(raw))
+    with pytest.raises(ArtifactIntegrityError):
+        novelty.NoveltyDetector.load(tmp_path / "d", embedder=embedder)
