@@ -39,7 +39,7 @@ import novelty
 from benchmarks.bench_batch import make_photos
 from novelty.batch import score_inputs
 from novelty.images import load_image
-from novelty.runtimes import RUNTIMES
+from novelty.runtimes import CANDIDATES, RUNTIMES, runtime_info
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -142,23 +142,29 @@ def naive_rate(work: Path, paths: list[Path], train: np.ndarray) -> float:
 
 # --- 5. accuracy ---------------------------------------------------------------------------------------------
 def scenario_accuracy(runtimes: list[str], size: str, seed: int = 0) -> dict[str, Any]:
+    """AUROC and false alarms of a kNN + knn-local detector per runtime, on the same images and splits.
+
+    fp32 (``torch``) embeddings come from the OOD benchmark's cache (the scenarios' images are enlarged to
+    the input size, where the preprocessing is the timm transform itself, so they are the same inputs);
+    every other runtime embeds afresh."""
+    from benchmarks.ood.runner import EmbeddingCache
     from benchmarks.ood.scenarios import build_scenarios
     from novelty.metrics import auroc
 
+    tmp = Path(tempfile.mkdtemp(prefix="bench-runtimes-emb-"))
     out: dict[str, Any] = {}
     for scenario in build_scenarios(["textile", "street"], size=size, seed=seed):
-        fit_images = scenario.fit.pool.images(scenario.fit.index)
-        test_in = scenario.test_in.pool.images(scenario.test_in.index)
-        test_out = {k: p.pool.images(p.index) for k, p in scenario.test_out.items()}
         res: dict[str, Any] = {}
-        ref_emb: np.ndarray | None = None
+        ref: np.ndarray | None = None
         for name in runtimes:
             emb = novelty.Embedder(device="cpu", runtime=name)
             t = time.perf_counter()
-            emb.calibrate_runtime(fit_images)  # int8: the detector's own training images; else nothing
-            x_fit = emb.embed(fit_images)
-            x_in = emb.embed(test_in)
-            x_out = {k: emb.embed(v) for k, v in test_out.items()}
+            if runtime_info(name).needs_calibration:  # int8: quantised on this scenario's fitting images
+                emb.calibrate_runtime(scenario.fit.pool.images(scenario.fit.index))
+            cache = EmbeddingCache(emb, None if name == "torch" else tmp / f"{name}-{scenario.name}")
+            x_fit = cache.get(scenario.fit.pool, scenario.fit.index)
+            x_in = cache.get(scenario.test_in.pool, scenario.test_in.index)
+            x_out = {k: cache.get(p.pool, p.index) for k, p in scenario.test_out.items()}
             seconds = time.perf_counter() - t
             det = novelty.NoveltyDetector(
                 scorers=("knn", "knn-local"),
@@ -169,18 +175,21 @@ def scenario_accuracy(runtimes: list[str], size: str, seed: int = 0) -> dict[str
             groups = None if scenario.fit.groups is None else list(scenario.fit.groups)
             det.fit_embeddings(x_fit, groups=groups)
             v_in = det.score_embeddings(x_in)
-            row: dict[str, Any] = {"false_alarm": float(np.mean(v_in.is_novel)), "seconds": seconds}
+            row: dict[str, Any] = {
+                "false_alarm": float(np.mean(v_in.is_novel)),
+                "seconds": seconds,
+                "embedded": cache.embedded,
+            }
             for k, x in x_out.items():
-                v = det.score_embeddings(x)
-                row[f"auroc {k}"] = float(auroc(v_in.score, v.score))
+                row[f"auroc {k}"] = float(auroc(v_in.score, det.score_embeddings(x).score))
             all_emb = np.concatenate([x_fit, x_in, *x_out.values()])
-            if ref_emb is None:
-                ref_emb = all_emb
-            cos = (all_emb * ref_emb).sum(axis=1)
+            ref = all_emb if ref is None else ref
+            cos = (all_emb * ref).sum(axis=1)
             row["cosine_min"], row["cosine_mean"] = float(cos.min()), float(cos.mean())
             res[name] = row
             print(f"  {scenario.name} {name}: {json.dumps(row)}", flush=True)
         out[scenario.name] = res
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -188,14 +197,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--runtimes", default=",".join(n for n in RUNTIMES if n != "torch"))
+    ap.add_argument("--runtimes", default=",".join([*(n for n in RUNTIMES if n != "torch"), *CANDIDATES]))
     ap.add_argument("--accuracy-size", default="full", choices=("small", "full", "none"))
+    ap.add_argument("--accuracy-runtimes", default=None, help="default: --runtimes")
+    ap.add_argument("--overlap", default=None, help="runtimes also run with 1 thread + a decode thread")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    os.environ["NOVELTY_RUNTIME_CANDIDATES"] = "1"  # the runtimes measured and dropped are built here too
     runtimes = ["torch", *[r for r in args.runtimes.split(",") if r and r != "torch"]]
     for r in runtimes:
-        if r not in RUNTIMES:
-            ap.error(f"unknown runtime {r!r}; registered: {', '.join(RUNTIMES)}")
+        if r not in RUNTIMES and r not in CANDIDATES:
+            ap.error(
+                f"unknown runtime {r!r}; registered: {', '.join(RUNTIMES)}, dropped: {', '.join(CANDIDATES)}"
+            )
     report: dict[str, Any] = {
         "machine": {
             "cpu": cpu_name(),
@@ -222,7 +236,8 @@ def main() -> int:
     # detectors, one per runtime, fitted on the first 200 images (int8 quantised on them); and each engine
     # again with one compute thread while the next batch decodes in a thread on the other core
     dets = {r: novelty.NoveltyDetector(seed=0, runtime=r).fit(paths[:200]) for r in runtimes}
-    for r in runtimes[1:]:
+    overlap = runtimes[1:] if args.overlap is None else [r for r in args.overlap.split(",") if r]
+    for r in overlap:
         emb = novelty.Embedder(device="cpu", runtime=r, threads=1, decode_thread=True)
         dets[f"{r}, 1 thread + decode thread"] = novelty.NoveltyDetector(seed=0, embedder=emb).fit(
             paths[:200]
@@ -235,6 +250,27 @@ def main() -> int:
         rate = model_only(dets[r].embedder, batch, args.repeats)
         models[r] = {"img_s": rate, "gflops": rate * gflop}
         print(f"model only {r}: {rate:.1f} img/s = {rate * gflop:.0f} GFLOP/s", flush=True)
+    # candidates measured on the model alone: PyTorch bf16 autocast, and torch.compile (inductor) in fp32
+    bf16 = novelty.Embedder(device="cpu", precision="bf16")
+    rate = model_only(bf16, batch, args.repeats)
+    models["torch bf16 autocast (model only)"] = {"img_s": rate, "gflops": rate * gflop}
+    print(f"model only torch bf16 autocast: {rate:.1f} img/s", flush=True)
+    try:
+        compiled = torch.compile(base.model)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            compiled(batch)
+        compile_s = time.perf_counter() - t
+        with torch.inference_mode():
+            rate = batch.shape[0] / median_time(lambda: compiled(batch), args.repeats)
+        models["torch.compile fp32 (model only)"] = {
+            "img_s": rate,
+            "gflops": rate * gflop,
+            "compile_s": compile_s,
+        }
+        print(f"model only torch.compile: {rate:.1f} img/s (compiled in {compile_s:.0f} s)", flush=True)
+    except Exception as e:  # no compiler on this machine, or inductor failed: recorded, not fatal
+        report["torch_compile_error"] = f"{type(e).__name__}: {e}"[:500]
     report["model_only"] = models
 
     work = Path(tempfile.mkdtemp(prefix="bench-runtimes-"))
@@ -266,8 +302,11 @@ def main() -> int:
     report["street_cosine_vs_torch"] = cos
     shutil.rmtree(work, ignore_errors=True)
 
+    if args.json:  # what is measured so far survives a failure in the accuracy part
+        args.json.write_text(json.dumps(report, indent=2))
     if args.accuracy_size != "none":
-        report["accuracy"] = scenario_accuracy(runtimes, args.accuracy_size)
+        acc = runtimes if args.accuracy_runtimes is None else ["torch", *args.accuracy_runtimes.split(",")]
+        report["accuracy"] = scenario_accuracy(acc, args.accuracy_size)
 
     print()
     print(
@@ -296,6 +335,17 @@ def main() -> int:
             f"| {r} | {med[r]:.1f} | {med[r] / med['naive']:.2f} | {med[r] / med['torch']:.2f} | "
             + " | ".join(cells)
             + f" | {cos[r]['min']:.5f} / {cos[r]['mean']:.6f} |"
+        )
+    print()
+    print(
+        f"model alone: {gflop:.3f} GFLOP per image; matmul peak fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s"
+    )
+    print("| model | img/s | GFLOP/s | of fp32 peak | of bf16 peak |")
+    print("|---|---:|---:|---:|---:|")
+    for name, m in models.items():
+        print(
+            f"| {name} | {m['img_s']:.0f} | {m['gflops']:.0f} | {m['gflops'] / peak['fp32']:.0%} | "
+            f"{m['gflops'] / peak['bf16']:.0%} |"
         )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -41,12 +41,13 @@ from novelty.errors import (
     ArtifactVersionError,
     InvalidInputError,
     NoveltyError,
+    UnknownNameError,
 )
 from novelty.head import ConditionHead
 from novelty.index import EmbeddingIndex
 from novelty.params import check_int, check_known_params
 from novelty.parts import FittedState
-from novelty.runtimes import RUNTIME_FILE, RUNTIMES
+from novelty.runtimes import RUNTIME_FILE, check_runtime
 from novelty.scorers import REGISTRY as SCORERS
 from novelty.scorers import Scorer
 
@@ -352,11 +353,12 @@ def load_detector(
     recorded = r.get(rt, "name", "str", where="runtime")
     rt_file = r.get(rt, "file", "str|null", where="runtime", default=None)
     rt_state = art.data(check_file_name(rt_file, f"{r.source}: runtime.file")) if rt_file else None
-    if recorded not in RUNTIMES:
+    try:
+        check_runtime(recorded)
+    except UnknownNameError as e:
         raise ArtifactVersionError(
-            f"{art.root}: the detector was calibrated with runtime {recorded!r}, unknown to this version "
-            f"(known: {', '.join(sorted(RUNTIMES))}); refit it"
-        )
+            f"{art.root}: the detector was calibrated with a runtime this version does not offer ({e}); refit it"
+        ) from None
     if runtime is None:
         runtime = embedder.runtime if embedder is not None else recorded
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -21,6 +22,7 @@ from novelty.embedder import Preprocessor
 from novelty.errors import InvalidInputError, NoveltyError, UnknownNameError
 from novelty.runtimes import (
     AGREEMENT_TOLERANCE,
+    CANDIDATES,
     RUNTIME_FILE,
     RUNTIMES,
     RuntimeMismatchError,
@@ -31,17 +33,29 @@ from novelty.runtimes import (
 )
 
 
+def _info(name: str):
+    return RUNTIMES[name] if name in RUNTIMES else CANDIDATES[name][0]
+
+
+@pytest.fixture
+def candidates(monkeypatch):
+    """Build the runtimes that were measured and dropped (as the benchmark does)."""
+    monkeypatch.setenv("NOVELTY_RUNTIME_CANDIDATES", "1")
+
+
 def _installed(name: str) -> bool:
-    info = RUNTIMES[name]
+    info = _info(name)
     return info.module is None or importlib.util.find_spec(info.module) is not None
 
 
 def _skip_unless_installed(name: str) -> None:
-    info = RUNTIMES[name]
+    info = _info(name)
     if not _installed(name):
         pytest.skip(f"runtime {name!r} needs {info.module!r}: pip install 'novelty[{info.extra}]'")
     if info.needs_calibration and importlib.util.find_spec("onnx") is None:
-        pytest.skip(f"runtime {name!r} quantises with the 'onnx' package: pip install 'novelty[{info.extra}]'")
+        pytest.skip(
+            f"runtime {name!r} quantises with the 'onnx' package: pip install 'novelty[{info.extra}]'"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +87,20 @@ def fp32(photos) -> np.ndarray:
 
 # --- the registry ---------------------------------------------------------------------------------------
 def test_unknown_runtime_is_refused_with_the_list():
-    with pytest.raises(UnknownNameError, match="registered: .*torch"):
+    with pytest.raises(UnknownNameError, match=r"registered: .*torch"):
         novelty.NoveltyDetector(runtime="tensorrt")
     with pytest.raises(UnknownNameError):
         novelty.Embedder(runtime="")
+
+
+def test_a_dropped_runtime_is_refused_with_the_reason(monkeypatch):
+    monkeypatch.delenv("NOVELTY_RUNTIME_CANDIDATES", raising=False)
+    for name, (_, why) in CANDIDATES.items():
+        assert name not in RUNTIMES
+        with pytest.raises(UnknownNameError, match="measured and dropped"):
+            novelty.NoveltyDetector(runtime=name)
+        with pytest.raises(UnknownNameError, match=re.escape(why[:20])):
+            novelty.Embedder(device="cpu", runtime=name)
 
 
 def test_precision_belongs_to_the_torch_runtime():
@@ -113,10 +137,10 @@ def test_a_missing_engine_names_its_extra(monkeypatch):
         build_runtime(name, torch.nn.Identity(), device=torch.device("cpu"), input_size=(3, 8, 8))
 
 
-def test_an_int8_runtime_without_calibration_says_how_to_get_one():
-    name = next((n for n, i in RUNTIMES.items() if i.needs_calibration), None)
+def test_an_int8_runtime_without_calibration_says_how_to_get_one(candidates):
+    name = next((n for n, (i, _) in CANDIDATES.items() if i.needs_calibration), None)
     if name is None:
-        pytest.skip("no int8 runtime is registered")
+        pytest.skip("no int8 runtime is kept or measured")
     _skip_unless_installed(name)
     with pytest.raises(NoveltyError, match="training images"):
         build_runtime(name, torch.nn.Identity(), device=torch.device("cpu"), input_size=(3, 8, 8))
@@ -162,10 +186,11 @@ def test_an_unusual_transform_is_applied_as_it_is():
 
 # --- agreement with fp32 PyTorch ------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(n for n in RUNTIMES if n != "torch"))
-def test_runtime_embeddings_agree_with_fp32(name, photos, fp32):
+@pytest.mark.parametrize("name", sorted([*(n for n in RUNTIMES if n != "torch"), *CANDIDATES]))
+def test_runtime_embeddings_agree_with_fp32(name, photos, fp32, candidates):
+    """Each runtime (kept or measured and dropped) agrees with fp32 PyTorch as well as it claims."""
     _skip_unless_installed(name)
-    info = RUNTIMES[name]
+    info = _info(name)
     emb = novelty.Embedder(device="cpu", runtime=name)
     if info.needs_calibration:
         emb.calibrate_runtime(photos[::2])
@@ -190,10 +215,12 @@ def test_import_novelty_loads_no_runtime_engine():
 
 # --- what a detector records -----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_int8_detector_quantises_on_its_training_images_and_saves_the_model(photos, tmp_path):
-    name = next((n for n, i in RUNTIMES.items() if i.needs_calibration), None)
+def test_int8_detector_quantises_on_its_training_images_and_saves_the_model(photos, tmp_path, candidates):
+    """The machinery of a runtime that needs calibration (int8, measured and dropped, built here as the
+    benchmark builds it): quantised on the detector's own training images, saved in the artifact."""
+    name = next((n for n, (i, _) in CANDIDATES.items() if i.needs_calibration), None)
     if name is None:
-        pytest.skip("no int8 runtime is registered (none won the benchmark)")
+        pytest.skip("no int8 runtime is kept or measured")
     _skip_unless_installed(name)
     train, held_out, test = photos[:30], photos[30:42], photos[42:]
     det = novelty.NoveltyDetector(runtime=name, seed=0).fit(train)
