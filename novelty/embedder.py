@@ -366,6 +366,13 @@ class Embedder:
     One embedder can serve several detectors (``NoveltyDetector(embedder=...)``): the backbone loads once.
     """
 
+    # defaults for subclasses that stand in for a backbone without calling __init__
+    runtime: str = DEFAULT_RUNTIME
+    threads: int | None = None
+    decode_thread: bool = False
+    _runtime: BackboneRuntime | None = None
+    _runtime_state: bytes | None = None
+
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
