@@ -208,6 +208,18 @@ def run_anomalib(args: argparse.Namespace) -> dict[str, Any]:
         for b in batches(fit_paths):
             model(b)
     t_feat = time.perf_counter() - t0
+    n_patches = sum(int(e.shape[0]) for e in model.embedding_store)
+    # anomalib's k-center projects the bank with SparseRandomProjection(eps=0.9) to the Johnson-Lindenstrauss
+    # dimension of n_patches (~390 for 8 M) and subtracts each centre from the whole projection: two float32
+    # copies of n × dims. Refuse rather than let the kernel's OOM killer pick a process.
+    dims = int(4 * np.log(n_patches) / (0.9**2 / 2 - 0.9**3 / 3))
+    need = 2 * 4 * n_patches * dims
+    avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > 0.8 * avail:
+        raise SystemExit(
+            f"anomalib's coreset would need ~{need / 2**30:.1f} GiB ({n_patches} patches projected to {dims} "
+            f"dimensions, twice) and {avail / 2**30:.1f} GiB are free: not run"
+        )
     model.subsample_embedding(args.coreset_fraction)
     t_fit = time.perf_counter() - t0
     model.eval()

@@ -336,3 +336,11 @@ def test_position_scale_divides_by_each_cells_typical_distance(rng):
     assert np.mean(worst == 0) < 0.5 and np.mean(raw.reshape(30, -1).argmax(1) == 0) > 0.5
     with pytest.raises(InvalidInputError, match="grid"):
         s.score(rng.normal(size=(1, 5, 5, 3)))
+
+
+def test_score_help_offers_maps(capsys):
+    from novelty.cli import main
+
+    assert main(["score", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--maps" in text and "patch scorer" in text
