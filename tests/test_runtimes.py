@@ -261,3 +261,16 @@ def test_a_close_runtime_warns_and_the_manifest_records_torch(photos, tmp_path):
         back = novelty.load(tmp_path / "d", runtime=close)
     a, b = det.score_batch(photos[30:]), back.score_batch(photos[30:])
     np.testing.assert_allclose(b.scores["knn"], a.scores["knn"], rtol=0, atol=2e-3)
+
+
+def test_a_resumed_scoring_run_tells_runtimes_apart():
+    """``novelty score`` resumes only the same run: the fitted fingerprint names a non-default runtime."""
+    from novelty.batch.engine import _fitted_fingerprint
+
+    x = np.random.default_rng(0).standard_normal((60, 1280)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    fps = {}
+    for name in ("torch", "openvino"):
+        det = novelty.NoveltyDetector(runtime=name, device="cpu").fit_embeddings(x)
+        fps[name] = _fitted_fingerprint(det)
+    assert fps["torch"] != fps["openvino"]
