@@ -77,3 +77,7 @@ def test_scenarios_share_images_across_pools():
     assert set(near.fit.index) <= set(ood.fit.index)
     assert near.fit.labels is not None and len(near.fit.labels) == len(near.fit)
     assert not any(k.endswith("-s3") for sc in loso.loso_scenarios(["street"]) for k in sc.test_out)
+
+
+def test_todays_default_is_a_candidate_label():
+    assert loso.TODAY[2] in {loso.spec_label(sp) for sp in loso.single_specs()}

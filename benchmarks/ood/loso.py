@@ -159,7 +159,9 @@ def single_specs() -> list[ScorerSpec]:
     specs += [_spec("knn", k=k, aggregate=a) for k in (5, 10, 20, 50) for a in ("kth", "mean")]
     specs += [_spec("knn-local", k=k) for k in (5, 10, 20)]
     specs += [
-        _spec("mahalanobis", shrinkage=s, class_conditional=c) for c in (False, True) for s in (0.05, 0.3)
+        _spec("mahalanobis", shrinkage=s, class_conditional=c)
+        for c in (False, True)
+        for s in (0.001, 0.01, 0.05, 0.3)
     ]
     specs += [_spec("knn-per-class", k=k, aggregate=a) for k in (5, 10, 20) for a in ("kth", "mean")]
     specs += [_spec("logit", score=s, l2=l2) for s in ("max-logit", "energy") for l2 in (1e-3, 1e-4)]
@@ -189,7 +191,7 @@ COMBINATIONS: tuple[tuple[ScorerSpec, ...], ...] = (
 )
 
 #: Today's default: NoveltyDetector() = tf_efficientnet_lite0, pooled embedding, KNNScorer(k=5, "kth").
-TODAY = ("tf_efficientnet_lite0", "final", "knn(k=5,kth)")
+TODAY = ("tf_efficientnet_lite0", "final", "knn(kth,k=5)")
 
 
 def method_label(members: Sequence[ScorerSpec]) -> str:
