@@ -21,6 +21,7 @@ from benchmarks.ood import (
 )
 from benchmarks.ood import __main__ as bench_cli
 from benchmarks.ood import peers as peers_mod
+from benchmarks.ood.peers import PeerNotApplicableError
 from benchmarks.ood.runner import BenchmarkRun, resplit_false_alarm
 from benchmarks.ood.scenarios import NEAR_OOD_CLASSES, STREET_BLOCK, Pool
 from novelty.datasets import DatasetNotInstalledError
@@ -197,12 +198,22 @@ def test_every_peer_scores_higher_for_far_points(rng):
     x = unit(rng.normal(size=(300, 16)) + centre)
     near = unit(rng.normal(size=(40, 16)) + centre)
     far = unit(rng.normal(size=(40, 16)) + elsewhere)
+    labels = np.arange(300) % 2  # RMD needs labels, ViM a classifier: give every peer what it can use
+    classifier = (rng.normal(size=(10, 16)), rng.normal(size=10))
     for name in PEERS:
-        out = run_peer(name, x, [near, far], seed=0)
+        out = run_peer(name, x, [near, far], seed=0, labels=labels, classifier=classifier)
         assert out.scores[0].shape == (40,) and out.scores[1].shape == (40,)
         assert np.median(out.scores[1]) > np.median(out.scores[0]), name
         if out.native is not None:
             assert out.native[1].mean() > out.native[0].mean(), name
+
+
+def test_peers_that_need_labels_or_a_classifier_say_so():
+    x = np.eye(4, dtype=np.float32)
+    with pytest.raises(PeerNotApplicableError, match="labels"):
+        run_peer("ptood-rmd", x, [x])
+    with pytest.raises(PeerNotApplicableError, match="classifier"):
+        run_peer("ptood-vim", x, [x])
 
 
 def test_missing_peer_library(monkeypatch):
@@ -233,7 +244,10 @@ def textile_result(bench_cache_dir):
 @pytest.mark.slow
 def test_runner_measures_every_method(textile_result):
     r = textile_result
-    assert set(r.methods) == {"knn", "knn-local", "autoencoder", "combined", *PEERS}
+    # RMD needs labels and ViM the backbone's classifier: the runner gives neither, so they are skipped
+    not_applicable = {"ptood-rmd", "ptood-vim"}
+    assert set(r.methods) == {"knn", "knn-local", "autoencoder", "combined", *PEERS} - not_applicable
+    assert set(r.skipped) == not_applicable
     assert r.sizes["fit"] + r.sizes["calibration"] == 200 and r.sizes["calibration"] == 60
     for m in r.methods.values():
         assert set(m.metrics) == {"global", "local"}
