@@ -81,7 +81,7 @@ def test_false_alarms_at_alpha_on_held_out_in_distribution_data():
     for seed in range(30):
         r = np.random.default_rng(seed)
         x, y, _ = blobs(r, 900, spread=1.0)
-        s = LogitScorer().fit(x[:400], y[:400])
+        s = LogitScorer(max_iter=20).fit(x[:400], y[:400])  # the guarantee holds however far it trained
         p = conformal_p_values(s.score(x[400:600]), s.score(x[600:]))
         rates.append(np.mean(p < 0.05))
     assert 0.035 <= float(np.mean(rates)) <= 0.065
