@@ -675,6 +675,7 @@ FULL_CONFIGS: tuple[tuple[str, ...], ...] = (
     ("mahalanobis",),
     ("logit",),
     ("knn", "logit"),
+    ("knn-local", "logit"),
     ("knn", "knn-local"),
 )
 
