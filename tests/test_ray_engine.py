@@ -143,3 +143,16 @@ def test_ray_engine_arguments(detector_dir, inputs, tmp_path) -> None:
         score_inputs_ray(detector_dir, [inputs], tmp_path / "x.parquet", block_size=0)
     with pytest.raises(InvalidInputError, match="actors"):
         score_inputs_ray(detector_dir, [inputs], tmp_path / "x.parquet", actors=0)
+
+
+def test_cli_engine_ray(detector_dir, inputs, tmp_path, capsys) -> None:
+    from novelty.cli import EXIT_PARTIAL, main
+
+    out = tmp_path / "cli.jsonl"
+    rc = main(
+        ["score", str(detector_dir), str(inputs), "--out", str(out), "--engine", "ray", "--actors", "1"]
+    )
+    assert rc == EXIT_PARTIAL  # the truncated image has an error row
+    assert "(Ray)" in capsys.readouterr().out
+    rows = read_results(out)
+    assert len(rows) == 37 and sum(1 for r in rows if r["error"]) == 1
