@@ -55,7 +55,7 @@ _METRICS = ("cosine", "euclidean")
 INDEX_KINDS = ("flat", "ivf-flat", "ivf-pq", "opq", "hnsw", "auto")
 AUTO_FLAT_MAX = 200_000  # "auto" uses exact search up to this many vectors
 OPQ_MIN_TRAIN = 1000
-_DEFAULT_REFINE = {"flat": 0, "ivf-flat": 1, "ivf-pq": 20, "opq": 20, "hnsw": 1, "custom": 1}
+_DEFAULT_REFINE = {"flat": 0, "ivf-flat": 1, "ivf-pq": 80, "opq": 80, "hnsw": 1, "custom": 1}
 _INDEX_FILE, _STORE_FILE, _META_FILE = "index.faiss", "vectors.npy", "index.json"
 
 

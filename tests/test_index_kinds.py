@@ -137,7 +137,7 @@ def test_plan_defaults() -> None:
     assert default_pq_m(1280) == 320 and 1280 % default_pq_m(1280) == 0
     assert default_pq_m(30) % 2 == 0 and 30 % default_pq_m(30) == 0
     p = plan_index("opq", 1_000_000, 1280)
-    assert p.factory == "OPQ160_640,IVF1024,PQ160x4fs" and p.refine == 20
+    assert p.factory == "OPQ160_640,IVF1024,PQ160x4fs" and p.refine == 80
 
 
 @pytest.mark.parametrize("kind", ["ivf-pq", "hnsw"])
