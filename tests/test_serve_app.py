@@ -514,7 +514,8 @@ def test_concurrent_images_share_forward_passes(detector, detector_dir):
     for v, p in zip(verdicts, paths, strict=True):
         ref = detector.score(p)
         assert v.is_novel == ref.is_novel and v.prediction == ref.prediction
-        assert v.score == pytest.approx(ref.score, rel=1e-4, abs=1e-6)
+        # a batch of 8 and a batch of 1 run different float32 kernels: scores agree to ~1e-5 absolute
+        assert v.score == pytest.approx(ref.score, rel=1e-4, abs=2e-5)
 
 
 def test_batcher_answers_every_request_when_the_model_fails(detector):
