@@ -26,7 +26,7 @@ import numpy as np
 
 from novelty.calibration import MultiScorerCalibrator, check_alpha
 from novelty.errors import InvalidInputError
-from novelty.index import EmbeddingIndex, as_embeddings
+from novelty.index import as_embeddings
 from novelty.params import clone
 
 if TYPE_CHECKING:
@@ -35,20 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["update_training_set"]
 
 log = logging.getLogger(__name__)
-
-
-def _copy_index(index: EmbeddingIndex) -> EmbeddingIndex:
-    store = None
-    if index._store is not None:
-        store = np.array(index._store.to_array(), dtype=np.float32)
-    return EmbeddingIndex.from_bytes(
-        index.to_bytes(),
-        index.metric,
-        index.factory,
-        source="index",
-        meta=None if index.get_params() == {"metric": index.metric, "factory": "Flat"} else index.meta(),
-        store=store,
-    )
 
 
 def update_training_set(
@@ -95,7 +81,7 @@ def update_training_set(
             f"calibration_ids has {len(calibration_ids)} ids for {cal.shape[0]} embeddings"
         )
 
-    index = _copy_index(st.index)
+    index = st.index.copy()
     train_ids = list(st.train_ids)
     if remove_ids:
         kept = index.remove(np.array([position[r] for r in remove_ids], dtype=np.int64))

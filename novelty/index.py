@@ -747,6 +747,19 @@ class EmbeddingIndex:
             "plan": None if self.plan_ is None else self.plan_.to_json(),
         }
 
+    def saved_meta(self) -> dict[str, Any] | None:
+        """:meth:`meta`, or None for a plain exact flat index (saved as FAISS bytes alone, as it always was)."""
+        return None if self.get_params() == {"metric": self.metric, "factory": "Flat"} else self.meta()
+
+    def copy(self) -> EmbeddingIndex:
+        """An independent copy (FAISS index and vector store), e.g. to change it aside and swap it in."""
+        if self._index is None:
+            return EmbeddingIndex(**self.get_params())
+        store = None if self._store is None else np.array(self._store.to_array(), dtype=np.float32)
+        return EmbeddingIndex.from_bytes(
+            self.to_bytes(), self.metric, self.factory, meta=self.saved_meta(), store=store
+        )
+
     @classmethod
     def from_bytes(
         cls,

@@ -130,11 +130,7 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
             "file": "index.faiss",
             "metric": st.index.metric,
             "factory": st.index.plan_.factory if st.index.plan_ is not None else st.index.factory,
-            **(
-                {}
-                if st.index.get_params() == {"metric": st.index.metric, "factory": "Flat"}
-                else st.index.meta()
-            ),
+            **(st.index.saved_meta() or {}),
             "vectors": "index_vectors.npy" if "index_vectors.npy" in files else None,
             "n": st.index.ntotal,
             "dim": st.dim,

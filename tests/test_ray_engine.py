@@ -16,6 +16,7 @@ import torch
 pytest.importorskip("ray", reason="the ray extra is not installed")
 
 import novelty
+from benchmarks.ray_engine import workers as ray_workers
 from novelty.batch import score_inputs
 from novelty.batch.ray_engine import score_inputs_ray
 from novelty.batch.results import read_results
@@ -58,19 +59,6 @@ def same_rows(a: list[dict], b: list[dict], *, rel: float = 0.0) -> None:
                 assert json.loads(va) == pytest.approx(json.loads(vb), rel=rel, abs=1e-6), (ra["key"], k)
             else:
                 assert va == vb, (ra["key"], k, va, vb)
-
-
-def ray_workers() -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "MapWorker" in cmd or "BlockScorer" in cmd:
-                pids.append(int(p.name))
-    return pids
 
 
 def test_ray_rows_equal_local_rows_and_survive_a_killed_worker(detector_dir, inputs, tmp_path) -> None:
