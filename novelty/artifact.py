@@ -11,6 +11,12 @@ Reading (:func:`read_artifact`) opens the directory once and reads every file's 
 directory handle and without following symlinks, hashes exactly those bytes and hands them over in memory:
 whatever is parsed afterwards is what was verified, so a concurrent save can never yield a detector made of
 two artifacts. A save that removes the directory while it is read gives :class:`ArtifactChangedError`.
+
+**Registered versions are pinned.** A model registry (:mod:`novelty.flywheel.registry`) keeps each version as
+``REGISTRY/versions/<NNNN>/detector/`` beside ``info.json``, which names the artifact id registered. Reading a
+detector at such a place checks that id (:class:`ArtifactIntegrityError` when the bytes there are another
+detector's), so ``REGISTRY/champion`` never loads anything but what was registered; and :func:`write_artifact`
+refuses every target inside a registry (:func:`registry_root`): only the registry writes there.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from novelty.errors import ArtifactChangedError, ArtifactError, ArtifactIntegrityError, ArtifactVersionError
-from novelty.fileio import fsync_dir, read_regular_file, sha256_bytes, temp_sibling
+from novelty.fileio import TMP_PREFIX, fsync_dir, read_regular_file, sha256_bytes, temp_sibling
 from novelty.manifest import ManifestReader, json_type
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "arrays_to_bytes",
     "check_file_name",
     "read_artifact",
+    "registry_root",
     "write_artifact",
 ]
 
@@ -50,6 +57,48 @@ MANIFEST = "manifest.json"
 MANIFEST_HASH = "MANIFEST.sha256"
 _RESERVED = (MANIFEST, MANIFEST_HASH)
 _MAX_FOREIGN_MANIFEST = 16 << 20  # a larger manifest.json in a save target is not one of ours
+# the layout of a model registry (novelty.flywheel.registry), which pins the detector of every version
+REGISTRY_FILE = "registry.json"
+REGISTRY_VERSIONS = "versions"
+REGISTRY_DETECTOR = "detector"
+REGISTRY_INFO = "info.json"
+
+
+def registry_root(path: str | os.PathLike[str]) -> Path | None:
+    """The model registry that ``path`` lies in (itself or a parent holding ``registry.json``), or ``None``.
+    Symlinks are resolved first, so ``REGISTRY/champion/..`` is found too."""
+    p = Path(os.path.realpath(path))
+    for d in (p, *p.parents):
+        if os.path.isfile(d / REGISTRY_FILE):
+            return d
+    return None
+
+
+def _check_pin(root: Path, artifact_id: str) -> None:
+    """At ``REGISTRY/versions/<NNNN>/detector``: the artifact must be the one ``info.json`` registered."""
+    real = Path(os.path.realpath(root))
+    version_dir = real.parent
+    if (
+        real.name != REGISTRY_DETECTOR
+        or version_dir.parent.name != REGISTRY_VERSIONS
+        or version_dir.name.startswith(TMP_PREFIX)  # being staged by the registry: not registered yet
+        or not os.path.isfile(version_dir.parent.parent / REGISTRY_FILE)
+    ):
+        return
+    info_path = version_dir / REGISTRY_INFO
+    try:
+        info = _json.loads(read_regular_file(info_path, max_bytes=1 << 20))
+    except (OSError, ValueError, UnicodeDecodeError, OverflowError) as e:
+        raise ArtifactIntegrityError(
+            f"{root}: a registered version, but its {info_path} cannot be read ({e}); the registry is damaged"
+        ) from e
+    pinned = info.get("artifact_id") if isinstance(info, dict) else None
+    if pinned != artifact_id:
+        raise ArtifactIntegrityError(
+            f"{root}: version {version_dir.name} was registered as detector {str(pinned)[:12]}… but now holds "
+            f"{artifact_id[:12]}…; a registered version must never change: register the new detector as a new "
+            "version instead"
+        )
 
 
 # --- names ---------------------------------------------------------------------------------------------
@@ -259,12 +308,20 @@ def _read(d: _Directory) -> Artifact:
                 "the file is corrupt or was tampered with"
             )
         files[name] = blob
+    _check_pin(root, artifact_id)
     return Artifact(root=root, manifest=manifest, files=files, artifact_id=artifact_id)
 
 
 # --- writing ----------------------------------------------------------------------------------------
 def _check_target(target: Path) -> None:
-    """Refuse to replace anything that is not a detector artifact (or an empty folder)."""
+    """Refuse to replace anything that is not a detector artifact (or an empty folder), and to write inside a
+    model registry."""
+    reg = registry_root(target.parent) if not os.path.lexists(target) else registry_root(target)
+    if reg is not None:
+        raise ArtifactError(
+            f"{target} lies inside the model registry {reg}; refusing to write there (registered versions never "
+            f"change): save the detector elsewhere, then `novelty register {reg} DIR`"
+        )
     try:
         st = os.lstat(target)
     except FileNotFoundError:

@@ -142,21 +142,34 @@ def test_usage_errors_exit_2_before_any_work(tmp_path, capsys):
     missing = str(tmp_path / "no-such-detector")  # never loaded: the arguments fail first
     score = ["score", missing, str(tmp_path), "--out"]
     cases = [
-        ([*score, "r.csv", "--batch-size", "-1"], "--batch-size: must be ≥ 1, got -1"),
-        ([*score, "r.csv", "--workers", "-1"], "--workers: must be ≥ 0, got -1"),
-        ([*score, "r.csv", "--chunk-rows", "0"], "--chunk-rows: must be ≥ 1"),
+        ([*score, "r.csv", "--batch-size", "-1"], "--batch-size: must be an integer ≥ 1, got -1"),
+        ([*score, "r.csv", "--workers", "-1"], "--workers: must be an integer ≥ 0, got -1"),
+        ([*score, "r.csv", "--chunk-rows", "0"], "--chunk-rows: must be an integer ≥ 1"),
         ([*score, "r.csv", "--max-member-bytes", "lots"], "is not a size"),
         ([*score, str(tmp_path)], "is a directory"),  # an existing directory as the results file
         ([*score, str(tmp_path / "r.xlsx")], "unknown results format"),
         (["report", "r.csv", "--out", str(tmp_path)], "is a directory"),
-        (["report", "r.csv", "--out", "r.html", "--top", "-3"], "--top: must be ≥ 0"),
+        (["report", "r.csv", "--out", "r.html", "--top", "-3"], "--top: must be an integer ≥ 0"),
         (
             ["fit", str(tmp_path), "--out", "d", "--scorers", "knn,lof"],
             "unknown scorer(s) lof; registered: knn",
         ),
         (
             ["fit", str(tmp_path), "--out", "d", "--alpha", "1.5"],
-            "--alpha: must lie strictly between 0 and 1",
+            "--alpha: must lie in (0, 1), got 1.5",
+        ),
+        (
+            ["compare", missing, missing, "--test", "t", "--seed", "-1"],
+            "--seed: must be an integer ≥ 0, got -1",
+        ),
+        (["compare", missing, missing, "--test", "t", "--n-boot", "5"], "--n-boot: must be an integer ≥ 100"),
+        (
+            ["compare", missing, missing, "--test", "t", "--margin", "nan"],
+            "--margin: must lie in [0, 1], got nan",
+        ),
+        (
+            ["retrain", missing, "--dataset", "d", "--out", "o", "--seed", "-2"],
+            "--seed: must be an integer ≥ 0",
         ),
         (["fit", str(tmp_path), "--out", "d", "--groups", "nope.csv"], "no such file, and no --labels CSV"),
     ]
@@ -165,6 +178,36 @@ def test_usage_errors_exit_2_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (args, err)
     assert not (tmp_path / "r.csv").exists() and not (tmp_path / "d").exists()
+
+
+def test_verbose_shows_the_traceback_of_an_unexpected_error(tmp_path, capsys, monkeypatch):
+    """``-v`` used to set INFO while the traceback was logged at DEBUG: "(run with -v for details)" showed
+    nothing more with -v. Now -v shows the traceback and -vv debug logging too."""
+    import logging
+
+    import novelty.cli as cli
+
+    def boom(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "_cmd_fit", boom)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", root.level)  # restored after the test
+    monkeypatch.setattr(root, "handlers", [])  # basicConfig installs a handler on stderr for each run
+    assert main(["fit", str(tmp_path), "--out", str(tmp_path / "d")]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert (
+        "unexpected error: RuntimeError: boom (run with -v for the traceback)" in err
+        and "Traceback" not in err
+    )
+    monkeypatch.setattr(root, "handlers", [])
+    assert main(["-v", "fit", str(tmp_path), "--out", str(tmp_path / "d")]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and 'raise RuntimeError("boom")' in err
+    assert "run with -v" not in err and root.level == logging.INFO
+    monkeypatch.setattr(root, "handlers", [])
+    assert main(["-vv", "fit", str(tmp_path), "--out", str(tmp_path / "d")]) == EXIT_FAILURE
+    assert root.level == logging.DEBUG
 
 
 def test_missing_pyarrow_is_found_before_the_detector_is_loaded(tmp_path, capsys, monkeypatch):

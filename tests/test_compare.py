@@ -270,10 +270,15 @@ def test_json_report_and_the_registry_reads_the_verdict(setup, tmp_path):
     data = json.loads(c.save(tmp_path / "comparison.json").read_text())
     assert data["format"] == "novelty-comparison" and data["passed"] is True
     assert data["rows"][0]["metrics"]["accuracy"]["ci"][0] > 0
-    from novelty.flywheel.registry import read_comparison
+    from novelty.flywheel.compare import load_comparison
 
-    seen = read_comparison(tmp_path / "comparison.json")
+    seen = load_comparison(tmp_path / "comparison.json")
     assert seen.passed and seen.challenger_id == ids["challenger"] and seen.champion_id == ids["champion"]
+    assert seen.problems() == []  # the numbers judged again give the recorded checks and verdict
+    again = seen.comparison
+    assert [r.to_json() for r in again.rows] == data["rows"] and [c.to_json() for c in again.checks] == data[
+        "checks"
+    ]
     html = c.write_report(tmp_path / "comparison.html").read_text()
     assert "PROMOTE the challenger" in html
     assert (

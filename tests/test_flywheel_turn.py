@@ -33,14 +33,21 @@ sources = ["incoming"]
     ("text", "message"),
     [
         ("registry = 'r'\n", "missing dataset, test"),
-        (BASE + "budget = 0\n", "budget must be ≥ 1"),
+        (BASE + "budget = 0\n", "budget must be an integer ≥ 1, got 0"),
+        (BASE + "seed = -1\n", r"\[select\] seed must be an integer ≥ 0, got -1"),
+        (BASE + "[gate]\nmin_gain = nan\n", "min_gain must lie in"),
+        (BASE + "[gate]\nmargin = -0.1\n", "margin must lie in"),
+        (BASE + "[gate]\nn_boot = 5\n", "n_boot must be an integer ≥ 100"),
+        (BASE + "[label]\nauto_min_prob = 2\n", "auto_min_prob must lie in"),
+        (BASE + "[label]\nauto_min_p = inf\n", "auto_min_p must lie in"),
+        (BASE + "[cost]\ncompute_hour = inf\n", "compute_hour must lie in"),
         (BASE + "strategy = 'clever'\n", "strategy 'clever' is not one of"),
         (BASE + "colour = 'red'\n", "unknown key 'colour' in \\[select\\]"),
         (BASE + "budget = 'ten'\n", "budget must be a int"),
         (BASE + "[label]\nholdout = 1.0\n", "holdout must lie in"),
         (BASE + "[label]\naudit = 2\n", "audit must lie in"),
         (BASE + "[label]\nformat = 'excel'\n", "format must be label-studio, cvat or csv"),
-        (BASE + "[cost]\nlabel = -1\n", "label must be ≥ 0"),
+        (BASE + "[cost]\nlabel = -1\n", r"\[cost\] label must lie in \[0, inf\)"),
         (BASE + "[retrain]\nwindow = 'soon'\n", "window"),
         (BASE + "[gate]\nnominal = []\n", "nominal must be a non-empty list"),
         ("registry = 'r'\ndataset = 'd'\ntest = 't'\n", "needs sources or flags"),
@@ -125,7 +132,7 @@ def test_a_turn_waits_for_labels_then_retrains_compares_and_decides(
     det.save(tmp_path / "champion")
     reg = Registry.create(tmp_path / "registry")
     first = reg.register(tmp_path / "champion", note="first")
-    reg.promote(first, force=True)
+    reg.promote(first, force=True, reason="test")
 
     cfg_path = _write_config(
         tmp_path / "flywheel.toml",

@@ -4,7 +4,6 @@ the detector as a pyfunc model loaded back through ``models:/NAME@champion`` and
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import novelty
 from novelty.cli import main
 
 mlflow = pytest.importorskip("mlflow")
+
+from comparison_support import artifact_id, write_comparison  # noqa: E402  # tests/comparison_support.py
 
 from novelty.flywheel.mlflow_registry import MlflowRegistry  # noqa: E402
 from novelty.flywheel.registry import (  # noqa: E402
@@ -56,21 +57,9 @@ def reg(store) -> MlflowRegistry:
     return MlflowRegistry(uri, f"windshield-{secrets.token_hex(3)}", artifact_location=artifacts)
 
 
-def artifact_id(path: Path) -> str:
-    return (path / "MANIFEST.sha256").read_text().split()[0]
-
-
-def comparison(path: Path, champion: Path, challenger: Path, *, passed: bool = True) -> Path:
-    path.write_text(
-        json.dumps(
-            {
-                "passed": passed,
-                "champion": {"artifact_id": artifact_id(champion)},
-                "challenger": {"artifact_id": artifact_id(challenger)},
-            }
-        )
-    )
-    return path
+def comparison(path: Path, champion: Path, challenger: Path, *, passed: bool = True, reg=None) -> Path:
+    """A real comparison file (the gate run on seeded p-values), recorded in ``reg`` when given."""
+    return write_comparison(path, champion, challenger, passed=passed, registry=reg)
 
 
 def test_register_promote_rollback(reg, detectors, embedder, tmp_path):
@@ -91,14 +80,21 @@ def test_register_promote_rollback(reg, detectors, embedder, tmp_path):
     assert reg.promote(1).changed and reg.alias("champion") == "1"
     with pytest.raises(PromotionRefusedError, match="needs a comparison"):
         reg.promote("challenger")
+    failing = comparison(tmp_path / "f.json", detectors[0], detectors[1], passed=False, reg=reg)
     with pytest.raises(PromotionRefusedError, match="did not pass"):
-        reg.promote(2, comparison=comparison(tmp_path / "f.json", detectors[0], detectors[1], passed=False))
+        reg.promote(2, comparison=failing)
+    flipped = tmp_path / "flipped.json"
+    flipped.write_text(failing.read_text().replace('"passed": false', '"passed": true', 1))
+    with pytest.raises(PromotionRefusedError, match="does not hold up"):
+        reg.promote(2, comparison=flipped)
     with pytest.raises(PromotionRefusedError, match="not for version 2"):
-        reg.promote(2, comparison=comparison(tmp_path / "o.json", detectors[0], detectors[2]))
-    change = reg.promote(2, comparison=comparison(tmp_path / "ok.json", detectors[0], detectors[1]))
+        reg.promote(2, comparison=comparison(tmp_path / "o.json", detectors[0], detectors[2], reg=reg))
+    with pytest.raises(PromotionRefusedError, match="not recorded by this registry"):
+        reg.promote(2, comparison=comparison(tmp_path / "unrecorded.json", detectors[0], detectors[1]))
+    change = reg.promote(2, comparison=comparison(tmp_path / "ok.json", detectors[0], detectors[1], reg=reg))
     assert change.changed and change.previous == "1" and reg.alias("champion") == "2"
     v3 = reg.register(detectors[2], embedder=embedder)
-    assert reg.promote(v3, force=True).forced
+    assert reg.promote(v3, force=True, reason="test").forced
     assert reg.champions() == ["1", "2", "3"]
     assert reg.rollback().version == "2" and reg.rollback().version == "1"
     with pytest.raises(RollbackError, match="no earlier champion"):
@@ -113,16 +109,16 @@ def test_register_promote_rollback(reg, detectors, embedder, tmp_path):
         ("rollback", "champion", "2"),
         ("rollback", "champion", "1"),
     ]
-    assert reg.history()[-3].data["forced"] is True
+    assert reg.history()[-3].data["forced"] is True and reg.history()[-3].data["reason"] == "test"
     with pytest.raises(UnknownVersionError, match="no version 9"):
-        reg.promote(9, force=True)
+        reg.promote(9, force=True, reason="test")
 
 
 def test_pyfunc_model_scores_real_images_like_the_library(reg, detectors, embedder, textile_paths, store):
     reg.register(detectors[0], embedder=embedder)
     reg.register(detectors[1], embedder=embedder)
     reg.promote(1)
-    reg.promote(2, force=True)
+    reg.promote(2, force=True, reason="test")
     images = [textile_paths["nominal"][400], textile_paths["global"][300], textile_paths["local"][300]]
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(store[0])

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from comparison_support import artifact_id, write_comparison  # tests/comparison_support.py
 
 import novelty
 from novelty.cli import main
+from novelty.flywheel.compare import load_comparison
 from novelty.flywheel.registry import (
     AliasError,
     ComparisonError,
@@ -52,21 +54,9 @@ def detectors(tmp_path_factory, embedder, textile_embeddings) -> list[Path]:
     return paths
 
 
-def artifact_id(path: Path) -> str:
-    return (path / "MANIFEST.sha256").read_text().split()[0]
-
-
-def comparison(path: Path, champion: Path | None, challenger: Path, *, passed: bool = True) -> Path:
-    """A comparison file in the format ``novelty compare`` writes (only the fields the registry reads)."""
-    doc = {
-        "format": "novelty-comparison",
-        "passed": passed,
-        "champion": {"artifact_id": artifact_id(champion) if champion else None},
-        "challenger": {"artifact_id": artifact_id(challenger)},
-        "reasons": [] if passed else ["accuracy gain below the minimum"],
-    }
-    path.write_text(json.dumps(doc))
-    return path
+def comparison(path: Path, champion: Path | None, challenger: Path, *, passed: bool = True, reg=None) -> Path:
+    """A real comparison file (the gate run on seeded p-values), recorded in ``reg`` when given."""
+    return write_comparison(path, champion, challenger, passed=passed, registry=reg)
 
 
 @pytest.fixture
@@ -156,6 +146,35 @@ def test_register_keeps_the_training_record_and_refuses_another_detectors(tmp_pa
         r.register(detectors[2], record=[1, 2], embedder=embedder)  # type: ignore[arg-type]
 
 
+def test_a_registered_version_never_changes(reg, detectors, embedder, tmp_path, capsys):
+    """Hardening: ``novelty retrain REG/champion … --out REG/versions/0001`` exited 0 and REG/champion then
+    loaded another artifact. Every write inside a registry is refused before any work, and a version whose
+    bytes were replaced by hand (cp -r) no longer loads through the registry."""
+    reg.promote(1)
+    v1 = reg.root / "versions" / "0001"
+    for out in (v1, v1 / "detector", reg.root / "versions" / "0009", reg.root):
+        code = main(["retrain", str(reg.root / "champion"), "--dataset", "nowhere", "--out", str(out)])
+        assert code == 2 and "inside the model registry" in capsys.readouterr().err
+    code = main(["fit", str(tmp_path), "--out", str(v1 / "detector")])
+    assert code == 2 and "inside the model registry" in capsys.readouterr().err
+    other = novelty.load(detectors[2], embedder=embedder)
+    with pytest.raises(novelty.errors.ArtifactError, match="inside the model registry"):
+        other.save(v1 / "detector")
+    assert novelty.load(reg.root / "champion", embedder=embedder).artifact_id_ == artifact_id(detectors[0])
+
+    shutil.rmtree(v1 / "detector")  # replaced by hand, bypassing every check of the package
+    shutil.copytree(detectors[2], v1 / "detector")
+    with pytest.raises(
+        novelty.errors.ArtifactIntegrityError, match="version 0001 was registered as detector"
+    ):
+        novelty.load(reg.root / "champion", embedder=embedder)
+    with pytest.raises(RegistryError, match="registered as detector"):
+        reg.promote(1)
+    assert novelty.load(detectors[2], embedder=embedder).artifact_id_ == artifact_id(
+        detectors[2]
+    )  # elsewhere: fine
+
+
 def test_register_refuses_a_broken_or_unloadable_detector(tmp_path, detectors, embedder):
     r = Registry.create(tmp_path / "reg")
     bad = shutil.copytree(detectors[0], tmp_path / "bad")
@@ -226,17 +245,17 @@ def test_promote_needs_a_passing_comparison_for_this_pair(reg, detectors, tmp_pa
     assert first.changed and first.version == "0001" and not first.forced
     with pytest.raises(PromotionRefusedError, match="needs a comparison"):
         reg.promote(2)
-    failing = comparison(tmp_path / "fail.json", detectors[0], detectors[1], passed=False)
-    with pytest.raises(PromotionRefusedError, match="did not pass"):
+    failing = comparison(tmp_path / "fail.json", detectors[0], detectors[1], passed=False, reg=reg)
+    with pytest.raises(PromotionRefusedError, match="did not pass the gate: FAIL gain"):
         reg.promote(2, comparison=failing)
-    wrong_challenger = comparison(tmp_path / "c3.json", detectors[0], detectors[2])
+    wrong_challenger = comparison(tmp_path / "c3.json", detectors[0], detectors[2], reg=reg)
     with pytest.raises(PromotionRefusedError, match="not for version 0002"):
         reg.promote(2, comparison=wrong_challenger)
-    wrong_champion = comparison(tmp_path / "c32.json", detectors[2], detectors[1])
+    wrong_champion = comparison(tmp_path / "c32.json", detectors[2], detectors[1], reg=reg)
     with pytest.raises(PromotionRefusedError, match="not against the current champion"):
         reg.promote(2, comparison=wrong_champion)
-    assert reg.alias("champion") == "0001" and [e.event for e in reg.history()][-1] == "promote"
-    ok = comparison(tmp_path / "ok.json", detectors[0], detectors[1])
+    assert reg.alias("champion") == "0001" and [e.event for e in reg.history()][-1] == "compared"
+    ok = comparison(tmp_path / "ok.json", detectors[0], detectors[1], reg=reg)
     change = reg.promote("0002", comparison=ok)
     assert change.changed and change.previous == "0001" and not change.forced
     assert reg.alias("champion") == "0002"
@@ -246,13 +265,89 @@ def test_promote_needs_a_passing_comparison_for_this_pair(reg, detectors, tmp_pa
     assert not reg.promote(2, comparison=ok).changed  # already the champion
 
 
-def test_forced_promotion_is_recorded(reg, detectors, tmp_path):
+def _forge(src: Path, dst: Path, edit) -> Path:
+    doc = json.loads(src.read_text())
+    edit(doc)
+    dst.write_text(json.dumps(doc))
+    return dst
+
+
+def test_forged_comparisons_never_promote(reg, detectors, tmp_path):
+    """Each forgery of the hardening probe (a flipped verdict, a hand-written file of three fields, a file whose
+    every check says FAIL) and an edit of the numbers themselves: refused, and nothing is recorded."""
     reg.promote(1)
-    failing = comparison(tmp_path / "fail.json", detectors[0], detectors[2], passed=False)
-    change = reg.promote(3, comparison=failing, force=True, note="hotfix")
+    failing = comparison(tmp_path / "fail.json", detectors[0], detectors[1], passed=False, reg=reg)
+    before = len(reg.history())
+
+    flipped = _forge(failing, tmp_path / "flipped.json", lambda d: d.update(passed=True))
+    with pytest.raises(PromotionRefusedError, match="'passed' is recorded as true but its checks give false"):
+        reg.promote(2, comparison=flipped)
+
+    def all_pass(d):
+        d["passed"] = True
+        for c in d["checks"]:
+            c["passed"] = True if c["passed"] is False else c["passed"]
+
+    relabelled = _forge(failing, tmp_path / "relabelled.json", all_pass)
+    with pytest.raises(PromotionRefusedError, match="'gain' is recorded as PASS but its numbers give FAIL"):
+        reg.promote(2, comparison=relabelled)
+
+    three = tmp_path / "three.json"
+    three.write_text(
+        json.dumps(
+            {
+                "passed": True,
+                "champion": {"artifact_id": artifact_id(detectors[0])},
+                "challenger": {"artifact_id": artifact_id(detectors[1])},
+            }
+        )
+    )
+    with pytest.raises(ComparisonError, match="not a novelty-comparison file"):
+        reg.promote(2, comparison=three)
+
+    every_fail = _forge(
+        comparison(tmp_path / "pass.json", detectors[0], detectors[1]),  # a passing one, not recorded
+        tmp_path / "every_fail.json",
+        lambda d: [c.update(passed=False) for c in d["checks"]],
+    )
+    with pytest.raises(PromotionRefusedError, match="does not hold up"):
+        reg.promote(2, comparison=every_fail)
+
+    def better_numbers(d):  # a consistent forgery: the numbers, the checks and the verdict all edited
+        for r in d["rows"]:
+            m = r["metrics"].get("auroc")
+            if m is not None:
+                m["challenger"], m["diff"], m["ci"] = m["champion"] + 0.2, 0.2, [0.1, 0.3]
+        for c in d["checks"]:
+            c["passed"] = c["passed"] if c["passed"] is None else True
+        d["passed"] = True
+
+    edited = _forge(failing, tmp_path / "edited.json", better_numbers)
+    assert not load_comparison(edited).problems()  # it holds together: only the registry's record catches it
+    with pytest.raises(PromotionRefusedError, match="was not recorded by this registry"):
+        reg.promote(2, comparison=edited)
+    with pytest.raises(ComparisonError, match="refusing to record"):
+        reg.record_comparison(flipped)
+
+    assert reg.alias("champion") == "0001" and len(reg.history()) == before
+    genuine = comparison(tmp_path / "genuine.json", detectors[0], detectors[1])
+    with pytest.raises(PromotionRefusedError, match="was not recorded by this registry"):
+        reg.promote(2, comparison=genuine)
+    reg.record_comparison(genuine)
+    assert reg.promote(2, comparison=genuine).changed
+
+
+def test_forced_promotion_needs_a_reason_and_is_recorded(reg, detectors, tmp_path):
+    reg.promote(1)
+    failing = comparison(tmp_path / "fail.json", detectors[0], detectors[2], passed=False, reg=reg)
+    with pytest.raises(PromotionRefusedError, match="needs a reason"):
+        reg.promote(3, comparison=failing, force=True, note="hotfix")
+    assert reg.alias("champion") == "0001"
+    change = reg.promote(3, comparison=failing, force=True, reason="the new camera went live", note="hotfix")
     assert change.forced and reg.alias("champion") == "0003"
     ev = reg.history()[-1]
     assert ev.data["forced"] is True and "did not pass" in ev.data["refusal"] and ev.data["note"] == "hotfix"
+    assert ev.data["reason"] == "the new camera went live"
 
 
 def test_bad_comparison_files(reg, tmp_path):
@@ -265,6 +360,7 @@ def test_bad_comparison_files(reg, tmp_path):
         "strpassed.json": json.dumps({"passed": "yes", "challenger": {"artifact_id": "a" * 64}}),
         "noid.json": json.dumps({"passed": True, "champion": {}, "challenger": {}}),
         "badid.json": json.dumps({"passed": True, "challenger": {"artifact_id": "xyz"}}),
+        "deep.json": "[" * 100_000 + "]" * 100_000,
     }
     for name, text in cases.items():
         if text is not None:
@@ -278,7 +374,7 @@ def test_rollback_walks_back_through_the_champions(reg):
     with pytest.raises(RollbackError, match="no champion"):
         reg.rollback()
     for v in (1, 2, 3):
-        reg.promote(v, force=True)
+        reg.promote(v, force=True, reason="test")
     assert reg.champions() == ["0001", "0002", "0003"]
     assert reg.rollback().version == "0002"
     assert reg.alias("champion") == "0002"
@@ -286,8 +382,8 @@ def test_rollback_walks_back_through_the_champions(reg):
     with pytest.raises(RollbackError, match="no earlier champion"):
         reg.rollback()
     assert reg.alias("champion") == "0001"
-    reg.promote(3, force=True)
-    reg.promote(2, force=True)
+    reg.promote(3, force=True, reason="test")
+    reg.promote(2, force=True, reason="test")
     assert reg.rollback().version == "0003" and reg.rollback().version == "0001"
     events = [(e.event, e.version) for e in reg.history() if e.alias == "champion"]
     assert events[-2:] == [("rollback", "0003"), ("rollback", "0001")]
@@ -302,7 +398,7 @@ def test_concurrent_promotes_keep_history_whole(reg):
         r = Registry.open(reg.root)  # each its own handle, as separate processes would have
         for k in range(15):
             try:
-                changes.append(r.promote((i + k) % 3 + 1, force=True))
+                changes.append(r.promote((i + k) % 3 + 1, force=True, reason="test"))
             except Exception as e:  # pragma: no cover - reported below
                 errors.append(e)
 
@@ -325,7 +421,7 @@ def test_concurrent_promotes_keep_history_whole(reg):
 
 def test_interrupted_alias_swap_leaves_a_consistent_champion(reg, monkeypatch):
     reg.promote(1)
-    reg.promote(2, force=True)
+    reg.promote(2, force=True, reason="test")
 
     class Crash(BaseException):
         pass
@@ -339,7 +435,7 @@ def test_interrupted_alias_swap_leaves_a_consistent_champion(reg, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash_on_link)
     with pytest.raises(Crash):
-        reg.promote(3, force=True)
+        reg.promote(3, force=True, reason="test")
     monkeypatch.setattr(os, "replace", real_replace)
     assert reg.alias("champion") == "0002" and reg.champions() == ["0001", "0002"]
     assert not [p for p in reg.root.iterdir() if p.name.startswith(".novelty-tmp")]
@@ -354,7 +450,7 @@ def test_interrupted_alias_swap_leaves_a_consistent_champion(reg, monkeypatch):
 
     monkeypatch.setattr(Registry, "_append", crash_on_promote)
     with pytest.raises(Crash):
-        reg.promote(3, force=True)
+        reg.promote(3, force=True, reason="test")
     monkeypatch.setattr(Registry, "_append", real_append)
     assert reg.alias("champion") == "0003"  # the link switched; the history does not know yet
     reg.set_alias("challenger", 1)  # any change reconciles first
@@ -369,13 +465,13 @@ def test_torn_history_line_is_cut_before_the_next_event(reg):
     with open(reg.root / "history.jsonl", "ab") as fh:
         fh.write(b'{"event": "promote", "ali')  # a crash mid-write
     assert [e.event for e in reg.history()][-1] == "promote"
-    reg.promote(2, force=True)
+    reg.promote(2, force=True, reason="test")
     with open(reg.root / "history.jsonl", "ab") as fh:
         fh.write(
             b'{"event": "rollback", "alias": "champion", "version": "0001"}'
         )  # whole, but no newline yet
     assert reg.history()[-1].version == "0002"  # not an event until its line is complete
-    reg.promote(3, force=True)
+    reg.promote(3, force=True, reason="test")
     events = [json.loads(line) for line in (reg.root / "history.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events][-3:] == ["promote", "promote", "promote"]
     assert [e["version"] for e in events][-3:] == ["0001", "0002", "0003"]
@@ -403,6 +499,11 @@ def test_cli_register_promote_rollback(tmp_path, detectors, capsys):
     assert main(["promote", str(root), "challenger"]) == 1
     assert "needs a comparison" in capsys.readouterr().err
     comp = comparison(tmp_path / "c.json", detectors[0], detectors[1])
+    assert main(["promote", str(root), "challenger", "--comparison", str(comp)]) == 1
+    assert "was not recorded by this registry" in capsys.readouterr().err
+    Registry.open(root).record_comparison(comp)
+    assert main(["promote", str(root), "challenger", "--force"]) == 2
+    assert "--force needs --reason" in capsys.readouterr().err
     assert main(["promote", str(root), "challenger", "--comparison", str(comp)]) == 0
     assert "champion: version 0002 (was 0001)" in capsys.readouterr().out
     assert main(["registry", str(root)]) == 0
@@ -421,13 +522,14 @@ def test_cli_register_promote_rollback(tmp_path, detectors, capsys):
         "register",
         "alias",
         "promote",
+        "compared",
         "promote",
         "rollback",
     ]
 
 
 def test_cli_errors(tmp_path, detectors, capsys):
-    assert main(["promote", str(tmp_path / "nowhere"), "1", "--force"]) == 1
+    assert main(["promote", str(tmp_path / "nowhere"), "1", "--force", "--reason", "test"]) == 1
     assert "no registry at" in capsys.readouterr().err
     assert main(["registry", str(detectors[0])]) == 1
     assert "not a novelty registry" in capsys.readouterr().err
@@ -439,7 +541,7 @@ def test_cli_errors(tmp_path, detectors, capsys):
     assert main(["promote", str(tmp_path), "1", "--force", "--comparison", "c.json"]) == 2  # exclusive
     capsys.readouterr()
     Registry.create(tmp_path / "reg")
-    assert main(["promote", str(tmp_path / "reg"), "5", "--force"]) == 1
+    assert main(["promote", str(tmp_path / "reg"), "5", "--force", "--reason", "test"]) == 1
     assert "no version 5; registered: none yet" in capsys.readouterr().err
 
 
@@ -467,7 +569,7 @@ def append(self, event, **data):
         os._exit(9)
     return real_append(self, event, **data)
 os.replace, Registry._append = replace, append
-Registry.open(root).promote(sys.argv[3], force=True)
+Registry.open(root).promote(sys.argv[3], force=True, reason="test")
 """
 
 
@@ -479,13 +581,15 @@ def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_killed_promote_leaves_a_consistent_champion(reg, embedder):
     reg.promote(1)
-    reg.promote(2, force=True)
+    reg.promote(2, force=True, reason="test")
     res = _run(["-c", _CRASH_SCRIPT, str(reg.root), "before-rename", "3"])
     assert res.returncode == 9, res.stderr
     assert [p.name for p in reg.root.iterdir() if p.name.startswith(".novelty-tmp")]  # left by the kill
     assert reg.alias("champion") == "0002" and reg.champions() == ["0001", "0002"]
     assert novelty.load(reg.root / "champion", embedder=embedder).artifact_id_ == reg.get(2).artifact_id
-    assert reg.promote(3, force=True).previous == "0002"  # the next change cleans up and goes ahead
+    assert (
+        reg.promote(3, force=True, reason="test").previous == "0002"
+    )  # the next change cleans up and goes ahead
     assert not [p for p in reg.root.iterdir() if p.name.startswith(".novelty-tmp")]
     res = _run(["-c", _CRASH_SCRIPT, str(reg.root), "before-history", "1"])
     assert res.returncode == 9, res.stderr
@@ -500,7 +604,7 @@ from novelty.flywheel.registry import Registry
 r = Registry.open(sys.argv[1])
 n = 0
 for k in range(int(sys.argv[3])):
-    n += r.promote((int(sys.argv[2]) + k) % 3 + 1, force=True).changed
+    n += r.promote((int(sys.argv[2]) + k) % 3 + 1, force=True, reason="test").changed
 print(n)
 """
 
@@ -589,7 +693,7 @@ def test_service_on_the_champion_follows_promote_and_rollback(reg, detectors, tm
             w.start()
         try:
             assert served_version() == v1
-            reg.promote(2, comparison=comparison(tmp_path / "c.json", detectors[0], detectors[1]))
+            reg.promote(2, comparison=comparison(tmp_path / "c.json", detectors[0], detectors[1], reg=reg))
             wait_for(v2)
             answered(v2)
             reg.rollback()

@@ -18,11 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from novelty.artifact import registry_root
 from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES
+from novelty.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError, int_arg, real_arg
 from novelty.errors import NoveltyError
 from novelty.index import INDEX_KINDS
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "UsageError", "main"]
 
 EPILOG = """exit codes: 0 success · 1 failure · 2 usage error · 3 finished with some unreadable inputs
 scores: higher = more novel; p_value < alpha flags an image as novel"""
@@ -31,27 +33,10 @@ _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def _int_arg(lowest: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < lowest:
-            raise argparse.ArgumentTypeError(f"must be ≥ {lowest}, got {value}")
-        return value
-
-    parse.__name__ = "integer"  # argparse names the type in its messages
-    return parse
+    return int_arg(lowest)
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
-    return value
+_fraction = real_arg(0.0, 1.0, low_open=True, high_open=True)
 
 
 def _byte_size(text: str) -> int:
@@ -99,7 +84,13 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"novelty {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: progress details and the traceback of an unexpected error; -vv: debug logging too",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -301,10 +292,6 @@ def _flywheel_modules() -> list[Any]:
 def _flywheel_commands() -> dict[str, str]:
     """``{command: module name}`` of the flywheel verbs."""
     return {cmd: mod.__name__ for mod in _flywheel_modules() for cmd in mod.COMMANDS}
-
-
-class UsageError(NoveltyError):
-    """Arguments that cannot work, found before any work starts (exit code 2)."""
 
 
 def _read_table(path: str, column: str, what: str) -> dict[str, str]:
@@ -516,8 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
         return int(e.code or 0)
+    verbosity = int(args.verbose or 0)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
     )
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -533,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
             except ResultsError as e:  # an unknown suffix, a directory
                 raise UsageError(str(e)) from None
         if args.command == "fit":
+            reg = registry_root(args.out)
+            if reg is not None:
+                raise UsageError(
+                    f"--out {args.out} lies inside the model registry {reg}: registered versions never change; "
+                    f"fit elsewhere, then `novelty register {reg} DIR`"
+                )
             return _cmd_fit(args)
         if args.command == "score":
             return _cmd_score(args)
@@ -563,10 +558,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # a bug: say so in one line; the traceback only with --verbose
-        logging.getLogger("novelty").debug("unexpected error", exc_info=True)
+    except Exception as e:  # a bug: say so in one line; the traceback with -v
+        if verbosity:
+            logging.getLogger("novelty").error("unexpected error in novelty %s", args.command, exc_info=True)
         print(
-            f"novelty {args.command}: unexpected error: {type(e).__name__}: {e} (run with -v for details)",
+            f"novelty {args.command}: unexpected error: {type(e).__name__}: {e}"
+            + ("" if verbosity else " (run with -v for the traceback)"),
             file=sys.stderr,
         )
         return EXIT_FAILURE

@@ -12,14 +12,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMANDS", "add_parsers", "run"]
+from novelty.cli.common import UsageError
+
+__all__ = ["COMMANDS", "add_parsers", "backend_options", "open_backend", "run"]
 
 COMMANDS: tuple[str, ...] = ("register", "promote", "rollback", "registry")
 
 _REGISTRY_HELP = "the registry directory (created by register when missing); left out with --mlflow"
 
 
-def _backend_options(p: argparse.ArgumentParser) -> None:
+def backend_options(p: argparse.ArgumentParser) -> None:
+    """``--mlflow URI`` and ``--model NAME``: an MLflow model registry instead of a directory."""
     g = p.add_argument_group("MLflow backend")
     g.add_argument(
         "--mlflow",
@@ -56,15 +59,16 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         action="store_true",
         help="verify the checksums only, without a full load (which needs the backbone's weights here)",
     )
-    _backend_options(r)
+    backend_options(r)
 
     p = sub.add_parser(
         "promote",
         help="make a registered version the champion (needs a passing comparison, or --force)",
         description="Point the champion alias at VERSION in one atomic step (a service started on "
-        "REGISTRY/champion reloads). Refused unless --comparison names a `novelty compare` file in which this "
-        "version passed against the current champion; --force promotes anyway and is recorded as forced. The "
-        "first champion needs no comparison.",
+        "REGISTRY/champion reloads). Refused unless --comparison names a `novelty compare` file, recorded in this "
+        "registry, in which this version passed against the current champion; its gate is judged again from its "
+        "numbers, so an edited file is refused. --force --reason 'why' promotes anyway and is recorded as forced, "
+        "with the reason. The first champion needs no comparison.",
         epilog=epilog,
         formatter_class=fmt,
     )
@@ -72,9 +76,12 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     p.add_argument("version", metavar="VERSION", help="a version number (3 or 0003) or an alias (challenger)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--comparison", metavar="JSON", help="the comparison file written by novelty compare")
-    how.add_argument("--force", action="store_true", help="promote without a passing comparison (recorded)")
+    how.add_argument(
+        "--force", action="store_true", help="promote without a passing comparison (needs --reason; recorded)"
+    )
+    p.add_argument("--reason", default="", help="why a forced promotion is right (required with --force)")
     p.add_argument("--note", default="", help="a note stored in the history")
-    _backend_options(p)
+    backend_options(p)
 
     b = sub.add_parser(
         "rollback",
@@ -86,7 +93,7 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     )
     b.add_argument("registry", nargs="?", metavar="REGISTRY", help=_REGISTRY_HELP)
     b.add_argument("--note", default="", help="a note stored in the history")
-    _backend_options(b)
+    backend_options(b)
 
     s = sub.add_parser(
         "registry",
@@ -102,12 +109,11 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     s.add_argument(
         "--history", action="store_true", help="list the history of events instead of the versions"
     )
-    _backend_options(s)
+    backend_options(s)
 
 
-def _open(args: argparse.Namespace, *, create: bool = False) -> Any:
-    from novelty.cli import UsageError
-
+def open_backend(args: argparse.Namespace, *, create: bool = False) -> Any:
+    """The registry named by ``REGISTRY`` or ``--mlflow URI --model NAME`` (see :func:`backend_options`)."""
     if args.mlflow:
         if args.registry is not None:
             raise UsageError(f"give either REGISTRY ({args.registry}) or --mlflow URI, not both")
@@ -146,7 +152,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
-    reg = _open(args, create=True)
+    reg = open_backend(args, create=True)
     from novelty.flywheel.registry import RegistryNotFoundError
 
     try:
@@ -164,8 +170,14 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    reg = _open(args)
-    change = reg.promote(args.version, comparison=args.comparison, force=args.force, note=args.note)
+    if args.force and not args.reason.strip():
+        raise UsageError("--force needs --reason 'why': a forced promotion is recorded with its reason")
+    if args.reason and not args.force:
+        raise UsageError("--reason goes with --force")
+    reg = open_backend(args)
+    change = reg.promote(
+        args.version, comparison=args.comparison, force=args.force, reason=args.reason, note=args.note
+    )
     if not change.changed:
         print(f"version {change.version} is already the champion; nothing changed")
     else:
@@ -175,19 +187,24 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    reg = _open(args)
+    reg = open_backend(args)
     change = reg.rollback(note=args.note)
     print(f"champion: version {change.version} (rolled back from {change.previous})")
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    reg = _open(args)
+    reg = open_backend(args)
     if args.history:
         rows = []
         for ev in reg.history():
             d = ev.data
             what = ev.event + (" [forced]" if d.get("forced") else "")
+            if ev.event == "compared":
+                what += " (passed)" if d.get("passed") else " (not passed)"
+            note = str(d.get("note") or "")
+            if d.get("reason"):
+                note = f"reason: {d['reason']}" + (f"; {note}" if note else "")
             rows.append(
                 [
                     ev.time,
@@ -196,7 +213,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                     str(d.get("version") or ""),
                     str(d.get("previous") or ""),
                     str(d.get("user") or ""),
-                    str(d.get("note") or ""),
+                    note,
                 ]
             )
         print(_table(rows, ["time", "event", "alias", "version", "previous", "user", "note"]))

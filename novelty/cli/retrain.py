@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from novelty.cli.common import UsageError, int_arg, real_arg
+from novelty.cli.registry import backend_options, open_backend
+
 __all__ = ["COMMANDS", "EXIT_GATE_FAILED", "add_parsers", "run"]
 
 COMMANDS: tuple[str, ...] = ("retrain", "compare")
@@ -51,17 +54,7 @@ def _window(text: str) -> float:
 
 
 def _number(low: float, high: float) -> Any:
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"must lie in [{low:g}, {high:g}], got {text}")
-        return v
-
-    parse.__name__ = "number"
-    return parse
+    return real_arg(low, high)
 
 
 def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
@@ -93,7 +86,10 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         help="only the entries added after the champion's dataset version (needs its record.json)",
     )
     r.add_argument(
-        "--seed", type=int, default=None, help="every seed of the new detector (default: the champion's)"
+        "--seed",
+        type=int_arg(0),
+        default=None,
+        help="every seed of the new detector (default: the champion's)",
     )
     r.add_argument(
         "--allow-new-classes",
@@ -147,9 +143,9 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         help="false alarms allowed above max(alpha, champion's); default the binomial 95 %% margin",
     )
     c.add_argument(
-        "--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000, at least 100)"
+        "--n-boot", type=int_arg(100), default=1000, help="bootstrap replicates (default 1000, at least 100)"
     )
-    c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    c.add_argument("--seed", type=int_arg(0), default=0, help="bootstrap seed (default 0, at least 0)")
     c.add_argument(
         "--allow-config-change",
         action="store_true",
@@ -157,6 +153,35 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     )
     c.add_argument("--out", metavar="JSON", help="write the comparison (JSON; read by novelty promote)")
     c.add_argument("--report", metavar="HTML", help="write the HTML comparison report")
+    c.add_argument(
+        "--registry",
+        metavar="REGISTRY",
+        default=None,
+        help="record the comparison written by --out in this registry, so that promote accepts it (default: the "
+        "registry the champion or the challenger lies in, if any)",
+    )
+    backend_options(c)
+
+
+def _comparison_registry(args: argparse.Namespace) -> Any:
+    """The registry to record the comparison in: --registry / --mlflow, else the one the detectors lie in."""
+    from novelty.artifact import registry_root
+
+    if args.registry is None and not args.mlflow:
+        if args.model:
+            raise UsageError("--model goes with --mlflow URI")
+        roots = {r for r in (registry_root(args.champion), registry_root(args.challenger)) if r is not None}
+        if len(roots) > 1:
+            raise UsageError(
+                f"the champion and the challenger lie in two registries ({', '.join(map(str, sorted(roots)))}); "
+                "name the one to record the comparison in with --registry"
+            )
+        if not roots or not args.out:
+            return None
+        args.registry = str(roots.pop())
+    elif not args.out:
+        raise UsageError("--registry / --mlflow record the comparison file: give --out JSON too")
+    return open_backend(args)
 
 
 def _say(msg: str) -> None:
@@ -172,16 +197,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from novelty.cli import UsageError
+    from novelty.artifact import registry_root
     from novelty.flywheel.retrain import save_retrained
 
     out = Path(args.out)
+    reg = registry_root(out)
+    if reg is not None:
+        raise UsageError(
+            f"--out {out} lies inside the model registry {reg}: registered versions never change; write the new "
+            f"detector elsewhere, then `novelty register {reg} {out}`"
+        )
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory (it will hold detector/ and record.json)")
     if (out / "manifest.json").exists():
         raise UsageError(f"--out {out} is a detector directory; give a new directory")
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed must be ≥ 0, got {args.seed}")
     from novelty.flywheel.retrain import retrain
 
     det, rec = retrain(
@@ -206,17 +235,15 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from novelty.cli import UsageError
     from novelty.flywheel.compare import GateRule, compare, parse_dataset_arg
 
     for flag, path in (("--out", args.out), ("--report", args.report)):
         if path and Path(path).is_dir():
             raise UsageError(f"{flag} {path} is a directory; give the file to write")
-    if args.n_boot < 100:
-        raise UsageError(f"--n-boot must be at least 100, got {args.n_boot}")
     nominal = tuple(x.strip() for x in args.nominal.split(",") if x.strip())
     if not nominal:
         raise UsageError("--nominal needs at least one condition, e.g. clean")
+    reg = _comparison_registry(args)  # opened before the long part: a wrong registry fails at once
     test, test_version = parse_dataset_arg(args.test)
     new, new_version = parse_dataset_arg(args.new) if args.new else (None, None)
     rule = GateRule(min_gain=args.min_gain, margin=args.margin, fa_tolerance=args.fa_tolerance)
@@ -241,7 +268,19 @@ def _compare(args: argparse.Namespace) -> int:
         print(line)
     print(f"verdict: {'PROMOTE the challenger' if c.passed else 'KEEP the champion'}")
     if args.out:
-        print(f"comparison written to {c.save(args.out)}")
+        written = c.save(args.out)
+        print(f"comparison written to {written}")
+        if reg is not None:
+            reg.record_comparison(written)
+            print(
+                f"comparison recorded in the registry {getattr(reg, 'root', None) or reg!r}: novelty promote accepts it"
+            )
+        else:
+            print(
+                "note: the comparison is not recorded in a registry (the detectors are not registry versions): "
+                "novelty promote accepts only recorded comparisons; pass --registry REGISTRY",
+                file=sys.stderr,
+            )
     if args.report:
         print(f"report written to {c.write_report(args.report)}")
     return 0 if c.passed else EXIT_GATE_FAILED

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from novelty.errors import InvalidInputError, NoveltyError
-from novelty.fileio import atomic_write_text
+from novelty.fileio import atomic_write_text, read_regular_file, sha256_bytes
 from novelty.flywheel.compare_report import METRICS
-from novelty.flywheel.gate import Check, GateRule, judge
+from novelty.flywheel.gate import JUDGED, Check, GateRule, judge
 from novelty.flywheel.paired import (
     ECE_BINS,
     bootstrap_weights,
@@ -71,6 +72,7 @@ __all__ = [
     "Check",
     "Comparison",
     "ComparisonError",
+    "ComparisonFile",
     "GateRule",
     "MetricDiff",
     "ModelOutputs",
@@ -80,6 +82,7 @@ __all__ = [
     "compare_embeddings",
     "compare_outputs",
     "expected_calibration_error",
+    "load_comparison",
     "mcnemar_exact",
     "parse_dataset_arg",
     "render_report",
@@ -87,6 +90,7 @@ __all__ = [
 
 FORMAT = "novelty-comparison"
 FORMAT_VERSION = 1
+_MAX_FILE = 64 << 20  # a larger comparison file is not one of ours
 UNSPECIFIED = "unspecified"
 
 
@@ -112,6 +116,14 @@ class MetricDiff:
             "diff": _num(self.diff),
             "ci": [_num(self.ci_low), _num(self.ci_high)],
         }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> MetricDiff:
+        if not isinstance(doc, dict) or not isinstance(doc.get("ci"), list) or len(doc["ci"]) != 2:
+            raise ValueError("a metric needs champion, challenger, diff and a two-number ci")
+        return cls(
+            *(_real(v) for v in (doc.get("champion"), doc.get("challenger"), doc.get("diff"), *doc["ci"]))
+        )
 
     @property
     def ci_contains_zero(self) -> bool:
@@ -140,6 +152,39 @@ class Row:
             "metrics": {k: v.to_json() for k, v in self.metrics.items()},
             "mcnemar": self.mcnemar,
         }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Row:
+        if not isinstance(doc, dict):
+            raise ValueError(f"a row must be an object, got {type(doc).__name__}")
+        name, kind, metrics, mc = doc.get("name"), doc.get("kind"), doc.get("metrics"), doc.get("mcnemar")
+        if (
+            not isinstance(name, str)
+            or kind not in ("all", "slice", "condition")
+            or not isinstance(metrics, dict)
+        ):
+            raise ValueError("a row needs a name, a kind (all, slice or condition) and its metrics")
+        if mc is not None and not (
+            isinstance(mc, dict)
+            and all(isinstance(mc.get(k), int) and not isinstance(mc.get(k), bool) for k in ("b", "c"))
+        ):
+            raise ValueError(f"row {name!r}: mcnemar must hold the integers b and c, and p_value")
+        if mc is not None:
+            mc = {"b": mc["b"], "c": mc["c"], "p_value": _real(mc.get("p_value"))}
+        n, n_units, nominal = doc.get("n"), doc.get("n_units"), doc.get("nominal")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (n, n_units)):
+            raise ValueError(f"row {name!r}: n and n_units must be integers ≥ 0")
+        if not isinstance(nominal, bool):
+            raise ValueError(f"row {name!r}: nominal must be true or false")
+        return cls(
+            name=name,
+            kind=kind,
+            n=int(n),  # type: ignore[arg-type]  # checked above
+            n_units=int(n_units),  # type: ignore[arg-type]
+            nominal=nominal,
+            metrics={str(k): MetricDiff.from_json(v) for k, v in metrics.items()},
+            mcnemar=mc,
+        )
 
 
 @dataclass(frozen=True)
@@ -228,6 +273,74 @@ class Comparison:
             "checks": [c.to_json() for c in self.checks],
         }
 
+    @classmethod
+    def from_json(cls, doc: Any) -> Comparison:
+        """A comparison as :meth:`to_json` wrote it; :class:`ComparisonError` names what is missing or wrong."""
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ComparisonError(
+                f'not a {FORMAT} file (no "format": "{FORMAT}"); write one with novelty compare'
+            )
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise ComparisonError(
+                f"comparison format version {doc.get('format_version')!r} is not read by this release "
+                f"(reads {FORMAT_VERSION})"
+            )
+        try:
+            for key in ("champion", "challenger", "settings"):
+                if not isinstance(doc.get(key), dict):
+                    raise ValueError(f"'{key}' must be an object")
+            for key in ("rows", "checks"):
+                if not isinstance(doc.get(key), list) or not doc[key]:
+                    raise ValueError(f"'{key}' must be a non-empty list")
+            for key in ("test", "new_slice"):
+                if doc.get(key) is not None and not isinstance(doc[key], dict):
+                    raise ValueError(f"'{key}' must be an object or null")
+            rows = [Row.from_json(r) for r in doc["rows"]]
+            if rows[0].kind != "all":
+                raise ValueError("the first row must be the row 'all'")
+            return cls(
+                rows=rows,
+                checks=[Check.from_json(c) for c in doc["checks"]],
+                champion=dict(doc["champion"]),
+                challenger=dict(doc["challenger"]),
+                settings=dict(doc["settings"]),
+                test=doc.get("test"),
+                new_slice=doc.get("new_slice"),
+                embeddings=dict(doc.get("embeddings") or {}),
+                created=str(doc.get("created") or ""),
+            )
+        except (ValueError, TypeError, KeyError) as e:
+            raise ComparisonError(f"not a comparison written by novelty compare: {e}") from None
+
+    def rejudge(self) -> list[str]:
+        """Judge the recorded numbers again with the recorded rule and alphas. Returns what disagrees with the
+        recorded checks (empty when every gate check, as recorded, is what its numbers give)."""
+        try:
+            rule = GateRule.from_json(self.settings.get("gate"))
+            alphas = [
+                check_real(
+                    side.get("alpha"), f"{who}.alpha", low=0.0, high=1.0, low_open=True, high_open=True
+                )
+                for who, side in (("champion", self.champion), ("challenger", self.challenger))
+            ]
+        except (ValueError, TypeError, NoveltyError) as e:
+            return [f"the recorded gate settings cannot be judged ({e})"]
+        n_nominal = sum(r.n for r in self.rows if r.kind == "condition" and r.nominal)
+        judged = judge(self.rows, rule, self.has_head, alphas[0], alphas[1], n_nominal)
+        recorded = {c.name: c.passed for c in self.checks if c.name in JUDGED}
+        problems = []
+        for c in judged:
+            if c.name not in recorded:
+                problems.append(f"the check {c.name!r} is missing")
+            elif recorded[c.name] is not c.passed:
+                tag = {True: "PASS", False: "FAIL", None: "INFO"}
+                problems.append(
+                    f"{c.name!r} is recorded as {tag[recorded[c.name]]} but its numbers give {tag[c.passed]}"
+                )
+        extra = sorted(set(recorded) - {c.name for c in judged})
+        problems += [f"the check {name!r} does not follow from the numbers" for name in extra]
+        return problems
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the comparison as JSON, atomically."""
         text = json.dumps(self.to_json(), indent=1, ensure_ascii=False, allow_nan=False)
@@ -257,6 +370,89 @@ class Comparison:
 
 def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
+
+
+def _real(x: Any) -> float:
+    """A recorded number back (``null`` is NaN); anything else raises ``ValueError``."""
+    if x is None:
+        return math.nan
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(f"expected a number or null, got {type(x).__name__}")
+    return float(x)
+
+
+@dataclass(frozen=True)
+class ComparisonFile:
+    """A comparison read back from its file: the comparison, the file and the sha256 of its bytes."""
+
+    comparison: Comparison
+    path: Path
+    sha256: str
+    recorded_passed: bool  # the file's "passed"
+
+    @property
+    def passed(self) -> bool:
+        """The verdict the recorded checks give (not the file's ``passed`` field: see :meth:`problems`)."""
+        return self.comparison.passed
+
+    def problems(self) -> list[str]:
+        """Why this file cannot be taken at its word: its gate checks disagree with its numbers
+        (:meth:`Comparison.rejudge`), or its ``passed`` with its checks. Empty when it holds together."""
+        out = self.comparison.rejudge()
+        if self.recorded_passed != self.comparison.passed:
+            out.append(
+                f"'passed' is recorded as {str(self.recorded_passed).lower()} but its checks give "
+                f"{str(self.comparison.passed).lower()}"
+            )
+        return out
+
+    @property
+    def champion_id(self) -> str | None:
+        return _artifact_id(self.comparison.champion, "champion", self.path, required=False)
+
+    @property
+    def challenger_id(self) -> str:
+        aid = _artifact_id(self.comparison.challenger, "challenger", self.path, required=True)
+        assert aid is not None  # required=True raises instead
+        return aid
+
+
+def _artifact_id(side: dict[str, Any], who: str, path: Path, *, required: bool) -> str | None:
+    aid = side.get("artifact_id")
+    if aid is None and not required:
+        return None
+    if not (isinstance(aid, str) and re.fullmatch(r"[0-9a-f]{64}", aid)):
+        raise ComparisonError(f"comparison file {path}: '{who}.artifact_id' is not a sha256 hex string")
+    return aid
+
+
+def load_comparison(path: str | os.PathLike[str]) -> ComparisonFile:
+    """Read a comparison file written by :meth:`Comparison.save` (the one reader of that format)."""
+    p = Path(path)
+    try:
+        raw = read_regular_file(p, max_bytes=_MAX_FILE)
+    except FileNotFoundError:
+        raise ComparisonError(
+            f"comparison file {p} does not exist (write one with novelty compare)"
+        ) from None
+    except (OSError, OverflowError) as e:
+        raise ComparisonError(f"comparison file {p} cannot be read ({e})") from e
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ComparisonError(f"comparison file {p} is not valid JSON ({e})") from e
+    try:
+        comp = Comparison.from_json(doc)
+    except ComparisonError as e:
+        raise ComparisonError(f"comparison file {p}: {e}") from None
+    recorded = doc.get("passed")
+    if not isinstance(recorded, bool):
+        raise ComparisonError(f"comparison file {p}: 'passed' must be true or false, got {recorded!r}")
+    out = ComparisonFile(
+        comparison=comp, path=p.resolve(), sha256=sha256_bytes(raw), recorded_passed=recorded
+    )
+    _ = out.challenger_id, out.champion_id  # both ids are checked when the file is read
+    return out
 
 
 # --- the comparison on outputs ----------------------------------------------------------------------
@@ -345,7 +541,8 @@ def compare_outputs(
     def diff(v1: np.ndarray, v2: np.ndarray) -> MetricDiff:
         d = v2[1:] - v1[1:]
         lo, hi = np.percentile(d, q)
-        return MetricDiff(float(v1[0]), float(v2[0]), float(v2[0] - v1[0]), float(lo), float(hi))
+        # rounded as the JSON records them, so that the gate judges exactly what the file holds
+        return MetricDiff(*(_real(_num(x)) for x in (v1[0], v2[0], v2[0] - v1[0], lo, hi)))
 
     def make_row(name: str, kind: str, mask: np.ndarray) -> Row:
         metrics: dict[str, MetricDiff] = {}

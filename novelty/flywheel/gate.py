@@ -31,7 +31,10 @@ from novelty.flywheel.compare_report import fmt
 if TYPE_CHECKING:
     from novelty.flywheel.compare import Row
 
-__all__ = ["Check", "GateRule", "judge"]
+__all__ = ["JUDGED", "Check", "GateRule", "judge"]
+
+#: the checks :func:`judge` computes from a comparison's numbers (the others are recorded facts)
+JUDGED = ("gain", "significant", "no condition worse", "false alarms")
 
 _Z_ONE_SIDED_95 = 1.6448536269514722
 
@@ -47,6 +50,16 @@ class Check:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "passed": self.passed, "message": self.message, "values": self.values}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Check:
+        """A check as :meth:`to_json` wrote it (:class:`ValueError` naming the bad field otherwise)."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"a check must be an object, got {type(doc).__name__}")
+        name, passed, message, values = (doc.get(k) for k in ("name", "passed", "message", "values"))
+        if not isinstance(name, str) or not (passed is None or isinstance(passed, bool)):
+            raise ValueError(f"a check needs a name and passed true, false or null; got {name!r}, {passed!r}")
+        return cls(name, passed, str(message or ""), dict(values) if isinstance(values, dict) else {})
 
     def line(self) -> str:
         tag = {True: "PASS", False: "FAIL", None: "INFO"}[self.passed]
@@ -78,6 +91,15 @@ class GateRule:
             "fa_tolerance": self.fa_tolerance,
             "mcnemar_level": self.mcnemar_level,
         }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> GateRule:
+        """The rule as :meth:`to_json` wrote it; a missing or wrongly typed field raises ``ValueError``."""
+        if not isinstance(doc, dict) or set(doc) != {"min_gain", "margin", "fa_tolerance", "mcnemar_level"}:
+            raise ValueError(
+                "the gate rule must hold exactly min_gain, margin, fa_tolerance and mcnemar_level"
+            )
+        return cls(**doc)  # __post_init__ checks every value
 
 
 def judge(

@@ -40,6 +40,7 @@ from mlflow.pyfunc import PythonModel
 
 from novelty.artifact import read_artifact
 from novelty.errors import ArtifactError
+from novelty.flywheel.compare import ComparisonError, load_comparison
 from novelty.flywheel.registry import (
     CHAMPION,
     AliasError,
@@ -54,9 +55,11 @@ from novelty.flywheel.registry import (
     _check_alias_name,
     _now,
     _user,
+    check_force,
     check_loads,
+    compared_event,
     prepare,
-    read_comparison,
+    promote_event,
     refusal,
 )
 
@@ -443,41 +446,48 @@ class MlflowRegistry:
         return str(mv.version)
 
     @_store_errors
+    def record_comparison(self, path: str | os.PathLike[str]) -> Event:
+        """Record a comparison file (its sha256, the two artifact ids, the verdict) as the event ``compared``,
+        as the local registry does; :meth:`promote` accepts only comparisons recorded so."""
+        comp = load_comparison(path)
+        problems = comp.problems()
+        if problems:
+            raise ComparisonError(f"refusing to record {comp.path}: " + "; ".join(problems))
+        self._ensure_model()
+        return self._append("compared", **compared_event(comp), user=_user())
+
+    def recorded_comparisons(self) -> set[str]:
+        """The sha256 of every comparison file recorded by :meth:`record_comparison`."""
+        return {str(ev.data.get("sha256")) for ev in self.history() if ev.event == "compared"}
+
+    @_store_errors
     def promote(
         self,
         version: str | int,
         *,
         comparison: str | os.PathLike[str] | None = None,
         force: bool = False,
+        reason: str = "",
         note: str = "",
     ) -> Change:
-        """Move the ``champion`` alias to ``version``; refused without a passing comparison of this version
-        against the current champion unless ``force`` (as in the local registry)."""
-        comp = read_comparison(comparison) if comparison is not None else None
+        """Move the ``champion`` alias to ``version``; refused as in the local registry (a recorded comparison
+        that holds up and passed for this version against the current champion) unless ``force`` with a
+        ``reason``."""
+        check_force(force, reason)
+        comp = load_comparison(comparison) if comparison is not None else None
         v = self.resolve(version)
         info = self.get(v)
         current = self.alias(CHAMPION)
         if current == v:
             return Change(CHAMPION, v, current, changed=False)
         champion_id = self.get(current).artifact_id if current is not None else None
-        reason = refusal(comp, info.artifact_id, champion_id, v, current)
-        if reason is not None and not force:
-            raise PromotionRefusedError(reason)
-        forced = reason is not None
+        why = refusal(comp, info.artifact_id, champion_id, v, current, self.recorded_comparisons())
+        if why is not None and not force:
+            raise PromotionRefusedError(why)
         self.client.set_registered_model_alias(self.model_name, CHAMPION, v)
-        data: dict[str, Any] = {
-            "alias": CHAMPION,
-            "version": v,
-            "artifact_id": info.artifact_id,
-            "previous": current,
-            "forced": forced,
-        }
-        if forced:
-            data["refusal"] = reason
-        if comp is not None:
-            data["comparison"] = {"path": str(comp.path), "sha256": comp.sha256, "passed": comp.passed}
+        data = promote_event(v, info.artifact_id, current, comp, why, force, reason)
         self._append("promote", **data, note=note, user=_user())
-        return Change(CHAMPION, v, current, changed=True, forced=forced)
+        return Change(CHAMPION, v, current, changed=True, forced=bool(data["forced"]))
 
     @_store_errors
     def rollback(self, *, note: str = "") -> Change:

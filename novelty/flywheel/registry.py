@@ -9,7 +9,8 @@ Layout (see the flywheel design)::
       versions/<NNNN>/info.json     {"version", "artifact_id", "registered", "note", …}
       champion -> versions/<NNNN>/detector      a relative symlink, swapped atomically
       challenger -> versions/<NNNN>/detector
-      history.jsonl                 one JSON object per event: register, alias, promote, rollback, recovered
+      history.jsonl                 one JSON object per event: register, alias, compared, promote, rollback,
+                                    recovered
       .lock                         fcntl lock taken around every change
 
 ``novelty serve REGISTRY/champion`` serves the champion: the service polls ``MANIFEST.sha256`` through the
@@ -27,7 +28,14 @@ Guarantees:
 - Every change holds an exclusive ``fcntl`` lock on ``REGISTRY/.lock`` (processes and threads alike), so
   concurrent promotes are serialised and the history is never interleaved.
 - ``promote`` refuses unless a comparison (written by ``novelty compare``) says that *this* challenger passed
-  against *the current* champion, or ``force=True`` (recorded as forced). The first champion needs none.
+  against *the current* champion, and the comparison holds up: its gate checks are judged again from its numbers
+  with its recorded rule (a flipped ``passed``, a check changed to PASS, a hand-written file of three fields are
+  refused), and the sha256 of its bytes was recorded in this registry by :meth:`Registry.record_comparison`
+  (``novelty compare`` does that when it compares versions of the registry, or with ``--registry``; the flywheel
+  does it every turn), so numbers edited after the comparison are refused too. ``force=True`` promotes anyway,
+  only with a ``reason``, and the history records it as forced with the reason and what was refused. The first
+  champion needs none. (Whoever can write the registry's files can also forge its history: the registry guards
+  against mistakes and edited files, not against its own administrators.)
 - ``rollback`` walks back through the champions in the history, one step per call.
 """
 
@@ -44,7 +52,7 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +60,7 @@ from typing import Any
 from novelty.artifact import MANIFEST, MANIFEST_HASH, Artifact, read_artifact
 from novelty.errors import ArtifactError, NoveltyError
 from novelty.fileio import TMP_PREFIX, atomic_write_text, fsync_dir, read_regular_file, sha256_bytes
+from novelty.flywheel.compare import ComparisonError, ComparisonFile, load_comparison
 
 __all__ = [
     "CHALLENGER",
@@ -70,8 +79,8 @@ __all__ = [
     "VersionInfo",
     "check_loads",
     "check_record",
+    "compared_event",
     "prepare",
-    "read_comparison",
     "refusal",
     "verify_detector",
 ]
@@ -115,10 +124,6 @@ class UnknownVersionError(RegistryError, KeyError):
 
 class AliasError(RegistryError):
     """An alias name is invalid, or an alias points nowhere (a dangling or foreign symlink)."""
-
-
-class ComparisonError(RegistryError):
-    """A comparison file cannot be read or is not one written by ``novelty compare``."""
 
 
 class PromotionRefusedError(RegistryError):
@@ -181,17 +186,6 @@ class Change:
     forced: bool = False
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """The fields of a comparison file that a promotion reads."""
-
-    path: Path
-    sha256: str
-    passed: bool
-    champion_id: str | None
-    challenger_id: str
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -216,50 +210,6 @@ def _read_json(path: Path, what: str, error: type[RegistryError]) -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise error(f"{path}: {what} is not valid JSON ({e})") from e
-
-
-def read_comparison(path: str | os.PathLike[str]) -> Comparison:
-    """Read the fields a promotion needs from a comparison file written by ``novelty compare``:
-    ``passed`` (a boolean) and the artifact ids of ``champion`` and ``challenger``."""
-    p = Path(path)
-    try:
-        raw = read_regular_file(p, max_bytes=_MAX_JSON)
-    except FileNotFoundError:
-        raise ComparisonError(
-            f"comparison file {p} does not exist (write one with novelty compare)"
-        ) from None
-    except (OSError, OverflowError) as e:
-        raise ComparisonError(f"comparison file {p} cannot be read ({e})") from e
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ComparisonError(f"comparison file {p} is not valid JSON ({e})") from e
-    if not isinstance(doc, dict):
-        raise ComparisonError(f"comparison file {p} is not a JSON object written by novelty compare")
-    passed = doc.get("passed")
-    if not isinstance(passed, bool):
-        raise ComparisonError(
-            f"comparison file {p}: 'passed' must be true or false, got {passed!r}; is it a novelty compare file?"
-        )
-    ids: dict[str, str | None] = {}
-    for side in ("champion", "challenger"):
-        part = doc.get(side)
-        aid = part.get("artifact_id") if isinstance(part, dict) else None
-        if aid is not None and not (isinstance(aid, str) and re.fullmatch(r"[0-9a-f]{64}", aid)):
-            raise ComparisonError(f"comparison file {p}: '{side}.artifact_id' is not a sha256 hex string")
-        ids[side] = aid
-    challenger = ids["challenger"]
-    if challenger is None:
-        raise ComparisonError(
-            f"comparison file {p} names no challenger.artifact_id; is it a novelty compare file?"
-        )
-    return Comparison(
-        path=p.resolve(),
-        sha256=sha256_bytes(raw),
-        passed=passed,
-        champion_id=ids["champion"],
-        challenger_id=challenger,
-    )
 
 
 def _check_alias_name(name: str) -> str:
@@ -787,23 +737,42 @@ class Registry:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-    # --- promote / rollback -----------------------------------------------------------------------------
+    # --- comparisons, promote / rollback ---------------------------------------------------------------
+    def record_comparison(self, path: str | os.PathLike[str]) -> Event:
+        """Record a comparison file written by ``novelty compare`` (the sha256 of its bytes, the two artifact
+        ids, the verdict) as the event ``compared``: :meth:`promote` accepts only comparisons recorded so.
+        Refused when the file does not hold together (its checks disagree with its numbers)."""
+        comp = load_comparison(path)
+        problems = comp.problems()
+        if problems:
+            raise ComparisonError(f"refusing to record {comp.path}: " + "; ".join(problems))
+        with self._locked():
+            return self._append("compared", **compared_event(comp), user=_user())
+
+    def recorded_comparisons(self) -> set[str]:
+        """The sha256 of every comparison file recorded by :meth:`record_comparison`."""
+        return {str(ev.data.get("sha256")) for ev in self.history() if ev.event == "compared"}
+
     def promote(
         self,
         version: str | int,
         *,
         comparison: str | os.PathLike[str] | None = None,
         force: bool = False,
+        reason: str = "",
         note: str = "",
     ) -> Change:
         """Make ``version`` the champion.
 
-        Refused unless ``comparison`` (a file written by ``novelty compare``) says ``passed`` for this version's
-        detector as the challenger against the current champion's detector, or ``force=True`` (recorded as
-        forced, with the comparison when one was given). The first champion needs no comparison. The previous
-        champion stays in the history, so :meth:`rollback` returns to it.
+        Refused unless ``comparison`` (a file written by ``novelty compare`` and recorded in this registry by
+        :meth:`record_comparison`) holds up when judged again and passed for this version's detector as the
+        challenger against the current champion's detector. ``force=True`` promotes anyway and needs a
+        ``reason``; the history records it as forced, with the reason and the refusal it overrode. The first
+        champion needs no comparison. The previous champion stays in the history, so :meth:`rollback` returns
+        to it.
         """
-        comp = read_comparison(comparison) if comparison is not None else None
+        check_force(force, reason)
+        comp = load_comparison(comparison) if comparison is not None else None
         with self._locked():
             self._check_entry(CHAMPION)
             v = self.resolve(version)
@@ -813,25 +782,13 @@ class Registry:
                 log.info("%s: version %s is already the champion", self.root, v)
                 return Change(CHAMPION, v, current, changed=False)
             champion_id = self.get(current).artifact_id if current is not None else None
-            reason = refusal(comp, art.artifact_id, champion_id, v, current)
-            if reason is not None and not force:
-                raise PromotionRefusedError(reason)
-            forced = reason is not None
-            if forced:
-                log.warning("%s: forcing the promotion of %s: %s", self.root, v, reason)
+            why = refusal(comp, art.artifact_id, champion_id, v, current, self.recorded_comparisons())
+            if why is not None and not force:
+                raise PromotionRefusedError(why)
             self._swap_link(CHAMPION, v)
-            data: dict[str, Any] = {
-                "alias": CHAMPION,
-                "version": v,
-                "artifact_id": art.artifact_id,
-                "previous": current,
-                "forced": forced,
-            }
-            if forced:
-                data["refusal"] = reason
-            if comp is not None:
-                data["comparison"] = {"path": str(comp.path), "sha256": comp.sha256, "passed": comp.passed}
+            data = promote_event(v, art.artifact_id, current, comp, why, force, reason)
             self._append("promote", **data, note=note, user=_user())
+            forced = bool(data["forced"])
             log.info("%s: champion → %s (was %s)%s", self.root, v, current, " [forced]" if forced else "")
             return Change(CHAMPION, v, current, changed=True, forced=forced)
 
@@ -937,16 +894,67 @@ def check_record(record: Mapping[str, Any] | str | os.PathLike[str] | None, arti
     return rec
 
 
+def compared_event(comp: ComparisonFile) -> dict[str, Any]:
+    """The data of a ``compared`` event (both registry backends record the same)."""
+    return {
+        "sha256": comp.sha256,
+        "path": str(comp.path),
+        "champion_artifact_id": comp.champion_id,
+        "challenger_artifact_id": comp.challenger_id,
+        "passed": comp.passed,
+    }
+
+
+def check_force(force: bool, reason: str) -> None:
+    """A forced promotion needs a reason (it is recorded in the history)."""
+    if force and not (isinstance(reason, str) and reason.strip()):
+        raise PromotionRefusedError(
+            "a forced promotion needs a reason, recorded in the history: --force --reason 'why'"
+        )
+
+
+def promote_event(
+    version: str,
+    artifact_id: str,
+    previous: str | None,
+    comp: ComparisonFile | None,
+    refused: str | None,
+    force: bool,
+    reason: str,
+) -> dict[str, Any]:
+    """The data of a ``promote`` event (both registry backends record the same)."""
+    forced = refused is not None and force
+    data: dict[str, Any] = {
+        "alias": CHAMPION,
+        "version": version,
+        "artifact_id": artifact_id,
+        "previous": previous,
+        "forced": forced,
+    }
+    if forced:
+        data["refusal"] = refused
+        data["reason"] = reason.strip()
+    if comp is not None:
+        data["comparison"] = {"path": str(comp.path), "sha256": comp.sha256, "passed": comp.passed}
+    return data
+
+
 def refusal(
-    comp: Comparison | None, challenger_id: str, champion_id: str | None, version: str, current: str | None
+    comp: ComparisonFile | None,
+    challenger_id: str,
+    champion_id: str | None,
+    version: str,
+    current: str | None,
+    recorded: Collection[str] = (),
 ) -> str | None:
-    """Why a promotion is refused (``None``: it may go ahead)."""
+    """Why a promotion is refused (``None``: it may go ahead). ``recorded``: the sha256 of the comparison files
+    recorded in the registry."""
     if comp is None:
         if champion_id is None:
             return None  # the first champion: nothing to compare with
         return (
             f"promoting version {version} needs a comparison against the champion (version {current}): run "
-            "`novelty compare` and pass its file with --comparison, or --force to promote without one"
+            "`novelty compare` and pass its file with --comparison, or --force --reason 'why' to promote without one"
         )
     if comp.challenger_id != challenger_id:
         return (
@@ -959,8 +967,18 @@ def refusal(
             f"the comparison {comp.path} compares against {got}, not against the current champion (version "
             f"{current}, {champion_id[:12]}…); compare with the current champion again"
         )
+    problems = comp.problems()
+    if problems:
+        return f"the comparison {comp.path} does not hold up when judged again: " + "; ".join(problems)
+    if comp.sha256 not in recorded:
+        return (
+            f"the comparison {comp.path} (sha256 {comp.sha256[:12]}…) was not recorded by this registry: it was "
+            "edited after `novelty compare` wrote it, or written without the registry. Compare the registry's "
+            "versions (or pass --registry to novelty compare) and promote with the file it writes"
+        )
     if not comp.passed:
-        return f"the comparison {comp.path} did not pass: the challenger is not better than the champion"
+        failed = [c.line() for c in comp.comparison.checks if c.passed is False]
+        return f"the comparison {comp.path} did not pass the gate: " + "; ".join(failed)
     return None
 
 

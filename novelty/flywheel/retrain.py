@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from novelty.artifact import registry_root
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.flywheel.dataset import Dataset, Entry, embed_entries, now_iso
 from novelty.flywheel.record import (
@@ -268,6 +269,12 @@ def save_retrained(
 ) -> TrainingRecord:
     """Save ``detector`` as ``out/detector/`` and its record (with the artifact id) as ``out/record.json``."""
     root = Path(out)
+    reg = registry_root(root)
+    if reg is not None:
+        raise InvalidInputError(
+            f"{root} lies inside the model registry {reg}: registered versions never change; save elsewhere and "
+            "register the result as a new version"
+        )
     if root.exists() and not root.is_dir():
         raise InvalidInputError(f"{root} is a file; give a directory for the detector and its record")
     if (root / "manifest.json").exists():

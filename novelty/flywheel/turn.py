@@ -81,6 +81,8 @@ import tomllib
 
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_text
+from novelty.flywheel.gate import GateRule
+from novelty.params import check_int, check_real
 
 log = logging.getLogger("novelty.flywheel")
 
@@ -247,18 +249,37 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
     fmt = lab.get("format", "label-studio")
     if fmt not in ("label-studio", "cvat", "csv"):
         raise FlywheelConfigError(f"{where}: [label] format must be label-studio, cvat or csv, got {fmt!r}")
-    budget = sel.get("budget", 50)
-    if budget < 1:
-        raise FlywheelConfigError(f"{where}: [select] budget must be ≥ 1, got {budget}")
-    audit = float(lab.get("audit", 0.1))
-    if not 0.0 <= audit <= 1.0:
-        raise FlywheelConfigError(f"{where}: [label] audit must lie in [0, 1], got {audit}")
-    holdout = float(lab.get("holdout", 0.2))
-    if not 0.0 <= holdout < 1.0:
-        raise FlywheelConfigError(f"{where}: [label] holdout must lie in [0, 1), got {holdout}")
+
+    # every value checked here, with the library's own checks, before any stage runs
+    def check(section: str, key: str, fn: Callable[..., Any], value: Any, **kw: Any) -> Any:
+        try:
+            return fn(value, f"[{section}] {key}", **kw)
+        except InvalidInputError as e:
+            raise FlywheelConfigError(f"{where}: {e}") from None
+
+    budget = check("select", "budget", check_int, sel.get("budget", 50), minimum=1)
+    seed = check("select", "seed", check_int, sel.get("seed", 0), minimum=0)
+    if seed > 2**31:
+        raise FlywheelConfigError(f"{where}: [select] seed must be ≤ 2^31, got {seed}")
+    audit = check("label", "audit", check_real, lab.get("audit", 0.1), low=0.0, high=1.0)
+    holdout = check(
+        "label", "holdout", check_real, lab.get("holdout", 0.2), low=0.0, high=1.0, high_open=True
+    )
+    auto_min_p = (
+        None
+        if "auto_min_p" not in lab
+        else check("label", "auto_min_p", check_real, lab["auto_min_p"], low=0.0, high=1.0)
+    )
+    auto_min_prob = check(
+        "label", "auto_min_prob", check_real, lab.get("auto_min_prob", 0.9), low=0.0, high=1.0
+    )
     for key in ("label", "compute_hour"):
-        if float(cost.get(key, 0.0)) < 0:
-            raise FlywheelConfigError(f"{where}: [cost] {key} must be ≥ 0")
+        check("cost", key, check_real, cost.get(key, 0.0), low=0.0)
+    n_boot = check("gate", "n_boot", check_int, gate.get("n_boot", 1000), minimum=100)
+    try:
+        rule = GateRule(min_gain=gate.get("min_gain", 0.01), margin=gate.get("margin", 0.02))
+    except InvalidInputError as e:
+        raise FlywheelConfigError(f"{where}: [gate] {e}") from None
     window = ret.get("window") or None
     if window is not None:
         from novelty.flywheel.retrain import parse_window
@@ -285,22 +306,22 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
             else (str(resolve(sel["flags"])) if "flags" in sel else None)
         ),
         strategy=strategy,
-        budget=int(budget),
-        seed=int(sel.get("seed", 0)),
+        budget=budget,
+        seed=seed,
         label_format=fmt,
         labels=lab.get("labels", "turns/{turn}/labels.json"),
         labeller=lab.get("labeller"),
         auto_accept=bool(lab.get("auto_accept", True)),
-        auto_min_p=None if "auto_min_p" not in lab else float(lab["auto_min_p"]),
-        auto_min_prob=float(lab.get("auto_min_prob", 0.9)),
+        auto_min_p=auto_min_p,
+        auto_min_prob=auto_min_prob,
         audit=audit if bool(lab.get("auto_accept", True)) else 0.0,
         holdout=holdout,
         window=window,
         new_only=bool(ret.get("new_only", False)),
-        min_gain=float(gate.get("min_gain", 0.01)),
-        margin=float(gate.get("margin", 0.02)),
+        min_gain=rule.min_gain,
+        margin=rule.margin,
         nominal=tuple(nominal),
-        n_boot=int(gate.get("n_boot", 1000)),
+        n_boot=n_boot,
         currency=cost.get("currency", "USD"),
         price_label=float(cost.get("label", 0.0)),
         price_compute_hour=float(cost.get("compute_hour", 0.0)),
@@ -603,16 +624,22 @@ def _retrain(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[s
 
     out = turn.dir / "challenger"
     with _Timer(turn, "retrain"):
-        if out.exists():
-            shutil.rmtree(out)  # a retrain that was stopped halfway: start it again
-        det, record = retrain(
-            _champion(registry, turn),
-            config.dataset,
-            version=turn.dataset_version,
-            window_days=None if config.window is None else parse_window(config.window),
-            new_only=config.new_only,
-        )
-        record = save_retrained(det, record, out)
+        record = _finished_retrain(out)
+        if record is None:
+            if out.exists():
+                shutil.rmtree(out)  # a retrain that was stopped halfway: start it again
+            det, record = retrain(
+                _champion(registry, turn),
+                config.dataset,
+                version=turn.dataset_version,
+                window_days=None if config.window is None else parse_window(config.window),
+                new_only=config.new_only,
+            )
+            record = save_retrained(det, record, out)
+        else:
+            say(f"turn {turn.number}: the challenger was already trained ({out}); not training it again")
+        # registering the same artifact again gives the version it already has: a re-run after a crash
+        # between register and the turn's save registers nothing new
         version = registry.register(
             out / "detector", out / "record.json", f"turn {turn.number}", alias="challenger"
         )
@@ -620,6 +647,23 @@ def _retrain(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[s
     turn.stage = "retrained"
     n = record.dataset.n if record.dataset is not None else "?"
     say(f"turn {turn.number}: retrained on {n} images → registered as version {version}")
+
+
+def _finished_retrain(out: Path) -> Any:
+    """The training record of a challenger saved completely in ``out`` (detector verified, record naming its
+    artifact id), or ``None``."""
+    from novelty.artifact import read_artifact
+    from novelty.errors import ArtifactError
+    from novelty.flywheel.record import TrainingRecord
+
+    if not (out / "record.json").is_file():
+        return None
+    try:
+        art = read_artifact(out / "detector")
+        record = TrainingRecord.load(out / "record.json")
+    except (ArtifactError, NoveltyError, OSError, ValueError):
+        return None
+    return record if record.artifact_id == art.artifact_id else None
 
 
 def _compare(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
@@ -637,7 +681,7 @@ def _compare(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[s
             seed=config.seed,
             rule=GateRule(min_gain=config.min_gain, margin=config.margin),
         )
-        c.save(turn.dir / "comparison.json")
+        registry.record_comparison(c.save(turn.dir / "comparison.json"))  # promote accepts only recorded ones
         c.write_report(turn.dir / "comparison.html")
     turn.passed = bool(c.passed)
     turn.reasons = [str(r) for r in c.reasons]

@@ -1,0 +1,69 @@
+"""What every ``novelty`` subcommand shares: exit codes, :class:`UsageError`, and argument types.
+
+The argument types are thin argparse adapters over :mod:`novelty.params`, so a command line and the library
+refuse the same values with the same words; argparse turns the refusal into ``novelty CMD: error: argument
+--seed: must be an integer ≥ 0, got -1`` and exit code 2, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from novelty.errors import InvalidInputError, NoveltyError
+from novelty.params import check_int, check_real
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_USAGE",
+    "UsageError",
+    "int_arg",
+    "real_arg",
+]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+class UsageError(NoveltyError):
+    """Arguments that cannot work, found before any work starts (exit code 2)."""
+
+
+def int_arg(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[minimum, maximum]`` (either bound may be open-ended)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        try:
+            check_int(value, "the value", minimum=minimum)
+        except InvalidInputError:
+            raise argparse.ArgumentTypeError(f"must be an integer ≥ {minimum}, got {value}") from None
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be an integer ≤ {maximum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+def real_arg(
+    low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number within the bounds (``nan`` and ``inf`` refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        try:
+            return check_real(value, "the value", low=low, high=high, low_open=low_open, high_open=high_open)
+        except InvalidInputError as e:
+            raise argparse.ArgumentTypeError(str(e).replace("the value ", "", 1)) from None
+
+    parse.__name__ = "number"
+    return parse
