@@ -175,7 +175,28 @@ def test_a_turn_waits_for_labels_then_retrains_compares_and_decides(
     assert turn_history(cfg)[-1].stage == "imported"
     monkeypatch.setattr(retrain_module, "retrain", real)
 
+    # a kill right after register, before the turn's state is saved: the re-run must not train and register a
+    # second challenger (hardening: 0002 was orphaned and 0003 compared)
+    real_register = Registry.register
+
+    def register_then_die(self, *a, **k):
+        real_register(self, *a, **k)
+        raise OSError("killed after register")
+
+    monkeypatch.setattr(Registry, "register", register_then_die)
+    with pytest.raises(OSError, match="killed after register"):
+        run_turn(cfg)
+    assert turn_history(cfg)[-1].stage == "imported"
+    assert [v.version for v in Registry.open(tmp_path / "registry").list_versions()] == ["0001", "0002"]
+    monkeypatch.setattr(Registry, "register", real_register)
+    monkeypatch.setattr(  # the saved challenger is reused: training again would fail the test
+        retrain_module, "retrain", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained twice"))
+    )
+
     turn = run_turn(cfg)
+    monkeypatch.setattr(retrain_module, "retrain", real)
+    assert [v.version for v in Registry.open(tmp_path / "registry").list_versions()] == ["0001", "0002"]
+    assert turn.challenger == "0002"
     assert turn.stage in ("promoted", "rejected")
     assert turn.labels_bought == turn.exported
     assert turn.trained_on + turn.held_out == turn.exported + turn.auto_accepted
