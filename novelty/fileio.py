@@ -9,6 +9,9 @@ One place, one policy:
 - :func:`sha256_file` / :func:`sha256_bytes` hash files and bytes.
 - :func:`read_regular_file` reads a file's bytes once, refusing anything that is not a regular file
   (a FIFO, a device, a directory) without ever blocking on it.
+- :func:`csv_text_cell` / :func:`csv_text_value`: every text cell of every CSV the package writes goes through
+  the first (a spreadsheet must not run a file name such as ``=cmd|' /C calc'!A0.jpg`` as a formula), and every
+  CSV it reads back through the second.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterator
@@ -28,6 +32,8 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "csv_text_cell",
+    "csv_text_value",
     "fsync_dir",
     "read_regular_file",
     "sha256_bytes",
@@ -175,3 +181,27 @@ def read_regular_file(path: str | os.PathLike[str], *, max_bytes: int | None = N
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+# --- CSV cells ------------------------------------------------------------------------------------------
+#: a text cell that a spreadsheet would read as a formula: it begins with = + - @ tab or CR (OWASP's list),
+#: possibly after single quotes (so that a cell neutralised once is told apart from text that began with ')
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_NEUTRALISED = re.compile(r"'+[=+\-@\t\r]")
+
+
+def csv_text_cell(text: str) -> str:
+    """A text cell as the package writes it into a CSV file: text that a spreadsheet would run as a formula
+    (it begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, possibly after single quotes) gets one
+    leading ``'``, OWASP's rule against CSV injection; anything else is written as it is.
+
+    The rule is for text only (file names, archive members, ids, class names, labellers, messages): numbers the
+    package writes (``-0.5``, ``-1e999``) are not text and are never quoted, so they stay numbers.
+    :func:`csv_text_value` undoes it exactly."""
+    return "'" + text if _FORMULA.match(text) else text
+
+
+def csv_text_value(cell: str) -> str:
+    """The text of a cell written by :func:`csv_text_cell` (one leading ``'`` removed before a formula
+    character; any other cell unchanged): ``csv_text_value(csv_text_cell(s)) == s`` for every string."""
+    return cell[1:] if _NEUTRALISED.match(cell) else cell

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -34,7 +35,12 @@ T = TypeVar("T", bound=_HasParams)
 
 
 def _kind(value: object) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, str) else f"the string {value!r}"
+    if isinstance(value, str):
+        return f"the string {reprlib.repr(value)}"
+    try:
+        return f"{type(value).__name__} {reprlib.repr(value)}"  # bounded: a value nested 10⁵ deep has no repr
+    except ValueError:  # an int past 4300 digits
+        return type(value).__name__
 
 
 def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
@@ -59,7 +65,10 @@ def check_real(
     """``value`` as a finite Python ``float`` within the given bounds (strings and ``bool`` refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidInputError(f"{name} must be a number, got {_kind(value)}")
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:  # an int past float's range
+        out = -math.inf if value < 0 else math.inf
     bad = (
         not math.isfinite(out)
         or (low is not None and (out < low or (low_open and out == low)))

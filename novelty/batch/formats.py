@@ -5,7 +5,9 @@
   ``novelty.run_meta``). Parquet strings are UTF-8, so lone surrogates (file names that are not valid UTF-8)
   are written as ``\\xNN`` escapes.
 - ``.csv``: RFC 4180 (UTF-8, CRLF, quoted where needed); booleans ``true``/``false``; NaN and missing values
-  are empty cells. Lone surrogates round trip exactly (``surrogateescape``).
+  are empty cells. Lone surrogates round trip exactly (``surrogateescape``). A text cell that a spreadsheet would
+  run as a formula (it begins with = + - @ tab or CR) is written with a leading ``'``
+  (:func:`~novelty.fileio.csv_text_cell`) and read back without it; number cells are never changed.
 - ``.jsonl``: strict JSON, one object per row: NaN is ``null``, ±inf is ``±1e999``.
 
 Reading types every cell by a :class:`~novelty.batch.schema.ResultSchema`: the one stored in a Parquet file,
@@ -23,8 +25,9 @@ from typing import IO, Any
 
 from novelty.batch.errors import ResultsDependencyError
 from novelty.batch.schema import ResultSchema, fill
+from novelty.fileio import csv_text_cell, csv_text_value
 
-__all__ = ["SUPPORTED_FORMATS", "read_table", "utf8_safe", "write_table"]
+__all__ = ["SUPPORTED_FORMATS", "csv_header", "csv_record_value", "read_table", "utf8_safe", "write_table"]
 
 SUPPORTED_FORMATS = (".parquet", ".csv", ".jsonl")
 SCHEMA_KEY = b"novelty.schema"
@@ -83,14 +86,14 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
     if isinstance(value, str):
-        return _csv_safe(value)
+        return _csv_safe(csv_text_cell(value))
     return str(value)
 
 
 def _write_csv(path: Path, schema: ResultSchema, rows: Sequence[Mapping[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
         w = csv.writer(f, lineterminator="\r\n")  # CRLF: a lone \r inside a value is quoted too
-        w.writerow([_csv_safe(c) for c in schema.names])
+        w.writerow([_csv_safe(csv_text_cell(c)) for c in schema.names])
         for row in rows:
             w.writerow([_csv_cell(row[c]) for c in schema.names])
 
@@ -141,15 +144,23 @@ def write_table(
 
 
 # --- reading ---------------------------------------------------------------------------------------------
-def _csv_value(cell: str, kind: str | None, col: str) -> Any:
+def csv_header(header: Sequence[str]) -> list[str]:
+    """The column names of a results CSV's header row, as written (see :func:`~novelty.fileio.csv_text_cell`)."""
+    return [csv_text_value(c) for c in header]
+
+
+def csv_record_value(cell: str, kind: str | None, col: str) -> Any:
+    """One cell of a results CSV typed by its column's ``kind`` (text cells: see
+    :func:`~novelty.fileio.csv_text_value`)."""
     if kind in ("str", None):
-        return cell
-    if kind == "float":
-        return math.nan if cell == "" else float(cell)
+        return csv_text_value(cell)
     if cell == "":
-        return None
-    if kind == "int":
-        return int(cell)
+        return math.nan if kind == "float" else None
+    if kind in ("float", "int"):
+        try:
+            return float(cell) if kind == "float" else int(cell)
+        except ValueError:
+            raise ValueError(f"column {col!r}: {cell[:64]!r} is not a number") from None
     low = cell.lower()
     if low not in ("true", "false"):
         raise ValueError(f"column {col!r}: {cell!r} is not true or false")
@@ -168,15 +179,16 @@ def _header_schema(header: Sequence[str], schema: ResultSchema | None) -> Result
 
 def _read_csv(f: IO[str], schema: ResultSchema | None) -> list[dict[str, Any]]:
     reader = csv.reader(f)
-    header = next(reader, None)
-    if header is None:
+    first = next(reader, None)
+    if first is None:
         return []
+    header = csv_header(first)
     s = _header_schema(header, schema)
     rows = []
     for i, line in enumerate(reader):
         if len(line) != len(header):
             raise ValueError(f"record {i + 1} has {len(line)} fields, the header {len(header)}")
-        rows.append({c.name: _csv_value(line[j], c.kind, c.name) for j, c in enumerate(s)})
+        rows.append({c.name: csv_record_value(line[j], c.kind, c.name) for j, c in enumerate(s)})
     return rows
 
 

@@ -56,8 +56,9 @@ from novelty.batch.errors import (
 )
 from novelty.batch.formats import (
     SUPPORTED_FORMATS,
-    _csv_value,
     _json_cell,
+    csv_header,
+    csv_record_value,
     read_table,
     require_pyarrow,
     write_table,
@@ -469,7 +470,7 @@ def result_columns(path: str | os.PathLike[str]) -> list[str]:
             return list(pq.ParquetFile(str(path)).schema_arrow.names)
         with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
             if fmt == "csv":
-                return list(next(csv.reader(f), []))
+                return csv_header(next(csv.reader(f), []))
             names: dict[str, None] = {}
             for i, line in enumerate(f):  # JSON lines: the union of the keys of the first lines
                 if line.strip():
@@ -511,7 +512,7 @@ def iter_result_columns(
             out: dict[str, list[Any]] = {c: [] for c in columns}
             if fmt == "csv":
                 reader = csv.reader(f)
-                header = next(reader, [])
+                header = csv_header(next(reader, []))
                 pos = [header.index(c) for c in columns]
                 lines: Iterator[Any] = reader
             else:
@@ -520,7 +521,7 @@ def iter_result_columns(
                 for j, c in enumerate(columns):
                     kind = schema.kind(c)
                     if fmt == "csv":
-                        out[c].append(_csv_value(rec[pos[j]], kind, c))
+                        out[c].append(csv_record_value(rec[pos[j]], kind, c))
                     else:
                         out[c].append(_json_cell(rec.get(c), kind, c))
                 if len(out[columns[0]]) >= batch_rows:

@@ -12,7 +12,9 @@ file's modification time — in that order.
 - **mtime**: the file's modification time when it was listed; for an archive member, the archive's (the
   listing does not keep each member's own date).
 
-An image none of them dates gets ``(nan, "")``.
+An image none of them dates gets ``(nan, "")``. An EXIF or file time outside the range of
+:func:`novelty.clock.check_epoch_seconds` (1900 to 2199, which also bounds the CSV's times) dates nothing: the
+next source is tried.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from novelty.batch.items import InputItem
+from novelty.clock import check_epoch_seconds, parse_time
 from novelty.errors import InvalidInputError
 
 __all__ = ["image_timestamp", "parse_timestamp", "timestamp_table"]
@@ -36,25 +39,32 @@ _EXIF_DATE = re.compile(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 
 
 def parse_timestamp(text: str) -> float:
-    """Seconds since the epoch from ISO 8601 text (no zone = UTC) or a number of seconds."""
-    s = str(text).strip()
+    """Seconds since the epoch from ISO 8601 text (no zone = UTC) or a number of seconds (text or a number);
+    :class:`~novelty.errors.InvalidInputError` for anything else or a time outside 1900–2199 UTC."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        try:
+            text = repr(float(text))
+        except OverflowError:  # an int past float's range: surely out of range
+            raise InvalidInputError("timestamp: a number too large to be seconds since the epoch") from None
+    if not isinstance(text, str):
+        raise InvalidInputError(
+            f"a timestamp must be ISO-8601 text or seconds since the epoch, got {type(text).__name__}"
+        )
+    s = text.strip()
     if not s:
         raise InvalidInputError("an empty timestamp")
     try:
         value = float(s)
-        if math.isfinite(value):
-            return value
     except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        value = None
+    if value is not None:
+        return check_epoch_seconds(value, "timestamp")
+    if not s[:1].isdigit():
         raise InvalidInputError(
-            f"{s!r} is not a timestamp: use ISO 8601 (2026-11-27T08:15:00Z) or seconds since the epoch"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+            f"{s[:64]!r} is not a timestamp: use ISO 8601 (2026-11-27T08:15:00Z) or seconds since the epoch"
+        )
+    dt = parse_time(s, "timestamp")
+    return math.nan if dt is None else dt.timestamp()
 
 
 def timestamp_table(rows: Mapping[str, str], source: str) -> dict[str, float]:
@@ -108,10 +118,19 @@ def image_timestamp(item: InputItem, table: Mapping[str, float] | None = None) -
             t = _exif_time(item.read_bytes())
         except Exception:  # unreadable now: the row says so elsewhere; fall back to the file's time
             t = None
-        if t is not None:
+        if t is not None and _in_range(t):  # a camera's year 9999 is no time: the file's time instead
             return t, "exif"
-    if item.member is None and item.mtime_ns is not None:
+    if item.member is None and item.mtime_ns is not None and _in_range(item.mtime_ns / 1e9):
         return item.mtime_ns / 1e9, "mtime"
-    if item.member is not None and item.archive_stamp is not None:
+    if item.member is not None and item.archive_stamp is not None and _in_range(item.archive_stamp[0] / 1e9):
         return item.archive_stamp[0] / 1e9, "mtime"
     return math.nan, ""
+
+
+def _in_range(t: float) -> bool:
+    """Whether ``t`` is a time the package accepts (:func:`~novelty.clock.check_epoch_seconds`)."""
+    try:
+        check_epoch_seconds(t, "timestamp")
+    except InvalidInputError:
+        return False
+    return True

@@ -5,7 +5,7 @@ novelty export SELECTION --format label-studio|cvat|csv --out DIR [--dataset DS]
 novelty import-labels DATASET FILE --selection SELECTION [--format auto|label-studio|csv|cvat]
                [--labeller NAME] [--condition NAME]
 novelty dataset create DATASET --classes a,b
-novelty dataset add-csv DATASET labels.csv [--source train] [--labeller NAME]
+novelty dataset add-csv DATASET labels.csv [--source train] [--labeller NAME] [--allow-outside-root]
 novelty dataset add-classes DATASET --classes c
 novelty dataset show DATASET [--json]
 """
@@ -128,13 +128,19 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         "add-csv",
         help="add labelled images from a CSV (path,label[,group,condition]); each file is hashed",
         description="Add an initial training set: a UTF-8 CSV with columns path and label, optional group, condition, "
-        "id, labeller. Relative paths are taken from the CSV's folder.",
+        "id, labeller, time. Relative paths are taken from the CSV's folder; a path outside it is refused unless "
+        "--allow-outside-root. Every file is decoded: one that is not an image is refused, and then nothing is added.",
     )
     a.add_argument("dataset", metavar="DATASET")
     a.add_argument("csv", metavar="CSV")
     a.add_argument("--source", default="train", help="where the images came from (default: %(default)s)")
     a.add_argument("--labeller", default=None, metavar="NAME", help="for rows without a labeller column")
     a.add_argument("--note", default="")
+    a.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept paths outside the CSV's folder (refused by default: ../../etc/passwd is no training image)",
+    )
     k = dsub.add_parser("add-classes", help="add classes (a new version)")
     k.add_argument("dataset", metavar="DATASET")
     k.add_argument("--classes", type=_classes, required=True, metavar="A,B")
@@ -215,7 +221,9 @@ def _dataset(args: argparse.Namespace) -> int:
         from novelty.flywheel.labelimport import entries_from_csv
 
         ds = Dataset.open(args.dataset)  # a missing dataset fails before any file is hashed
-        entries = entries_from_csv(args.csv, source=args.source, labeller=args.labeller)
+        entries = entries_from_csv(
+            args.csv, source=args.source, labeller=args.labeller, allow_outside_root=args.allow_outside_root
+        )
         res = ds.add_entries(entries, source=f"csv:{args.csv}", note=args.note)
         per = ", ".join(f"{k}: {v}" for k, v in res.counts().items()) or "none"
         print(

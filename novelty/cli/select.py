@@ -177,9 +177,13 @@ def run(args: argparse.Namespace) -> int:
     from novelty.flywheel import selection as S
 
     if args.flags_since:
-        from novelty.flags import parse_time
+        from novelty.clock import parse_time
+        from novelty.errors import InvalidInputError
 
-        parse_time(args.flags_since, "--flags-since")  # a bad time fails before the detector loads
+        try:  # a bad or out-of-range time fails before the detector loads
+            parse_time(args.flags_since, "--flags-since")
+        except InvalidInputError as e:
+            raise UsageError(str(e)) from None
     det = NoveltyDetector.load(args.detector)
     if args.strategy == "uncertainty" and det.head_ is None:
         raise S.SelectionError(

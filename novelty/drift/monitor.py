@@ -20,7 +20,9 @@ needs a stronger shift per window to alarm; the thresholds from the reference's 
 from __future__ import annotations
 
 import math
+import numbers
 import re
+import reprlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from novelty.clock import MAX_TIME, MIN_TIME, check_epoch_seconds
 from novelty.drift.errors import DriftError, EmptyWindowError
 from novelty.drift.predictions import prediction_test
 from novelty.drift.reference import EMBEDDING_TESTS, PVALUE_TESTS, DriftReference, check_tests
 from novelty.drift.result import MIN_WINDOW, DriftTestResult, as_pvalues, as_sample
 from novelty.errors import InvalidInputError
-from novelty.params import check_real
+from novelty.params import check_int, check_real
 
 __all__ = [
     "DriftRun",
@@ -41,12 +44,16 @@ __all__ = [
     "WindowResult",
     "WindowSpec",
     "adjust_p_values",
+    "check_times",
     "monitor",
     "parse_window",
     "split_windows",
 ]
 
 _UNITS = {"m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+_LOW, _HIGH = MIN_TIME.timestamp(), MAX_TIME.timestamp()
+#: the longest duration a window can have: the whole range of times the package accepts
+_SPAN = _HIGH - _LOW
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,17 @@ class WindowSpec:
 
 def parse_window(text: str | int) -> WindowSpec:
     """``"1d"``, ``"7d"``, ``"12h"``, ``"2w"``, ``"30m"`` (durations) or ``"500"`` (a count)."""
+    if isinstance(text, bool) or not isinstance(text, (str, numbers.Integral)):
+        raise InvalidInputError(
+            f"window must be a duration (e.g. '1d') or a number of images, got {type(text).__name__}"
+        )
+    if isinstance(text, numbers.Integral) and text >= 10**12:  # also no str() of an int past 4300 digits
+        raise InvalidInputError(
+            "a window of over 10¹² images is no window: give a duration or a smaller count"
+        )
     s = str(text).strip().lower()
+    if len(s) > 32:
+        raise InvalidInputError(f"window {reprlib.repr(text)} is too long to be a duration or a count")
     if re.fullmatch(r"\d+", s):
         size = int(s)
         if size < MIN_WINDOW:
@@ -70,7 +87,7 @@ def parse_window(text: str | int) -> WindowSpec:
             )
         return WindowSpec(s, "count", size=size)
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([mhdw])", s)
-    if not m or float(m.group(1)) <= 0:
+    if not m or float(m.group(1)) <= 0 or float(m.group(1)) * _UNITS[m.group(2)] > _SPAN:
         raise InvalidInputError(
             f"window {text!r} is neither a duration (e.g. 12h, 1d, 7d, 2w) nor a number of images (e.g. 500)"
         )
@@ -88,7 +105,34 @@ class Window:
 def _iso(t: float | None) -> str | None:
     if t is None or not math.isfinite(t):
         return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):  # beyond datetime's years; check_times keeps them out
+        return None
+
+
+def check_times(times: object, n: int) -> np.ndarray | None:
+    """``times`` (seconds since the epoch, one per image; NaN where unknown) as float64, or ``None``.
+
+    Raises :class:`~novelty.errors.InvalidInputError` for anything else: another shape, values that are not
+    numbers, ±inf, or a time outside the range of :func:`novelty.clock.check_epoch_seconds` (``1e300`` seconds,
+    year 10000), naming the first such image."""
+    if times is None:
+        return None
+    try:
+        t = np.asarray(times, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        raise InvalidInputError(
+            f"times must be seconds since the epoch, one number per image ({str(e)[:200]})"
+        ) from None
+    if t.shape != (n,):
+        raise InvalidInputError(f"times has shape {t.shape} for {n} images")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isnan(t) & ~((t >= _LOW) & (t < _HIGH))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        check_epoch_seconds(float(t[i]), f"times[{i}]")  # raises, with the range in its message
+    return t
 
 
 def split_windows(n: int, spec: WindowSpec, times: np.ndarray | None = None) -> list[Window]:
@@ -96,9 +140,7 @@ def split_windows(n: int, spec: WindowSpec, times: np.ndarray | None = None) -> 
     order). Time windows need a finite time for every image; empty windows are left out."""
     if n == 0:
         raise EmptyWindowError("the stream holds no scored image")
-    t = None if times is None else np.asarray(times, dtype=np.float64)
-    if t is not None and t.shape != (n,):
-        raise InvalidInputError(f"times has shape {t.shape} for {n} images")
+    t = check_times(times, n)
     if spec.kind == "time":
         if t is None:
             raise DriftError(
@@ -256,9 +298,14 @@ def _fmt_p(p: float) -> str:
 
 def _as_stream(x: object, dim: int) -> np.ndarray:
     """The stream's embeddings as they are (float16 stays float16: windows are converted one at a time)."""
-    arr = np.asarray(x)
-    if arr.dtype not in (np.float16, np.float32, np.float64):
-        arr = arr.astype(np.float32)
+    try:
+        arr = np.asarray(x)
+        if arr.dtype not in (np.float16, np.float32, np.float64):
+            arr = arr.astype(np.float32)
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        raise InvalidInputError(
+            f"the stream's embeddings must be an (n, d) array of numbers ({str(e)[:200]})"
+        ) from None
     if arr.ndim != 2 or arr.shape[0] == 0:
         if arr.size == 0:
             raise EmptyWindowError("the stream holds no embedding")
@@ -299,8 +346,13 @@ def monitor(
     spec = window if isinstance(window, WindowSpec) else parse_window(window)
     chosen = check_tests(tests)
     level = check_real(level, "level", low=0.0, high=1.0, low_open=True, high_open=True)
-    if correction not in ("holm", "bonferroni", "none"):
-        raise InvalidInputError(f"unknown correction {correction!r}; choose holm, bonferroni or none")
+    if not isinstance(correction, str) or correction not in ("holm", "bonferroni", "none"):
+        raise InvalidInputError(
+            f"unknown correction {reprlib.repr(correction)}; choose holm, bonferroni or none"
+        )
+    max_classifier_permutations = check_int(
+        max_classifier_permutations, "max_classifier_permutations", minimum=0
+    )
     emb = None if embeddings is None else _as_stream(embeddings, reference.dim)
     pv = None if p_values is None else as_pvalues(p_values, "stream's p-values", minimum=1)
     if emb is None and pv is None:
@@ -308,14 +360,19 @@ def monitor(
     n = emb.shape[0] if emb is not None else pv.shape[0]  # type: ignore[union-attr]
     if emb is not None and pv is not None and pv.shape[0] != n:
         raise InvalidInputError(f"{pv.shape[0]} p-values for {n} embeddings")
-    if predictions is not None and len(predictions) != n:
-        raise InvalidInputError(f"{len(predictions)} predictions for {n} images")
+    if predictions is not None:
+        if isinstance(predictions, (str, bytes)) or not isinstance(predictions, (Sequence, np.ndarray)):
+            raise InvalidInputError(
+                f"predictions must be a sequence of classes, got {type(predictions).__name__}"
+            )
+        if len(predictions) != n:
+            raise InvalidInputError(f"{len(predictions)} predictions for {n} images")
     active = tuple(
         t
         for t in chosen
         if (t in PVALUE_TESTS and pv is not None) or (t in EMBEDDING_TESTS and emb is not None)
     )
-    wins = split_windows(n, spec, None if times is None else np.asarray(times, dtype=np.float64))
+    wins = split_windows(n, spec, check_times(times, n))
     # enough permutations that the smallest permutation p-value, 1/(B+1), can survive the correction
     family = sum(1 for w in wins if w.index.size >= MIN_WINDOW) * len(active)
     needed = 0 if correction == "none" else math.ceil(2 * family / level)

@@ -18,6 +18,7 @@ permutation p-values are too eager.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +56,15 @@ def check_tests(tests: Sequence[str] | None) -> tuple[str, ...]:
         return TESTS
     if isinstance(tests, str):
         tests = [t.strip() for t in tests.split(",") if t.strip()]
-    unknown = [t for t in tests if t not in TESTS]
+    if not isinstance(tests, Sequence):
+        raise InvalidInputError(
+            f"tests must be a list of test names or a comma-separated string, got {type(tests).__name__}"
+        )
+    unknown = [t for t in tests if not isinstance(t, str) or t not in TESTS]
     if unknown or not tests:
         raise UnknownNameError(
-            f"unknown drift test(s) {unknown or '(none given)'}; choose from {', '.join(TESTS)}"
+            f"unknown drift test(s) {reprlib.repr(unknown) if unknown else '(none given)'}; choose from "
+            f"{', '.join(TESTS)}"
         )
     return tuple(dict.fromkeys(tests))
 

@@ -97,7 +97,7 @@ def as_sample(
         raise EmptyWindowError(f"the {name} is None: pass an (n, d) array of embeddings")
     try:
         arr = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
         raise InvalidInputError(f"the {name} must be an (n, d) array of embeddings: {e}") from None
     if arr.size == 0:
         raise EmptyWindowError(f"the {name} is empty: it holds no embedding")
@@ -126,7 +126,10 @@ def as_pvalues(p: object, name: str = "window's p-values", *, minimum: int = MIN
     """``p`` as a 1-D float64 array of values in (0, 1] with at least ``minimum`` entries."""
     if p is None:
         raise EmptyWindowError(f"the {name} are None")
-    arr = np.asarray(p, dtype=np.float64)
+    try:
+        arr = np.asarray(p, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        raise InvalidInputError(f"the {name} must be a 1-D array of numbers: {str(e)[:200]}") from None
     if arr.ndim != 1:
         raise InvalidInputError(f"the {name} must be 1-D, got shape {arr.shape}")
     if arr.size == 0:

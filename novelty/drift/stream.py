@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from novelty.clock import check_epoch_seconds
 from novelty.drift.errors import DriftError, EmptyWindowError, MissingEmbeddingsError
 from novelty.errors import InvalidInputError
 
@@ -61,6 +62,19 @@ class Stream:
     def row(self, i: int) -> dict[str, Any]:
         """A minimal result row of image ``i`` (enough to make its thumbnail)."""
         return {"key": self.keys[i], "path": self.paths[i], "member": self.members[i]}
+
+
+def _time(path: str | os.PathLike[str], key: Any, value: Any) -> float:
+    """A row's ``timestamp`` (NaN when unknown), or :class:`DriftError` naming the file and the row when it is
+    not a time the package accepts (``1e300``, year 10000, ±inf: written by hand or by an old version)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    try:
+        return check_epoch_seconds(value, "timestamp")
+    except InvalidInputError as e:
+        raise DriftError(
+            f"{os.fspath(path)}: row {str(key)[:200]!r}: {e} (an empty cell means an unknown time)"
+        ) from None
 
 
 def load_stream(
@@ -119,8 +133,7 @@ def load_stream(
                 keys.append(str(batch["key"][i]))
                 rpaths.append(str(batch["path"][i] or ""))
                 members.append(str(batch["member"][i] or ""))
-                t = batch["timestamp"][i]
-                times.append(math.nan if t is None else float(t))
+                times.append(_time(p, batch["key"][i], batch["timestamp"][i]))
                 pvals.append(float(batch["p_value"][i]))
                 novel.append(batch["is_novel"][i] is True)
                 if batch["alpha"][i] is not None and math.isfinite(batch["alpha"][i]):

@@ -32,18 +32,21 @@ import json
 import logging
 import os
 import re
+import reprlib
 import sys
 import time as _time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from novelty.errors import InvalidInputError, NoveltyError
-from novelty.fileio import atomic_open, atomic_write_text, read_regular_file, sha256_bytes, sha256_file
+from novelty.clock import parse_time, utc_now_iso
+from novelty.errors import ImageError, InvalidInputError, NoveltyError
+from novelty.fileio import atomic_open, atomic_write_bytes, read_regular_file, sha256_bytes, sha256_file
+from novelty.images import load_image
 
 if sys.platform != "win32":
     import fcntl
@@ -64,6 +67,7 @@ __all__ = [
     "embedder_key",
     "hash_image_file",
     "now_iso",
+    "read_image_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,13 +100,20 @@ class DatasetLockedError(DatasetError):
 
 def now_iso() -> str:
     """The current UTC time as ISO-8601 with a ``Z`` (seconds)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_now_iso()
 
 
-def _parse_time(value: datetime | str | None, what: str) -> datetime | None:
-    from novelty.flags.base import parse_time
+_show = reprlib.Repr()
+_show.maxstring = _show.maxother = 80
+_show.maxlevel = 3
 
-    return parse_time(value, what)
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, bounded in length and depth (a deeply nested value must not raise RecursionError)."""
+    try:
+        return _show.repr(value)
+    except ValueError:  # an int past Python's 4300 digits
+        return f"<a {type(value).__name__} too large to show>"
 
 
 def _listing(items: Sequence[str], limit: int = MAX_LISTED) -> str:
@@ -114,10 +125,52 @@ def hash_image_file(path: str | os.PathLike[str]) -> str:
     """The sha256 of a regular file, or :class:`InvalidInputError` naming it when it cannot be read."""
     try:
         return sha256_file(_regular(path))
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise InvalidInputError(
-            f"{os.fspath(path)}: cannot read the image file ({e.strerror or e})"
+            f"{os.fspath(path)}: cannot read the image file ({getattr(e, 'strerror', None) or e})"
         ) from None
+
+
+def read_image_file(path: str | os.PathLike[str], sha256: str | None = None) -> str:
+    """The sha256 of an image file, read once and decoded with :func:`novelty.images.load_image` (at reduced
+    scale where the format allows): a file that is not an image the package can read — a text file, a
+    truncated JPEG, a decompression bomb — raises :class:`InvalidInputError` naming the path and the reason,
+    so that it never becomes a labelled entry. With ``sha256`` (what the file should hold), a file whose hash
+    differs is not decoded: its hash is returned for the caller to report the change."""
+    p = os.fspath(path)
+    try:
+        data = read_regular_file(_regular(p))
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(
+            f"{p}: cannot read the image file ({getattr(e, 'strerror', None) or e})"
+        ) from None
+    sha = sha256_bytes(data)
+    if sha256 is not None and sha != sha256:
+        return sha
+    try:
+        load_image(_NamedBytes(p, data), min_size=1)
+    except ImageError as e:
+        raise InvalidInputError(f"{p}: not an image ({e.reason})") from None
+    return sha
+
+
+class _NamedBytes(bytes):
+    """Bytes already read, named by their file: still ``bytes`` to whoever wants bytes, and a
+    :class:`~novelty.images.ByteSource` to the decoder, so that a decoding error names the path, not
+    ``<1294 bytes>``."""
+
+    key: str
+
+    def __new__(cls, key: str, data: bytes) -> _NamedBytes:
+        out = super().__new__(cls, data)
+        out.key = key
+        return out
+
+    def read_bytes(self) -> bytes:
+        return bytes(self)
+
+    def __reduce__(self) -> tuple[type[_NamedBytes], tuple[str, bytes]]:  # to decoding worker processes
+        return (type(self), (self.key, bytes(self)))
 
 
 def _regular(path: str | os.PathLike[str]) -> str:
@@ -150,7 +203,7 @@ class Entry:
 
     @property
     def labelled_at(self) -> datetime:
-        t = _parse_time(self.time, f"entry {self.id}: time")
+        t = parse_time(self.time, f"entry {self.id}: time")
         assert t is not None  # validated on construction by Dataset.add / on reading
         return t
 
@@ -193,9 +246,15 @@ class Entry:
         auto: bool = False,
         time: str | None = None,
     ) -> Entry:
-        """An entry for an image file: hashes it (unless ``sha256`` is given); ``id`` defaults to the hash."""
+        """An entry for an image file: reads it once, hashes it and decodes it (:func:`read_image_file`: a file
+        that is not an image is refused, naming it); ``sha256``, when given, must be the file's. ``id`` defaults
+        to the hash."""
         p = os.path.abspath(os.fspath(path))
-        sha = sha256 or hash_image_file(p)
+        sha = read_image_file(p, sha256)
+        if sha256 is not None and sha256 != sha:
+            raise InvalidInputError(
+                f"{p}: its sha256 is {sha[:12]}…, not the {str(sha256)[:12]}… given (the file changed)"
+            )
         return cls(
             id=id or sha,
             sha256=sha,
@@ -218,27 +277,30 @@ def _entry_problems(e: Any, classes: set[str]) -> list[str]:
     for name in ("id", "source", "labeller", "path", "label"):
         v = getattr(e, name)
         if not isinstance(v, str) or not v.strip():
-            out.append(f"{name} must be a non-empty string, got {v!r}")
+            out.append(f"{name} must be a non-empty string, got {_shown(v)}")
         elif len(v) > _MAX_TEXT or any(ord(c) < 32 for c in v):
             out.append(f"{name} must be at most {_MAX_TEXT} printable characters")
     if not isinstance(e.sha256, str) or not _SHA.match(e.sha256):
-        out.append(f"sha256 must be 64 lower-case hex digits, got {str(e.sha256)[:70]!r}")
+        out.append(f"sha256 must be 64 lower-case hex digits, got {_shown(e.sha256)}")
     if isinstance(e.path, str) and e.path and not os.path.isabs(e.path):
-        out.append(f"path must be absolute, got {e.path!r}")
+        out.append(f"path must be absolute, got {_shown(e.path)}")
     if isinstance(e.label, str) and e.label and e.label not in classes:
-        out.append(f"unknown class {e.label!r} (classes: {', '.join(sorted(classes))})")
+        out.append(f"unknown class {_shown(e.label)} (classes: {', '.join(sorted(classes))})")
     for name in ("group", "condition"):
         v = getattr(e, name)
         if v is not None and (not isinstance(v, str) or len(v) > _MAX_TEXT):
-            out.append(f"{name} must be null or a string, got {v!r}")
+            out.append(f"{name} must be null or a string, got {_shown(v)}")
     if not isinstance(e.auto, bool):
-        out.append(f"auto must be true or false, got {e.auto!r}")
+        out.append(f"auto must be true or false, got {_shown(e.auto)}")
     if not isinstance(e.version, int) or isinstance(e.version, bool) or e.version < 0:
-        out.append(f"version must be an integer ≥ 0, got {e.version!r}")
-    try:
-        _parse_time(e.time, "time")
-    except InvalidInputError as err:
-        out.append(str(err))
+        out.append(f"version must be an integer ≥ 0, got {_shown(e.version)}")
+    if not isinstance(e.time, str):
+        out.append(f"time must be an ISO-8601 string, got {type(e.time).__name__}")
+    else:
+        try:
+            parse_time(e.time, "time")
+        except InvalidInputError as err:
+            out.append(str(err))
     return out
 
 
@@ -251,11 +313,11 @@ def _check_classes(classes: Iterable[str], what: str = "classes") -> list[str]:
     if bad:
         raise InvalidInputError(
             f"{what}: each name must be a non-empty string without commas, control characters or surrounding "
-            f"spaces; got {bad[:MAX_LISTED]}"
+            f"spaces; got {_shown(bad[:MAX_LISTED])}"
         )
     dups = sorted({c for c in out if out.count(c) > 1})
     if dups:
-        raise InvalidInputError(f"{what}: repeated name(s) {dups}")
+        raise InvalidInputError(f"{what}: repeated name(s) {_shown(dups)}")
     if not out:
         raise InvalidInputError(f"{what}: give at least one class")
     return sorted(out)
@@ -333,9 +395,9 @@ class Dataset:
         with _Lock(root, LOCK_TIMEOUT_S):
             if (root / DATASET_FILE).exists():
                 raise DatasetError(f"{root}: another process created a dataset here at the same time")
-            atomic_write_text(root / ENTRIES_FILE, "")
+            atomic_write_bytes(root / ENTRIES_FILE, b"")
             meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "classes": names, "versions": []}
-            atomic_write_text(root / DATASET_FILE, _dump_meta(meta))
+            atomic_write_bytes(root / DATASET_FILE, _dump_meta(meta))
         return cls(root, meta, [])
 
     @classmethod
@@ -410,7 +472,7 @@ class Dataset:
         those labelled at or after ``since`` (a datetime or ISO-8601 string; naive = UTC) and only those added
         by the given ``versions`` ("new data only")."""
         v = self._check_version(version)
-        t0 = _parse_time(since, "since")
+        t0 = parse_time(since, "since")
         wanted = None if versions is None else {self._check_version(x) for x in versions}
         out = [e for e in self._entries if e.version <= v]
         if wanted is not None:
@@ -436,6 +498,8 @@ class Dataset:
 
     def add_entries(self, entries: Iterable[Entry], *, source: str, note: str = "") -> AddResult:
         """:meth:`add`, returning what was added and what was skipped."""
+        if isinstance(entries, (str, bytes, Entry)) or not isinstance(entries, Iterable):
+            raise InvalidInputError(f"entries must be an iterable of Entry, got {type(entries).__name__}")
         batch = list(entries)
         for name, value in (("source", source), ("note", note)):
             if not isinstance(value, str) or len(value) > 4096 or (name == "source" and not value.strip()):
@@ -552,17 +616,26 @@ class Dataset:
             rec["classes_added"] = sorted(classes_added)
         meta = dict(self._meta)
         meta["versions"] = [*self._meta["versions"], rec]
-        atomic_write_text(self.path / DATASET_FILE, _dump_meta(meta))
+        atomic_write_bytes(self.path / DATASET_FILE, _dump_meta(meta))
         self._meta = meta
         self._entries = self._entries + added
 
 
+def _utf8_json(obj: Any, **kw: Any) -> bytes:
+    """``obj`` as UTF-8 JSON; text with lone surrogates (a file name that is not UTF-8) as ``\\udcxx`` escapes,
+    which JSON readers turn back into the same text."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, **kw).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, ensure_ascii=True, **kw).encode("utf-8")
+
+
 def _entry_line(e: Entry) -> bytes:
-    return (json.dumps(e.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return _utf8_json(e.to_json(), separators=(",", ":")) + b"\n"
 
 
-def _dump_meta(meta: dict[str, Any]) -> str:
-    return json.dumps(meta, indent=1, ensure_ascii=False) + "\n"
+def _dump_meta(meta: dict[str, Any]) -> bytes:
+    return _utf8_json(meta, indent=1) + b"\n"
 
 
 def _read_meta(root: Path) -> dict[str, Any]:
@@ -732,7 +805,8 @@ def embed_entries(
 
     Each image comes from the cache (``cache_dir/<embedder key>.npz``, by sha256) or is read once, checked
     against the sha256 it was labelled with (:class:`DatasetIntegrityError` when the file is gone or changed) and
-    embedded from those bytes; new embeddings are added to the cache. ``cache_dir=None``: no cache."""
+    embedded from those bytes (an undecodable one raises its :class:`~novelty.errors.ImageError`, naming the file);
+    new embeddings are added to the cache. ``cache_dir=None``: no cache."""
     entries = list(entries)
     key = embedder_key(embedder)
     path = None if cache_dir is None else Path(cache_dir) / f"{key}.npz"
@@ -745,7 +819,7 @@ def embed_entries(
     pending = list(todo.values())
     for start in range(0, len(pending), max(1, chunk)):
         part = pending[start : start + chunk]
-        blobs = [_verified_bytes(e) for e in part]
+        blobs = [_NamedBytes(e.path, _verified_bytes(e)) for e in part]  # a decoding error names the file
         emb = np.asarray(embedder.embed(blobs), dtype=np.float32)
         for e, row in zip(part, emb, strict=True):
             fresh[e.sha256] = row

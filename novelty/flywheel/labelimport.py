@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from novelty.clock import iso, parse_time
 from novelty.errors import InvalidInputError
-from novelty.fileio import read_regular_file, sha256_file
-from novelty.flywheel.dataset import MAX_LISTED, AddResult, Dataset, Entry, _listing, now_iso
+from novelty.fileio import csv_text_value, read_regular_file
+from novelty.flywheel.dataset import MAX_LISTED, AddResult, Dataset, Entry, _listing, now_iso, read_image_file
 from novelty.flywheel.selected import SelectedImage, read_selection
 
 __all__ = [
@@ -109,6 +110,8 @@ def read_labels_csv(path: str | os.PathLike[str]) -> LabelsRead:
         raise LabelImportError(f"{path}: cannot read ({e})") from None
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
+        if reader.fieldnames:  # names and cells as written by the package (csv_text_cell), or by hand
+            reader.fieldnames = [csv_text_value(c) for c in reader.fieldnames]
         header = reader.fieldnames or []
         if "label" not in header or not ({"id", "path"} & set(header)):
             raise LabelImportError(
@@ -121,12 +124,18 @@ def read_labels_csv(path: str | os.PathLike[str]) -> LabelsRead:
             line = reader.line_num
             if None in row:
                 raise LabelImportError(f"{path} line {line}: more fields than the header has")
-            vals = {k: (row.get(k) or "").strip() or None for k in _CSV_FIELDS}
+            vals = {k: csv_text_value(row.get(k) or "").strip() or None for k in _CSV_FIELDS}
             if vals["id"] is None and vals["path"] is None:
                 raise LabelImportError(f"{path} line {line}: neither an id nor a path")
             if vals["label"] is None:
                 unlabelled.append(vals["id"] or vals["path"] or f"line {line}")
                 continue
+            if vals["time"] is not None:
+                try:
+                    t = parse_time(vals["time"], "time")
+                except InvalidInputError as e:
+                    raise LabelImportError(f"{path} line {line}: {e}") from None
+                vals["time"] = None if t is None else iso(t)
             rows.append(
                 LabelRow(
                     where=f"{name} line {line}",
@@ -230,16 +239,16 @@ def rows_to_entries(
         if verify_files:
             if item.path not in hashes:
                 try:
-                    hashes[item.path] = sha256_file(item.path)
-                except OSError as e:
-                    hashes[item.path] = f"unreadable: {e.strerror or e}"
+                    hashes[item.path] = read_image_file(item.path, item.sha256)  # read once: hashed, decoded
+                except InvalidInputError as e:
+                    hashes[item.path] = f"unreadable: {e}"
             if hashes[item.path] != item.sha256:
                 problems.append(
-                    f"{r.where}: {item.path} "
+                    f"{r.where}: "
                     + (
                         hashes[item.path]
                         if hashes[item.path].startswith("unreadable")
-                        else "changed since it was selected (its sha256 differs)"
+                        else f"{item.path} changed since it was selected (its sha256 differs)"
                     )
                 )
                 continue
@@ -289,10 +298,16 @@ def entries_from_csv(
     *,
     source: str = "train",
     labeller: str | None = None,
+    allow_outside_root: bool = False,
 ) -> list[Entry]:
     """Entries for an initial training set: a UTF-8 CSV with columns ``path``, ``label`` and optional ``group``,
-    ``condition``, ``id``, ``labeller``. Relative paths are taken from the CSV's folder; each file is hashed (every
-    missing or unreadable one is named in one error). ``id`` defaults to the file's sha256."""
+    ``condition``, ``id``, ``labeller``, ``time``. Relative paths are taken from the CSV's folder; each file is
+    read once, hashed and decoded (:func:`~novelty.flywheel.dataset.read_image_file`: a file that is not an image
+    is refused). ``id`` defaults to the file's sha256.
+
+    A path that lies outside the CSV's folder once ``..`` is resolved (``../../etc/passwd``, or an absolute path
+    elsewhere) is refused unless ``allow_outside_root=True``. Every refused row is named (the CSV's line and the
+    path) in one error, and no entry is returned: the caller adds all of them or nothing."""
     csv_path = Path(path)
     read = read_labels_csv(csv_path)
     if any(r.path is None for r in read.rows):
@@ -302,11 +317,16 @@ def entries_from_csv(
             f"{csv_path}: {len(read.unlabelled)} row(s) without a label, e.g. {read.unlabelled[:3]}; every image of a "
             "training set needs one"
         )
+    root = os.path.abspath(csv_path.parent)
     entries: list[Entry] = []
     problems: list[str] = []
+    outside: list[str] = []
     for r in read.rows:
         p = Path(str(r.path))
-        full = p if p.is_absolute() else csv_path.parent / p
+        full = os.path.abspath(p if p.is_absolute() else csv_path.parent / p)  # lexical: ".." resolved
+        if not allow_outside_root and not _inside(full, root):
+            outside.append(f"{r.where}: {r.path} resolves to {full}")
+            continue
         try:
             e = Entry.from_file(
                 full,
@@ -322,8 +342,21 @@ def entries_from_csv(
             problems.append(f"{r.where}: {err}")
             continue
         entries.append(e)
+    if outside:
+        raise LabelImportError(
+            f"{csv_path}: {len(outside)} path(s) outside the CSV's folder {root}, nothing added (allow them with "
+            f"--allow-outside-root, or allow_outside_root=True): {_listing(outside)}"
+        )
     if problems:
         raise LabelImportError(
             f"{csv_path}: {len(problems)} unreadable image(s), nothing added: {_listing(problems)}"
         )
     return entries
+
+
+def _inside(path: str, root: str) -> bool:
+    """Whether the absolute ``path`` lies in the folder ``root`` (both already made absolute)."""
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # another drive
+        return False

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from novelty.errors import InvalidInputError
-from novelty.fileio import atomic_write_text
+from novelty.fileio import atomic_write_text, csv_text_cell
 from novelty.flywheel.assisted import (
     AUTO_MIN_PROB,
     AssistanceStats,
@@ -103,11 +103,13 @@ class ExportResult:
 
 
 def _csv_text(rows: Iterable[Sequence[Any]], header: Sequence[str]) -> str:
+    """A CSV file's text; text cells pass :func:`~novelty.fileio.csv_text_cell` (a class, an id or a path
+    beginning with = + - @ tab or CR gets a leading ``'``, which the labels reader removes), numbers stay numbers."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
+    w.writerow([csv_text_cell(c) for c in header])
     for r in rows:
-        w.writerow(["" if v is None else v for v in r])
+        w.writerow(["" if v is None else csv_text_cell(v) if isinstance(v, str) else v for v in r])
     return buf.getvalue()
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from novelty.clock import iso, parse_time
 from novelty.errors import InvalidInputError
 from novelty.fileio import read_regular_file
 from novelty.flywheel.labelimport import LabelImportError, LabelRow, LabelsRead
@@ -165,7 +166,8 @@ def _choice(result: Any, where: str) -> str | None:
         return None
     if len(chosen) > 1:
         raise LabelImportError(f"{where}: {len(chosen)} choice results; the labelling config has one")
-    values = (chosen[0].get("value") or {}).get("choices")
+    value = chosen[0].get("value")
+    values = value.get("choices") if isinstance(value, dict) else None
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise LabelImportError(f"{where}: the choice result has no list of choices")
     if len(values) > 1:
@@ -182,7 +184,16 @@ def _latest(annotations: list[Any], where: str) -> dict[str, Any] | None:
             live.append(a)
     if not live:
         return None
-    return max(live, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+    return max(
+        live, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), _id_order(a.get("id")))
+    )
+
+
+def _id_order(value: Any) -> tuple[int, int | float, str]:
+    """A sort key for an annotation id that never compares an int with a str: numbers (by value) before text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return (0, value, "")
+    return (1, 0, "" if value is None else str(value))
 
 
 def read_export(path: str | os.PathLike[str], *, document_root: Path | None = None) -> LabelsRead:
@@ -192,8 +203,17 @@ def read_export(path: str | os.PathLike[str], *, document_root: Path | None = No
         obj = json.loads(read_regular_file(p).decode("utf-8-sig"))
     except OSError as e:
         raise LabelImportError(f"{p}: cannot read ({e})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # not UTF-8, not JSON, or an integer past Python's 4300 digits
         raise LabelImportError(f"{p}: not JSON ({e})") from None
+    except RecursionError:
+        raise LabelImportError(f"{p}: JSON nested too deeply to be a Label Studio export") from None
+    try:
+        return _read_tasks(p, obj, document_root)
+    except RecursionError:  # str() of a value nested nearly as deep as the parser allows
+        raise LabelImportError(f"{p}: JSON nested too deeply to be a Label Studio export") from None
+
+
+def _read_tasks(p: Path, obj: Any, document_root: Path | None) -> LabelsRead:
     if not isinstance(obj, list) or any(not isinstance(t, dict) or "data" not in t for t in obj):
         raise LabelImportError(
             f"{p}: not a Label Studio JSON export (expected a list of tasks with 'data'; export with exportType=JSON)"
@@ -213,6 +233,7 @@ def read_export(path: str | os.PathLike[str], *, document_root: Path | None = No
         try:
             ann = _latest(task.get("annotations") or [], where)
             label = None if ann is None else _choice(ann.get("result") or [], where)
+            time = None if ann is None else _time(ann, where)
         except LabelImportError as e:
             problems.append(str(e))
             continue
@@ -227,7 +248,7 @@ def read_export(path: str | os.PathLike[str], *, document_root: Path | None = No
                 path=path_hint,
                 sha256=data.get("sha256") if isinstance(data.get("sha256"), str) else None,
                 labeller=_labeller(ann.get("completed_by")),
-                time=_iso(ann.get("updated_at") or ann.get("created_at")),
+                time=time,
             )
         )
     if problems:
@@ -237,14 +258,19 @@ def read_export(path: str | os.PathLike[str], *, document_root: Path | None = No
     return LabelsRead(rows, unlabelled)
 
 
-def _iso(value: Any) -> str | None:
-    from novelty.flags.base import parse_time
-
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        t = parse_time(value)
-    except InvalidInputError:
-        return None
-    assert t is not None
-    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
+def _time(annotation: dict[str, Any], where: str) -> str | None:
+    """When an annotation was last changed (``updated_at``, else ``created_at``) as ISO 8601 UTC; ``None`` when
+    it has neither. A time that is not ISO 8601 or lies outside the range of :func:`novelty.clock.parse_time`
+    is an error naming the field."""
+    for name in ("updated_at", "created_at"):
+        value = annotation.get(name)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise LabelImportError(f"{where}: {name} must be an ISO-8601 string, got {type(value).__name__}")
+        try:
+            t = parse_time(value, name)
+        except InvalidInputError as e:
+            raise LabelImportError(f"{where}: {e}") from None
+        return None if t is None else iso(t)
+    return None
