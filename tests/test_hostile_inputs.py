@@ -25,7 +25,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import pytest
 from hardening_support import small_image  # tests/hardening_support.py
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from novelty.batch.timestamps import parse_timestamp
@@ -95,9 +95,16 @@ def _number_text(x: float) -> str:
     return str(x) if abs(x) < 10**4000 else ("-" if x < 0 else "") + "1" + "0" * 5000
 
 
-# built once, drawn by index: hypothesis shows a strategy by its repr, and these values have none
+# built once, drawn by index: hypothesis shows a strategy by its repr (and derives its fixed seed from it), and
+# these values have none
 _DEEP = (_deep_list(100_000), _deep_dict(100_000))
-DEEP = st.sampled_from([0, 1]).map(_DEEP.__getitem__)
+
+
+def _deep(i: int) -> Any:
+    return _DEEP[i]
+
+
+DEEP = st.sampled_from([0, 1]).map(_deep)
 HUGE = st.builds(_power, st.sampled_from([1, -1]), st.sampled_from([400, 5000]))
 SURROGATES = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=4)
 TEXT = st.one_of(
@@ -155,8 +162,17 @@ TIME_TEXT = st.one_of(
     DATETIMES.map(lambda d: d.isoformat()),
     NUMBERS.map(_number_text),
 )
+
+
+class _Opaque:
+    """An object of no type the package knows, with a repr that is the same in every process."""
+
+    def __repr__(self) -> str:
+        return "_Opaque()"
+
+
 WRONG_TYPES = st.sampled_from(
-    [b"2026-01-01", bytearray(b"x"), object(), {1, 2}, (), [], {}, ["2026-01-01"], 1j]
+    [b"2026-01-01", bytearray(b"x"), _Opaque(), frozenset({1, 2}), (), [], {}, ["2026-01-01"], 1j]
 )
 HOSTILE = st.one_of(
     st.none(), st.booleans(), NUMBERS, TEXT, TIME_TEXT, DATETIMES, WRONG_TYPES, DEEP,
@@ -172,6 +188,12 @@ def _sane_time(t: datetime | None) -> None:
 # --- the clock ---------------------------------------------------------------------------------------------------
 def test_parse_time():
     @given(value=HOSTILE)
+    @example(value="9999-12-31T23:59:59-05:00")
+    @example(value="0001-01-01T00:00:00+05:00")
+    @example(value=datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))))
+    @example(value="2026-01-01T00:00:00\ud800")
+    @example(value=_DEEP[0])
+    @example(value=10**5000)
     @SETTINGS
     def run(value):
         _sane_time(_novelty_errors_only("parse_time", parse_time, value, "since"))
@@ -181,6 +203,12 @@ def test_parse_time():
 
 def test_parse_timestamp():
     @given(value=st.one_of(TIME_TEXT, HOSTILE))
+    @example(value="9999-12-31T23:59:59-05:00")
+    @example(value="0001-01-01T00:00:00+05:00")
+    @example(value="1e300")
+    @example(value=1e300)
+    @example(value=10**5000)
+    @example(value=_DEEP[1])
     @SETTINGS
     def run(value):
         t = _novelty_errors_only("parse_timestamp", parse_timestamp, value)
@@ -197,6 +225,23 @@ def _field(valid: Any, hostile: st.SearchStrategy = HOSTILE) -> st.SearchStrateg
     """``valid`` about five times in six, else a hostile value: with several arguments, most examples spoil one
     or two of them, and some spoil none (the call must then succeed or raise a NoveltyError all the same)."""
     return st.tuples(st.integers(0, 5), hostile).map(lambda t: t[1] if t[0] == 5 else valid)
+
+
+def _entry(**fields: Any) -> dict[str, Any]:
+    return {
+        "id": "e1",
+        "sha256": SHA,
+        "path": "/data/img.png",
+        "label": "dry",
+        "source": "test",
+        "labeller": "human:x",
+        "time": "2026-01-01T00:00:00Z",
+        "version": 0,
+        "group": None,
+        "condition": None,
+        "auto": False,
+        **fields,
+    }
 
 
 def test_dataset_add():
@@ -221,6 +266,15 @@ def test_dataset_add():
         wrap=st.sampled_from(["list", "bare", "hostile"]),
         hostile=HOSTILE,
     )
+    @example(fields=_entry(time="9999-12-31T23:59:59-05:00"), source="s", note="", wrap="list", hostile=None)
+    @example(fields=_entry(time="0001-01-01T00:00:00+05:00"), source="s", note="", wrap="list", hostile=None)
+    @example(
+        fields=_entry(path="/data/\udcff.png", id="\ud800"), source="\udc80", note="", wrap="list", hostile=0
+    )
+    @example(fields=_entry(label=_DEEP[0], group=_DEEP[1]), source="s", note="", wrap="list", hostile=None)
+    @example(fields=_entry(version=10**5000, sha256=10**5000), source="s", note="", wrap="list", hostile=None)
+    @example(fields=_entry(), source="s", note="", wrap="hostile", hostile=5)
+    @example(fields=_entry(), source="s", note="", wrap="hostile", hostile="e1")
     @SETTINGS
     def run(fields, source, note, wrap, hostile):
         with tempfile.TemporaryDirectory() as d:
@@ -253,6 +307,16 @@ def test_dataset_add_csv():
     )
 
     @given(rows=st.lists(row, min_size=1, max_size=3), outside=st.booleans(), header_ok=st.booleans())
+    @example(
+        rows=[("img0.png", "dry", "", "g1"), ("../../../../etc/passwd", "wet", "", "")],
+        outside=False,
+        header_ok=True,
+    )
+    @example(rows=[("../../../../etc/passwd", "wet", "", "")], outside=True, header_ok=True)
+    @example(rows=[("notes.txt", "dry", "", "")], outside=False, header_ok=True)
+    @example(rows=[("img0.png", "dry", "9999-12-31T23:59:59-05:00", "")], outside=False, header_ok=True)
+    @example(rows=[("img0.png", "=1+2", "", "\ud800")], outside=False, header_ok=True)
+    @example(rows=[("img0.png", "dry", "", "g1")], outside=False, header_ok=True)
     @SETTINGS
     def run(rows, outside, header_ok):
         with tempfile.TemporaryDirectory() as d:
@@ -302,6 +366,26 @@ def _array_or(valid: np.ndarray) -> st.SearchStrategy:
     return _field(valid, st.one_of(NUMBERS.map(spoil), HOSTILE.map(spoil), HOSTILE))
 
 
+def _with(a: np.ndarray, i: int, value: Any) -> list:
+    out = a.astype(object).tolist()
+    out[i] = value
+    return out
+
+
+def _monitor_args(**kw: Any) -> dict[str, Any]:
+    base = {
+        "embeddings": _EMB,
+        "p_values": _P,
+        "times": _T,
+        "predictions": None,
+        "window": "1d",
+        "tests": ["pvalue-binomial"],
+        "level": 0.05,
+        "correction": "holm",
+    }
+    return {**base, **kw}
+
+
 def test_drift_monitor():
     from novelty import drift
 
@@ -317,6 +401,14 @@ def test_drift_monitor():
         level=_field(0.05),
         correction=_field("holm"),
     )
+    @example(**_monitor_args(times=_with(_T, 5, 1e300)))
+    @example(**_monitor_args(times=_with(_T, 5, 253_402_318_800.0), window="12"))
+    @example(**_monitor_args(times=_with(_T, 5, -math.inf)))
+    @example(**_monitor_args(times="2026-01-01"))
+    @example(**_monitor_args(embeddings=_DEEP[0], p_values=None))
+    @example(**_monitor_args(p_values=_with(_P, 3, 10**5000)))
+    @example(**_monitor_args(window=10**5000, level=10**5000))
+    @example(**_monitor_args(predictions=5, tests=7))
     @SETTINGS
     def run(embeddings, p_values, times, predictions, window, tests, level, correction):
         out = _novelty_errors_only(
@@ -340,6 +432,19 @@ def test_drift_monitor():
 
 
 # --- the flag store (SQLite) ---------------------------------------------------------------------------------
+def _flag_args(image: bytes, **kw: Any) -> dict[str, Any]:
+    base = {
+        "image": image,
+        "source": "car-7",
+        "prediction": None,
+        "report": None,
+        "captured_at": None,
+        "metadata": None,
+        "detector_version": None,
+    }
+    return {**base, **kw}
+
+
 def test_flag_store_add(tmp_path_factory):
     from novelty.flags import SQLiteFlagStore
 
@@ -364,6 +469,15 @@ def test_flag_store_add(tmp_path_factory):
         ),
         detector_version=_field(None),
     )
+    @example(**_flag_args(png, source="\ud800"))
+    @example(**_flag_args(png, metadata={"a": "\udcff"}))
+    @example(**_flag_args(png, metadata={"\ud800": 1}))
+    @example(**_flag_args(png, metadata={"deep": _DEEP[1]}))
+    @example(**_flag_args(png, metadata={"deep": _DEEP[0]}))
+    @example(**_flag_args(png, metadata={"big": 10**5000}))
+    @example(**_flag_args(png, captured_at="9999-12-31T23:59:59-05:00"))
+    @example(**_flag_args(png, captured_at="0001-01-01T00:00:00+05:00"))
+    @example(**_flag_args(png, prediction=["dry"], report={"a": 1}))
     @SETTINGS
     def run(image, source, prediction, report, captured_at, metadata, detector_version):
         _novelty_errors_only(
@@ -440,17 +554,44 @@ RAW_JSON_TEXTS = frozenset(
 RAW_JSON = st.sampled_from(sorted(RAW_JSON_TEXTS))
 
 
+def _ls_annotation(value: Any = None, **kw: Any) -> dict[str, Any]:
+    value = {"choices": ["dry"]} if value is None else value
+    return {"id": 1, "result": [{"type": "choices", "from_name": "label", "value": value}], **kw}
+
+
+def _ls_task(value: Any = None, **kw: Any) -> dict[str, Any]:
+    """A Label Studio task with one annotation (``kw`` go into the annotation)."""
+    return {"id": 3, "data": {"novelty_id": "a"}, "annotations": [_ls_annotation(value, **kw)]}
+
+
+#: two annotations of one task, changed at the same time, one with an int id and one with a str id
+_MIXED_IDS = {
+    "data": {"novelty_id": "b"},
+    "annotations": [
+        _ls_annotation(id=1, updated_at="2026-01-01T00:00:00Z"),
+        _ls_annotation(id="x", updated_at="2026-01-01T00:00:00Z"),
+    ],
+}
+
+
 def test_label_studio_reader():
     from novelty.flywheel.labelstudio import read_export
 
     @given(export=st.one_of(st.lists(TASK, max_size=4), JSONISH, RAW_JSON, st.binary(max_size=40)))
+    @example(export=[_ls_task(value="dry")])
+    @example(export=[_ls_task(value=["dry"])])
+    @example(export=[_MIXED_IDS])
+    @example(export=[_ls_task(updated_at="9999-12-31T23:59:59-05:00")])
+    @example(export=[_ls_task(created_at="0001-01-01T00:00:00+05:00")])
+    @example(export="[" * 100_000 + "]" * 100_000)
+    @example(export='[{"data": {}, "annotations": [{"id": ' + "9" * 5000 + ', "result": []}]}]')
     @SETTINGS
     def run(export):
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / "export.json"
             if isinstance(export, bytes):
                 p.write_bytes(export)
-            elif isinstance(export, str) and export in RAW_JSON_TEXTS:
+            elif isinstance(export, str) and (export in RAW_JSON_TEXTS or export.startswith(("[[", "[{"))):
                 p.write_text(export)
             else:
                 p.write_text(json.dumps(export))  # lone surrogates as \\udcxx escapes
@@ -490,6 +631,16 @@ def test_cvat_reader():
         raw=st.one_of(st.none(), raw),
         junk=st.one_of(st.none(), st.binary(max_size=30)),
     )
+    @example(
+        images=[],
+        root=None,
+        raw="<annotations>" + "<a>" * 100_000 + "</a>" * 100_000 + "</annotations>",
+        junk=None,
+    )
+    @example(
+        images=[("a.png", 1, ["dry", "wet"]), ("\ud800", "x", [None])], root="/data", raw=None, junk=None
+    )
+    @example(images=[("a.png", None, ["=1+2"])], root="\x00", raw=None, junk=None)
     @SETTINGS
     def run(images, root, raw, junk):
         with tempfile.TemporaryDirectory() as d:
@@ -522,6 +673,10 @@ def test_labels_csv_reader():
         rows=st.lists(st.lists(cell, max_size=9), max_size=4),
         raw=st.one_of(st.none(), st.binary(max_size=40), st.just("id,label\n" + "a," + "x" * 200_000 + "\n")),
     )
+    @example(header=["id", "label", "time"], rows=[["a", "dry", "9999-12-31T23:59:59-05:00"]], raw=None)
+    @example(header=["id", "label", "time"], rows=[["a", "dry", "0001-01-01T00:00:00+05:00"]], raw=None)
+    @example(header=["id", "label"], rows=[["\ud800", "dry"]], raw=None)
+    @example(header=["id", "label"], rows=[["'=1+2", "'-neg"]], raw=None)
     @SETTINGS
     def run(header, rows, raw):
         with tempfile.TemporaryDirectory() as d:
