@@ -12,9 +12,18 @@ import pytest
 from postgres_server import postgres_server, why_no_postgres
 from serve_support import street_jpegs
 
-from novelty.errors import InvalidInputError
+from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import TMP_PREFIX
-from novelty.flags import FlagStore, FlagStoreError, SQLiteFlagStore, flag_id, open_flag_store
+from novelty.flags import (
+    FlagImageMissingError,
+    FlagStore,
+    FlagStoreError,
+    SQLiteFlagStore,
+    flag_id,
+    open_flag_store,
+    parse_metadata,
+)
+from novelty.flags.base import prepare_flag
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +156,124 @@ def test_bad_fields_are_refused_and_nothing_is_stored(store, jpegs, kwargs, mess
     with pytest.raises(InvalidInputError, match=message):
         store.add(image, **args)
     assert store.count() == 0
+
+
+def _deep(depth: int, leaf: object = 1) -> dict:
+    """``{"a": {"a": … leaf}}`` ``depth`` objects deep, built without recursion."""
+    out: object = leaf
+    for _ in range(depth):
+        out = {"a": out}
+    assert isinstance(out, dict)
+    return out
+
+
+def _deep_list(depth: int) -> list:
+    out: list = [1]
+    for _ in range(depth - 1):
+        out = [out]
+    return out
+
+
+def _cycle() -> dict:
+    d: dict = {}
+    d["self"] = d
+    return d
+
+
+def _wide_dag(depth: int = 40) -> dict:
+    """A list that holds the same list twice, 40 deep: 2**40 values once serialised."""
+    node: list = []
+    for _ in range(depth):
+        node = [node, node]
+    return {"x": node}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"metadata": _deep(5000)}, "nested more than 32"),
+        ({"metadata": {"list": _deep_list(34)}}, "nested"),
+        ({"metadata": _deep(33)}, "nested"),
+        ({"metadata": _cycle()}, "nested"),
+        ({"metadata": _wide_dag()}, "nested|values"),
+        ({"metadata": {f"k{i}": i for i in range(20_000)}}, "values"),
+        ({"metadata": {"note": "\ud800"}}, "surrogate"),
+        ({"metadata": {"\udfff": 1}}, "surrogate"),
+        ({"metadata": {"a": ["ok", {"b": "x\udc00y"}]}}, "surrogate"),
+        ({"source": "car-\ud800"}, "source.*surrogate"),
+        ({"report": "\udbff"}, "report.*surrogate"),
+    ],
+    ids=[
+        *("5000-deep", "list-34-deep", "33-deep", "cycle", "shared-2^40", "20000-keys", "surrogate-value"),
+        *("surrogate-key", "surrogate-nested", "surrogate-source", "surrogate-report"),
+    ],
+)
+def test_hostile_metadata_and_text_are_refused_with_a_novelty_error(store, jpegs, kwargs, message):
+    """What used to escape as RecursionError or UnicodeEncodeError is an InvalidInputError (a NoveltyError)
+    naming the limit, and nothing is stored."""
+    with pytest.raises(InvalidInputError, match=message) as info:
+        store.add(jpegs[0], **kwargs)
+    assert isinstance(info.value, NoveltyError) and "\n" not in str(info.value)
+    assert store.count() == 0
+
+
+def test_metadata_at_the_limits_is_stored(store, jpegs):
+    flag, created = store.add(jpegs[0], metadata=_deep(32), source="deep")
+    assert created and flag.metadata == _deep(32)
+    again = store.get(flag.id)
+    assert again is not None and again.metadata == _deep(32)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a":' * 5000 + "1" + "}" * 5000, "nested 5000 levels deep; the limit is 32"),
+        ("[" * 3000 + "]" * 3000, "nested 3000 levels"),
+        ('{"s": "' + "[" * 3000 + '"}', None),  # brackets inside a string are text, not nesting
+        ('{"a": "\\ud800"}', "surrogate"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ("x" * 70_000, "limit"),
+    ],
+)
+def test_parse_metadata_checks_before_parsing(text, message):
+    if message is None:
+        assert parse_metadata(text) == {"s": "[" * 3000}
+        return
+    with pytest.raises(InvalidInputError, match=message):
+        meta = parse_metadata(text)
+        prepare_flag(
+            b"x",
+            source="",
+            prediction=None,
+            report=None,
+            captured_at=None,
+            metadata=meta,
+            detector_version=None,
+        )
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_out_of_range_times_are_invalid_input(store, jpegs, when):
+    with pytest.raises(InvalidInputError, match="out of range"):
+        store.add(jpegs[0], captured_at=when)
+    with pytest.raises(InvalidInputError, match="out of range"):
+        store.list(since=when)
+    assert store.count() == 0
+
+
+def test_sqlite_missing_image_is_named_and_a_reflag_writes_it_again(tmp_path, jpegs):
+    store = SQLiteFlagStore(tmp_path / "flags")
+    flag, _ = store.add(jpegs[5], source="cam")
+    path = tmp_path / "flags" / "images" / flag.sha256[:2] / flag.sha256
+    path.unlink()
+    with pytest.raises(FlagImageMissingError, match=f"flag {flag.id}: its image file .* is missing"):
+        store.image(flag.id)
+    again, created = store.add(jpegs[5], source="cam")
+    assert again == flag and created is False
+    assert path.read_bytes() == jpegs[5] and store.image(flag.id) == jpegs[5]
+    assert [p.name for p in path.parent.iterdir()] == [flag.sha256]  # atomic: no temporary left
+    store.close()
 
 
 def test_concurrent_threads_store_each_flag_once(store, jpegs):

@@ -16,23 +16,29 @@ from __future__ import annotations
 
 from novelty.flags.base import (
     MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
     Flag,
+    FlagImageMissingError,
     FlagStore,
     FlagStoreError,
     flag_id,
+    parse_metadata,
     parse_time,
 )
 from novelty.flags.sqlite import SQLiteFlagStore
 
 __all__ = [
     "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
     "Flag",
+    "FlagImageMissingError",
     "FlagStore",
     "FlagStoreError",
     "PostgresFlagStore",
     "SQLiteFlagStore",
     "flag_id",
     "open_flag_store",
+    "parse_metadata",
     "parse_time",
 ]
 

@@ -8,29 +8,39 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
+from novelty.clock import parse_time
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import sha256_bytes
 
 __all__ = [
     "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
     "Flag",
+    "FlagImageMissingError",
     "FlagStore",
     "FlagStoreError",
     "NewFlag",
     "flag_id",
     "from_us",
+    "parse_metadata",
     "parse_time",
     "prepare_flag",
     "to_us",
 ]
 
-#: limits on the free-text fields of a flag (characters) and on its metadata (bytes of JSON)
+#: limits on the free-text fields of a flag (characters) and on its metadata (bytes of JSON, nesting levels)
 MAX_SOURCE, MAX_PREDICTION, MAX_REPORT = 256, 256, 4096
 MAX_METADATA_BYTES = 16_384
+MAX_METADATA_DEPTH = 32
 
 
 class FlagStoreError(NoveltyError):
     """The flag store cannot be opened, read or written (the message names the store and the reason)."""
+
+
+class FlagImageMissingError(FlagStoreError):
+    """A stored flag's image file is gone from the store (deleted by hand, a lost disk). Flagging the same
+    image again writes it back."""
 
 
 @dataclass(frozen=True)
@@ -119,29 +129,6 @@ def _iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def parse_time(value: datetime | str | None, what: str = "time") -> datetime | None:
-    """An ISO-8601 time (``2026-11-28T10:00:00Z``; naive times are taken as UTC) → an aware UTC datetime."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidInputError(
-                f"{what} {text[:64]!r} is not an ISO-8601 time, e.g. 2026-11-28T10:00:00Z"
-            ) from None
-    if not isinstance(value, datetime):
-        raise InvalidInputError(
-            f"{what} must be an ISO-8601 string or a datetime, got {type(value).__name__}"
-        )
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
 @dataclass(frozen=True)
 class NewFlag:
     """A flag checked and normalised, ready for a backend to insert."""
@@ -157,6 +144,16 @@ class NewFlag:
     metadata_json: str
 
 
+def _check_utf8(name: str, value: str) -> None:
+    """Refuse text that has no UTF-8 form (a lone surrogate such as ``"\\ud800"``): no store can keep it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(
+            f"{name} is not valid Unicode text: a lone surrogate {value[e.start]!r} at character {e.start}"
+        ) from None
+
+
 def _text(name: str, value: Any, limit: int, *, required: bool = False) -> str | None:
     if value is None:
         return "" if required else None
@@ -166,6 +163,86 @@ def _text(name: str, value: Any, limit: int, *, required: bool = False) -> str |
         raise InvalidInputError(f"{name} has {len(value)} characters; the limit is {limit}")
     if "\x00" in value:
         raise InvalidInputError(f"{name} must not contain NUL characters")
+    _check_utf8(name, value)
+    return value
+
+
+def _check_metadata_shape(metadata: Mapping[str, Any]) -> None:
+    """Walk the metadata without recursion: at most :data:`MAX_METADATA_DEPTH` levels of objects and arrays
+    and no more values than its JSON could hold within :data:`MAX_METADATA_BYTES` (which also ends a walk
+    of a structure that contains itself); every string, key or value, must be valid Unicode."""
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    seen = 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_METADATA_BYTES:
+            raise InvalidInputError(
+                f"metadata holds more than {MAX_METADATA_BYTES} values; its JSON may have at most "
+                f"{MAX_METADATA_BYTES} bytes"
+            )
+        if isinstance(value, str):
+            _check_utf8("metadata", value)
+            continue
+        if isinstance(value, Mapping):
+            children: list[Any] = [*value.keys(), *value.values()]
+        elif isinstance(value, (list, tuple)):
+            children = list(value)
+        else:
+            continue
+        if depth > MAX_METADATA_DEPTH:
+            raise InvalidInputError(
+                f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep; the limit is {MAX_METADATA_DEPTH}"
+            )
+        stack.extend((c, depth + 1) for c in children)
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of objects and arrays in JSON text (brackets inside strings do not count), read
+    without recursion; an unbalanced text gives a wrong number that ``json.loads`` then refuses."""
+    if text.count("[") + text.count("{") <= MAX_METADATA_DEPTH:
+        return text.count("[") + text.count(
+            "{"
+        )  # a bound that is enough to know the text is within the limit
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_metadata(text: str) -> dict[str, Any]:
+    """Metadata sent as JSON text (a form field, a query parameter) → a dict, within the limits of
+    :func:`prepare_flag`; :class:`~novelty.errors.InvalidInputError` says what is wrong. The size and the
+    nesting are checked before the text is parsed, so no input makes the parser recurse without bound."""
+    if len(text) > 4 * MAX_METADATA_BYTES:  # whitespace aside, the JSON stored must fit MAX_METADATA_BYTES
+        raise InvalidInputError(
+            f"metadata has {len(text)} characters of JSON; the limit is {MAX_METADATA_BYTES} bytes"
+        )
+    depth = _json_depth(text)
+    if depth > MAX_METADATA_DEPTH:
+        raise InvalidInputError(f"metadata is nested {depth} levels deep; the limit is {MAX_METADATA_DEPTH}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"metadata is not valid JSON ({e.msg} at character {e.pos})") from None
+    except RecursionError:  # pragma: no cover - the depth was checked above
+        raise InvalidInputError(f"metadata is nested too deeply; the limit is {MAX_METADATA_DEPTH}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"metadata must be a JSON object, got {type(value).__name__}")
     return value
 
 
@@ -190,14 +267,14 @@ def prepare_flag(
         metadata = {}
     if not isinstance(metadata, Mapping):
         raise InvalidInputError(f"metadata must be a JSON object, got {type(metadata).__name__}")
+    _check_metadata_shape(metadata)
     try:
         meta = json.dumps(dict(metadata), sort_keys=True, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as e:
+        size = len(meta.encode("utf-8"))
+    except (TypeError, ValueError) as e:  # UnicodeEncodeError is a ValueError
         raise InvalidInputError(f"metadata must be JSON-serialisable ({e})") from None
-    if len(meta.encode()) > MAX_METADATA_BYTES:
-        raise InvalidInputError(
-            f"metadata has {len(meta.encode())} bytes of JSON; the limit is {MAX_METADATA_BYTES}"
-        )
+    if size > MAX_METADATA_BYTES:
+        raise InvalidInputError(f"metadata has {size} bytes of JSON; the limit is {MAX_METADATA_BYTES}")
     sha = sha256_bytes(data)
     return NewFlag(
         id=flag_id(sha, src),

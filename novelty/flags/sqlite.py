@@ -16,6 +16,7 @@ thread has its own connection, writers take the database lock with ``BEGIN IMMED
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -30,6 +31,7 @@ from novelty.fileio import TMP_PREFIX, atomic_write_bytes
 from novelty.flags.base import (
     COLUMNS,
     Flag,
+    FlagImageMissingError,
     FlagStoreError,
     check_limit,
     parse_time,
@@ -39,6 +41,8 @@ from novelty.flags.base import (
 )
 
 __all__ = ["SQLiteFlagStore"]
+
+log = logging.getLogger("novelty.flags")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS flags (
@@ -114,12 +118,14 @@ class SQLiteFlagStore:
     def _image_path(self, sha256: str) -> Path:
         return self.images / sha256[:2] / sha256
 
-    def _write_image(self, sha256: str, data: bytes) -> None:
+    def _write_image(self, sha256: str, data: bytes) -> bool:
+        """Make sure the image file exists; ``True`` when it had to be written."""
         path = self._image_path(sha256)
         if path.is_file() and path.stat().st_size == len(data):
-            return  # content-addressed and written atomically: a complete file is this very image
+            return False  # content-addressed and written atomically: a complete file is this very image
         path.parent.mkdir(exist_ok=True)
         atomic_write_bytes(path, data)  # temporary sibling, fsync, rename, fsync of the directory
+        return True
 
     def _remove_stale_temporaries(self, older_than_s: float = 3600.0) -> None:
         """Temporary image files left by a killed writer (old enough that no writer still holds them)."""
@@ -153,12 +159,17 @@ class SQLiteFlagStore:
             detector_version=detector_version,
         )
         found = self.get(new.id)
-        if found is not None:
-            return found, False
         try:
-            self._write_image(new.sha256, bytes(image))
+            # also for a flag stored before: a re-flag puts back an image file that went missing
+            written = self._write_image(new.sha256, bytes(image))
         except OSError as e:
             raise FlagStoreError(f"{self.images}: cannot write the image ({e.strerror or e})") from e
+        if found is not None:
+            if written:
+                log.warning(
+                    "flag %s: its image file was missing from %s; written again", found.id, self.images
+                )
+            return found, False
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -206,8 +217,14 @@ class SQLiteFlagStore:
         flag = self.get(flag_id)
         if flag is None:
             raise FlagStoreError(f"no flag with id {flag_id!r} in {self.root}")
+        path = self._image_path(flag.sha256)
         try:
-            return self._image_path(flag.sha256).read_bytes()
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise FlagImageMissingError(
+                f"flag {flag_id}: its image file {path} is missing from the store (flag the image again to "
+                "restore it)"
+            ) from None
         except OSError as e:
             raise FlagStoreError(f"{self.root}: the image of flag {flag_id} is unreadable ({e})") from e
 

@@ -20,24 +20,22 @@ embeddings of micro-batches (:mod:`novelty.serve.batcher`). Scores: higher = mor
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from novelty import __version__
 from novelty.detector import NoveltyDetector
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
-from novelty.flags import FlagStore, FlagStoreError
+from novelty.flags import FlagImageMissingError, FlagStore, FlagStoreError, parse_metadata
 from novelty.serve import schemas
 from novelty.serve.http import (
     BodyGuard,
@@ -49,7 +47,7 @@ from novelty.serve.http import (
     read_body,
     route_label,
 )
-from novelty.serve.schemas import BATCH_BODY, FLAG_BODY, IMAGE_BODY
+from novelty.serve.schemas import FLAG_BODY, IMAGE_BODY
 from novelty.serve.service import VERSION_HEADER, ServeConfig, Service, ServiceError, plain
 
 log = logging.getLogger("novelty.serve")
@@ -118,7 +116,8 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "invalid_request")
-        return error_response(ServiceError(e.status_code, code, str(e.detail)), service.version())
+        headers = dict(e.headers or {})  # a 405 names the allowed methods in Allow (RFC 9110)
+        return error_response(ServiceError(e.status_code, code, str(e.detail), headers), service.version())
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, e: Exception) -> JSONResponse:
@@ -164,7 +163,7 @@ def create_app(
         dependencies=[Depends(api_auth)],
         response_model=None,
         responses={200: {"model": schemas.BatchOut}, **_errors(400, 401, 408, 413, 415, 422, 503, 504)},
-        openapi_extra=BATCH_BODY,
+        openapi_extra=schemas.batch_body(config.max_batch_images),
         summary="Score several images (one verdict or error each, in order)",
     )
     async def score_batch(request: Request) -> JSONResponse:
@@ -175,13 +174,11 @@ def create_app(
             )
         body = await read_body(request, service.config.body_timeout_s)
         limit = service.config.max_batch_images
-        form = await parse_form(request, body, max_files=limit + 1)
-        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-        if not files:
-            raise ServiceError(422, "invalid_request", "the form holds no image file")
-        if len(files) > limit:
-            raise ServiceError(413, "too_large", f"{len(files)} images in one request; the limit is {limit}")
-        blobs = [await f.read() for f in files]
+        blobs, _ = await parse_form(request, body, limit=limit, image_fields=("images",))
+        if not blobs:
+            raise ServiceError(
+                422, "invalid_request", "the form holds no image: send them as file fields 'images'"
+            )
 
         async def one(i: int, data: bytes) -> dict[str, Any]:
             try:
@@ -221,12 +218,11 @@ def create_app(
         for name in ("prediction", "report", "source", "captured_at", "metadata"):
             if name not in fields and name in request.query_params:
                 fields[name] = request.query_params[name]
-        metadata: Any = None
-        if fields.get("metadata"):
-            try:
-                metadata = json.loads(fields["metadata"])
-            except json.JSONDecodeError as e:
-                raise ServiceError(422, "invalid_request", f"metadata is not valid JSON ({e.msg})") from None
+        try:
+            # size and nesting are checked before the JSON is parsed: no RecursionError from deep input
+            metadata = parse_metadata(fields["metadata"]) if fields.get("metadata") else None
+        except InvalidInputError as e:
+            raise ServiceError(422, "invalid_request", str(e)) from None
         try:
             await _timed(service.prepare(loaded, "body", data))  # a flag must be a readable image
             stored, created = await _timed(
@@ -257,14 +253,32 @@ def create_app(
         "/v1/flags",
         dependencies=[Depends(api_auth)],
         response_model=None,
-        responses={200: {"model": schemas.FlagList}, **_errors(401, 422, 503)},
+        responses={200: {"model": schemas.FlagList}, **_errors(401, 404, 422, 503)},
         summary="Stored flags, oldest first",
     )
     async def list_flags(
-        since: str | None = None, after: str | None = None, limit: int = 100
+        since: Annotated[
+            str | None,
+            Query(
+                description="ISO-8601 time (e.g. 2026-11-28T10:00:00Z; UTC when it names no offset), from "
+                "1900-01-01 to 2199-12-31 UTC: flags received at or after it. Empty: from the first flag",
+                json_schema_extra=schemas.TIME_SCHEMA,
+            ),
+        ] = None,
+        after: Annotated[
+            str | None,
+            Query(
+                description="the id of a stored flag, usually the last one of the previous page (its "
+                "next_after): the flags after it. Empty: from the first flag. An id that is not stored: 404",
+            ),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="flags per page")] = 100,
     ) -> JSONResponse:
         store = _store()
+        after = after or None  # an empty ?after= is the first page, as an empty ?since= is no bound
         try:
+            if after is not None and await asyncio.to_thread(store.get, after) is None:
+                raise ServiceError(404, "not_found", f"after={after[:40]!r} is not the id of a stored flag")
             flags = await asyncio.to_thread(store.list, since, after=after, limit=limit)
         except InvalidInputError as e:
             raise ServiceError(422, "invalid_request", str(e)) from None
@@ -313,7 +327,21 @@ def create_app(
     )
     async def get_flag_image(flag_id: str) -> Response:
         found = await _get_flag(flag_id)
-        data = await asyncio.to_thread(_store().image, found.id)
+        try:
+            data = await asyncio.to_thread(_store().image, found.id)
+        except FlagImageMissingError:
+            log.error("flag store: the image file of flag %s is missing", found.id)
+            raise ServiceError(
+                404,
+                "image_missing",
+                f"flag {found.id}: its image file is missing from the flag store (flagging the image again "
+                "restores it)",
+            ) from None
+        except FlagStoreError as e:
+            log.error("flag store: %s", e)
+            raise ServiceError(
+                503, "store_unavailable", "the flag store is unavailable", {"Retry-After": "1"}
+            ) from None
         return Response(
             data, media_type="application/octet-stream", headers={"X-Content-SHA256": found.sha256}
         )

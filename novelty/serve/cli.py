@@ -8,10 +8,55 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
-from novelty.errors import NoveltyError
+from novelty.cli.common import int_arg, real_arg
+from novelty.errors import InvalidInputError, NoveltyError
 
 __all__ = ["add_arguments", "run"]
+
+T = TypeVar("T")
+
+
+# --- option values, checked while the arguments are parsed: before anything is loaded ----------------------
+# (int_arg and real_arg: the argument types of every subcommand, over novelty.params' checks)
+def _device(text: str) -> str:
+    from novelty.embedder import parse_device  # torch: only when `novelty serve` is parsed
+
+    try:
+        parse_device(text)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+_DAY = 86_400.0
+
+
+def _ranged(parse: Callable[[str], T], allowed: str) -> Callable[[str], T]:
+    """An integer type whose refusals name the whole allowed range, not only the bound that was passed (the
+    help text shows the same words); the number types name their interval already."""
+
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{e} (allowed: {allowed})") from None
+
+    checked.__name__ = parse.__name__
+    return checked
+
+
+def _one_line_error(parser: argparse.ArgumentParser) -> Callable[[str], NoReturn]:
+    """``parser.error`` that prints one line (``novelty serve: error: argument --port: …``) and exits 2,
+    without the usage text, which would hide the line that matters."""
+
+    def error(message: str) -> NoReturn:
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+    return error
+
 
 DESCRIPTION = """Serve a detector over HTTP: POST /v1/score, /v1/score:batch, /v1/flag; GET /v1/flags,
 /healthz, /readyz, /metrics; POST /v1/admin/reload. Clients authenticate with a bearer token
@@ -22,7 +67,12 @@ DESCRIPTION = """Serve a detector over HTTP: POST /v1/score, /v1/score:batch, /v
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("detector", metavar="DETECTOR_DIR", help="a saved detector (novelty fit --out DIR)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument(
+        "--port",
+        type=_ranged(int_arg(1, 65535), "1 to 65535"),
+        default=8000,
+        help="port, 1 to 65535 (default: %(default)s)",
+    )
     p.add_argument(
         "--token-file",
         action="append",
@@ -47,44 +97,78 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="where flags go: a directory (SQLite + images) or a postgresql:// URL (default: %(default)s)",
     )
     p.add_argument(
-        "--max-body-mb", type=float, default=16.0, help="largest request body (default: %(default)s)"
-    )
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image (default: %(default)s)")
-    p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to score a request (default: %(default)s)"
-    )
-    p.add_argument(
-        "--body-timeout", type=float, default=15.0, help="seconds to receive a body (default: %(default)s)"
-    )
-    p.add_argument("--max-batch", type=int, default=32, help="images per forward pass (default: %(default)s)")
-    p.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill (default: %(default)s)"
+        "--max-body-mb",
+        type=real_arg(0.0, 65536.0, low_open=True),
+        default=16.0,
+        help="largest request body in MiB, > 0 and ≤ 65536 (default: %(default)s)",
     )
     p.add_argument(
-        "--max-queue", type=int, default=512, help="images waiting before 503 (default: %(default)s)"
+        "--max-pixels",
+        type=int_arg(1),
+        default=40_000_000,
+        help="largest image in pixels, ≥ 1 (default: %(default)s)",
     )
-    p.add_argument("--decode-threads", type=int, default=2, help="decoding threads (default: %(default)s)")
+    p.add_argument(
+        "--timeout",
+        type=real_arg(0.0, _DAY, low_open=True),
+        default=30.0,
+        help="seconds to score a request, > 0 and ≤ 86400 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=real_arg(0.0, _DAY, low_open=True),
+        default=15.0,
+        help="seconds to receive a body, > 0 and ≤ 86400 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int_arg(1),
+        default=32,
+        help="images per forward pass, ≥ 1 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=real_arg(0.0, 60_000.0),
+        default=5.0,
+        help="milliseconds to wait for a batch to fill, 0 to 60000 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int_arg(1),
+        default=512,
+        help="images waiting before 503, ≥ 1 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--decode-threads",
+        type=_ranged(int_arg(1, 1024), "1 to 1024"),
+        default=2,
+        help="decoding threads, 1 to 1024 (default: %(default)s)",
+    )
     p.add_argument(
         "--watch-interval",
-        type=float,
+        type=real_arg(0.0, _DAY),
         default=2.0,
-        help="seconds between checks of DETECTOR_DIR/MANIFEST.sha256 for a new detector; 0: off (default: %(default)s)",
+        help="seconds between checks of DETECTOR_DIR/MANIFEST.sha256 for a new detector, 0 to 86400; 0: off "
+        "(default: %(default)s)",
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", type=_device, default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument(
         "--torch-threads",
-        type=int,
+        type=_ranged(int_arg(0, 1024), "0 to 1024"),
         default=0,
-        help="threads of the model's forward pass (process-wide); 0: torch's default, one per core (default)",
+        help="threads of the model's forward pass (process-wide), 0 to 1024; 0: torch's default, one per core "
+        "(default)",
     )
     p.add_argument(
         "--max-connections",
-        type=int,
+        type=int_arg(1),
         default=1000,
-        help="open connections before new ones get 503 — a bound on clients that hold connections "
+        help="open connections before new ones get 503, ≥ 1 — a bound on clients that hold connections "
         "without finishing their headers (default: %(default)s)",
     )
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    # a bad value ends the command at once with one line naming the option and its range (exit 2)
+    p.error = _one_line_error(p)  # type: ignore[method-assign,assignment]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
             api_tokens=api_tokens,
             admin_tokens=admin_tokens,
             auth=not args.no_auth,
-            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+            max_body_bytes=max(1, int(args.max_body_mb * 1024 * 1024)),
             max_pixels=args.max_pixels,
             request_timeout_s=args.timeout,
             body_timeout_s=args.body_timeout,

@@ -5,6 +5,11 @@ new detector in a worker thread and then replaces the reference in one assignmen
 finish on the detector they began with, new ones get the new detector, and no request ever waits for a load.
 The version of a detector is the sha256 of its ``manifest.json``, read from the artifact's ``MANIFEST.sha256``
 (that file changes whenever any file of the artifact does).
+
+A version that fails to load is tried again with a growing delay (the watch interval, doubled after each
+failure, at most :data:`MAX_BACKOFF_S`), :data:`RETRIES` times, then left alone until ``MANIFEST.sha256`` names
+another version: a directory copied file by file (``cp -r``, not ``det.save()``) can be caught half-copied,
+and is loaded once the copy is complete.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +28,10 @@ from novelty.errors import ArtifactError, NoveltyError
 
 log = logging.getLogger("novelty.serve")
 
-__all__ = ["DetectorHolder", "Loaded", "read_version"]
+__all__ = ["MAX_BACKOFF_S", "RETRIES", "DetectorHolder", "Loaded", "read_version"]
+
+#: how often the watcher tries a version that failed to load again, and the longest wait between tries
+RETRIES, MAX_BACKOFF_S = 8, 300.0
 
 
 def read_version(directory: str | Path) -> str | None:
@@ -76,6 +85,9 @@ class DetectorHolder:
         self._current: Loaded | None = None
         self._lock = asyncio.Lock()
         self._failed_version: str | None = None
+        self._failures = 0  # failed loads of _failed_version in a row
+        self._retry_at = 0.0  # time.monotonic() after which the watcher tries _failed_version again
+        self._backoff_base_s: float | None = None  # the watch interval, once watch() runs
         self.last_error: str | None = None
         self.reloads = 0
         self.outcomes: dict[str, int] = {"switched": 0, "unchanged": 0, "failed": 0}  # of reload()
@@ -110,15 +122,26 @@ class DetectorHolder:
                 loaded = await asyncio.to_thread(self.load_blocking)
             except (NoveltyError, OSError) as e:
                 self.outcomes["failed"] += 1
+                self._failures = self._failures + 1 if on_disk == self._failed_version else 1
                 self._failed_version = on_disk
+                delay = self.backoff_s(self._failures)
+                self._retry_at = time.monotonic() + delay
                 self.last_error = f"{type(e).__name__}: {e}"
+                if self._backoff_base_s is None:
+                    again = "not watching the directory"
+                elif self._failures <= RETRIES:
+                    again = f"trying again in {delay:g} s (retry {self._failures} of {RETRIES})"
+                else:
+                    again = "not trying this version again until MANIFEST.sha256 changes"
                 log.error(
-                    "reloading the detector from %s failed; still serving %s: %s",
+                    "reloading the detector from %s failed; still serving %s; %s: %s",
                     self.directory,
                     cur.version[:12] if cur else "nothing",
+                    again,
                     e,
                 )
                 raise
+            self._failed_version, self._failures = None, 0
             switched = cur is None or loaded.version != cur.version
             self.outcomes["switched" if switched else "unchanged"] += 1
             if switched:
@@ -130,18 +153,29 @@ class DetectorHolder:
                 )
             return loaded, switched
 
+    def backoff_s(self, failures: int) -> float:
+        """The wait before the next try after ``failures`` failed loads of one version in a row."""
+        base = self._backoff_base_s or 1.0
+        return float(min(base * 2 ** min(failures - 1, 30), MAX_BACKOFF_S))
+
+    def _due(self, on_disk: str | None) -> bool:
+        """Whether the watcher should load the version ``on_disk`` now."""
+        cur = self._current
+        if on_disk is None or (cur is not None and on_disk == cur.version):
+            return False
+        if on_disk != self._failed_version:
+            return True  # a new version
+        return self._failures <= RETRIES and time.monotonic() >= self._retry_at
+
     async def watch(self, interval_s: float) -> None:
-        """Poll ``MANIFEST.sha256`` every ``interval_s`` seconds and reload when it names a new version
-        (a version that failed to load is not retried until the file changes again)."""
+        """Poll ``MANIFEST.sha256`` every ``interval_s`` seconds and reload when it names a new version.
+        A version that failed to load is tried again after ``interval_s``, then twice as long each time
+        (at most :data:`MAX_BACKOFF_S`), :data:`RETRIES` times; then not until the file changes again."""
+        self._backoff_base_s = interval_s
         while True:
             await asyncio.sleep(interval_s)
-            cur = self._current
             on_disk = await asyncio.to_thread(read_version, self.directory)
-            if (
-                on_disk is None
-                or (cur is not None and on_disk == cur.version)
-                or on_disk == self._failed_version
-            ):
+            if not self._due(on_disk):
                 continue
             try:
                 await self.reload(only_if_changed=True)

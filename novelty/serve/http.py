@@ -4,8 +4,8 @@ error answers, and reading a request's image within the limits."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -147,8 +147,20 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def parse_form(request: Request, body: bytes, max_files: int) -> Any:
-    """Parse a multipart body that was already read (within the limits) into a form."""
+_CHARSET = re.compile(r";\s*charset\s*=\s*(\"[^\"]*\"|[^;]*)", re.IGNORECASE)
+MAX_FORM_FIELDS = 64  # text fields of a form, besides its images
+
+
+async def parse_form(
+    request: Request, body: bytes, limit: int, image_fields: tuple[str, ...]
+) -> tuple[list[bytes], dict[str, str]]:
+    """Parse a multipart body that was already read (within the limits): ``(images, text fields)``.
+
+    Images are the file parts (a part with a filename) and the parts named in ``image_fields`` that name no
+    filename (RFC 7578 allows it; ``curl -F 'images=<a.jpg'`` sends them so), in order. The form may hold one
+    image more than ``limit``, so that the caller can say how many there were; more is refused here (413).
+    Text fields must be UTF-8 (else 422). The parts are read as latin-1, which keeps every byte, and the
+    text fields decoded here: so an image part without a filename arrives intact."""
     sent = False
 
     async def replay() -> Message:
@@ -158,18 +170,47 @@ async def parse_form(request: Request, body: bytes, max_files: int) -> Any:
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
+    headers = [
+        (k, _CHARSET.sub("", v.decode("latin-1")).encode("latin-1") + b"; charset=latin-1")
+        if k.lower() == b"content-type"
+        else (k, v)
+        for k, v in request.scope["headers"]
+    ]
+    scope = {**request.scope, "headers": headers}
     try:
-        return await Request(request.scope, replay).form(
-            max_files=max_files, max_fields=64, max_part_size=65536
+        form = await Request(scope, replay).form(
+            max_files=limit + 1, max_fields=MAX_FORM_FIELDS + limit + 1, max_part_size=max(len(body), 1)
         )
     except StarletteHTTPException as e:
-        if (
-            "too many files" in str(e.detail).lower()
-        ):  # more parts than the limit: a size refusal, not a bad body
+        detail = str(e.detail).lower()
+        if "too many files" in detail or "too many fields" in detail:  # a size refusal, not a bad body
             raise ServiceError(
-                413, "too_large", f"too many files in one request; the limit is {max_files - 1}"
+                413,
+                "too_large",
+                f"more than {limit + 1} images or fields in one request; the limit is {limit}",
             ) from None
         raise ServiceError(400, "invalid_request", f"malformed multipart body: {e.detail}") from None
+    images: list[bytes] = []
+    fields: dict[str, str] = {}
+    try:
+        for raw_name, value in form.multi_items():
+            name = raw_name.encode("latin-1").decode("utf-8", errors="replace")
+            if isinstance(value, UploadFile):
+                images.append(await value.read())
+            elif name in image_fields:
+                images.append(value.encode("latin-1"))
+            else:
+                try:
+                    fields[name] = value.encode("latin-1").decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ServiceError(
+                        422, "invalid_request", f"form field {name[:64]!r} is not valid UTF-8 text"
+                    ) from None
+    finally:
+        await form.close()
+    if len(images) > limit:
+        raise ServiceError(413, "too_large", f"{len(images)} images in one request; the limit is {limit}")
+    return images, fields
 
 
 async def image_from_request(request: Request, service: Service) -> tuple[bytes, dict[str, str]]:
@@ -186,13 +227,10 @@ async def image_from_request(request: Request, service: Service) -> tuple[bytes,
     body = await read_body(request, service.config.body_timeout_s)
     if not multipart:
         return body, {}
-    form = await parse_form(request, body, max_files=1)
-    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-    if len(files) != 1:
-        raise ServiceError(422, "invalid_request", f"the form must hold exactly one file, got {len(files)}")
-    data = await files[0].read()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    return data, fields
+    images, fields = await parse_form(request, body, limit=1, image_fields=("image",))
+    if not images:
+        raise ServiceError(422, "invalid_request", "the form holds no image: send it as a file field 'image'")
+    return images[0], fields
 
 
 def image_error(e: ImageError) -> ServiceError:

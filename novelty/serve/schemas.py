@@ -7,7 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from novelty.flags.base import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_PREDICTION,
+    MAX_REPORT,
+    MAX_SOURCE,
+)
+
 __all__ = [
+    "TIME_SCHEMA",
     "BatchOut",
     "DetectorOut",
     "ErrorBody",
@@ -17,13 +26,15 @@ __all__ = [
     "NeighborOut",
     "ReloadOut",
     "VerdictOut",
+    "batch_body",
 ]
 
 
 class ErrorBody(BaseModel):
     code: str = Field(
         description="machine-readable: unauthorized, forbidden, too_large, request_timeout, timeout, "
-        "unsupported_media_type, invalid_request, overloaded, not_ready, not_found, reload_failed, "
+        "unsupported_media_type, invalid_request, overloaded, not_ready, not_found, image_missing, "
+        "method_not_allowed, store_unavailable, reload_failed, "
         "internal, or an image error code of novelty.errors (empty, not_an_image, truncated, corrupt, "
         "too_large, unsupported, unreadable)"
     )
@@ -120,49 +131,98 @@ class ReloadOut(BaseModel):
 
 
 # --- request bodies, for the OpenAPI spec (the handlers read them by hand, within the limits) ---------------
+# A binary part or body must be an encoded image (JPEG, PNG, WebP, …): JSON Schema cannot say so, the media
+# types and descriptions do; anything else is answered 422 with an image error code (not_an_image, …).
+_IMAGE = {"type": "string", "format": "binary", "minLength": 1}  # an empty body is refused (422 empty)
+
+
+def _image_part(name: str) -> dict[str, Any]:
+    """The encoding of a multipart image field: an image, sent as a file (a part with a filename)."""
+    disposition = f'form-data; name="{name}"; filename="{name}.jpg"'
+    return {
+        "contentType": "image/*",
+        "headers": {
+            "Content-Disposition": {
+                "description": "a file part: it names a filename",
+                "schema": {"type": "string"},
+                "example": disposition,
+            }
+        },
+    }
+
+
 IMAGE_BODY = {
     "requestBody": {
         "required": True,
         "description": "the encoded image (JPEG, PNG, WebP, …) as the raw body, or a multipart form with one file",
         "content": {
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/*": {"schema": _IMAGE},
+            "application/octet-stream": {"schema": _IMAGE},
             "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"image": {"type": "string", "format": "binary"}},
-                    "required": ["image"],
-                }
+                "schema": {"type": "object", "properties": {"image": _IMAGE}, "required": ["image"]},
+                "encoding": {"image": _image_part("image")},
             },
         },
     }
 }
-BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                    },
-                    "required": ["images"],
+
+
+def batch_body(max_images: int) -> dict[str, Any]:
+    """The request body of ``POST /v1/score:batch``: 1 to ``max_images`` image files (more: 413)."""
+    # an item that is not a readable image (even an empty one) gets its error in the answer's results
+    item = {"type": "string", "format": "binary"}
+    images = {"type": "array", "items": item, "minItems": 1, "maxItems": max_images}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": {"images": images}, "required": ["images"]},
+                    "encoding": {"images": _image_part("images")},
                 }
-            }
-        },
+            },
+        }
     }
+
+
+#: a time a user sends (``?since=``, ``captured_at``): RFC 3339 with a year from 1900 to 2199 (the range of
+#: :func:`novelty.clock.parse_time`, which checks it in UTC), or empty for none
+TIME_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "format": "date-time", "pattern": "^(19|2[01])[0-9]{2}-"},
+        {"type": "string", "maxLength": 0},
+    ]
 }
+_NO_NUL = "^[^\\u0000]*$"  # a store cannot keep NUL characters
 FLAG_FIELDS = {
-    "image": {"type": "string", "format": "binary"},
-    "prediction": {"type": "string", "description": "what the production model predicted"},
-    "report": {"type": "string", "description": "what the user reported"},
+    "image": _IMAGE,
+    "prediction": {
+        "type": "string",
+        "maxLength": MAX_PREDICTION,
+        "pattern": _NO_NUL,
+        "description": "what the production model predicted",
+    },
+    "report": {
+        "type": "string",
+        "maxLength": MAX_REPORT,
+        "pattern": _NO_NUL,
+        "description": "what the user reported",
+    },
     "source": {
         "type": "string",
+        "maxLength": MAX_SOURCE,
+        "pattern": _NO_NUL,
         "description": "the camera / car / device; with the image's hash it identifies the flag",
     },
-    "captured_at": {"type": "string", "format": "date-time"},
-    "metadata": {"type": "string", "description": "a JSON object (at most 16 KiB)"},
+    "captured_at": {
+        **TIME_SCHEMA,
+        "description": "when the image was taken: ISO 8601, from 1900-01-01 to 2199-12-31 UTC; empty: unknown",
+    },
+    "metadata": {
+        "type": "object",
+        "description": f"a JSON object: at most {MAX_METADATA_BYTES} bytes of JSON, nested at most "
+        f"{MAX_METADATA_DEPTH} levels deep, valid Unicode",
+    },
 }
 FLAG_BODY = {
     "requestBody": {
@@ -171,10 +231,11 @@ FLAG_BODY = {
         "parameters",
         "content": {
             "multipart/form-data": {
-                "schema": {"type": "object", "properties": FLAG_FIELDS, "required": ["image"]}
+                "schema": {"type": "object", "properties": FLAG_FIELDS, "required": ["image"]},
+                "encoding": {"image": _image_part("image"), "metadata": {"contentType": "application/json"}},
             },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/*": {"schema": _IMAGE},
+            "application/octet-stream": {"schema": _IMAGE},
         },
     }
 }
