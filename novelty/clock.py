@@ -14,6 +14,7 @@ or when it cannot be read, :class:`~novelty.errors.InvalidInputError` names the 
 from __future__ import annotations
 
 import math
+import reprlib
 from datetime import datetime, timezone
 
 from novelty.errors import InvalidInputError
@@ -93,11 +94,23 @@ def check_epoch_seconds(value: float, what: str = "timestamp") -> float:
         x = float(value)
     except (TypeError, ValueError, OverflowError):
         raise InvalidInputError(
-            f"{what} must be a number of seconds since the epoch, got {value!r}"
+            f"{what} must be a number of seconds since the epoch, got {_short(value)}"
         ) from None
     if not math.isfinite(x) or not _MIN_S <= x < _MAX_S:
         raise InvalidInputError(
-            f"{what} {value!r} is out of range: seconds since the epoch must lie in [{_MIN_S:.0f}, {_MAX_S:.0f}) "
-            f"({_RANGE})"
+            f"{what} {_short(value)} is out of range: seconds since the epoch must lie in [{_MIN_S:.0f}, "
+            f"{_MAX_S:.0f}) ({_RANGE})"
         )
     return x
+
+
+def _short(value: object) -> str:
+    """A value for a message: its repr cut to 40 characters (an integer of 10,000 digits has no repr at all)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return (
+            f"an integer of about {len(str(abs(value) // 10**30)) + 30} digits"
+            if abs(value) < 10**4000
+            else "an integer of more than 4000 digits"
+        )
+    text = reprlib.repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
