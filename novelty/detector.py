@@ -36,7 +36,7 @@ from novelty.errors import InvalidInputError, NotFittedError
 from novelty.head import ConditionHead, check_labels
 from novelty.images import ImageSource, describe_source
 from novelty.index import EmbeddingIndex, as_embeddings
-from novelty.params import check_bool, check_int, check_real
+from novelty.params import check_bool, check_choice, check_int, check_real
 from novelty.parts import DetectorParts, FittedState, build_parts
 from novelty.patches import PatchExtractor, PatchResult
 from novelty.persistence import load_detector, save_detector
@@ -48,6 +48,18 @@ from novelty.runtimes import (
     runtimes_agree,
 )
 from novelty.scorers import PatchKNNScorer, Scorer
+from novelty.trust import (
+    DEFAULT_DELTA,
+    DEFAULT_RISK,
+    DEFAULT_RULE,
+    FOLDS,
+    LEGACY_RULE,
+    LOCAL_RULES,
+    TrustCalibration,
+    calibrate_trust,
+    out_of_fold_correct,
+)
+from novelty.trust import RULES as TRUST_RULES
 from novelty.verdicts import BatchVerdicts, Neighbor, Verdict, score_state
 from novelty.weights import DEFAULT_BACKBONE
 
@@ -84,6 +96,13 @@ class NoveltyDetector:
         detector: loading with another runtime warns, and is refused where that runtime's embeddings differ
         beyond the tolerance (:func:`novelty.runtimes.runtimes_agree`) unless calibration is redone
         (``load(..., runtime=..., recalibrate=images)`` or :meth:`recalibrate`).
+    risk: ε, the error rate allowed among the head's *trusted* predictions (default 0.05). With labels, the
+        threshold on the head's competence is chosen on the labelled calibration split so that, with
+        probability ≥ 1 − ``trust_delta`` over that split, the error rate among trusted predictions on images
+        exchangeable with it is at most ε; a novel image is never trusted (:mod:`novelty.trust`).
+    trust: how competence is measured (:data:`novelty.trust.RULES`); ``"not-novel"`` is the rule of
+        artifacts saved before the trust decision existed (trusted = not novel, no error rate stated).
+    trust_delta: δ of that guarantee (default 0.1).
     index: the kind of FAISS index fitted: ``None`` (exact, cosine), a FAISS factory string (``"HNSW32"``,
         cosine) or an :class:`~novelty.index.EmbeddingIndex` used as a prototype (its metric and factory;
         the prototype itself stays untouched). Scorers that use the index must share its metric.
@@ -107,6 +126,9 @@ class NoveltyDetector:
         embedder: Embedder | None = None,
         index: EmbeddingIndex | str | None = None,
         runtime: str = DEFAULT_RUNTIME,
+        risk: float = DEFAULT_RISK,
+        trust: str = DEFAULT_RULE,
+        trust_delta: float = DEFAULT_DELTA,
     ):
         if embedder is not None and not isinstance(embedder, Embedder):
             raise InvalidInputError(f"embedder must be a novelty.Embedder, got {type(embedder).__name__}")
@@ -131,6 +153,11 @@ class NoveltyDetector:
         )
         self.n_neighbors = check_int(n_neighbors, "n_neighbors", minimum=0)
         self.seed = check_int(seed, "seed", minimum=0)
+        self.risk = check_real(risk, "risk", low=0.0, high=1.0, low_open=True, high_open=True)
+        self.trust = check_choice(trust, "trust", (*TRUST_RULES, LEGACY_RULE))
+        self.trust_delta = check_real(
+            trust_delta, "trust_delta", low=0.0, high=1.0, low_open=True, high_open=True
+        )
         self.scorers = scorers
         self.head = head
         self.index = index
@@ -331,11 +358,34 @@ class NoveltyDetector:
                 for s in parts.scorers
             }
         )
-        head = None
-        if with_head and parts.head is not None:
+        head = trust = train_correct = None
+        if with_head and parts.head is not None and y is not None:
             g_fit = None if groups is None else np.asarray(groups)[fit_idx]
             log.info("fitting condition head on %d labelled embeddings", x_fit.shape[0])
             head = parts.head.fit(x_fit, y_fit, groups=g_fit)
+            if self.trust != LEGACY_RULE:
+                if self.trust in LOCAL_RULES:
+                    log.info("cross-fitting %d heads for the local accuracy of the head", FOLDS)
+                    train_correct = out_of_fold_correct(parts.head, x_fit, y[fit_idx], g_fit, seed=self.seed)
+                trust = calibrate_trust(
+                    rule=self.trust,
+                    risk=self.risk,
+                    delta=self.trust_delta,
+                    alpha=self.alpha,
+                    head=head,
+                    index=index,
+                    calibrator=calibrator,
+                    x_cal=x_cal,
+                    y_cal=y[cal_idx],
+                    train_correct=train_correct,
+                )
+                log.info(
+                    "trust: rule %s, threshold %s at risk %g (%.1f%% of the calibration split trusted)",
+                    trust.rule,
+                    trust.threshold,
+                    trust.risk,
+                    100 * trust.coverage(),
+                )
         all_ids = [str(i) for i in ids] if ids is not None else [f"#{i}" for i in range(n)]
         self._fitted = FittedState(
             index=index,
@@ -346,6 +396,8 @@ class NoveltyDetector:
             calibration_ids=[all_ids[i] for i in cal_idx],
             dim=int(x.shape[1]),
             split="groups" if groups is not None else "random",
+            trust=trust,
+            train_correct=train_correct,
         )
         self.calibrated_runtime_ = self.runtime
         return self
@@ -431,6 +483,12 @@ class NoveltyDetector:
     @property
     def head_(self) -> ConditionHead | None:
         return self._require_fitted().head
+
+    @property
+    def trust_(self) -> TrustCalibration | None:
+        """The trust decision made at fit time (:mod:`novelty.trust`); ``None`` without a head, or for a detector
+        of the legacy rule (trusted = not novel)."""
+        return self._require_fitted().trust
 
     @property
     def train_ids_(self) -> list[str]:

@@ -11,12 +11,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from novelty.calibration import MultiScorerCalibrator
 from novelty.errors import InvalidInputError
 from novelty.head import ConditionHead
 from novelty.index import INDEX_KINDS, EmbeddingIndex
 from novelty.params import check_known_params, clone
 from novelty.scorers import Scorer, create_scorer
+from novelty.trust import TrustCalibration
 
 __all__ = ["DetectorParts", "FittedState", "build_parts"]
 
@@ -35,6 +38,11 @@ class FittedState:
     dim: int
     split: str
     artifact_id: str | None = None  # sha256 of the manifest saved or loaded; None after an unsaved fit
+    # the trust decision (novelty.trust) of a detector fitted with labels; None: no head, or an artifact saved
+    # before the decision existed (trusted = not novel, named as the legacy rule)
+    trust: TrustCalibration | None = None
+    # (n_fit,) whether cross-fitted heads got each indexed training image right, for the local trust rules
+    train_correct: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

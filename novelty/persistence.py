@@ -50,6 +50,7 @@ from novelty.parts import FittedState
 from novelty.runtimes import RUNTIME_FILE, check_runtime
 from novelty.scorers import REGISTRY as SCORERS
 from novelty.scorers import Scorer
+from novelty.trust import LEGACY_RULE, LOCAL_RULES, TrustCalibration
 
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector
@@ -105,6 +106,13 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
         files["head.safetensors"] = arrays_to_bytes(st.head.state_arrays())
         head = {"file": "head.safetensors", "params": st.head.get_params(), **st.head.state_meta()}
         _plain_json(head, "the head's classes")
+    trust = None
+    if st.trust is not None:
+        arrays = st.trust.state_arrays()
+        if st.train_correct is not None:
+            arrays["trust.train_correct"] = np.asarray(st.train_correct, dtype=np.uint8)
+        files["trust.safetensors"] = arrays_to_bytes(arrays)
+        trust = {"file": "trust.safetensors", **st.trust.to_meta()}
     manifest: dict[str, Any] = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {
@@ -146,6 +154,7 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
         },
         "train_ids": "train_ids.json",
         "head": head,
+        "trust": trust,
         "runtime": {
             "name": det.calibrated_runtime_ or emb.runtime,  # the runtime the calibration belongs to
             "file": RUNTIME_FILE if runtime_state is not None else None,
@@ -301,6 +310,27 @@ def _read_head(
     return head, params
 
 
+def _read_trust(
+    art: Artifact, r: ManifestReader, head: ConditionHead | None, n_index: int
+) -> tuple[TrustCalibration | None, np.ndarray | None]:
+    """The trust decision (``None`` for artifacts saved before it existed: they keep the legacy rule)."""
+    meta = r.section(art.manifest, "trust", optional=True)
+    if meta is None:
+        return None, None
+    if head is None:
+        raise ArtifactIntegrityError(f"{art.root}: a trust decision without a head")
+    name = check_file_name(r.get(meta, "file", "str", where="trust"), f"{r.source}: trust.file")
+    arrays = art.arrays(name)
+    with _as_artifact_error(r.source, "trust"):
+        trust = TrustCalibration.from_state(meta, arrays)
+    correct = arrays.get("trust.train_correct")
+    if trust.rule in LOCAL_RULES and (correct is None or correct.shape != (n_index,)):
+        raise ArtifactIntegrityError(
+            f"{art.root}: trust rule {trust.rule!r} needs the cross-fitted correctness of every indexed image"
+        )
+    return trust, None if correct is None else correct.astype(bool)
+
+
 def load_detector(
     cls: type[D],
     path: str | os.PathLike[str],
@@ -344,6 +374,7 @@ def load_detector(
     train_ids, calibration_ids = _read_ids(art, r, index.ntotal)
     dim = int(index.dim or 0)
     head, head_params = _read_head(art, r, dim)
+    trust, train_correct = _read_trust(art, r, head, index.ntotal)
     _warn_versions(r.get(art.manifest, "versions", "dict", default={}), art.root)
     rt = r.get(art.manifest, "runtime", "dict", default={"name": "torch"})
     recorded = r.get(rt, "name", "str", where="runtime")
@@ -375,6 +406,13 @@ def load_detector(
             index=EmbeddingIndex(**index.get_params()),
             embedder=embedder,
             runtime=runtime if embedder is None else embedder.runtime,
+            **(
+                {"trust": trust.rule, "risk": trust.risk, "trust_delta": trust.delta}
+                if trust is not None
+                else {"trust": LEGACY_RULE}
+                if head is not None
+                else {}
+            ),
         )
     det._set_fitted(
         FittedState(
@@ -387,6 +425,8 @@ def load_detector(
             dim=dim,
             split=split,
             artifact_id=art.artifact_id,
+            trust=trust,
+            train_correct=train_correct,
         )
     )
     _check_backbone(

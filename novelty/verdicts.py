@@ -15,6 +15,7 @@ import numpy as np
 
 from novelty.errors import InvalidInputError
 from novelty.index import as_embeddings
+from novelty.trust import LEGACY_RULE
 
 if TYPE_CHECKING:
     from novelty.parts import FittedState
@@ -36,8 +37,10 @@ class Verdict:
 
     ``scores`` are the raw per-scorer scores (higher = more novel), ``p_values`` their conformal p-values.
     For an unreadable input (in batch results) ``error`` says why and the numbers are NaN.
-    With a condition head: ``prediction``, its calibrated ``probability``, and ``trusted`` — a prediction on a
-    novel image is reported but not trusted (the classifier never saw anything like it).
+    With a condition head: ``prediction``, its calibrated ``probability``, and ``trusted``: the prediction may be
+    acted on — the image is not novel **and** the head is competent there (``competence`` ≥ the threshold chosen
+    so that at most ``risk`` of trusted predictions are wrong, :mod:`novelty.trust`). ``trust_rule`` names the
+    rule; detectors saved before the trust decision existed use ``"not-novel"`` (trusted = not novel).
     """
 
     source: str
@@ -51,7 +54,13 @@ class Verdict:
     error: str | None = None
     prediction: Any = None  # the condition head's class, when the detector has a head
     probability: float | None = None  # its temperature-calibrated probability
-    trusted: bool | None = None  # the prediction is trusted only when the image is readable and not novel
+    trusted: bool | None = None  # readable, not novel, and competence ≥ the trust threshold
+    competence: float | None = (
+        None  # the head's competence here (higher = more likely right), the rule's score
+    )
+    trust_rule: str | None = (
+        None  # how trust was decided (novelty.trust.RULES, or "not-novel" for old artifacts)
+    )
     # where the image is novel (patch scorer, on request): (S, S) float32 over the whole image resized to S × S,
     # higher = more novel; resize it to the image's own size to overlay (novelty.batch.maps)
     anomaly_map: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -78,6 +87,9 @@ class BatchVerdicts:
     anomaly_maps: np.ndarray | None = field(
         default=None, repr=False
     )  # (n, S, S) on request; NaN where unreadable
+    competence: np.ndarray | None = None  # (n,) the trust rule's score; NaN where unreadable or no rule
+    trust_threshold: float | None = None  # trusted = not novel and competence ≥ this (None: the legacy rule)
+    trust_rule: str | None = None  # None without a head
 
     @property
     def probability(self) -> np.ndarray | None:
@@ -86,16 +98,30 @@ class BatchVerdicts:
 
     @property
     def trusted(self) -> np.ndarray:
-        """Predictions to act on: readable, not novel (and a head exists)."""
+        """Predictions to act on: readable, not novel, and (with a trust decision) competent; never without a
+        head."""
         if self.predictions is None:
             return np.zeros(len(self), dtype=bool)
-        return self.ok & ~self.is_novel
+        out = self.ok & ~self.is_novel
+        if self.trust_threshold is not None and self.competence is not None:
+            out &= np.nan_to_num(self.competence, nan=-np.inf) >= self.trust_threshold
+        return out
 
     def __len__(self) -> int:
         return len(self.sources)
 
     def __getitem__(self, i: int) -> Verdict:
         ok = self.errors[i] is None
+        comp = None if self.competence is None or not ok else float(self.competence[i])
+        trusted = (
+            None
+            if self.predictions is None
+            else bool(
+                ok
+                and not self.is_novel[i]
+                and (self.trust_threshold is None or (comp is not None and comp >= self.trust_threshold))
+            )
+        )
         return Verdict(
             source=self.sources[i],
             novelty=float(self.novelty[i]),
@@ -114,7 +140,9 @@ class BatchVerdicts:
             probability=(
                 None if self.probabilities is None or not ok else float(self.probabilities[i].max())
             ),
-            trusted=None if self.predictions is None else bool(ok and not self.is_novel[i]),
+            trusted=trusted,
+            competence=comp,
+            trust_rule=self.trust_rule,
             anomaly_map=None if self.anomaly_maps is None or not ok else self.anomaly_maps[i],
         )
 
@@ -144,6 +172,7 @@ class BatchVerdicts:
                 rec["prediction"] = v.prediction
                 rec["probability"] = v.probability
                 rec["trusted"] = v.trusted
+                rec["competence"] = v.competence
             rec["error"] = v.error or ""
             out.append(rec)
         return out
@@ -214,15 +243,22 @@ def score_state(
     predictions: list[Any] | None = None
     proba: np.ndarray | None = None
     classes: list[Any] | None = None
+    comp: np.ndarray | None = None
+    rule: str | None = None
     if st.head is not None:
         classes = list(st.head.classes_)
         proba = np.full((n, len(classes)), np.nan)
         predictions = [None] * n
+        rule = st.trust.rule if st.trust is not None else LEGACY_RULE
+        comp = None if st.trust is None else np.full(n, np.nan)
         if ok.any():
-            p_head = st.head.predict_proba(as_embeddings(emb[ok], st.dim))
+            x_ok = as_embeddings(emb[ok], st.dim)
+            p_head = st.head.predict_proba(x_ok)
             proba[ok] = p_head
             for j, c in zip(np.flatnonzero(ok), p_head.argmax(axis=1), strict=True):
                 predictions[j] = classes[c]
+            if st.trust is not None and comp is not None:
+                comp[ok] = st.trust.competence_for(p_head, x_ok, st.index, st.train_correct)
     return BatchVerdicts(
         predictions=predictions,
         probabilities=proba,
@@ -239,4 +275,7 @@ def score_state(
         errors=errs,
         train_ids=st.train_ids,
         anomaly_maps=maps,
+        competence=comp,
+        trust_threshold=None if st.trust is None else st.trust.threshold,
+        trust_rule=rule,
     )

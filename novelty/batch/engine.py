@@ -161,6 +161,7 @@ def result_rows(
             row["prediction"] = "" if v.prediction is None else str(v.prediction)
             row["probability"] = math.nan if v.probability is None else v.probability
             row["trusted"] = bool(v.trusted)
+            row["competence"] = math.nan if v.competence is None else v.competence
         row["neighbors"] = _json_list([n.id for n in v.neighbors])
         row["neighbor_distances"] = _json_list([round(n.distance, 6) for n in v.neighbors])
         row["error"] = v.error or ""

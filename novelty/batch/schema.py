@@ -43,7 +43,7 @@ _HEAD: tuple[tuple[str, str], ...] = (
     ("is_novel", "bool"),
     ("score", "float"),
 )
-_PREDICTION = (("prediction", "str"), ("probability", "float"), ("trusted", "bool"))
+_PREDICTION = (("prediction", "str"), ("probability", "float"), ("trusted", "bool"), ("competence", "float"))
 _TAIL = (("neighbors", "str"), ("neighbor_distances", "str"), ("error", "str"))
 _RUN = (("alpha", "float"), ("detector_id", "str"))
 #: with ``novelty score --embeddings``: when each image was taken and its embedding (see :func:`encode_embedding`)
@@ -76,7 +76,7 @@ def result_schema(
 ) -> ResultSchema:
     """The columns ``novelty score`` writes for a detector with these scorers (and a condition head or not):
     ``key path member bytes width height novelty p_value is_novel score``, ``score_<s> p_value_<s>`` per scorer,
-    ``prediction probability trusted`` with a head, ``neighbors neighbor_distances error``, and the run's
+    ``prediction probability trusted competence`` with a head, ``neighbors neighbor_distances error``, and the run's
     ``alpha`` and ``detector_id`` (the artifact id of the detector that scored them). With ``embeddings``
     (``novelty score --embeddings``) also ``timestamp`` (seconds since the epoch, UTC), ``timestamp_source``
     (``csv``, ``exif`` or ``mtime``) and ``embedding`` (:func:`encode_embedding`), which ``novelty drift`` reads.

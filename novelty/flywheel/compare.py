@@ -48,7 +48,7 @@ import numpy as np
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_text, read_regular_file, sha256_bytes
 from novelty.flywheel.compare_report import METRICS
-from novelty.flywheel.gate import JUDGED, Check, GateRule, judge
+from novelty.flywheel.gate import JUDGED, Check, GateRule, judge, trust_check
 from novelty.flywheel.paired import (
     ECE_BINS,
     bootstrap_weights,
@@ -196,6 +196,8 @@ class ModelOutputs:
     predictions: np.ndarray | None = None  # (n,) str, the head's classes
     confidence: np.ndarray | None = None  # (n,) the head's top probability
     classes: list[str] | None = None
+    trusted: np.ndarray | None = None  # (n,) bool, the trust decision (novelty.trust); None: no head
+    risk: float | None = None  # the ε the trust decision states; None: the legacy rule (trusted = not novel)
 
     @classmethod
     def from_detector(
@@ -209,12 +211,15 @@ class ModelOutputs:
         res = det.score_embeddings(embeddings)
         if res.predictions is None or res.probabilities is None:
             return cls(p_value=np.asarray(res.p_value, dtype=np.float64), alpha=a)
+        st_trust = det.trust_
         return cls(
             p_value=np.asarray(res.p_value, dtype=np.float64),
             alpha=a,
             predictions=np.array([str(p) for p in res.predictions]),
             confidence=np.asarray(res.probabilities, dtype=np.float64).max(axis=1),
             classes=[str(c) for c in (res.classes or [])],
+            trusted=np.asarray(res.trusted, dtype=bool),
+            risk=None if st_trust is None else float(st_trust.risk),
         )
 
     @property
@@ -337,6 +342,16 @@ class Comparison:
                 problems.append(
                     f"{c.name!r} is recorded as {tag[recorded[c.name]]} but its numbers give {tag[c.passed]}"
                 )
+        trust = next((c for c in self.checks if c.name == "trusted error rate"), None)
+        if trust is not None:
+            v = trust.values
+            again = trust_check(
+                self.rows, v.get("risk"), float(v.get("margin", rule.margin)), v.get("counts") or {}
+            )
+            if again.passed is not trust.passed:
+                problems.append(
+                    f"'trusted error rate' is recorded as {trust.passed} but its numbers give {again.passed}"
+                )
         extra = sorted(set(recorded) - {c.name for c in judged})
         problems += [f"the check {name!r} does not follow from the numbers" for name in extra]
         return problems
@@ -366,6 +381,24 @@ class Comparison:
                 )
             lines.append(f"{r.name[:22]:<22} {r.n:>5}  " + "  ".join(f"{c:>34}" for c in cells))
         return "\n".join(lines)
+
+
+def _selective_risk(W: np.ndarray, trusted: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """The weighted share of wrong answers among trusted ones under each row of ``W`` (NaN: none trusted)."""
+    num = W @ (trusted * (1.0 - correct))
+    den = W @ trusted
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _trusted_counts(cond: np.ndarray, trusted: np.ndarray, correct: np.ndarray) -> dict[str, tuple[int, int]]:
+    """``{condition (and "all"): (trusted images, wrong among them)}`` of one model."""
+    t, wrong = trusted.astype(bool), correct == 0
+    out = {"all": (int(t.sum()), int((t & wrong).sum()))}
+    for c in np.unique(cond).tolist():
+        m = (cond == c) & t
+        out[str(c)] = (int(m.sum()), int((m & wrong).sum()))
+    return out
 
 
 def _num(x: float) -> float | None:
@@ -532,7 +565,9 @@ def compare_outputs(
     score1, score2 = 1.0 - champion.p_value, 1.0 - challenger.p_value
     flag1 = (champion.p_value < champion.alpha).astype(np.float64)
     flag2 = (challenger.p_value < challenger.alpha).astype(np.float64)
-    c1 = c2 = None
+    c1 = c2 = t1 = t2 = None
+    if with_head and champion.trusted is not None and challenger.trusted is not None:
+        t1, t2 = champion.trusted.astype(np.float64), challenger.trusted.astype(np.float64)
     if with_head:
         assert champion.predictions is not None and challenger.predictions is not None
         c1 = (champion.predictions == y).astype(np.float64)
@@ -540,7 +575,8 @@ def compare_outputs(
 
     def diff(v1: np.ndarray, v2: np.ndarray) -> MetricDiff:
         d = v2[1:] - v1[1:]
-        lo, hi = np.percentile(d, q)
+        d = d[np.isfinite(d)]  # a replicate without a trusted image has no selective risk
+        lo, hi = np.percentile(d, q) if d.size else (np.nan, np.nan)
         # rounded as the JSON records them, so that the gate judges exactly what the file holds
         return MetricDiff(*(_real(_num(x)) for x in (v1[0], v2[0], v2[0] - v1[0], lo, hi)))
 
@@ -555,6 +591,11 @@ def compare_outputs(
                 weighted_ece(Wm, c1[mask], champion.confidence[mask]),
                 weighted_ece(Wm, c2[mask], challenger.confidence[mask]),
             )
+            if t1 is not None and t2 is not None:
+                metrics["coverage"] = diff(weighted_mean(Wm, t1[mask]), weighted_mean(Wm, t2[mask]))
+                sr = diff(_selective_risk(Wm, t1[mask], c1[mask]), _selective_risk(Wm, t2[mask], c2[mask]))
+                if math.isfinite(sr.champion) or math.isfinite(sr.challenger):  # else: neither trusts any
+                    metrics["selective_risk"] = sr
             b = int(((c1 == 1) & (c2 == 0) & mask).sum())
             c = int(((c1 == 0) & (c2 == 1) & mask).sum())
             mc = {"b": b, "c": c, "p_value": mcnemar_exact(b, c)}
@@ -587,6 +628,8 @@ def compare_outputs(
     ordered = [c for c in nominal if c in present] + [c for c in present if c not in nominal]
     rows += [make_row(c, "condition", cond == c) for c in ordered]
     checks = judge(rows, rule, with_head, champion.alpha, challenger.alpha, int(is_nom.sum()))
+    if with_head and t2 is not None and c2 is not None:
+        checks.append(trust_check(rows, challenger.risk, rule.margin, _trusted_counts(cond, t2, c2)))
     if leakage is not None:
         checks.append(leakage)
     if config_check is not None:
@@ -653,6 +696,9 @@ def _model_info(det: NoveltyDetector, out: ModelOutputs, path: str | None = None
         "alpha": out.alpha,
         "classes": out.classes,
         "backbone": det.backbone,
+        "trust": {"rule": det.trust if out.risk is not None else "not-novel", "risk": out.risk}
+        if out.has_head
+        else None,
     }
 
 

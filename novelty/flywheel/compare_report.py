@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["METRICS", "fmt", "render_report"]
 
 #: the metrics of a row, in the order of the table
-METRICS = ("accuracy", "ece", "auroc", "false_alarm_rate")
+METRICS = ("accuracy", "ece", "coverage", "selective_risk", "auroc", "false_alarm_rate")
 
 
 def fmt(x: float, signed: bool = False) -> str:
@@ -84,10 +84,12 @@ def render_report(c: Comparison) -> str:
 _TITLES = {
     "accuracy": "head accuracy",
     "ece": "calibration error (ECE)",
+    "coverage": "trusted share (coverage)",
+    "selective_risk": "errors among trusted (selective risk)",
     "auroc": "novelty AUROC",
     "false_alarm_rate": "false alarms at alpha",
 }
-_BETTER = {"accuracy": 1, "ece": -1, "auroc": 1, "false_alarm_rate": -1}
+_BETTER = {"accuracy": 1, "ece": -1, "coverage": 1, "selective_risk": -1, "auroc": 1, "false_alarm_rate": -1}
 
 
 def _ci_bar(d: MetricDiff, span: float, *, better: int, width: int = 160, height: int = 18) -> Any:

@@ -12,7 +12,10 @@ With a head on both detectors:
    + tolerance; the tolerance defaults to the one-sided 95 % binomial margin ``1.645·√(α(1−α)/n_nominal)``,
    so a challenger keeps the promise of the champion at least as well, up to the noise of the test set;
 5. *no leakage* (added by :func:`novelty.flywheel.compare.compare`): no test image in either detector's
-   training data.
+   training data;
+6. *trusted error rate* (with a head; :func:`trust_check`): on no condition does the challenger's error rate
+   among its trusted predictions lie significantly above the ε its trust decision states, or above the
+   champion's by more than ``margin``.
 
 With a head, novelty AUROC is reported, not gated: teaching the head a condition is meant to make that
 condition familiar. **When either detector has no head** the gate runs on novelty alone: 1–3 use the
@@ -31,7 +34,7 @@ from novelty.flywheel.compare_report import fmt
 if TYPE_CHECKING:
     from novelty.flywheel.compare import Row
 
-__all__ = ["JUDGED", "Check", "GateRule", "judge"]
+__all__ = ["JUDGED", "TRUST_LEVEL", "Check", "GateRule", "judge", "trust_check"]
 
 #: the checks :func:`judge` computes from a comparison's numbers (the others are recorded facts)
 JUDGED = ("gain", "significant", "no condition worse", "false alarms")
@@ -214,3 +217,63 @@ def judge(
         )
     )
     return checks
+
+
+TRUST_LEVEL = 0.05  # a condition fails when its trusted error rate is above ε at this significance
+
+
+def trust_check(
+    rows: list[Row],
+    risk: float | None,
+    margin: float,
+    counts: dict[str, tuple[int, int]] | dict[str, list[int]],
+) -> Check:
+    """The trust check: on ``all`` and on every condition, the challenger's error rate among its trusted
+    predictions must not lie significantly above its stated ε (one-sided exact binomial test at
+    :data:`TRUST_LEVEL` on its ``counts`` = {row: (trusted, wrong)}), nor above the champion's by more than
+    ``margin`` (point estimates). Information only for a challenger of the legacy rule (no ε stated)."""
+    from novelty.trust import binomial_cdf
+
+    values: dict[str, Any] = {"risk": risk, "margin": margin, "level": TRUST_LEVEL, "counts": dict(counts)}
+    if risk is None:
+        return Check(
+            "trusted error rate",
+            None,
+            "the challenger uses the legacy trust rule (trusted = not novel): it states no error rate; refit it "
+            "with a trust rule (novelty.trust) to have the gate check one",
+            values,
+        )
+    bad, judged = [], []
+    for r in rows:
+        if r.kind == "slice" or r.name not in counts:
+            continue
+        n, wrong = (int(v) for v in counts[r.name])
+        if n == 0:
+            continue
+        judged.append(r.name)
+        p_excess = 1.0 - binomial_cdf(wrong - 1, n, risk)  # P(Binomial(n, ε) ≥ wrong)
+        sr = r.metrics.get("selective_risk")
+        rise = sr.diff if sr is not None and math.isfinite(sr.diff) else None
+        if p_excess < TRUST_LEVEL:
+            bad.append(
+                f"{r.name}: {wrong} wrong of {n} trusted ({wrong / n:.1%}; p = {p_excess:.2g} against ε {risk:g})"
+            )
+        elif rise is not None and rise > margin:
+            bad.append(
+                f"{r.name}: errors among trusted {fmt(rise, True)} against the champion (margin {margin:g})"
+            )
+    values["judged"] = judged
+    if bad:
+        return Check(
+            "trusted error rate",
+            False,
+            "trusted predictions are wrong too often on " + "; ".join(bad),
+            values,
+        )
+    return Check(
+        "trusted error rate",
+        True,
+        f"no condition's trusted error rate lies above ε {risk:g} (p < {TRUST_LEVEL:g}) or rises by more than "
+        f"{margin:g} ({len(judged)} rows judged)",
+        values,
+    )

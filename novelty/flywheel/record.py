@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from novelty.errors import ArtifactError, InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_text, read_regular_file
+from novelty.trust import LEGACY_RULE
 
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector
@@ -160,6 +161,8 @@ def detector_params(detector: NoveltyDetector) -> dict[str, Any]:
         "seed": int(detector.seed),
         "index": index.get_params(),
     }
+    if head is not None and detector.trust != LEGACY_RULE:  # absent for detectors of the legacy rule
+        params["trust"] = {"rule": detector.trust, "risk": detector.risk, "delta": detector.trust_delta}
     return json.loads(canonical_json(params))  # plain JSON: lists for tuples, checked serialisable
 
 
@@ -217,6 +220,13 @@ def params_from_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], 
         "seed": r.get(p, "seed", "int", where="params", default=0),
         "index": _index_params(r, idx),
     }
+    trust = r.section(m, "trust", optional=True)
+    if trust is not None:
+        params["trust"] = {
+            "rule": r.get(trust, "rule", "str", where="trust"),
+            "risk": float(r.get(trust, "risk", "number", where="trust")),
+            "delta": float(r.get(trust, "delta", "number", where="trust")),
+        }
     return json.loads(canonical_json(params)), art.artifact_id
 
 
@@ -225,7 +235,7 @@ def check_params(params: Any, source: str = "params") -> dict[str, Any]:
     if not isinstance(params, dict):
         raise TrainingRecordError(f"{source} must be an object, got {type(params).__name__}")
     missing = [k for k in _PARAM_KEYS if k not in params]
-    extra = sorted(set(params) - set(_PARAM_KEYS))
+    extra = sorted(set(params) - set(_PARAM_KEYS) - {"trust"})
     if missing or extra:
         raise TrainingRecordError(
             f"{source}: "
@@ -251,6 +261,16 @@ def check_params(params: Any, source: str = "params") -> dict[str, Any]:
             raise TrainingRecordError(f"{source}.{k} has the wrong type ({type(v).__name__})")
     if params["head"] is not None and not isinstance(params["head"], dict):
         raise TrainingRecordError(f"{source}.head must be an object or null")
+    trust = params.get("trust")
+    if trust is not None and not (
+        isinstance(trust, dict)
+        and set(trust) == {"rule", "risk", "delta"}
+        and isinstance(trust["rule"], str)
+        and all(
+            isinstance(trust[k], (int, float)) and not isinstance(trust[k], bool) for k in ("risk", "delta")
+        )
+    ):
+        raise TrainingRecordError(f"{source}.trust must be an object of rule, risk and delta")
     if not params["scorers"] or not all(
         isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("params"), dict)
         for s in params["scorers"]
@@ -303,6 +323,11 @@ def build_detector(
         draft=True if embedder is not None else p["draft"],
         index=EmbeddingIndex(**p["index"]),
         embedder=embedder,
+        **(
+            {"trust": p["trust"]["rule"], "risk": p["trust"]["risk"], "trust_delta": p["trust"]["delta"]}
+            if p.get("trust") is not None
+            else {"trust": LEGACY_RULE}
+        ),
     )
     got = detector_params(det)
     if canonical_json(got) != canonical_json(p):

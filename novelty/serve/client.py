@@ -137,6 +137,8 @@ def _verdict(d: Mapping[str, Any], source: str) -> ServedVerdict:
         prediction=d.get("prediction"),
         probability=d.get("probability"),
         trusted=d.get("trusted"),
+        competence=d.get("competence"),
+        trust_rule=d.get("trust_rule"),
         detector_version=d.get("detector_version", ""),
         sha256=d.get("image", {}).get("sha256", ""),
     )

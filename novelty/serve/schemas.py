@@ -72,7 +72,16 @@ class VerdictOut(BaseModel):
     prediction: Any = Field(None, description="the condition head's class (null without a head)")
     probability: float | None = Field(None, description="its calibrated probability")
     trusted: bool | None = Field(
-        None, description="the prediction is trusted only when the image is not novel"
+        None,
+        description="the prediction may be acted on: the image is not novel and the head is competent here "
+        "(competence ≥ the threshold that keeps at most `risk` of trusted predictions wrong)",
+    )
+    competence: float | None = Field(
+        None,
+        description="the trust rule's score (higher = the head more likely right); null for the legacy rule",
+    )
+    trust_rule: str | None = Field(
+        None, description="how trust was decided; 'not-novel' for detectors saved before the trust decision"
     )
     neighbors: list[NeighborOut]
     image: ImageInfo

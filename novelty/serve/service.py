@@ -249,6 +249,8 @@ def verdict_json(v: Verdict, loaded: Loaded, prepared: Prepared) -> dict[str, An
         "prediction": plain(v.prediction),
         "probability": v.probability,
         "trusted": v.trusted,
+        "competence": v.competence,
+        "trust_rule": v.trust_rule,
         "neighbors": [{"id": n.id, "distance": float(n.distance)} for n in v.neighbors],
         "image": {
             "sha256": prepared.sha256,

@@ -1,0 +1,388 @@
+"""When a condition head's prediction may be acted on: *trusted* means "not novel **and** the head is competent
+here", with a stated error rate among trusted predictions.
+
+    det = NoveltyDetector(risk=0.05)            # at most 5 % wrong among trusted predictions (see below)
+    v = det.score(image)
+    v.trusted, v.competence                     # the decision and the score it thresholds
+
+**The guarantee.** A detector fitted with labels holds out its calibration split from the head as well as from
+the scorers. On that split every image gets a *competence* score ``c`` (higher = the head is more likely right,
+see :data:`RULES`) and a leave-one-out conformal p-value. A prediction is trusted when ``p ≥ alpha`` (not novel)
+and ``c ≥ λ``. The threshold ``λ`` is the smallest value of a fixed grid (:func:`grid`, fixed before any data is
+seen) for which the exact binomial test rejects "the error rate among trusted predictions exceeds ε" at level
+``δ / len(grid)`` (Bonferroni over the grid; Geifman & El-Yaniv 2017, *Selective classification with guaranteed
+risk*; the multiple-testing view of Angelopoulos et al., *Learn then Test*). Hence:
+
+    with probability ≥ 1 − δ over the draw of the calibration split, the head's error rate among the predictions
+    marked trusted, on new images exchangeable with the calibration images, is at most ε.
+
+``risk`` is ε (default 0.05) and ``delta`` is δ (default 0.1). When no grid value passes (too few labelled
+calibration images for the ε asked: with no error at all a level needs ``n ≥ log(δ/G) / log(1 − ε)`` of them),
+nothing is trusted: the detector says so rather than promise what it cannot hold.
+
+**Beyond exchangeable data.** After a flywheel turn the calibration split is still mostly the conditions known
+before; a condition with a handful of labels (five snow frames) no longer looks novel long before the head learns
+it, and an error rate averaged over a clean-dominated split cannot vouch for it. The rule
+``"local-accuracy"`` therefore asks the labelled neighbourhood of each image: the share of its
+:data:`LOCAL_K` nearest labelled training images that a head which never saw them (a cross-fitted fold head)
+got right. Its grid starts at ``1 − ε``: locally, too, the head must have been right at least ``1 − ε`` of the
+time. How each rule fares per condition over five turns is measured in ``benchmarks/RESULTS.md`` ("Trust").
+
+Artifacts saved before the trust decision existed keep their old rule, :data:`LEGACY_RULE` (trusted = not
+novel), named in every verdict (``trust_rule``) and in the manifest; nothing is silently reinterpreted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from novelty.errors import InvalidInputError
+from novelty.params import check_choice, check_real, clone
+
+if TYPE_CHECKING:
+    from novelty.calibration import MultiScorerCalibrator
+    from novelty.head import ConditionHead
+    from novelty.index import EmbeddingIndex
+
+__all__ = [
+    "DEFAULT_DELTA",
+    "DEFAULT_RISK",
+    "DEFAULT_RULE",
+    "FOLDS",
+    "LEGACY_RULE",
+    "LOCAL_K",
+    "LOCAL_RULES",
+    "RULES",
+    "TrustCalibration",
+    "binomial_cdf",
+    "calibrate_trust",
+    "choose_threshold",
+    "class_indices",
+    "competence",
+    "grid",
+    "local_accuracy",
+    "loo_p_values",
+    "out_of_fold_correct",
+    "support_radius",
+]
+
+#: how competence is measured: the head's calibrated top probability; the share of the nearest labelled training
+#: images that a head which never saw them got right; the smaller of the two
+RULES = ("confidence", "local-accuracy", "confidence+local-accuracy")
+DEFAULT_RULE = "confidence+local-accuracy"
+#: the rules that need the cross-fitted correctness of the training images
+LOCAL_RULES = ("local-accuracy", "confidence+local-accuracy")
+#: the rule of artifacts saved before the trust decision: trusted = readable and not novel
+LEGACY_RULE = "not-novel"
+DEFAULT_RISK = 0.05
+DEFAULT_DELTA = 0.1
+#: labelled training neighbours asked by the local rules, and the folds of the cross-fitted heads
+LOCAL_K = 10
+FOLDS = 5
+#: a training image is local evidence only within this quantile of the calibration images' distance to their
+#: ``LOCAL_K``-th nearest training image; farther neighbours count against the head
+SUPPORT_QUANTILE = 0.99
+_STEPS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0)
+
+
+def grid(rule: str, risk: float) -> np.ndarray:
+    """The thresholds tested for ``rule`` at ε = ``risk``, fixed before any data is seen. None lies below 0.5 (a
+    prediction is never trusted on less than half the evidence); for the local rules none lies below ``1 − ε``."""
+    floor = 1.0 - risk if rule in LOCAL_RULES else 0.5
+    return np.array([floor, *[s for s in _STEPS if s > floor]])
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """``P(Binomial(n, p) ≤ k)``, exactly (a log-space sum)."""
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    i = np.arange(k + 1, dtype=np.float64)
+    log_terms = (
+        math.lgamma(n + 1)
+        - np.array([math.lgamma(j + 1) + math.lgamma(n - j + 1) for j in range(k + 1)])
+        + i * math.log(p)
+        + (n - i) * math.log1p(-p)
+    )
+    top = float(log_terms.max())
+    return float(min(1.0, math.exp(top) * np.exp(log_terms - top).sum()))
+
+
+def loo_p_values(calibration_scores: np.ndarray) -> np.ndarray:
+    """The conformal p-value of each calibration score against the others (higher score = more novel):
+    ``(1 + #{j ≠ i: s_j ≥ s_i}) / n`` — what a new exchangeable image would get, without self-match."""
+    s = np.asarray(calibration_scores, dtype=np.float64)
+    at_least = s.shape[0] - np.searchsorted(np.sort(s), s, side="left")  # counts i itself
+    return at_least / float(s.shape[0])
+
+
+def class_indices(labels: Sequence[Any] | np.ndarray, classes: list[Any]) -> np.ndarray:
+    """Each label's position in the head's ``classes`` (``-1`` for a label the head does not know)."""
+    where = {c: i for i, c in enumerate(classes)}
+    return np.array([where.get(v, -1) for v in np.asarray(labels, dtype=object).tolist()], dtype=np.int64)
+
+
+def out_of_fold_correct(
+    head: ConditionHead,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[Any] | np.ndarray | None,
+    *,
+    folds: int = FOLDS,
+    seed: int = 0,
+) -> np.ndarray:
+    """Whether a head with ``head``'s parameters, fitted without each training image (``folds`` folds, whole
+    groups together: near-duplicates never vouch for each other), predicts that image's label."""
+    n = x.shape[0]
+    g = np.arange(n) if groups is None else np.asarray(groups, dtype=object)
+    uniq = list(dict.fromkeys(g.tolist()))
+    rng = np.random.default_rng([seed, 17])
+    fold_of = {u: i % folds for i, u in enumerate(rng.permutation(len(uniq)))}
+    position = {u: i for i, u in enumerate(uniq)}
+    fold = np.array([fold_of[position[v]] for v in g.tolist()], dtype=np.int64)
+    y = np.asarray(y, dtype=object)
+    correct = np.zeros(n, dtype=bool)
+    for f in range(folds):
+        test = fold == f
+        train = ~test
+        if not test.any():
+            continue
+        if np.unique(y[train]).shape[0] < 2 or train.sum() < head.min_fit_samples():
+            continue  # a fold head cannot be fitted: its images count as not shown right
+        h = clone(head).fit(x[train], y[train].tolist(), groups=None if groups is None else g[train].tolist())
+        classes = list(h.classes_)
+        pred = np.asarray([classes[j] for j in h.predict_proba(x[test]).argmax(axis=1)], dtype=object)
+        correct[test] = pred == y[test]
+    return correct
+
+
+def local_accuracy(
+    index: EmbeddingIndex,
+    train_correct: np.ndarray,
+    x: np.ndarray,
+    radius: float = math.inf,
+    k: int = LOCAL_K,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(accuracy, kth)``: the share of each row's ``k`` nearest indexed training images that lie within
+    ``radius`` and that the cross-fitted heads got right — a neighbour farther away, missing or got wrong counts
+    against the head — and the distance to the ``k``-th of them."""
+    n = x.shape[0]
+    if n == 0 or index.ntotal == 0:
+        return np.zeros(n), np.full(n, np.inf)
+    kk = min(k, index.ntotal)
+    d, pos = index.search(np.ascontiguousarray(x, dtype=np.float32), kk)
+    ok = np.asarray(train_correct, dtype=bool)
+    good = (pos >= 0) & ok[np.clip(pos, 0, None)] & (d <= radius)
+    kth = np.where(pos[:, -1] >= 0, d[:, -1], np.inf) if kk == k else np.full(n, np.inf)
+    return good.sum(axis=1) / float(k), kth
+
+
+def support_radius(kth_distances: np.ndarray) -> float:
+    """The :data:`SUPPORT_QUANTILE` of the calibration images' distance to their ``LOCAL_K``-th nearest training
+    image: neighbours farther than nearly every calibration image's are no local evidence."""
+    far = np.asarray(kth_distances, dtype=np.float64)
+    far = far[np.isfinite(far)]
+    return float(np.quantile(far, SUPPORT_QUANTILE)) if far.size else math.inf
+
+
+def competence(rule: str, probabilities: np.ndarray, local: np.ndarray | None = None) -> np.ndarray:
+    """The competence score of each row (higher = the head more likely right) under ``rule``, from the head's
+    probabilities and, for the local rules, :func:`local_accuracy`."""
+    conf = np.asarray(probabilities, dtype=np.float64).max(axis=1)
+    if rule == "confidence":
+        return conf
+    if rule not in LOCAL_RULES:
+        raise InvalidInputError(f"unknown trust rule {rule!r}; rules: {', '.join(RULES)}")
+    if local is None:
+        raise InvalidInputError(f"trust rule {rule!r} needs the local accuracy of the head")
+    loc = np.asarray(local, dtype=np.float64)
+    return loc if rule == "local-accuracy" else np.minimum(conf, loc)
+
+
+def choose_threshold(
+    competence_scores: np.ndarray,
+    correct: np.ndarray,
+    novel: np.ndarray,
+    risk: float,
+    delta: float,
+    thresholds: np.ndarray,
+) -> float:
+    """The smallest of ``thresholds`` whose trusted calibration images (not novel, competence ≥ it) reject
+    "error rate > risk" by the exact binomial test at level ``delta / len(thresholds)``; ``inf`` when none does."""
+    c = np.asarray(competence_scores, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    keep = ~np.asarray(novel, dtype=bool)
+    level = delta / len(thresholds)
+    for lam in np.sort(np.asarray(thresholds, dtype=np.float64)):
+        sel = keep & (c >= lam)
+        n = int(sel.sum())
+        if n and binomial_cdf(int((~ok[sel]).sum()), n, risk) <= level:
+            return float(lam)
+    return math.inf
+
+
+@dataclass(frozen=True)
+class TrustCalibration:
+    """The trust decision of a fitted detector: its rule, ε (``risk``), δ, the calibration split's competence,
+    correctness and novelty, and the threshold chosen at ε (see the module docstring)."""
+
+    rule: str
+    risk: float
+    delta: float
+    competence: np.ndarray  # (n_cal,) float64
+    correct: np.ndarray  # (n_cal,) bool
+    novel: np.ndarray  # (n_cal,) bool, leave-one-out p < alpha
+    threshold: float
+    radius: float = math.inf  # training images farther than this are no local evidence
+
+    @classmethod
+    def fit(
+        cls,
+        rule: str,
+        risk: float,
+        delta: float,
+        competence_scores: np.ndarray,
+        correct: np.ndarray,
+        novel: np.ndarray,
+        *,
+        radius: float = math.inf,
+    ) -> TrustCalibration:
+        check_choice(rule, "trust rule", RULES)
+        risk = check_real(risk, "risk", low=0.0, high=1.0, low_open=True, high_open=True)
+        delta = check_real(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
+        c = np.asarray(competence_scores, dtype=np.float64)
+        ok, nov = np.asarray(correct, dtype=bool), np.asarray(novel, dtype=bool)
+        if not (c.shape == ok.shape == nov.shape) or c.ndim != 1:
+            raise InvalidInputError("competence, correct and novel must be 1-D arrays of one length")
+        radius = float(radius)
+        if math.isnan(radius) or radius < 0:
+            raise InvalidInputError(f"the support radius must be ≥ 0, got {radius}")
+        lam = choose_threshold(c, ok, nov, risk, delta, grid(rule, risk))
+        return cls(rule, risk, delta, c, ok, nov, lam, radius)
+
+    @property
+    def n(self) -> int:
+        return int(self.competence.shape[0])
+
+    def competence_for(
+        self,
+        probabilities: np.ndarray,
+        x: np.ndarray,
+        index: EmbeddingIndex | None = None,
+        train_correct: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The competence of new images (their head probabilities and embeddings) under this rule."""
+        local = None
+        if self.rule in LOCAL_RULES:
+            if index is None or train_correct is None:
+                raise InvalidInputError(
+                    f"trust rule {self.rule!r} needs the index and the training correctness"
+                )
+            local, _ = local_accuracy(index, train_correct, x, self.radius)
+        return competence(self.rule, probabilities, local)
+
+    def threshold_for(self, risk: float) -> float:
+        """The threshold at another ε (auto-accept uses its own), from the same calibration split."""
+        risk = check_real(risk, "risk", low=0.0, high=1.0, low_open=True, high_open=True)
+        if risk == self.risk:
+            return self.threshold
+        return choose_threshold(
+            self.competence, self.correct, self.novel, risk, self.delta, grid(self.rule, risk)
+        )
+
+    def coverage(self) -> float:
+        """The share of the calibration split trusted at ε."""
+        return float((~self.novel & (self.competence >= self.threshold)).mean()) if self.n else 0.0
+
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "risk": self.risk,
+            "delta": self.delta,
+            "threshold": None if math.isinf(self.threshold) else self.threshold,
+            "grid": [float(g) for g in grid(self.rule, self.risk)],
+            "local_k": LOCAL_K if self.rule in LOCAL_RULES else None,
+            "radius": None if math.isinf(self.radius) else self.radius,
+            "n": self.n,
+            "coverage": round(self.coverage(), 6),
+        }
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "trust.competence": self.competence.astype(np.float64),
+            "trust.correct": self.correct.astype(np.uint8),
+            "trust.novel": self.novel.astype(np.uint8),
+        }
+
+    @classmethod
+    def from_state(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> TrustCalibration:
+        try:
+            t = cls.fit(
+                str(meta["rule"]),
+                float(meta["risk"]),
+                float(meta["delta"]),
+                arrays["trust.competence"],
+                arrays["trust.correct"].astype(bool),
+                arrays["trust.novel"].astype(bool),
+                radius=math.inf if meta.get("radius") is None else float(meta["radius"]),
+            )
+        except KeyError as e:
+            raise InvalidInputError(f"the trust decision lacks {e}") from None
+        recorded_grid = meta.get("grid")
+        if recorded_grid is not None and [float(g) for g in recorded_grid] != list(grid(t.rule, t.risk)):
+            raise InvalidInputError("the trust decision was made on another grid of thresholds; refit it")
+        if meta.get("local_k") not in (None, LOCAL_K):
+            raise InvalidInputError(
+                f"the trust decision asked {meta.get('local_k')} neighbours; this release asks {LOCAL_K}"
+            )
+        recorded = meta.get("threshold")
+        if (math.inf if recorded is None else float(recorded)) != t.threshold:
+            raise InvalidInputError(
+                "the recorded trust threshold does not follow from the recorded calibration"
+            )
+        return t
+
+
+def calibrate_trust(
+    *,
+    rule: str,
+    risk: float,
+    delta: float,
+    alpha: float,
+    head: ConditionHead,
+    index: EmbeddingIndex,
+    calibrator: MultiScorerCalibrator,
+    x_cal: np.ndarray,
+    y_cal: np.ndarray,
+    train_correct: np.ndarray | None,
+) -> TrustCalibration:
+    """The trust decision of a detector, made on its labelled calibration split (held out from the head, the
+    scorers and the cross-fitted heads): the competence, correctness and leave-one-out novelty of every
+    calibration image."""
+    proba = head.predict_proba(x_cal)
+    classes = list(head.classes_)
+    pred = np.asarray([classes[j] for j in proba.argmax(axis=1)], dtype=object)
+    correct = pred == np.asarray(y_cal, dtype=object)
+    novel = loo_p_values(calibrator.combined_scores(calibrator.raw_)) < alpha
+    local = None
+    if rule in LOCAL_RULES:
+        if train_correct is None:
+            raise InvalidInputError(
+                f"trust rule {rule!r} needs the cross-fitted correctness of the training images"
+            )
+        _, kth = local_accuracy(index, train_correct, x_cal)
+        radius = support_radius(kth)
+        local, _ = local_accuracy(index, train_correct, x_cal, radius)
+    else:
+        radius = math.inf
+    return TrustCalibration.fit(
+        rule, risk, delta, competence(rule, proba, local), correct, novel, radius=radius
+    )

@@ -1,0 +1,328 @@
+"""The trust decision (novelty.trust): the statistics against references, the guarantee on exchangeable data
+(a property, checked by simulation), and the decision as a detector makes, saves, loads and compares it on real
+embeddings — including artifacts saved before it existed, which keep their rule."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from comparison_support import artifact_id  # tests/comparison_support.py
+
+import novelty
+from novelty.errors import InvalidInputError
+from novelty.flywheel.compare import ModelOutputs, compare_outputs, load_comparison
+from novelty.flywheel.gate import GateRule
+from novelty.trust import (
+    DEFAULT_RULE,
+    LEGACY_RULE,
+    LOCAL_RULES,
+    RULES,
+    TrustCalibration,
+    binomial_cdf,
+    choose_threshold,
+    grid,
+    loo_p_values,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- the statistics -----------------------------------------------------------------------------------------
+def test_binomial_cdf_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for n, p in ((1, 0.5), (10, 0.05), (133, 0.05), (1000, 0.01), (5000, 0.3)):
+        for k in sorted({0, 1, 2, n // 20, n // 3, n - 1, n}):
+            assert binomial_cdf(k, n, p) == pytest.approx(stats.binom.cdf(k, n, p), rel=1e-9, abs=1e-300)
+    assert binomial_cdf(-1, 10, 0.1) == 0.0 and binomial_cdf(3, 10, 0.0) == 1.0
+
+
+def test_loo_p_values_are_each_score_against_the_others():
+    rng = np.random.default_rng(0)
+    s = np.round(rng.normal(size=200), 1)  # ties on purpose
+    brute = np.array([(1 + (np.delete(s, i) >= s[i]).sum()) / len(s) for i in range(len(s))])
+    np.testing.assert_allclose(loo_p_values(s), brute)
+
+
+def test_grids_never_trust_on_less_than_half_the_evidence():
+    assert grid("confidence", 0.05)[0] == 0.5 and grid("confidence", 0.05)[-1] == 1.0
+    for rule in LOCAL_RULES:
+        assert grid(rule, 0.05)[0] == pytest.approx(0.95) and grid(rule, 0.01)[0] == pytest.approx(0.99)
+    assert all(np.all(np.diff(grid(r, e)) > 0) for r in RULES for e in (0.01, 0.05, 0.1))
+
+
+def test_the_guarantee_holds_on_exchangeable_data_and_nothing_is_promised_without_evidence():
+    """Simulation (the property the docstring states): competence c ~ U(0, 1), the head right with probability
+    0.6 + 0.4·c. Over 300 calibration draws, the share whose chosen threshold has a true selective risk above ε
+    stays ≤ δ, and the mean true risk ≤ ε."""
+    rng = np.random.default_rng(1)
+    eps, delta, n = 0.05, 0.1, 600
+
+    def true_risk(lam: float) -> float:  # E[1 − (0.6 + 0.4c) | c ≥ λ] for c ~ U(0, 1)
+        return 0.4 * (1 - (1 + lam) / 2) if lam < 1 else 0.0
+
+    risks = []
+    for _ in range(300):
+        c = rng.uniform(size=n)
+        right = rng.uniform(size=n) < 0.6 + 0.4 * c
+        lam = choose_threshold(c, right, np.zeros(n, bool), eps, delta, grid("confidence", eps))
+        risks.append(true_risk(lam) if math.isfinite(lam) else 0.0)
+    risks_a = np.asarray(risks)
+    assert (risks_a > eps).mean() <= delta and risks_a.mean() <= eps
+    # 20 calibration images cannot vouch for ε = 0.01: nothing is trusted
+    c = rng.uniform(size=20)
+    assert (
+        choose_threshold(c, np.ones(20, bool), np.zeros(20, bool), 0.01, delta, grid("confidence", 0.01))
+        == math.inf
+    )
+
+
+def test_trust_calibration_state_round_trips_and_refuses_tampering():
+    rng = np.random.default_rng(2)
+    c = rng.uniform(0.5, 1.0, size=300)
+    t = TrustCalibration.fit(
+        "confidence", 0.05, 0.1, c, rng.uniform(size=300) < c, rng.uniform(size=300) < 0.05
+    )
+    again = TrustCalibration.from_state(json.loads(json.dumps(t.to_meta())), t.state_arrays())
+    assert again.threshold == t.threshold and np.array_equal(again.competence, t.competence)
+    meta = {**t.to_meta(), "threshold": 0.5 if t.threshold != 0.5 else 0.6}
+    with pytest.raises(InvalidInputError, match="does not follow"):
+        TrustCalibration.from_state(meta, t.state_arrays())
+    with pytest.raises(InvalidInputError, match="trust rule"):
+        TrustCalibration.fit("vibes", 0.05, 0.1, c, c > 0.6, c > 2)
+
+
+# --- the decision in a detector, on real embeddings ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def labelled(textile_embeddings):
+    """Real embeddings of two conditions: nominal textile ("ok") and global defects ("defect")."""
+    xn, xg = textile_embeddings["nominal"], textile_embeddings["global"]
+    x = np.concatenate([xn[:400], xg[:150]])
+    y = ["ok"] * 400 + ["defect"] * 150
+    test = np.concatenate([xn[400:600], xg[150:200]])
+    return x, y, test
+
+
+@pytest.fixture(scope="module")
+def fitted(labelled, embedder):
+    x, y, _ = labelled
+    # the head tells nominal textile from global defects only ~75 % right: ε = 0.2 is what it can be trusted with
+    return novelty.NoveltyDetector(
+        embedder=embedder, calibration_fraction=0.3, head={"max_epochs": 30}, risk=0.2
+    ).fit_embeddings(x, y)
+
+
+def test_trusted_means_not_novel_and_competent(fitted, labelled):
+    _, _, test = labelled
+    assert fitted.trust == DEFAULT_RULE and fitted.trust_ is not None
+    t = fitted.trust_
+    assert t.rule == DEFAULT_RULE and t.risk == 0.2 and t.n == len(fitted.calibration_ids_)
+    r = fitted.score_embeddings(test)
+    assert r.trust_rule == DEFAULT_RULE and r.trust_threshold == t.threshold
+    expected = ~r.is_novel & (r.competence >= t.threshold)
+    np.testing.assert_array_equal(r.trusted, expected)
+    assert np.all(r.competence <= r.probabilities.max(axis=1) + 1e-12)  # the smaller of confidence and local
+    assert r.trusted.any() and (~r.trusted).any()
+    v = r[int(np.flatnonzero(r.trusted)[0])]
+    assert v.trusted is True and v.trust_rule == DEFAULT_RULE and v.competence >= t.threshold
+    rec = r.to_records()[0]
+    assert {"trusted", "competence"} <= set(rec)
+
+
+def test_the_trust_decision_is_saved_loaded_and_checked(fitted, labelled, embedder, tmp_path):
+    _, _, test = labelled
+    path = fitted.save(tmp_path / "det")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert (
+        manifest["trust"]["rule"] == DEFAULT_RULE
+        and manifest["trust"]["threshold"] == fitted.trust_.threshold
+    )
+    loaded = novelty.load(path, embedder=embedder)
+    a, b = fitted.score_embeddings(test), loaded.score_embeddings(test)
+    np.testing.assert_array_equal(a.trusted, b.trusted)
+    np.testing.assert_allclose(a.competence, b.competence)
+    assert loaded.trust == DEFAULT_RULE and loaded.risk == 0.2
+
+
+def test_risk_is_a_parameter_checked_where_it_is_written():
+    for bad in (0, 1, -0.1, float("nan"), "0.05"):
+        with pytest.raises(InvalidInputError, match="risk"):
+            novelty.NoveltyDetector(risk=bad)
+    with pytest.raises(InvalidInputError, match="trust"):
+        novelty.NoveltyDetector(trust="gut-feeling")
+
+
+def test_a_stricter_risk_trusts_no_more(labelled, embedder):
+    x, y, test = labelled
+    shares = []
+    for risk in (0.2, 0.05, 0.01):
+        det = novelty.NoveltyDetector(
+            embedder=embedder,
+            calibration_fraction=0.3,
+            head={"max_epochs": 30},
+            risk=risk,
+            trust="confidence",
+        ).fit_embeddings(x, y)
+        np.testing.assert_allclose(
+            det.score_embeddings(test).competence, det.score_embeddings(test).probabilities.max(axis=1)
+        )
+        shares.append(det.score_embeddings(test).trusted.mean())
+    assert shares[0] >= shares[1] >= shares[2]
+
+
+def test_the_legacy_rule_and_old_artifacts_keep_trusted_as_not_novel(labelled, embedder, tmp_path):
+    x, y, test = labelled
+    det = novelty.NoveltyDetector(
+        embedder=embedder, calibration_fraction=0.3, head={"max_epochs": 30}, trust=LEGACY_RULE
+    ).fit_embeddings(x, y)
+    assert det.trust_ is None
+    r = det.score_embeddings(test)
+    np.testing.assert_array_equal(r.trusted, ~r.is_novel)
+    assert r.trust_rule == LEGACY_RULE and r.competence is None and r[0].competence is None
+    saved = det.save(tmp_path / "legacy")
+    assert json.loads((saved / "manifest.json").read_text())["trust"] is None
+    again = novelty.load(saved, embedder=embedder)
+    assert again.trust == LEGACY_RULE and again.score_embeddings(test).trust_rule == LEGACY_RULE
+
+
+def test_the_shipped_checkpoint_saved_before_the_trust_decision_keeps_its_rule(tmp_path):
+    """checkpoints/windshield was saved before trust existed: it loads, names the legacy rule, and trusts
+    exactly what is not novel, as it always did."""
+    src = REPO / "checkpoints" / "windshield"
+    manifest = json.loads((src / "manifest.json").read_text())
+    assert "trust" not in manifest and manifest.get("head") is not None
+    det = novelty.load(src)
+    assert det.trust == LEGACY_RULE and det.trust_ is None
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, det.dim_)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    r = det.score_embeddings(x)
+    assert r.trust_rule == LEGACY_RULE
+    np.testing.assert_array_equal(r.trusted, ~r.is_novel)
+    shutil.copytree(src, tmp_path / "copy")
+    assert artifact_id(tmp_path / "copy") == artifact_id(src)  # nothing rewritten on load
+
+
+def test_the_local_rule_cross_fits_and_round_trips(labelled, embedder, tmp_path):
+    x, y, test = labelled
+    det = novelty.NoveltyDetector(
+        embedder=embedder,
+        calibration_fraction=0.3,
+        head={"max_epochs": 10},
+        trust="confidence+local-accuracy",
+    ).fit_embeddings(x, y)
+    st = det._require_fitted()
+    assert st.train_correct is not None and st.train_correct.shape == (st.index.ntotal,)
+    r = det.score_embeddings(test)
+    assert np.all(r.competence <= r.probabilities.max(axis=1) + 1e-12)  # the smaller of the two
+    again = novelty.load(det.save(tmp_path / "local"), embedder=embedder)
+    np.testing.assert_array_equal(again.score_embeddings(test).trusted, r.trusted)
+
+
+# --- compare and the gate ------------------------------------------------------------------------------------
+def _outputs(correct: np.ndarray, trusted: np.ndarray, risk: float | None = 0.05) -> ModelOutputs:
+    n = correct.shape[0]
+    pred = np.where(correct, "ok", "defect")
+    return ModelOutputs(
+        p_value=np.linspace(0.06, 1.0, n),
+        alpha=0.05,
+        predictions=pred,
+        confidence=np.full(n, 0.9),
+        classes=["defect", "ok"],
+        trusted=trusted,
+        risk=risk,
+    )
+
+
+def test_compare_reports_coverage_and_selective_risk_and_the_gate_refuses_trusted_errors(tmp_path):
+    n = 200
+    cond = np.array(["clean"] * 100 + ["snow"] * 100)
+    labels = np.array(["ok"] * n)
+    right = np.ones(n, bool)
+    champion = _outputs(right, np.r_[np.ones(100, bool), np.zeros(100, bool)])
+    snow_wrong = right.copy()
+    snow_wrong[100:130] = False  # the challenger trusts all snow and gets 30 % of it wrong
+    challenger = _outputs(snow_wrong, np.ones(n, bool))
+    rows, checks = compare_outputs(champion, challenger, labels, cond, n_boot=200, rule=GateRule())
+    snow = next(r for r in rows if r.name == "snow")
+    assert snow.metrics["coverage"].challenger == pytest.approx(1.0)
+    assert snow.metrics["selective_risk"].challenger == pytest.approx(0.3)
+    assert math.isnan(snow.metrics["selective_risk"].champion)  # the champion trusted no snow
+    trust = next(c for c in checks if c.name == "trusted error rate")
+    assert trust.passed is False and "snow: 30 wrong of 100 trusted" in trust.message
+    # a challenger whose trusted errors stay within ε passes this check
+    _, ok_checks = compare_outputs(champion, _outputs(right, np.ones(n, bool)), labels, cond, n_boot=200)
+    assert next(c for c in ok_checks if c.name == "trusted error rate").passed is True
+    # the legacy rule states no ε: the check is information only
+    _, legacy = compare_outputs(
+        champion, _outputs(right, np.ones(n, bool), risk=None), labels, cond, n_boot=200
+    )
+    assert next(c for c in legacy if c.name == "trusted error rate").passed is None
+    # the check is judged again from the file: relabelling it PASS is caught
+    from novelty.flywheel.compare import Comparison
+
+    c = Comparison(
+        rows,
+        checks,
+        {"artifact_id": "a" * 64, "alpha": 0.05},
+        {"artifact_id": "b" * 64, "alpha": 0.05},
+        {"gate": GateRule().to_json()},
+    )
+    path = c.save(tmp_path / "c.json")
+    assert load_comparison(path).problems() == []
+    doc = json.loads(path.read_text())
+    for ch in doc["checks"]:
+        if ch["name"] == "trusted error rate":
+            ch["passed"] = True
+    path.write_text(json.dumps(doc))
+    assert any("trusted error rate" in p for p in load_comparison(path).problems())
+
+
+# --- the promise after a retrain: a condition with a few labels -------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:calibration holds only")
+def test_a_challenger_with_ten_snow_labels_does_not_trust_snow_it_gets_wrong(embedder):
+    """The trust issue's test: the street video's clean frames (dry and wet) plus 10 labelled snow frames make a
+    challenger to which snow no longer looks novel while its head has barely seen it. Among the snow frames of
+    the test blocks that it trusts, at most ε may be wrong. The legacy rule (trusted = not novel) trusts most of
+    them and gets about half wrong."""
+    from novelty.datasets import windshield as W
+
+    sc = W.windshield_scenario(seed=0, block=10, size=(160, 120), n_frames=400)
+    frames = W.street_frames((160, 120))
+    cal = sc.calibration
+    pick = np.random.default_rng(0).choice(len(cal), 10, replace=False)
+    snow_images = np.empty((10, *frames.shape[1:]), dtype=np.uint8)
+    for j, i in enumerate(pick):
+        cond = "snow" if cal.labels[i] == 0 else "snow+wet"
+        snow_images[j] = W.apply_condition(
+            frames[cal.frames[i : i + 1]], cond, 3, 0, frame_ids=cal.frames[i : i + 1]
+        )[0]
+    x = np.concatenate([embedder.embed(list(sc.train.images)), embedder.embed(list(snow_images))])
+    y = [("dry", "wet")[v] for v in np.concatenate([sc.train.labels, cal.labels[pick]])]
+    groups = [f"b{g}" for g in sc.train.groups] + [f"snow{g}" for g in cal.groups[pick]]
+    test = sc.test
+    prod = []
+    for sev in (1, 3):
+        for i in range(len(test)):
+            cond = "snow" if test.labels[i] == 0 else "snow+wet"
+            one = test.frames[i : i + 1]
+            prod.append(W.apply_condition(frames[one], cond, sev, 0, frame_ids=one)[0])
+    x_snow = embedder.embed(prod)
+    truth = np.array([("dry", "wet")[v] for v in np.concatenate([test.labels, test.labels])])
+    risks = {}
+    for rule in (LEGACY_RULE, DEFAULT_RULE):
+        det = novelty.NoveltyDetector(
+            embedder=embedder, calibration_fraction=1 / 3, trust=rule
+        ).fit_embeddings(x, y, groups=groups)
+        r = det.score_embeddings(x_snow)
+        wrong = np.asarray(r.predictions, dtype=object) != truth
+        risks[rule] = (int(r.trusted.sum()), float(wrong[r.trusted].mean()) if r.trusted.any() else 0.0)
+    print("snow frames trusted and the error rate among them:", risks)
+    assert risks[LEGACY_RULE][1] > 0.05  # the failure the issue reports is there to be caught
+    n, risk = risks[DEFAULT_RULE]
+    assert risk <= 0.05, f"{n} snow frames trusted, {risk:.1%} of them wrong"
