@@ -222,9 +222,9 @@ class NoveltyDetector:
         """Whether a scorer works on spatial patch features (then fit and score run a patch pass too)."""
         return self._patch_scorer() is not None
 
-    def patch_features(self, images: Any) -> PatchResult:
-        """Spatial patch features of ``images`` for this detector's patch scorer (``(n, h, w, c)``, NaN rows and
-        an error where unreadable): the same backbone's intermediate stages (:mod:`novelty.patches`)."""
+    def patch_extractor(self) -> PatchExtractor:
+        """What turns images into this detector's patch features (its patch scorer's layers, size and padding);
+        :class:`~novelty.errors.InvalidInputError` for a detector without a patch scorer."""
         s = self._patch_scorer()
         if not isinstance(s, PatchKNNScorer):
             raise InvalidInputError("this detector has no patch scorer; add one, e.g. scorers=('patch-knn',)")
@@ -232,7 +232,12 @@ class NoveltyDetector:
         ex = self._patch_extractor
         if ex is None or ex.embedder is not self.embedder or (ex.layers, ex.image_size, ex.pad) != spec:
             ex = self._patch_extractor = PatchExtractor(self.embedder, *spec)
-        return ex.extract_with_errors(as_source_list(images))
+        return ex
+
+    def patch_features(self, images: Any) -> PatchResult:
+        """Spatial patch features of ``images`` for this detector's patch scorer (``(n, h, w, c)``, NaN rows and
+        an error where unreadable): the same backbone's intermediate stages (:mod:`novelty.patches`)."""
+        return self.patch_extractor().extract_with_errors(as_source_list(images))
 
     # --- fitting --------------------------------------------------------------------------------------
     def fit(

@@ -42,6 +42,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Verdict]
     enqueued: float = field(default_factory=time.monotonic)
+    patch: torch.Tensor | None = None  # the patch scorer's view, for a detector with one
 
 
 def _resolve(fut: asyncio.Future[Verdict], result: Verdict | None, error: BaseException | None) -> None:
@@ -106,7 +107,13 @@ class MicroBatcher:
             self._incoming -= 1
 
     async def submit(
-        self, loaded: Loaded, tensor: torch.Tensor, source: str = "body", *, expected: bool = False
+        self,
+        loaded: Loaded,
+        tensor: torch.Tensor,
+        source: str = "body",
+        *,
+        expected: bool = False,
+        patch: torch.Tensor | None = None,
     ) -> Verdict:
         """Score one preprocessed image ``(3, H, W)`` with ``loaded``'s detector; await its verdict.
         ``expected``: the image was announced with :meth:`expect`."""
@@ -117,7 +124,7 @@ class MicroBatcher:
                 raise OverloadedError(f"{self._queue.qsize()} images are waiting for the model")
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[Verdict] = loop.create_future()
-            self._queue.put(_Job(loaded, tensor, source, loop, fut))
+            self._queue.put(_Job(loaded, tensor, source, loop, fut, patch=patch))
         finally:
             if expected:
                 self.unexpect()
@@ -160,7 +167,12 @@ class MicroBatcher:
         det = jobs[0].loaded.detector
         try:
             emb = det.embedder.embed_tensor(torch.stack([j.tensor for j in jobs]))
-            verdicts = det.score_embeddings(emb, sources=[j.source for j in jobs])
+            patches = None
+            if det.needs_patches:  # the same pass as score_batch: patch features beside the embeddings
+                patches = det.patch_extractor().features_tensor(
+                    torch.stack([j.patch for j in jobs if j.patch is not None])
+                )
+            verdicts = det.score_embeddings(emb, sources=[j.source for j in jobs], patches=patches)
             results: list[tuple[Verdict | None, BaseException | None]] = [
                 (verdicts[i], None) for i in range(len(jobs))
             ]

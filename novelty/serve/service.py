@@ -99,6 +99,7 @@ class Prepared:
     info: dict[str, Any]
     sha256: str
     size: int
+    patch: torch.Tensor | None = None  # the patch scorer's view of the image, when the detector has one
 
 
 class Service:
@@ -211,7 +212,15 @@ class Service:
         if emb.max_pixels is not None:
             max_pixels = min(max_pixels, emb.max_pixels)
         img = load_image(Upload(name, data), min_size=emb.min_size, max_pixels=max_pixels, info=info)
-        return Prepared(emb.transform(img), info, sha256_bytes(data), len(data))
+        patch = None
+        det = loaded.detector
+        if det.needs_patches:  # decoded as the library decodes for patches (its own draft size), then resized
+            ex = det.patch_extractor()
+            pimg = load_image(
+                Upload(name, data), min_size=ex.image_size if emb.draft else None, max_pixels=max_pixels
+            )
+            patch = ex.to_tensor(pimg)
+        return Prepared(emb.transform(img), info, sha256_bytes(data), len(data), patch)
 
     async def prepare(self, loaded: Loaded, name: str, data: bytes) -> Prepared:
         loop = asyncio.get_running_loop()
@@ -225,7 +234,9 @@ class Service:
             self.batcher.unexpect()
             raise
         try:
-            verdict = await self.batcher.submit(loaded, prepared.tensor, name, expected=True)
+            verdict = await self.batcher.submit(
+                loaded, prepared.tensor, name, expected=True, patch=prepared.patch
+            )
         except OverloadedError as e:
             raise ServiceError(503, "overloaded", f"the model is busy: {e}", {"Retry-After": "1"}) from None
         self.metrics.inc("novelty_images_scored_total")
