@@ -512,6 +512,8 @@ def test_auto_accept_into_the_dataset(work):
     assert manifest["auto_accept"] == {
         "enabled": True, "min_p": 0.05, "min_prob": 0.9, "n": 2, "dataset_version": 1, "file": None,
         "audit_share": 0.0, "audit": [],
+        # a selection without a trust decision: the old rule, no ε, no competence threshold
+        "trust_rule": None, "auto_risk": None, "risk": None, "threshold": None,
     }  # fmt: skip
     # exported again with the dataset: what it labels already is left out
     res2 = export_selection(work / "selection.json", work / "ls2", dataset=ds)

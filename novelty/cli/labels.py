@@ -1,7 +1,7 @@
 """``novelty export``, ``novelty import-labels`` and ``novelty dataset``: labelling and the labelled dataset.
 
 novelty export SELECTION --format label-studio|cvat|csv --out DIR [--dataset DS] [--document-root DIR]
-               [--auto-accept [--auto-min-p P] [--auto-min-prob Q]]
+               [--auto-accept [--auto-risk EPS] [--auto-min-p P] [--auto-min-prob Q] [--audit SHARE]]
 novelty import-labels DATASET FILE --selection SELECTION [--format auto|label-studio|csv|cvat]
                [--labeller NAME] [--condition NAME]
 novelty dataset create DATASET --classes a,b
@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
+
+from novelty.cli.common import UsageError, real_arg
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS: tuple[str, ...] = ("export", "import-labels", "dataset")
 
-_AUTO_HELP = """assisted labelling (--auto-accept): an image whose p-value is ≥ --auto-min-p (default: the selection's
-alpha, i.e. not novel) AND whose head probability is ≥ --auto-min-prob (default 0.9) gets the head's prediction as
-its label (labeller model:<model_version>) without a human; it goes into --dataset, or into DIR/auto_labels.csv to
-import later, and is not sent to the tool"""
+_AUTO_HELP = """assisted labelling (--auto-accept): an image whose head answer is trusted (not novel AND the head
+competent there, at the detector's own error rate ε, or at --auto-risk EPS, one of the ε the selection's trust
+decision records) AND whose p-value is ≥ --auto-min-p (default: the selection's alpha) AND whose head probability
+is ≥ --auto-min-prob (default 0.9) gets the head's prediction as its label (labeller model:<model_version>)
+without a human; it goes into --dataset, or into DIR/auto_labels.csv to import later, and is not sent to the
+tool. Selections made before the trust decision keep the old rule (p-value and probability alone). DIR/export.json
+records the ε and the competence threshold used"""
 
 
 def _classes(text: str) -> list[str]:
@@ -74,8 +80,14 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the parent of the images' common "
         "folder, which becomes the project's local-files storage path)",
     )
+    e.add_argument("--auto-accept", action="store_true", help="accept the head's trusted, confident answers")
     e.add_argument(
-        "--auto-accept", action="store_true", help="accept the head's confident in-distribution answers"
+        "--auto-risk",
+        type=real_arg(0.0, 1.0, low_open=True, high_open=True),
+        default=None,
+        metavar="EPS",
+        help="the error rate auto-accepted answers are held to (default: the detector's own); one the selection's "
+        "trust decision records (selection.json 'trust' thresholds)",
     )
     e.add_argument(
         "--auto-min-p", type=_unit, default=None, metavar="P", help="default: the selection's alpha"
@@ -160,10 +172,15 @@ def run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from novelty.flywheel.labelling import export_selection
 
-    if (args.auto_min_p is not None or args.auto_min_prob != 0.9 or args.audit > 0) and not args.auto_accept:
-        from novelty.cli import UsageError
-
-        raise UsageError("--auto-min-p, --auto-min-prob and --audit only apply with --auto-accept")
+    if (
+        args.auto_min_p is not None
+        or args.auto_min_prob != 0.9
+        or args.audit > 0
+        or args.auto_risk is not None
+    ) and not args.auto_accept:
+        raise UsageError(
+            "--auto-risk, --auto-min-p, --auto-min-prob and --audit only apply with --auto-accept"
+        )
     res = export_selection(
         args.selection,
         args.out,
@@ -175,6 +192,7 @@ def _export(args: argparse.Namespace) -> int:
         auto_min_prob=args.auto_min_prob,
         audit=args.audit,
         dataset=args.dataset,
+        auto_risk=args.auto_risk,
     )
     print(
         f"exported {res.n_exported} image(s) for {res.format} to {res.out_dir}: {', '.join(f.name for f in res.files)}"
@@ -188,6 +206,16 @@ def _export(args: argparse.Namespace) -> int:
             else (str(res.auto_file) if res.auto_file else "nowhere (none qualified)")
         )
         print(f"auto-accepted {len(res.auto)} head answer(s) without a human → {where}")
+        lam = res.auto_threshold
+        if lam is None:
+            print("  rule: not novel, p-value and probability (the selection records no trust decision)")
+        else:
+            eps = "the detector's own ε" if res.auto_risk is None else f"ε = {res.auto_risk:g}"
+            print(
+                f"  rule: trusted at {eps}, competence ≥ {lam:g}"
+                if not math.isinf(lam)
+                else f"  rule: trusted at {eps}, which the calibration split cannot certify: none accepted"
+            )
     return 0
 
 

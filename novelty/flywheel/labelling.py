@@ -11,13 +11,15 @@ Export (:func:`export_selection`) writes, for the images of a selection (``selec
 - ``csv``: ``labels.csv`` with columns id,path,sha256,prediction,probability,p_value,novelty,label — the label
   column is empty for people to fill.
 
-**Assisted labelling** (``auto_accept=True``): an image that is neither novel nor uncertain — its p-value at
-least ``auto_min_p`` (default: the selection's ``alpha``, i.e. not flagged as novel) *and* the head's
-probability at least ``auto_min_prob`` (default 0.9) — gets the head's prediction as its label without a human
-(labeller ``"model:<model_version>"``, ``auto=True``). Those go straight into the dataset (``dataset=``) or
-into ``auto_labels.csv`` to import later, and are not sent to the tool: people label only what the model cannot.
-How often the pre-annotations and the auto-accepted labels are right is measured with
-:func:`measure_assistance` against true labels, never assumed.
+**Assisted labelling** (``auto_accept=True``): an image whose head answer is *trusted* (:mod:`novelty.trust`:
+not novel and the head competent there, at the detector's own error rate ε, or at ``auto_risk``, an ε whose
+competence threshold the selection's trust header records), whose p-value is at least ``auto_min_p`` (default:
+the selection's ``alpha``) and whose head probability is at least ``auto_min_prob`` (default 0.9) gets the head's
+prediction as its label without a human (labeller ``"model:<model_version>"``, ``auto=True``); a selection made
+before the trust decision keeps the old rule, p-value and probability alone (:func:`auto_accepted`). Those go straight into the dataset (``dataset=``) or into ``auto_labels.csv`` to import later,
+and are not sent to the tool: people label only what the model cannot. ``export.json`` records the ε and the
+threshold used. How often the pre-annotations and the auto-accepted labels are right is measured with
+:func:`measure_assistance` against true labels and by ``audit``, never assumed.
 
 Import (:func:`import_labels`) reads a Label Studio JSON export, a CSV (``id`` or ``path``, ``label``, optional
 ``labeller``, ``group``, ``condition``, ``time``) or a CVAT XML export, matches each labelled image to its
@@ -36,6 +38,8 @@ import csv
 import hashlib
 import io
 import json
+import logging
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,8 +53,10 @@ from novelty.flywheel.assisted import (
     AssistanceStats,
     auto_accepted,
     auto_entry,
+    auto_threshold,
     check_thresholds,
     measure_assistance,
+    recorded_threshold,
 )
 from novelty.flywheel.dataset import Dataset, Entry, _listing, now_iso
 from novelty.flywheel.labelimport import (
@@ -76,6 +82,7 @@ __all__ = [
     "SelectionData",
     "audit_result",
     "auto_accepted",
+    "auto_threshold",
     "entries_from_csv",
     "export_selection",
     "import_labels",
@@ -83,6 +90,8 @@ __all__ = [
     "read_labels",
     "read_selection",
 ]
+
+log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("label-studio", "cvat", "csv")
 CSV_COLUMNS = ("id", "path", "sha256", "prediction", "probability", "p_value", "novelty", "label")
@@ -100,6 +109,8 @@ class ExportResult:
     auto_version: int | None = None  # the dataset version the auto-accepted labels went into
     auto_file: Path | None = None  # or the CSV they were written to
     n_already_labelled: int = 0  # items left out because the dataset already has a label for the image
+    auto_risk: float | None = None  # the ε auto-accept held (None: the detector's own)
+    auto_threshold: float | None = None  # the competence threshold at auto_risk (inf: none certified)
 
 
 def _csv_text(rows: Iterable[Sequence[Any]], header: Sequence[str]) -> str:
@@ -142,6 +153,7 @@ def export_selection(
     auto_min_prob: float = AUTO_MIN_PROB,
     dataset: Dataset | str | os.PathLike[str] | None = None,
     audit: float = 0.0,
+    auto_risk: float | None = None,
 ) -> ExportResult:
     """Write the selection's images for a labelling tool into ``out_dir`` (see the module docstring).
 
@@ -150,6 +162,11 @@ def export_selection(
     ``auto_labels.csv``). ``document_root`` (Label Studio): the folder Label Studio serves local files from
     (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``); default: the parent of the images' common folder, which is
     the project's "Local files" storage path (``export.json`` names both).
+
+    ``auto_risk`` (with ``auto_accept``): the error rate ε auto-accept holds; ``None``, the detector's own (each
+    item's ``trusted``); a number, the competence threshold the selection's trust header records at that ε
+    (:func:`~novelty.flywheel.assisted.auto_threshold`: an ε it does not record is refused, listing those it
+    does; one its calibration split cannot certify accepts nothing).
 
     ``audit`` (with ``auto_accept``): this share of the images the rule would accept (at least one when any;
     chosen by a hash of their content, so the same images whatever the order) go to people instead, and
@@ -186,13 +203,30 @@ def export_selection(
         raise InvalidInputError(f"audit must be a share in [0, 1], got {audit!r}")
     if audit > 0 and not auto_accept:
         raise InvalidInputError("audit applies to auto-accepted labels: use it with auto_accept")
+    if auto_risk is not None and not auto_accept:
+        raise InvalidInputError("auto_risk applies to auto-accepted labels: use it with auto_accept")
+    threshold = auto_threshold(sel.trust, auto_risk)
+    held = threshold if threshold is not None else _own_threshold(sel.trust)
+    if auto_accept and held is not None and math.isinf(held):
+        log.warning(
+            "the trust decision of %s cannot certify an error rate of %g among trusted answers (too few "
+            "labelled calibration images): nothing is auto-accepted",
+            sel.model_version or "the selection's detector",
+            _applied_risk(sel.trust, auto_risk),
+        )
+    elif auto_accept and sel.trust is None:
+        log.info(
+            "the selection records no trust decision: auto-accept keeps the old rule (p-value, probability)"
+        )
     auto: list[Entry] = []
     audited: list[Any] = []
     if auto_accept:
         accepted = [
             it
             for it in items
-            if auto_accepted(it, min_p=min_p, min_prob=auto_min_prob, classes=names or None)
+            if auto_accepted(
+                it, min_p=min_p, min_prob=auto_min_prob, classes=names or None, threshold=threshold
+            )
         ]
         if audit > 0 and accepted:
             k = max(1, round(audit * len(accepted)))
@@ -259,6 +293,10 @@ def export_selection(
             "enabled": bool(auto_accept),
             "min_p": min_p,
             "min_prob": auto_min_prob,
+            "trust_rule": None if sel.trust is None else sel.trust["rule"],
+            "auto_risk": auto_risk,
+            "risk": _applied_risk(sel.trust, auto_risk),
+            "threshold": None if held is None or math.isinf(held) else held,
             "n": len(auto),
             "dataset_version": auto_version,
             "file": None if auto_file is None else auto_file.name,
@@ -274,8 +312,30 @@ def export_selection(
         atomic_write_text(out / EXPORT_MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     )
     return ExportResult(
-        format, out, tuple(files), len(items), tuple(auto), auto_version, auto_file, n_already
+        format,
+        out,
+        tuple(files),
+        len(items),
+        tuple(auto),
+        auto_version,
+        auto_file,
+        n_already,
+        auto_risk,
+        held,
     )
+
+
+def _own_threshold(trust: Mapping[str, Any] | None) -> float | None:
+    """The competence threshold at the detector's own ε (what each item's ``trusted`` holds); ``inf`` when none
+    was certified; ``None`` without a trust decision (or a header that does not record it)."""
+    return None if trust is None else recorded_threshold(trust, trust["risk"])
+
+
+def _applied_risk(trust: Mapping[str, Any] | None, auto_risk: float | None) -> float | None:
+    """The ε auto-accept held: ``auto_risk``, else the detector's own; ``None`` under the old rule."""
+    if trust is None:
+        return None
+    return float(trust["risk"]) if auto_risk is None else float(auto_risk)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ came from, its embedding and the detector's answer for it.
 
     pool = build_pool(det, ["results.parquet", "inbox/"], flags="novelty-flags", images_dir="sel/images")
     pool.embeddings, pool.p_value, pool.predictions, pool.train_distance, pool.sources
+    pool.trusted, pool.competence, pool.trust      # the trust decision (novelty.trust), per image and its header
 
 Sources:
 
@@ -23,6 +24,13 @@ its embedding (``score_embeddings``), so all numbers of a pool come from one mod
 scored the results files. ``train_distance`` is the cosine distance (``1 − cos``) of each candidate to its
 nearest training embedding, found in the detector's FAISS index: what the training data already covers.
 Scores: **higher = more novel**; ``novelty = 1 − p_value``.
+
+With a condition head, each candidate also carries the detector's trust decision (:mod:`novelty.trust`):
+``trusted`` (``v.trusted``: not novel and, with a trust decision, ``competence`` ≥ the detector's threshold)
+and ``competence``. ``pool.trust`` (:func:`trust_header`) records the decision's rule, ε, δ and the competence
+threshold at each ε of :data:`TRUST_RISKS` and at the detector's own, all from the same calibration split, so that
+auto-accept can hold its own ε (``novelty export --auto-risk``). Detectors without a trust decision (no head, or
+the legacy rule ``"not-novel"``) have no header.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "RESULTS_SUFFIXES",
+    "TRUST_RISKS",
     "Candidate",
     "Pool",
     "PoolError",
@@ -56,13 +65,17 @@ __all__ = [
     "candidates_from_flags",
     "candidates_from_images",
     "candidates_from_results",
+    "check_trust_header",
     "image_suffix",
     "iso_time",
     "score_pool",
+    "trust_header",
 ]
 
 #: inputs with these suffixes are results files of ``novelty score``; anything else is an image source
 RESULTS_SUFFIXES = (".parquet", ".csv", ".jsonl")
+#: the error rates ε whose competence threshold a pool's trust header records (besides the detector's own)
+TRUST_RISKS = (0.01, 0.02, 0.05, 0.1)
 
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "jpg"),
@@ -116,6 +129,9 @@ class Pool:
     probabilities: np.ndarray | None = None  # (n, n_classes), in the order of ``classes``
     classes: list[Any] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    trusted: np.ndarray | None = None  # bool (n,): the verdict's ``trusted`` (None: the detector has no head)
+    competence: np.ndarray | None = None  # (n,) the trust rule's score (None: no trust decision)
+    trust: dict[str, Any] | None = None  # :func:`trust_header` (None: no trust decision)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -126,10 +142,10 @@ class Pool:
         for name in ("paths", "sha256", "sources", "timestamps"):
             if len(getattr(self, name)) != n:
                 raise InvalidInputError(f"pool.{name} has {len(getattr(self, name))} entries for {n} images")
-        for name in ("p_value", "novelty", "score", "is_novel", "train_distance"):
+        for name in ("p_value", "novelty", "score", "is_novel", "train_distance", "trusted", "competence"):
             v = getattr(self, name)
             if v is not None:
-                arr = np.asarray(v, dtype=bool if name == "is_novel" else np.float64)
+                arr = np.asarray(v, dtype=bool if name in ("is_novel", "trusted") else np.float64)
                 if arr.shape != (n,):
                     raise InvalidInputError(f"pool.{name} must have shape ({n},), got {arr.shape}")
                 setattr(self, name, arr)
@@ -148,6 +164,12 @@ class Pool:
                     f"pool probabilities must be ({n}, {len(self.classes)}) with one prediction per image"
                 )
             self.probabilities = proba
+        if self.trusted is not None and self.probabilities is None:
+            raise InvalidInputError(
+                "pool.trusted needs the head's predictions (a pool without a head has none)"
+            )
+        if self.trust is not None:
+            self.trust = check_trust_header(self.trust)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -195,7 +217,60 @@ class Pool:
             probabilities=None if self.probabilities is None else self.probabilities[idx],
             classes=list(self.classes),
             skipped=list(self.skipped),
+            trusted=None if self.trusted is None else self.trusted[idx],
+            competence=None if self.competence is None else self.competence[idx],
+            trust=None if self.trust is None else dict(self.trust),
         )
+
+
+# --- the trust header -------------------------------------------------------------------------------------
+def trust_header(detector: NoveltyDetector) -> dict[str, Any] | None:
+    """The detector's trust decision as a pool and ``selection.json`` record it: ``{"rule", "risk", "delta",
+    "thresholds": {str(ε): λ}}`` for each ε of :data:`TRUST_RISKS` and the detector's own (λ ``None`` where
+    the calibration split cannot certify ε: nothing is trusted at it); ``None`` without a trust decision."""
+    t = detector.trust_
+    if t is None:
+        return None
+    thresholds = {}
+    for eps in sorted({*TRUST_RISKS, float(t.risk)}):
+        lam = t.threshold_for(eps)
+        thresholds[str(float(eps))] = None if math.isinf(lam) else float(lam)
+    return {"rule": t.rule, "risk": float(t.risk), "delta": float(t.delta), "thresholds": thresholds}
+
+
+def check_trust_header(value: Any) -> dict[str, Any] | None:
+    """A trust header (:func:`trust_header`) read back, checked: :class:`InvalidInputError` names what is wrong."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"'trust' must be an object or null, got {type(value).__name__}")
+    rule = value.get("rule")
+    if not isinstance(rule, str) or not rule:
+        raise InvalidInputError(f"'trust.rule' must be a rule name, got {rule!r}")
+    out: dict[str, Any] = {"rule": rule}
+    for key in ("risk", "delta"):
+        v = value.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
+            raise InvalidInputError(f"'trust.{key}' must lie strictly between 0 and 1, got {v!r}")
+        out[key] = float(v)
+    raw = value.get("thresholds")
+    if not isinstance(raw, dict):
+        raise InvalidInputError("'trust.thresholds' must map error rates to thresholds")
+    thresholds: dict[str, float | None] = {}
+    for k, lam in raw.items():
+        try:
+            eps = float(k)
+        except (TypeError, ValueError):
+            eps = math.nan
+        if not 0.0 < eps < 1.0:
+            raise InvalidInputError(f"'trust.thresholds' key {k!r} is not an error rate in (0, 1)")
+        if lam is not None and (
+            isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam)
+        ):
+            raise InvalidInputError(f"'trust.thresholds'[{k!r}] must be a number or null, got {lam!r}")
+        thresholds[str(k)] = None if lam is None else float(lam)
+    out["thresholds"] = thresholds
+    return out
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
@@ -422,7 +497,8 @@ def score_pool(
     timestamps: Sequence[str | None] | None = None,
     skipped: Sequence[tuple[str, str]] = (),
 ) -> Pool:
-    """A :class:`Pool` of embeddings made by ``detector``'s backbone, scored by ``detector``."""
+    """A :class:`Pool` of embeddings made by ``detector``'s backbone, scored by ``detector`` (with the head's
+    answers and the trust decision when it has them)."""
     from novelty.batch.engine import detector_id
 
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -448,6 +524,9 @@ def score_pool(
         probabilities=v.probabilities,
         classes=list(v.classes or []),
         skipped=list(skipped),
+        trusted=None if v.predictions is None else np.asarray(v.trusted, dtype=bool),
+        competence=v.competence,
+        trust=trust_header(detector),
     )
 
 

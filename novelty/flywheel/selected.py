@@ -2,7 +2,9 @@
 
 The selection's owner is :mod:`novelty.flywheel.selection`; this reader takes its file, a parsed dict or a
 ``Selection`` object and checks only what export and import rely on (ids unique, each item with a path and a
-sha256), so labelling works with any selection written in the shared format.
+sha256; the trust fields auto-accept decides on), so labelling works with any selection written in the shared
+format. A selection written before the trust decision has no ``trusted``, ``competence`` or ``trust``: they
+read as ``None``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from novelty.errors import InvalidInputError
 from novelty.fileio import read_regular_file, sha256_bytes
 from novelty.flywheel.dataset import _listing
+from novelty.flywheel.pools import check_trust_header
 
 __all__ = ["SelectedImage", "SelectionData", "read_selection"]
 
@@ -40,6 +43,8 @@ class SelectedImage:
     timestamp: str | None = None
     group: str | None = None
     condition: str | None = None
+    trusted: bool | None = None  # the detector's verdict (None: no head, or a selection older than trust)
+    competence: float | None = None  # the trust rule's score (None: no trust decision)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class SelectionData:
     items: list[SelectedImage]
     strategy: str = ""
     sha256: str | None = None  # of the selection file
+    trust: dict[str, Any] | None = None  # the trust header (novelty.flywheel.pools.trust_header); None: none
     _index: dict[str, dict[str, SelectedImage]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +88,12 @@ def _opt_str(v: Any, what: str) -> str | None:
     if not isinstance(v, str):
         raise InvalidInputError(f"{what} must be a string or null, got {v!r}")
     return v
+
+
+def _opt_bool(v: Any, what: str) -> bool | None:
+    if v is None or isinstance(v, bool):
+        return v
+    raise InvalidInputError(f"{what} must be true, false or null, got {v!r}")
 
 
 def read_selection(selection: Any) -> SelectionData:
@@ -142,6 +154,8 @@ def read_selection(selection: Any) -> SelectionData:
                     timestamp=_opt_str(it.get("timestamp"), "timestamp"),
                     group=_opt_str(it.get("group"), "group"),
                     condition=_opt_str(it.get("condition"), "condition"),
+                    trusted=_opt_bool(it.get("trusted"), "trusted"),
+                    competence=_opt_float(it.get("competence"), "competence"),
                 )
             )
         except (InvalidInputError, TypeError, ValueError) as e:
@@ -157,6 +171,10 @@ def read_selection(selection: Any) -> SelectionData:
     alpha = obj.get("alpha", 0.05)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise InvalidInputError(f"{where}: 'alpha' must lie strictly between 0 and 1, got {alpha!r}")
+    try:
+        trust = check_trust_header(obj.get("trust"))
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{where}: {e}") from None
     return SelectionData(
         path=path,
         model_version=str(obj.get("model_version") or ""),
@@ -165,4 +183,5 @@ def read_selection(selection: Any) -> SelectionData:
         items=items,
         strategy=str(obj.get("strategy") or ""),
         sha256=digest,
+        trust=trust,
     )

@@ -50,11 +50,17 @@ Every :class:`SelectedItem` carries a human-readable ``reason`` ("p=0.001, novel
     {"format": "novelty-selection", "format_version": 1, "created": ISO, "strategy", "budget", "seed",
      "weights": {...}, "detector_id", "model_version", "classes": [...], "alpha",
      "items": [{"id", "path", "sha256", "source", "rank", "reason", "p_value", "novelty", "is_novel",
-                "prediction", "probability", "uncertainty", "timestamp", "sources", "scores"}],
-     "radius", "pool": {"n", "n_skipped"}}
+                "prediction", "probability", "uncertainty", "timestamp", "sources", "scores",
+                "trusted", "competence"}],
+     "radius", "pool": {"n", "n_skipped"},
+     "trust": {"rule", "risk", "delta", "thresholds": {"0.01": λ, "0.02": λ, "0.05": λ, "0.1": λ, …}} | null}
 
 ``sources`` (every place the image was found) and ``scores`` (the strategy's numbers), ``radius`` and
 ``pool`` are additions that readers may ignore; :meth:`Selection.load` checks every field it reads.
+``trusted`` (the detector's verdict: not novel and competent, :mod:`novelty.trust`), ``competence`` and the
+``trust`` header (the decision's rule, ε, δ and its competence threshold at other ε,
+:func:`~novelty.flywheel.pools.trust_header`) are what auto-accept decides on; selections written before them
+read as ``null`` (no trust decision: auto-accept keeps its old rule for them).
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ import numpy as np
 
 from novelty.errors import InvalidInputError, NoveltyError, UnknownNameError
 from novelty.fileio import atomic_write_text, read_regular_file
-from novelty.flywheel.pools import Pool, PoolError, build_pool
+from novelty.flywheel.pools import Pool, PoolError, build_pool, check_trust_header
 from novelty.params import check_int, check_real
 
 log = logging.getLogger(__name__)
@@ -137,6 +143,8 @@ class SelectedItem:
     timestamp: str | None = None
     sources: tuple[str, ...] = ()
     scores: Mapping[str, float | None] = field(default_factory=dict)
+    trusted: bool | None = None  # the head's answer may be acted on (None: no head, or an older selection)
+    competence: float | None = None  # the trust rule's score (None: no trust decision)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,6 +163,8 @@ class SelectedItem:
             "timestamp": self.timestamp,
             "sources": list(self.sources),
             "scores": dict(self.scores),
+            "trusted": self.trusted,
+            "competence": self.competence,
         }
 
 
@@ -175,6 +185,7 @@ class Selection:
     radius: float | None = None
     pool_size: int | None = None
     n_skipped: int | None = None
+    trust: dict[str, Any] | None = None  # the detector's trust decision (pools.trust_header); None: none
     positions: list[int] = field(default_factory=list, repr=False)  # rows of the pool (not saved)
 
     def __len__(self) -> int:
@@ -195,6 +206,7 @@ class Selection:
             "alpha": self.alpha,
             "radius": self.radius,
             "pool": {"n": self.pool_size, "n_skipped": self.n_skipped},
+            "trust": None if self.trust is None else dict(self.trust),
             "items": [it.to_json() for it in self.items],
         }
 
@@ -263,6 +275,10 @@ class Selection:
         pool_info = data.get("pool")
         pool: dict[str, Any] = pool_info if isinstance(pool_info, dict) else {}
         radius = data.get("radius")
+        try:
+            trust = check_trust_header(data.get("trust"))
+        except InvalidInputError as e:
+            raise bad(str(e)) from None
         return cls(
             strategy=strategy,
             budget=r.integer("budget", minimum=1),
@@ -277,6 +293,7 @@ class Selection:
             radius=float(radius) if radius is not None and _is_number(radius) else None,
             pool_size=pool.get("n") if isinstance(pool.get("n"), int) else None,
             n_skipped=pool.get("n_skipped") if isinstance(pool.get("n_skipped"), int) else None,
+            trust=trust,
         )
 
 
@@ -337,6 +354,9 @@ def _item_from_json(it: Any, i: int, bad: Any) -> SelectedItem:
     scores = it.get("scores", {})
     if not isinstance(scores, dict) or not all(v is None or _is_number(v) for v in scores.values()):
         raise bad(f"items[{i}]: 'scores' must map names to numbers")
+    trusted = it.get("trusted")
+    if trusted is not None and not isinstance(trusted, bool):
+        raise bad(f"items[{i}]: 'trusted' must be true, false or null, got {trusted!r}")
     p_value = r.number("p_value")
     return SelectedItem(
         id=r.text("id"),
@@ -354,6 +374,8 @@ def _item_from_json(it: Any, i: int, bad: Any) -> SelectedItem:
         timestamp=r.text("timestamp", optional=True),
         sources=tuple(sources),
         scores={str(k): (None if v is None else float(v)) for k, v in scores.items()},
+        trusted=trusted,
+        competence=r.number("competence", optional=True),
     )
 
 
@@ -571,6 +593,7 @@ def select(
         scores["score"] = float(pool.score[i]) if math.isfinite(pool.score[i]) else None
         pred = None if pool.predictions is None else pool.predictions[i]
         prob = None if proba is None else float(proba[i])
+        comp = None if pool.competence is None else float(pool.competence[i])
         items.append(
             SelectedItem(
                 id=pool.ids[i],
@@ -588,6 +611,8 @@ def select(
                 timestamp=pool.timestamps[i],
                 sources=tuple(pool.sources[i]),
                 scores=scores,
+                trusted=None if pool.trusted is None else bool(pool.trusted[i]),
+                competence=comp if comp is not None and math.isfinite(comp) else None,
             )
         )
     if strategy == "hybrid":
@@ -606,6 +631,7 @@ def select(
         radius=radius if strategy in ("diversity", "hybrid") else None,
         pool_size=n,
         n_skipped=pool.n_skipped,
+        trust=None if pool.trust is None else dict(pool.trust),
         positions=[int(i) for i in picks],
     )
 
@@ -621,7 +647,8 @@ def _reason(pool: Pool, i: int, why: str, pred: Any, prob: float | None) -> str:
     p = float(pool.p_value[i])
     parts = [f"p={p:.2g}, {'novel' if pool.is_novel[i] else 'not novel'}"]
     if pred is not None and prob is not None:
-        parts.append(f"head {'sure' if prob >= SURE else 'uncertain'} (p({pred})={prob:.2f})")
+        trust = "" if pool.trusted is None else (", trusted" if pool.trusted[i] else ", not trusted")
+        parts.append(f"head {'sure' if prob >= SURE else 'uncertain'} (p({pred})={prob:.2f}){trust}")
     parts.append(why)
     return "; ".join(parts)
 

@@ -10,7 +10,8 @@ turn stopped anywhere (a crash, a kill, a missing labels file) is picked up wher
 1. **selected**: the champion (the registry's ``champion`` alias) scores the sources (results files, folders,
    the flag store) and ``select`` picks ``budget`` images with the configured strategy → ``selection.json``;
 2. **exported**: the selection is exported for the labelling tool (``export/``); with ``auto_accept`` the
-   images that are neither novel nor uncertain get the head's answer without a human (into the turn's labels);
+   images whose head answer the champion trusts (not novel and competent there, at ``auto_risk``) get the head's
+   answer without a human (into the turn's labels);
 3. **waiting-for-labels**: the run stops here until the finished labels file exists (the config's ``labels``
    path, e.g. a Label Studio JSON export); a cron job simply runs the turn again later;
 4. **imported**: the labels (and the auto-accepted ones) are read into the turn's own dataset, validated
@@ -43,7 +44,10 @@ The config (TOML; relative paths are relative to the config file)::
     [label]
     format = "label-studio"        # label-studio | cvat | csv
     labels = "turns/{turn}/labels.json"   # the finished labels of turn {turn}
-    auto_accept = true
+    auto_accept = true             # only answers the champion trusts (not novel, competent: novelty.trust)
+    auto_risk = 0.05               # optional: the error rate ε auto-accepted answers are held to, one that
+                                   # selection.json's trust header records (0.01, 0.02, 0.05, 0.1 or the
+                                   # detector's own); default: the detector's own ε
     auto_min_prob = 0.9            # auto_min_p defaults to the detector's alpha
     audit = 0.1                    # share of the auto-accepted answers also sent to people: the rule's
                                    # error rate is measured every turn (turn.json "audit")
@@ -136,6 +140,7 @@ class FlywheelConfig:
     auto_accept: bool = True
     auto_min_p: float | None = None
     auto_min_prob: float = 0.9
+    auto_risk: float | None = None
     audit: float = 0.1
     holdout: float = 0.2
     window: str | None = None
@@ -180,6 +185,7 @@ _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "auto_accept": bool,
         "auto_min_p": (int, float),
         "auto_min_prob": (int, float),
+        "auto_risk": (int, float),
         "audit": (int, float),
         "holdout": (int, float),
     },
@@ -273,6 +279,10 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
     auto_min_prob = check(
         "label", "auto_min_prob", check_real, lab.get("auto_min_prob", 0.9), low=0.0, high=1.0
     )
+    auto_risk = lab.get("auto_risk")  # an error rate: strictly between 0 and 1
+    if auto_risk is not None:
+        unit = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
+        auto_risk = check("label", "auto_risk", check_real, auto_risk, **unit)
     for key in ("label", "compute_hour"):
         check("cost", key, check_real, cost.get(key, 0.0), low=0.0)
     n_boot = check("gate", "n_boot", check_int, gate.get("n_boot", 1000), minimum=100)
@@ -314,6 +324,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         auto_accept=bool(lab.get("auto_accept", True)),
         auto_min_p=auto_min_p,
         auto_min_prob=auto_min_prob,
+        auto_risk=auto_risk,
         audit=audit if bool(lab.get("auto_accept", True)) else 0.0,
         holdout=holdout,
         window=window,
@@ -540,6 +551,7 @@ def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             auto_min_p=config.auto_min_p,
             auto_min_prob=config.auto_min_prob,
             audit=config.audit,
+            auto_risk=config.auto_risk if config.auto_accept else None,
         )
     turn.exported = res.n_exported
     turn.auto_accepted = len(res.auto)
