@@ -85,9 +85,12 @@ def test_verdicts_carry_prediction_and_trust(ae_detector, textile_embeddings):
         np.concatenate([textile_embeddings["nominal"][700:710], textile_embeddings["global"][:10]])
     )
     assert res.classes == ["even", "odd"] and len(res.predictions) == 20
-    np.testing.assert_array_equal(res.trusted, ~res.is_novel)
+    # trusted: not novel and competent (novelty.trust), never a novel image
+    expected = ~res.is_novel & (res.competence >= res.trust_threshold)
+    np.testing.assert_array_equal(res.trusted, expected)
+    assert not (res.trusted & res.is_novel).any()
     v = res[15]
     assert v.prediction in ("even", "odd") and 0.5 <= v.probability <= 1.0
-    assert v.trusted == (not v.is_novel)
+    assert v.trusted == bool(expected[15]) and v.trust_rule == ae_detector.trust
     rec = res.to_records()[0]
     assert {"prediction", "probability", "trusted"} <= set(rec)

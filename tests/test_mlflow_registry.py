@@ -166,6 +166,9 @@ def test_cli_with_mlflow(store, detectors, tmp_path, capsys, monkeypatch):
     assert main(["promote", "challenger", *opts]) == 1
     assert "needs a comparison" in capsys.readouterr().err
     comp = comparison(tmp_path / "c.json", detectors[0], detectors[1])
+    assert main(["promote", "challenger", "--comparison", str(comp), *opts]) == 1
+    assert "not recorded by this registry" in capsys.readouterr().err
+    MlflowRegistry(uri, name).record_comparison(comp)
     assert main(["promote", "challenger", "--comparison", str(comp), *opts]) == 0
     assert "champion: version 2 (was 1)" in capsys.readouterr().out
     assert main(["rollback", *opts]) == 0
