@@ -707,3 +707,40 @@ def test_service_on_the_champion_follows_promote_and_rollback(reg, detectors, tm
     assert set(seen) == {v1, v2}
     first_v2 = seen.index(v2)
     assert v1 in seen[:first_v2] and v1 in seen[first_v2 + 1 :]  # v1, then v2, then v1 again
+
+
+# --- one policy under both backends ----------------------------------------------------------------------------
+def _mlflow_registry(tmp_path):
+    pytest.importorskip("mlflow")
+    from novelty.flywheel.mlflow_registry import MlflowRegistry
+
+    return MlflowRegistry(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", "policy", artifact_location=str(tmp_path / "artifacts")
+    )
+
+
+@pytest.mark.parametrize(
+    "backend", ["local", pytest.param("mlflow", marks=pytest.mark.slow)], ids=["local", "mlflow"]
+)
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
+def test_both_backends_share_one_policy(backend, tmp_path, detectors, embedder):
+    """The same calls on the local and the MLflow registry: the champion moves only by promote (set_alias
+    refuses it); removing the champion empties the rollback stack; a forced promotion needs a reason. The MLflow
+    backend's own replay of the history used to ignore the removal and walk back to a removed champion."""
+    reg = Registry.create(tmp_path / "reg") if backend == "local" else _mlflow_registry(tmp_path)
+    versions = [reg.register(d, embedder=embedder, load=False) for d in detectors]
+    reg.promote(versions[0])
+    with pytest.raises(PromotionRefusedError, match="changes only by promote"):
+        reg.set_alias("champion", versions[1])
+    with pytest.raises(PromotionRefusedError, match="needs a reason"):
+        reg.promote(versions[1], force=True)
+    reg.promote(versions[1], force=True, reason="test")
+    assert reg.champions() == versions[:2]
+    assert reg.set_alias("champion", None).changed
+    assert reg.champions() == [] and reg.alias("champion") is None
+    with pytest.raises(RollbackError):
+        reg.rollback()
+    reg.promote(versions[2])  # after a removal the next champion is a first champion again
+    assert reg.champions() == [versions[2]]
+    with pytest.raises(RollbackError, match="no earlier champion"):
+        reg.rollback()

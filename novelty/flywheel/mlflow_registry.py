@@ -55,12 +55,14 @@ from novelty.flywheel.registry import (
     _check_alias_name,
     _now,
     _user,
+    check_alias_change,
     check_force,
     check_loads,
     compared_event,
     prepare,
     promote_event,
     refusal,
+    replay,
 )
 
 __all__ = ["EXPERIMENT", "MlflowRegistry", "NoveltyModel"]
@@ -318,24 +320,15 @@ class MlflowRegistry:
 
     @_store_errors
     def champions(self) -> list[str]:
-        """The champions a rollback can return to, oldest first (the last is the current one)."""
-        stack: list[str] = []
-        for ev in self.history():
-            if ev.alias != CHAMPION or ev.version is None:
-                continue
-            if ev.event == "rollback":
-                if stack:
-                    stack.pop()
-                if not stack or stack[-1] != ev.version:
-                    stack.append(ev.version)
-            elif ev.event in ("promote", "alias"):
-                stack.append(ev.version)
-        return stack
+        """The champions a rollback can return to, oldest first (the last is the current one): the same replay
+        of the history as the local registry's."""
+        return replay(self.history())[1]
 
     # --- changes ----------------------------------------------------------------------------------------
     @_store_errors
     def set_alias(self, name: str, version: str | int | None, *, note: str = "") -> Change:
         _check_alias_name(name)
+        check_alias_change(name, None if version is None else self.resolve(version))
         previous = self.alias(name)
         if version is None:
             if previous is not None:

@@ -77,11 +77,13 @@ __all__ = [
     "RollbackError",
     "UnknownVersionError",
     "VersionInfo",
+    "check_alias_change",
     "check_loads",
     "check_record",
     "compared_event",
     "prepare",
     "refusal",
+    "replay",
     "verify_detector",
 ]
 
@@ -368,31 +370,12 @@ class Registry:
         return events
 
     def _alias_states(self, events: list[Event]) -> tuple[dict[str, str | None], list[str]]:
-        """Replay the history: every alias's version and the stack of champions (for rollback)."""
-        aliases: dict[str, str | None] = {}
-        stack: list[str] = []
-        for ev in events:
-            name, version = ev.alias, ev.version
-            if ev.event not in ("alias", "promote", "rollback", "recovered") or name is None:
-                continue
-            aliases[name] = version
-            if name != CHAMPION:
-                continue
-            if ev.event == "rollback" or (ev.event == "recovered" and ev.data.get("as") == "rollback"):
-                if stack:
-                    stack.pop()
-                if version is not None and (not stack or stack[-1] != version):
-                    stack.append(version)
-            elif version is not None:
-                stack.append(version)
-            elif stack:
-                stack.clear()  # champion removed
-        return aliases, stack
+        return replay(events)
 
     def champions(self) -> list[str]:
         """The champions the history went through that a rollback can return to, oldest first; the last one is
         the current champion."""
-        return self._alias_states(self.history())[1]
+        return replay(self.history())[1]
 
     def _clean_stale(self) -> None:
         """Remove temporary links and version directories left by a crashed change (under the lock)."""
@@ -602,12 +585,13 @@ class Registry:
             ) from e
 
     def set_alias(self, name: str, version: str | int | None, *, note: str = "") -> Change:
-        """Point the alias ``name`` at ``version`` (``None`` removes it). For ``champion``, :meth:`promote` is the
-        checked way; this sets it unconditionally (and records it; a later rollback returns to the previous)."""
+        """Point the alias ``name`` at ``version`` (``None`` removes it). The champion is moved only by
+        :meth:`promote` and :meth:`rollback`; here it can only be removed (recorded)."""
         _check_alias_name(name)
         with self._locked():
             self._check_entry(name)
             v = None if version is None else self.resolve(version)
+            check_alias_change(name, v)
             if v is not None:
                 self._verify(v)
             previous = self._current(name)
@@ -892,6 +876,40 @@ def check_record(record: Mapping[str, Any] | str | os.PathLike[str] | None, arti
     except (TypeError, ValueError) as e:
         raise RegistryError(f"the training record is not plain JSON ({e})") from e
     return rec
+
+
+def replay(events: list[Event]) -> tuple[dict[str, str | None], list[str]]:
+    """Replay a registry's history (every backend's): each alias's version, and the stack of champions a rollback
+    walks back through (oldest first; the last is the current champion). A ``recovered`` event counts as the
+    change it recovers; removing the champion empties the stack."""
+    aliases: dict[str, str | None] = {}
+    stack: list[str] = []
+    for ev in events:
+        name, version = ev.alias, ev.version
+        if ev.event not in ("alias", "promote", "rollback", "recovered") or name is None:
+            continue
+        aliases[name] = version
+        if name != CHAMPION:
+            continue
+        if ev.event == "rollback" or (ev.event == "recovered" and ev.data.get("as") == "rollback"):
+            if stack:
+                stack.pop()
+            if version is not None and (not stack or stack[-1] != version):
+                stack.append(version)
+        elif version is not None:
+            stack.append(version)
+        elif stack:
+            stack.clear()  # champion removed
+    return aliases, stack
+
+
+def check_alias_change(name: str, version: str | None) -> None:
+    """``set_alias`` may point any alias anywhere but the champion, which only ``promote`` (checked, or forced
+    with a reason) moves; removing the champion is allowed and recorded."""
+    if name == CHAMPION and version is not None:
+        raise PromotionRefusedError(
+            "the champion changes only by promote (with a comparison, or --force with a reason) or rollback"
+        )
 
 
 def compared_event(comp: ComparisonFile) -> dict[str, Any]:
