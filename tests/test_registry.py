@@ -744,3 +744,33 @@ def test_both_backends_share_one_policy(backend, tmp_path, detectors, embedder):
     assert reg.champions() == [versions[2]]
     with pytest.raises(RollbackError, match="no earlier champion"):
         reg.rollback()
+
+
+def test_compare_records_its_file_in_the_registry_its_detectors_lie_in(reg, tmp_path):
+    """`novelty compare` finds the registry of the champion or challenger (through the alias symlinks) and
+    records the comparison there; with detectors outside any registry it records nothing unless told where."""
+    import argparse
+
+    from novelty.cli.common import UsageError
+    from novelty.cli.retrain import _comparison_registry
+
+    def ns(champion, challenger, out="c.json", registry=None):
+        return argparse.Namespace(
+            champion=str(champion),
+            challenger=str(challenger),
+            out=out,
+            registry=registry,
+            mlflow=None,
+            model=None,
+        )
+
+    reg.promote(1)
+    found = _comparison_registry(ns(reg.root / "champion", tmp_path / "elsewhere"))
+    assert isinstance(found, Registry) and found.root == reg.root
+    assert _comparison_registry(ns(tmp_path / "a", tmp_path / "b")) is None
+    assert _comparison_registry(ns(reg.root / "champion", tmp_path / "b", out=None)) is None
+    with pytest.raises(UsageError, match="give --out"):
+        _comparison_registry(ns(tmp_path / "a", tmp_path / "b", out=None, registry=str(reg.root)))
+    other = Registry.create(tmp_path / "other")
+    with pytest.raises(UsageError, match="two registries"):
+        _comparison_registry(ns(reg.root / "champion", other.root / "versions"))
