@@ -168,7 +168,7 @@ class MicroBatcher:
         try:
             emb = det.embedder.embed_tensor(torch.stack([j.tensor for j in jobs]))
             patches = None
-            if det.needs_patches:  # the same pass as score_batch: patch features beside the embeddings
+            if getattr(det, "needs_patches", False):  # as score_batch: patch features beside the embeddings
                 patches = det.patch_extractor().features_tensor(
                     torch.stack([j.patch for j in jobs if j.patch is not None])
                 )
