@@ -286,7 +286,7 @@ def test_compare_reports_coverage_and_selective_risk_and_the_gate_refuses_truste
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:calibration holds only")
 def test_a_challenger_with_ten_snow_labels_does_not_trust_snow_it_gets_wrong(embedder):
-    """The trust issue's test: the street video's clean frames (dry and wet) plus 10 labelled snow frames make a
+    """After a retrain with a few labels of a new condition: the street video's clean frames (dry and wet) plus 10 labelled snow frames make a
     challenger to which snow no longer looks novel while its head has barely seen it. Among the snow frames of
     the test blocks that it trusts, at most ε may be wrong. The legacy rule (trusted = not novel) trusts most of
     them and gets about half wrong."""
@@ -323,6 +323,6 @@ def test_a_challenger_with_ten_snow_labels_does_not_trust_snow_it_gets_wrong(emb
         wrong = np.asarray(r.predictions, dtype=object) != truth
         risks[rule] = (int(r.trusted.sum()), float(wrong[r.trusted].mean()) if r.trusted.any() else 0.0)
     print("snow frames trusted and the error rate among them:", risks)
-    assert risks[LEGACY_RULE][1] > 0.05  # the failure the issue reports is there to be caught
+    assert risks[LEGACY_RULE][1] > 0.05  # the legacy rule's failure is there to be caught
     n, risk = risks[DEFAULT_RULE]
     assert risk <= 0.05, f"{n} snow frames trusted, {risk:.1%} of them wrong"
