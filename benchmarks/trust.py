@@ -80,7 +80,7 @@ class Outputs:
     score, the head's probabilities, and the labels of the 10 nearest labelled training images."""
 
     def __init__(self, det: Any, x: np.ndarray, y: np.ndarray):
-        from novelty.trust import class_indices, local_accuracy
+        from novelty.trust import LOCAL_K, class_indices, local_accuracy, search
 
         st = det._fitted
         raw = {s.name: s.score(x) for s in st.scorers}
@@ -90,35 +90,32 @@ class Outputs:
         self.y = class_indices(np.asarray(y, dtype=object), self.classes)
         self.pred = self.proba.argmax(axis=1)
         self.correct = self.pred == self.y
-        self.local, self.kth = local_accuracy(st.index, st.train_correct, x)
-        self.index, self.train_correct, self.x = (
-            st.index,
-            st.train_correct,
-            np.ascontiguousarray(x, dtype=np.float32),
-        )
+        self.dist, self.pos = search(st.index, x, LOCAL_K)
+        self.local, self.kth = local_accuracy(self.dist, self.pos, st.train_correct)
+        self.train_correct, self.x = st.train_correct, np.ascontiguousarray(x, dtype=np.float32)
 
     def take(self, idx: np.ndarray) -> Outputs:
         out = object.__new__(Outputs)
-        for k in ("score", "proba", "y", "pred", "correct", "local", "kth", "x"):
+        for k in ("score", "proba", "y", "pred", "correct", "local", "kth", "x", "dist", "pos"):
             setattr(out, k, getattr(self, k)[idx])
-        out.classes, out.index, out.train_correct = self.classes, self.index, self.train_correct
+        out.classes, out.train_correct = self.classes, self.train_correct
         return out
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
 
-def competences(rule: str, cal: Outputs, test: Outputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rule's competence of the calibration and the test rows, and its thresholds (at ε = RISK's caller)."""
+def competences(rule: str, cal: Outputs, test: Outputs) -> tuple[np.ndarray, np.ndarray]:
+    """The rule's competence of the calibration and the test rows, measured as calibrate_trust does."""
     from novelty.trust import competence, local_accuracy, support_radius
 
     name = rule.split("/")[0]
     if name == "confidence":
-        return competence(name, cal.proba), competence(name, test.proba), np.zeros(0)
-    r = support_radius(cal.kth)  # from this split's calibration images, as calibrate_trust does
-    loc_cal, _ = local_accuracy(cal.index, cal.train_correct, cal.x, r)
-    loc_test, _ = local_accuracy(test.index, test.train_correct, test.x, r)
-    return competence(name, cal.proba, loc_cal), competence(name, test.proba, loc_test), np.zeros(0)
+        return competence(name, cal.proba), competence(name, test.proba)
+    r = support_radius(cal.kth)  # from this split's calibration images
+    loc_cal, _ = local_accuracy(cal.dist, cal.pos, cal.train_correct, r)
+    loc_test, _ = local_accuracy(test.dist, test.pos, test.train_correct, r)
+    return competence(name, cal.proba, loc_cal), competence(name, test.proba, loc_test)
 
 
 def aps_scores(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -181,7 +178,7 @@ def decide(rule: str, cal: Outputs, test: Outputs, alpha: float, eps: float) -> 
         return ~novel_test & mondrian(cal, test, alpha, eps)
 
     novel_cal = loo_p_values(cal.score) < alpha
-    c_cal, c_test, _ = competences(rule, cal, test)
+    c_cal, c_test = competences(rule, cal, test)
     name = rule.split("/")[0]
     thresholds = grid("confidence", eps) if rule.endswith("/0.5") else grid(name, eps)
     lam = choose_threshold(c_cal, cal.correct, novel_cal, eps, DELTA, thresholds)

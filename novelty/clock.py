@@ -105,12 +105,8 @@ def check_epoch_seconds(value: float, what: str = "timestamp") -> float:
 
 
 def _short(value: object) -> str:
-    """A value for a message: its repr cut to 40 characters (an integer of 10,000 digits has no repr at all)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
-        return (
-            f"an integer of about {len(str(abs(value) // 10**30)) + 30} digits"
-            if abs(value) < 10**4000
-            else "an integer of more than 4000 digits"
-        )
-    text = reprlib.repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    """A value for a message, its repr bounded by :mod:`reprlib` (an integer past 4300 digits has none)."""
+    try:
+        return reprlib.repr(value)
+    except ValueError:
+        return f"a {type(value).__name__} too long to print"

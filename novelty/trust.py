@@ -68,6 +68,7 @@ __all__ = [
     "local_accuracy",
     "loo_p_values",
     "out_of_fold_correct",
+    "search",
     "support_radius",
 ]
 
@@ -165,24 +166,32 @@ def out_of_fold_correct(
 
 
 def local_accuracy(
-    index: EmbeddingIndex,
+    distances: np.ndarray,
+    positions: np.ndarray,
     train_correct: np.ndarray,
-    x: np.ndarray,
     radius: float = math.inf,
     k: int = LOCAL_K,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(accuracy, kth)``: the share of each row's ``k`` nearest indexed training images that lie within
-    ``radius`` and that the cross-fitted heads got right — a neighbour farther away, missing or got wrong counts
-    against the head — and the distance to the ``k``-th of them."""
-    n = x.shape[0]
-    if n == 0 or index.ntotal == 0:
+    """``(accuracy, kth)`` from a search of the training index (``(n, ≥ k)`` distances and positions, ``-1``
+    where missing): the share of each row's ``k`` nearest training images that lie within ``radius`` and that
+    the cross-fitted heads got right — a neighbour farther away, missing or got wrong counts against the head —
+    and the distance to the ``k``-th of them (``inf`` when there is none)."""
+    d, pos = np.asarray(distances)[:, :k], np.asarray(positions)[:, :k]
+    n = pos.shape[0]
+    if pos.shape[1] == 0:
         return np.zeros(n), np.full(n, np.inf)
-    kk = min(k, index.ntotal)
-    d, pos = index.search(np.ascontiguousarray(x, dtype=np.float32), kk)
     ok = np.asarray(train_correct, dtype=bool)
     good = (pos >= 0) & ok[np.clip(pos, 0, None)] & (d <= radius)
-    kth = np.where(pos[:, -1] >= 0, d[:, -1], np.inf) if kk == k else np.full(n, np.inf)
+    kth = np.where(pos[:, -1] >= 0, d[:, -1], np.inf) if pos.shape[1] == k else np.full(n, np.inf)
     return good.sum(axis=1) / float(k), kth
+
+
+def search(index: EmbeddingIndex, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(distances, positions)`` of the ``k`` nearest indexed images (fewer columns when the index is smaller)."""
+    kk = min(k, index.ntotal)
+    if kk == 0 or x.shape[0] == 0:
+        return np.zeros((x.shape[0], 0)), np.zeros((x.shape[0], 0), dtype=np.int64)
+    return index.search(np.ascontiguousarray(x, dtype=np.float32), kk)
 
 
 def support_radius(kth_distances: np.ndarray) -> float:
@@ -272,21 +281,27 @@ class TrustCalibration:
     def n(self) -> int:
         return int(self.competence.shape[0])
 
+    @property
+    def neighbors_needed(self) -> int:
+        """How many nearest training images :meth:`competence_for` reads (0: none)."""
+        return LOCAL_K if self.rule in LOCAL_RULES else 0
+
     def competence_for(
         self,
         probabilities: np.ndarray,
-        x: np.ndarray,
-        index: EmbeddingIndex | None = None,
+        neighbors: tuple[np.ndarray, np.ndarray] | None = None,
         train_correct: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The competence of new images (their head probabilities and embeddings) under this rule."""
+        """The competence of new images under this rule, from their head probabilities and (local rules) a
+        search of the training index for at least :attr:`neighbors_needed` neighbours, ``(distances,
+        positions)``."""
         local = None
         if self.rule in LOCAL_RULES:
-            if index is None or train_correct is None:
+            if neighbors is None or train_correct is None:
                 raise InvalidInputError(
-                    f"trust rule {self.rule!r} needs the index and the training correctness"
+                    f"trust rule {self.rule!r} needs the training neighbours and their correctness"
                 )
-            local, _ = local_accuracy(index, train_correct, x, self.radius)
+            local, _ = local_accuracy(*neighbors, train_correct, self.radius)
         return competence(self.rule, probabilities, local)
 
     def threshold_for(self, risk: float) -> float:
@@ -378,9 +393,10 @@ def calibrate_trust(
             raise InvalidInputError(
                 f"trust rule {rule!r} needs the cross-fitted correctness of the training images"
             )
-        _, kth = local_accuracy(index, train_correct, x_cal)
+        found = search(index, x_cal, LOCAL_K)
+        _, kth = local_accuracy(*found, train_correct)
         radius = support_radius(kth)
-        local, _ = local_accuracy(index, train_correct, x_cal, radius)
+        local, _ = local_accuracy(*found, train_correct, radius)
     else:
         radius = math.inf
     return TrustCalibration.fit(

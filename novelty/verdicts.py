@@ -202,6 +202,12 @@ def score_state(
         raise InvalidInputError(f"errors has {len(errs)} entries for {n} embeddings")
     ok = np.array([e is None for e in errs], dtype=bool)
     k = min(n_neighbors, st.index.ntotal)
+    # one search serves the neighbours reported and the trust rule's local evidence
+    k_search = min(
+        max(k, st.trust.neighbors_needed if st.trust is not None and st.head is not None else 0),
+        st.index.ntotal,
+    )
+    found: tuple[np.ndarray, np.ndarray] | None = None
     nov, pv, comb = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     raw = {s.name: np.full(n, np.nan) for s in st.scorers}
     pvs = {s.name: np.full(n, np.nan) for s in st.scorers}
@@ -237,9 +243,9 @@ def score_state(
         pv[ok] = p_ok
         comb[ok] = st.calibrator.combined_scores(s_ok)
         nov[ok] = 1.0 - p_ok
-        if k:
-            d, i = st.index.search(x, k)
-            nb_ids[ok], nb_d[ok] = i, d
+        if k_search:
+            found = st.index.search(x, k_search)
+            nb_ids[ok], nb_d[ok] = found[1][:, :k], found[0][:, :k]
     predictions: list[Any] | None = None
     proba: np.ndarray | None = None
     classes: list[Any] | None = None
@@ -258,7 +264,7 @@ def score_state(
             for j, c in zip(np.flatnonzero(ok), p_head.argmax(axis=1), strict=True):
                 predictions[j] = classes[c]
             if st.trust is not None and comp is not None:
-                comp[ok] = st.trust.competence_for(p_head, x_ok, st.index, st.train_correct)
+                comp[ok] = st.trust.competence_for(p_head, found, st.train_correct)
     return BatchVerdicts(
         predictions=predictions,
         probabilities=proba,

@@ -441,18 +441,19 @@ class ComparisonFile:
 
     @property
     def champion_id(self) -> str | None:
-        return _artifact_id(self.comparison.champion, "champion", self.path, required=False)
+        return _artifact_id(self.comparison.champion, "champion", self.path)
 
     @property
     def challenger_id(self) -> str:
-        aid = _artifact_id(self.comparison.challenger, "challenger", self.path, required=True)
-        assert aid is not None  # required=True raises instead
+        aid = _artifact_id(self.comparison.challenger, "challenger", self.path)
+        if aid is None:
+            raise ComparisonError(f"comparison file {self.path} names no challenger.artifact_id")
         return aid
 
 
-def _artifact_id(side: dict[str, Any], who: str, path: Path, *, required: bool) -> str | None:
+def _artifact_id(side: dict[str, Any], who: str, path: Path) -> str | None:
     aid = side.get("artifact_id")
-    if aid is None and not required:
+    if aid is None:
         return None
     if not (isinstance(aid, str) and re.fullmatch(r"[0-9a-f]{64}", aid)):
         raise ComparisonError(f"comparison file {path}: '{who}.artifact_id' is not a sha256 hex string")

@@ -39,6 +39,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from novelty.artifact import read_artifact
+from novelty.clock import utc_now_iso
 from novelty.errors import ArtifactError
 from novelty.flywheel.compare import ComparisonError, load_comparison
 from novelty.flywheel.registry import (
@@ -53,7 +54,6 @@ from novelty.flywheel.registry import (
     UnknownVersionError,
     VersionInfo,
     _check_alias_name,
-    _now,
     _user,
     check_alias_change,
     check_force,
@@ -218,7 +218,7 @@ class MlflowRegistry:
             return str(exp.experiment_id)
 
     def _append(self, event: str, **data: Any) -> Event:
-        ev = Event(event=event, time=_now(), data=data)
+        ev = Event(event=event, time=utc_now_iso(), data=data)
         key = f"{EVENT_PREFIX}{time.time_ns():020d}.{secrets.token_hex(3)}"
         value = json.dumps({"event": event, "time": ev.time, **data}, allow_nan=False)
         self.client.set_registered_model_tag(self.model_name, key, value)

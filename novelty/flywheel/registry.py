@@ -42,7 +42,6 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import errno
 import getpass
 import json
@@ -58,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from novelty.artifact import MANIFEST, MANIFEST_HASH, Artifact, read_artifact
+from novelty.clock import utc_now_iso
 from novelty.errors import ArtifactError, NoveltyError
 from novelty.fileio import TMP_PREFIX, atomic_write_text, fsync_dir, read_regular_file, sha256_bytes
 from novelty.flywheel.compare import ComparisonError, ComparisonFile, load_comparison
@@ -188,10 +188,6 @@ class Change:
     forced: bool = False
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -257,7 +253,7 @@ class Registry:
             (root / VERSIONS).mkdir(exist_ok=True)
             (root / HISTORY).touch(exist_ok=True)
             fsync_dir(root)
-            doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": _now()}
+            doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": utc_now_iso()}
             atomic_write_text(root / REGISTRY_FILE, json.dumps(doc, indent=2) + "\n")
         except OSError as e:
             raise RegistryError(f"cannot create a registry at {root}: {e.strerror or e}") from e
@@ -318,7 +314,7 @@ class Registry:
     def _append(self, event: str, **data: Any) -> Event:
         """Append one event to the history (under the lock) and fsync it. A torn last line left by a crash
         mid-write is cut off first, so it never merges with the new line."""
-        ev = Event(event=event, time=_now(), data=data)
+        ev = Event(event=event, time=utc_now_iso(), data=data)
         line = json.dumps({"event": event, "time": ev.time, **data}, sort_keys=False, allow_nan=False) + "\n"
         path = self.root / HISTORY
         try:
@@ -369,9 +365,6 @@ class Registry:
             events.append(Event(event=ev, time=str(t), data=doc))
         return events
 
-    def _alias_states(self, events: list[Event]) -> tuple[dict[str, str | None], list[str]]:
-        return replay(events)
-
     def champions(self) -> list[str]:
         """The champions the history went through that a rollback can return to, oldest first; the last one is
         the current champion."""
@@ -394,7 +387,7 @@ class Registry:
         """An alias changed on disk without its history event (a crash between the rename and the append):
         record it as it is, so the history and the links agree again (under the lock)."""
         events = self.history()
-        recorded, stack = self._alias_states(events)
+        recorded, stack = replay(events)
         names = set(recorded) | {n for n in self._link_names()}
         for name in sorted(names):
             try:
@@ -702,7 +695,7 @@ class Registry:
             info = {
                 "version": None,
                 "artifact_id": art.artifact_id,
-                "registered": _now(),
+                "registered": utc_now_iso(),
                 "note": note,
                 "source": str(src.resolve()),
             }
