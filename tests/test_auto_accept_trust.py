@@ -186,7 +186,7 @@ def test_a_sure_answer_that_is_not_trusted_is_not_auto_accepted(selection, tmp_p
     for it in sure_untrusted:
         assert it.p_value >= sel.alpha and it.probability >= 0.9 and not it.is_novel
         assert not auto_accepted(it, min_p=sel.alpha)
-    res = export_selection(selection, tmp_path / "out", format="csv", auto_accept=True)
+    res = export_selection(selection, tmp_path / "out", format="csv", auto_accept=True, audit=0)
     accepted = {e.id for e in res.auto}
     assert accepted == old & trusted and accepted  # only trusted answers, and some are
     assert _auto_ids(tmp_path / "out") == accepted
@@ -209,8 +209,11 @@ def test_auto_risk_picks_the_recorded_threshold(selection, tmp_path, caplog):
         for it in sel.items
         if it.id in old and it.is_novel is False and it.competence is not None and it.competence >= lam
     }
-    own = {e.id for e in export_selection(selection, tmp_path / "own", format="csv", auto_accept=True).auto}
-    res = export_selection(selection, tmp_path / "eps", format="csv", auto_accept=True, auto_risk=0.1)
+    own_res = export_selection(selection, tmp_path / "own", format="csv", auto_accept=True, audit=0)
+    own = {e.id for e in own_res.auto}
+    res = export_selection(
+        selection, tmp_path / "eps", format="csv", auto_accept=True, auto_risk=0.1, audit=0
+    )
     assert {e.id for e in res.auto} == expected
     assert expected > own  # a looser ε accepts more, by its own threshold, not the detector's
     for it in sel.items:
@@ -248,7 +251,7 @@ def test_an_error_rate_the_selection_does_not_record_is_refused(selection, tmp_p
 def test_a_legacy_selection_keeps_the_old_rule(selection, tmp_path):
     old_sel = _legacy(selection, tmp_path / "old.json")
     old = _old_rule(old_sel)
-    res = export_selection(old_sel, tmp_path / "out", format="csv", auto_accept=True)
+    res = export_selection(old_sel, tmp_path / "out", format="csv", auto_accept=True, audit=0)
     assert {e.id for e in res.auto} == old
     untrusted = {it.id for it in read_selection(selection).items if not it.trusted}
     assert old & untrusted  # what the trust decision would refuse, the old rule still takes

@@ -497,7 +497,7 @@ def test_cvat_bad_files(tmp_path, xml, pattern):
 # --- assisted labelling ------------------------------------------------------------------------------------
 def test_auto_accept_into_the_dataset(work):
     ds = Dataset.create(work / "ds", CLASSES)
-    res = export_selection(work / "selection.json", work / "ls", auto_accept=True, dataset=ds)
+    res = export_selection(work / "selection.json", work / "ls", auto_accept=True, dataset=ds, audit=0)
     # default thresholds: p ≥ alpha (0.05) and probability ≥ 0.9 → item0 (0.6, 0.97), item1 (0.3, 0.95);
     # item5 (0.4) has no prediction, item3 is novel (p 0.01), item2/item4 are uncertain
     assert sorted(e.id for e in res.auto) == ["item0", "item1"] and res.auto_version == 1
@@ -511,7 +511,8 @@ def test_auto_accept_into_the_dataset(work):
     manifest = json.loads((work / "ls" / "export.json").read_text())
     assert manifest["auto_accept"] == {
         "enabled": True, "min_p": 0.05, "min_prob": 0.9, "n": 2, "dataset_version": 1, "file": None,
-        "audit_share": 0.0, "audit": [],
+        "audit_rule": "share", "audit_share": 0.0, "audit_risk": None, "audit_delta": None, "audit_size": 0,
+        "audit": [],
         # a selection without a trust decision: the old rule, no ε, no competence threshold
         "trust_rule": None, "auto_risk": None, "risk": None, "threshold": None,
     }  # fmt: skip
@@ -528,6 +529,7 @@ def test_auto_accept_thresholds_and_csv(work):
         auto_accept=True,
         auto_min_p=0.5,
         auto_min_prob=0.5,
+        audit=0,
     )
     assert sorted(e.id for e in res.auto) == ["item0", "item2"]  # p ≥ 0.5 and probability ≥ 0.5
     assert res.auto_file == work / "csv" / "auto_labels.csv"
@@ -580,7 +582,7 @@ def test_auto_accept_refuses_labels_that_do_not_fit_the_dataset(work):
     ds.add([_entry_for(other, "dry")], source="human")
     before = snapshot(ds.path)
     with pytest.raises(InvalidInputError, match=r"nothing written.*id already used: item1"):
-        export_selection(work / "selection.json", work / "ls", auto_accept=True, dataset=ds)
+        export_selection(work / "selection.json", work / "ls", auto_accept=True, dataset=ds, audit=0)
     assert not (work / "ls").exists() and snapshot(ds.path) == before
 
 
@@ -683,6 +685,8 @@ def test_cli_dataset_export_import(work, capsys):
                 "--dataset",
                 ds,
                 "--auto-accept",
+                "--audit",
+                "0",
             ]
         )
         == 0

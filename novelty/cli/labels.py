@@ -1,7 +1,7 @@
 """``novelty export``, ``novelty import-labels`` and ``novelty dataset``: labelling and the labelled dataset.
 
 novelty export SELECTION --format label-studio|cvat|csv --out DIR [--dataset DS] [--document-root DIR]
-               [--auto-accept [--auto-risk EPS] [--auto-min-p P] [--auto-min-prob Q] [--audit SHARE]]
+               [--auto-accept [--auto-risk EPS] [--auto-min-p P] [--auto-min-prob Q] [--audit auto|SHARE]]
 novelty import-labels DATASET FILE --selection SELECTION [--format auto|label-studio|csv|cvat]
                [--labeller NAME] [--condition NAME]
 novelty dataset create DATASET --classes a,b
@@ -29,7 +29,15 @@ decision records) AND whose p-value is ≥ --auto-min-p (default: the selection'
 is ≥ --auto-min-prob (default 0.9) gets the head's prediction as its label (labeller model:<model_version>)
 without a human; it goes into --dataset, or into DIR/auto_labels.csv to import later, and is not sent to the
 tool. Selections made before the trust decision keep the old rule (p-value and probability alone). DIR/export.json
-records the ε and the competence threshold used"""
+records the ε and the competence threshold used.
+
+the audit (--audit, default auto with --auto-accept): some of the answers the rule would take go to people
+instead, listed in DIR/export.json, so that the rule's error rate is measured on every export. auto sends the
+smallest number n whose clean audit (no answer wrong) bounds the error rate by ε at confidence 1 − δ (exact
+one-sided Clopper–Pearson bound): n = ceil(ln δ / ln(1 − ε)), 45 at ε = 0.05, δ = 0.1 (one wrong of 45 bounds it
+by 8.4 % only); ε is the one auto-accept holds, δ the trust decision's (0.05 and 0.1 for selections without
+one); when the rule takes fewer than n, all of them go to people. A number SHARE in [0, 1] sends that share
+instead (at least one; 0: no audit)"""
 
 
 def _classes(text: str) -> list[str]:
@@ -47,6 +55,16 @@ def _unit(text: str) -> float:
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
     return v
+
+
+def _audit(text: str) -> float | str:
+    """``--audit``: ``auto`` or a share in [0, 1]."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _unit(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"give auto or a share in [0, 1] ({e})") from None
 
 
 def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
@@ -95,11 +113,12 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     e.add_argument("--auto-min-prob", type=_unit, default=0.9, metavar="Q", help="default: %(default)s")
     e.add_argument(
         "--audit",
-        type=_unit,
-        default=0.0,
-        metavar="SHARE",
-        help="send this share of the answers --auto-accept would take to people too, listed in export.json, so "
-        "the rule's error rate is measured (default: 0)",
+        type=_audit,
+        default=None,
+        metavar="auto|SHARE",
+        help="how many of the answers --auto-accept would take go to people instead, listed in export.json, so "
+        "the rule's error rate is measured: auto (default), as many as a clean audit needs to bound it by ε "
+        "(see below); or a share in [0, 1] (0: no audit)",
     )
 
     i = sub.add_parser(
@@ -175,7 +194,7 @@ def _export(args: argparse.Namespace) -> int:
     if (
         args.auto_min_p is not None
         or args.auto_min_prob != 0.9
-        or args.audit > 0
+        or args.audit not in (None, 0.0)
         or args.auto_risk is not None
     ) and not args.auto_accept:
         raise UsageError(
@@ -190,7 +209,7 @@ def _export(args: argparse.Namespace) -> int:
         auto_accept=args.auto_accept,
         auto_min_p=args.auto_min_p,
         auto_min_prob=args.auto_min_prob,
-        audit=args.audit,
+        audit=("auto" if args.auto_accept else 0.0) if args.audit is None else args.audit,
         dataset=args.dataset,
         auto_risk=args.auto_risk,
     )
@@ -215,6 +234,11 @@ def _export(args: argparse.Namespace) -> int:
                 f"  rule: trusted at {eps}, competence ≥ {lam:g}"
                 if not math.isinf(lam)
                 else f"  rule: trusted at {eps}, which the calibration split cannot certify: none accepted"
+            )
+        if res.audit_size:
+            print(
+                f"  audit: {res.audit_size} answer(s) the rule would take sent to people instead "
+                "(export.json auto_accept.audit)"
             )
     return 0
 

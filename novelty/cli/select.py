@@ -75,7 +75,13 @@ def _weights(text: str) -> dict[str, float]:
 
 
 def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
-    from novelty.flywheel.selection import DEFAULT_OVERSAMPLE, DEFAULT_RADIUS, DEFAULT_WEIGHTS, STRATEGIES
+    from novelty.flywheel.selection import (
+        DEFAULT_OVERSAMPLE,
+        DEFAULT_RADIUS,
+        DEFAULT_WEIGHTS,
+        STRATEGIES,
+        UNCERTAINTY_MEASURES,
+    )
 
     weights = ",".join(f"{k}={v:g}" for k, v in DEFAULT_WEIGHTS.items())
     s = sub.add_parser(
@@ -130,9 +136,11 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     )
     s.add_argument(
         "--uncertainty",
-        choices=("least-confidence", "margin"),
-        default="least-confidence",
-        help="the head's uncertainty: 1 − max p (default) or 1 − (p1 − p2)",
+        choices=UNCERTAINTY_MEASURES,
+        default=None,
+        help="uncertainty and hybrid: how the head's doubt is measured: competence (1 − the trust decision's "
+        "competence: what the trust rule cannot vouch for first; the default when the detector has a trust "
+        "decision), least-confidence (1 − max p; the default otherwise) or margin (1 − (p1 − p2))",
     )
     s.add_argument(
         "--flags",

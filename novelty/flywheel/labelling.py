@@ -21,6 +21,21 @@ and are not sent to the tool: people label only what the model cannot. ``export.
 threshold used. How often the pre-annotations and the auto-accepted labels are right is measured with
 :func:`measure_assistance` against true labels and by ``audit``, never assumed.
 
+**The audit** (``audit``, with ``auto_accept``): some of the answers the rule would accept go to people instead
+(chosen by a hash of their content, so the same images whatever the order); ``export.json`` lists them with the
+head's answer (``auto_accept.audit``) and :func:`audit_result` compares them with the labels people gave. By
+default (``audit="auto"``, :func:`audit_size`) the audit holds as many answers as it takes to vouch for the ε
+auto-accept holds: the smallest ``n`` with ``(1 − ε)ⁿ ≤ δ``, i.e. ``n = ⌈ln δ / ln(1 − ε)⌉``. If all ``n``
+audited answers are right, the one-sided exact (Clopper–Pearson) upper bound on the rule's error rate at
+confidence 1 − δ is at most ε. At ε = 0.05, δ = 0.1 that is 45 answers (230 at ε = 0.01). One error among them
+widens the bound past ε: 1 wrong of 45 gives an upper bound of 8.4 % (2 wrong: 11.4 %), and vouching for 5 %
+with one error takes 77 audited answers. ε is the one auto-accept holds (``auto_risk``, else the detector's
+own), δ the trust decision's (the selection's trust header); a selection without a trust decision uses ε = 0.05
+and δ = :data:`novelty.trust.DEFAULT_DELTA`. When the rule accepts fewer answers than ``n``, all of them are
+audited, so none is accepted without a person (a log line says so). A number in [0, 1] is a share instead (at
+least one image when any is accepted; 0: no audit). ``export.json`` records ``audit_size``, ``audit_rule``
+(``"auto: ln δ / ln(1−ε)"`` or ``"share"``) and the ``audit_risk`` and ``audit_delta`` it used.
+
 Import (:func:`import_labels`) reads a Label Studio JSON export, a CSV (``id`` or ``path``, ``label``, optional
 ``labeller``, ``group``, ``condition``, ``time``) or a CVAT XML export, matches each labelled image to its
 selection item, and adds all of them to the dataset as one version — or nothing: unknown files, unknown classes,
@@ -68,8 +83,12 @@ from novelty.flywheel.labelimport import (
     read_labels,
 )
 from novelty.flywheel.selected import SelectedImage, SelectionData, read_selection
+from novelty.params import check_int, check_real
+from novelty.trust import DEFAULT_DELTA, DEFAULT_RISK, binomial_cdf
 
 __all__ = [
+    "AUDIT_AUTO",
+    "AUDIT_AUTO_RULE",
     "AUTO_MIN_PROB",
     "EXPORT_FORMATS",
     "IMPORT_FORMATS",
@@ -81,6 +100,7 @@ __all__ = [
     "SelectedImage",
     "SelectionData",
     "audit_result",
+    "audit_size",
     "auto_accepted",
     "auto_threshold",
     "entries_from_csv",
@@ -97,6 +117,9 @@ EXPORT_FORMATS = ("label-studio", "cvat", "csv")
 CSV_COLUMNS = ("id", "path", "sha256", "prediction", "probability", "p_value", "novelty", "label")
 AUTO_CSV = "auto_labels.csv"
 EXPORT_MANIFEST = "export.json"
+#: ``audit=AUDIT_AUTO`` sizes the audit by :func:`audit_size`; ``export.json`` names that rule ``AUDIT_AUTO_RULE``
+AUDIT_AUTO = "auto"
+AUDIT_AUTO_RULE = "auto: ln δ / ln(1−ε)"
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,55 @@ class ExportResult:
     n_already_labelled: int = 0  # items left out because the dataset already has a label for the image
     auto_risk: float | None = None  # the ε auto-accept held (None: the detector's own)
     auto_threshold: float | None = None  # the competence threshold at auto_risk (inf: none certified)
+    audit_size: int = 0  # the answers the rule would accept that went to people instead (the audit)
+
+
+def audit_size(n_accepted: int, risk: float, delta: float) -> int:
+    """How many of ``n_accepted`` auto-accepted answers to audit so that a clean audit vouches for ε = ``risk``.
+
+    The smallest ``n`` such that, when none of ``n`` audited answers is wrong, the one-sided exact
+    (Clopper–Pearson) upper bound on the error rate at confidence 1 − δ (``delta``) is at most ε: that bound for
+    0 errors of ``n`` is the ``p`` with ``P(Binomial(n, p) ≤ 0) = (1 − p)ⁿ = δ``, so ``n`` is the smallest with
+    ``(1 − ε)ⁿ ≤ δ``, i.e. ``n = ⌈ln δ / ln(1 − ε)⌉`` (settled with :func:`novelty.trust.binomial_cdf`, the exact
+    test the trust decision uses, where rounding could miss by one). ε = 0.05, δ = 0.1 gives 45; ε = 0.01, 230.
+    It certifies nothing when an audited answer is wrong: 1 wrong of 45 bounds the error rate by 8.4 % only,
+    and 77 audited answers are needed to bound it by 5 % with one error. Capped at ``n_accepted``: then every
+    accepted answer is audited (a log line says so). :class:`InvalidInputError` for ``n_accepted < 0`` or an
+    ε or δ outside (0, 1)."""
+    n_accepted = check_int(n_accepted, "n_accepted", minimum=0)
+    eps = check_real(risk, "the audit's error rate ε", low=0.0, high=1.0, low_open=True, high_open=True)
+    dlt = check_real(delta, "the audit's δ", low=0.0, high=1.0, low_open=True, high_open=True)
+    n = max(1, math.ceil(math.log(dlt) / math.log1p(-eps)))
+    while n > 1 and binomial_cdf(0, n - 1, eps) <= dlt:
+        n -= 1
+    while binomial_cdf(0, n, eps) > dlt:
+        n += 1
+    if 0 < n_accepted < n:
+        log.info(
+            "all %d auto-accepted answer(s) are audited (none is accepted without a person): an audit that "
+            "vouches for an error rate of %g at confidence %g needs %d",
+            n_accepted,
+            eps,
+            1.0 - dlt,
+            n,
+        )
+    return min(n, n_accepted)
+
+
+def _check_audit(audit: Any) -> float | str:
+    """``audit`` checked: ``"auto"``, or a share in [0, 1]."""
+    if audit == AUDIT_AUTO and isinstance(audit, str):
+        return AUDIT_AUTO
+    if (
+        isinstance(audit, bool)
+        or not isinstance(audit, (int, float))
+        or not math.isfinite(audit)
+        or not 0.0 <= audit <= 1.0
+    ):
+        raise InvalidInputError(
+            f"audit must be a share in [0, 1] or {AUDIT_AUTO!r} (sized by audit_size), got {audit!r}"
+        )
+    return float(audit)
 
 
 def _csv_text(rows: Iterable[Sequence[Any]], header: Sequence[str]) -> str:
@@ -152,7 +224,7 @@ def export_selection(
     auto_min_p: float | None = None,
     auto_min_prob: float = AUTO_MIN_PROB,
     dataset: Dataset | str | os.PathLike[str] | None = None,
-    audit: float = 0.0,
+    audit: float | str = AUDIT_AUTO,
     auto_risk: float | None = None,
 ) -> ExportResult:
     """Write the selection's images for a labelling tool into ``out_dir`` (see the module docstring).
@@ -168,10 +240,12 @@ def export_selection(
     (:func:`~novelty.flywheel.assisted.auto_threshold`: an ε it does not record is refused, listing those it
     does; one its calibration split cannot certify accepts nothing).
 
-    ``audit`` (with ``auto_accept``): this share of the images the rule would accept (at least one when any;
-    chosen by a hash of their content, so the same images whatever the order) go to people instead, and
-    ``export.json`` lists them with the head's answer (``audit``), so that the error rate of the
-    auto-accepted labels is measured on every export (:func:`audit_result`), not assumed."""
+    ``audit`` (with ``auto_accept``; without it no audit is made, and a share above 0 is refused): some of the
+    images the rule would accept go to people instead (chosen by a hash of their content, so the same images
+    whatever the order), and ``export.json`` lists them with the head's answer (``audit``), so that the error
+    rate of the auto-accepted labels is measured on every export (:func:`audit_result`), not assumed. How many:
+    ``"auto"`` (default), :func:`audit_size` at the ε auto-accept holds and the trust decision's δ (see the
+    module docstring); a number in [0, 1], that share of them (at least one when any; 0: none)."""
     if format not in EXPORT_FORMATS:
         raise InvalidInputError(
             f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
@@ -199,10 +273,9 @@ def export_selection(
         known = {e.sha256 for e in ds.entries()}
         n_already = sum(it.sha256 in known for it in items)
         items = [it for it in items if it.sha256 not in known]
-    if isinstance(audit, bool) or not isinstance(audit, (int, float)) or not 0.0 <= audit <= 1.0:
-        raise InvalidInputError(f"audit must be a share in [0, 1], got {audit!r}")
-    if audit > 0 and not auto_accept:
-        raise InvalidInputError("audit applies to auto-accepted labels: use it with auto_accept")
+    audit = _check_audit(audit)
+    if isinstance(audit, float) and audit > 0 and not auto_accept:
+        raise InvalidInputError(f"audit={audit:g} applies to auto-accepted labels: use it with auto_accept")
     if auto_risk is not None and not auto_accept:
         raise InvalidInputError("auto_risk applies to auto-accepted labels: use it with auto_accept")
     threshold = auto_threshold(sel.trust, auto_risk)
@@ -220,6 +293,8 @@ def export_selection(
         )
     auto: list[Entry] = []
     audited: list[Any] = []
+    audit_eps: float | None = None
+    audit_delta: float | None = None
     if auto_accept:
         accepted = [
             it
@@ -228,8 +303,12 @@ def export_selection(
                 it, min_p=min_p, min_prob=auto_min_prob, classes=names or None, threshold=threshold
             )
         ]
-        if audit > 0 and accepted:
-            k = max(1, round(audit * len(accepted)))
+        if isinstance(audit, float):
+            k = max(1, round(audit * len(accepted))) if audit > 0 and accepted else 0
+        else:
+            audit_eps, audit_delta = _audit_levels(sel.trust, auto_risk)
+            k = audit_size(len(accepted), audit_eps, audit_delta)
+        if k:
             audited = sorted(
                 accepted, key=lambda it: hashlib.sha256(f"audit\0{it.sha256}".encode()).hexdigest()
             )
@@ -300,7 +379,13 @@ def export_selection(
             "n": len(auto),
             "dataset_version": auto_version,
             "file": None if auto_file is None else auto_file.name,
-            "audit_share": audit,
+            "audit_rule": (
+                None if not auto_accept else "share" if isinstance(audit, float) else AUDIT_AUTO_RULE
+            ),
+            "audit_share": audit if isinstance(audit, float) else None,
+            "audit_risk": audit_eps,
+            "audit_delta": audit_delta,
+            "audit_size": len(audited),
             "audit": [
                 {"id": it.id, "sha256": it.sha256, "model_label": str(it.prediction)} for it in audited
             ],
@@ -322,6 +407,7 @@ def export_selection(
         n_already,
         auto_risk,
         held,
+        len(audited),
     )
 
 
@@ -329,6 +415,17 @@ def _own_threshold(trust: Mapping[str, Any] | None) -> float | None:
     """The competence threshold at the detector's own ε (what each item's ``trusted`` holds); ``inf`` when none
     was certified; ``None`` without a trust decision (or a header that does not record it)."""
     return None if trust is None else recorded_threshold(trust, trust["risk"])
+
+
+def _audit_levels(trust: Mapping[str, Any] | None, auto_risk: float | None) -> tuple[float, float]:
+    """The ε and δ an ``"auto"`` audit is sized for: the ε auto-accept holds and the trust decision's δ; under
+    the old rule (no trust decision) :data:`novelty.trust.DEFAULT_RISK` and :data:`~novelty.trust.DEFAULT_DELTA`."""
+    eps = _applied_risk(trust, auto_risk)
+    delta = None if trust is None else trust.get("delta")
+    return (
+        DEFAULT_RISK if eps is None else float(eps),
+        DEFAULT_DELTA if delta is None else float(delta),
+    )
 
 
 def _applied_risk(trust: Mapping[str, Any] | None, auto_risk: float | None) -> float | None:

@@ -14,9 +14,16 @@ Strategies (every one deterministic in ``seed``):
     lowest p-value first; ties (the most novel images share the smallest p-value a calibration set can give)
     broken by the raw score (higher = more novel), then by ``seed``.
 ``uncertainty``
-    the condition head's least confidence, ``1 − max p`` (or ``measure="margin"``: ``1 − (p₁ − p₂)``), highest
-    first; refused for a detector without a head. On novel images a head is often wrong *and* sure, which
-    is why this strategy alone misses them.
+    the images the model can least vouch for first; refused for a detector without a head. How uncertainty is
+    measured (``measure``, :data:`UNCERTAINTY_MEASURES`): ``"competence"``, ``1 − competence``, the trust
+    decision's score (:mod:`novelty.trust`: higher = the head more likely right here, from its calibrated
+    probability and how often it was right on the nearest labelled images), so the images the trust rule cannot
+    vouch for rank first (an image without a competence, unreadable for the rule, counts as competence 0);
+    ``"least-confidence"``, ``1 − max p`` of the head; ``"margin"``, ``1 − (p₁ − p₂)``. The default is
+    ``"competence"`` when the pool carries the trust decision's competence (``pool.competence``), else
+    least confidence (detectors saved before the trust decision). The head's own probability is a weak
+    measure: on novel images a head is often wrong *and* sure, which is why least confidence alone misses
+    them; competence also asks the labelled neighbourhood, but it is no novelty test either.
 ``diversity``
     greedy k-center on the L2-normalised embeddings (cosine distance ``1 − cos``): each step takes the candidate
     farthest from everything already covered. Coverage starts from the training data: each candidate's
@@ -27,8 +34,9 @@ Strategies (every one deterministic in ``seed``):
 ``hybrid``
     novel (and uncertain), then diversified: ``h = w_n · r_novelty + w_u · r_uncertainty`` with ``r`` the rank
     of each image in the pool scaled to [0, 1] (1 = most novel / most uncertain; ties share their mean rank;
-    novelty ranks as in ``novelty``); the top ``oversample × budget`` images by ``h`` are kept, and greedy
-    k-center (with the training coverage and ``radius`` as above) picks ``budget`` of them. Defaults:
+    novelty ranks as in ``novelty``, uncertainty by ``measure`` as in ``uncertainty``); the top
+    ``oversample × budget`` images by ``h`` are kept, and greedy k-center (with the training coverage and
+    ``radius`` as above) picks ``budget`` of them. Defaults:
     :data:`DEFAULT_WEIGHTS` (``w_n`` = 1, ``w_u`` = 0) and :data:`DEFAULT_OVERSAMPLE` (8), the best of a grid
     of weights (1/0, 0.75/0.25, 0.5/0.5) and oversamples (4, 8, 16, 32) on the windshield flywheel benchmark
     (``benchmarks/flywheel.py``), tuned on seeds apart from the reported ones. Why no weight on uncertainty by
@@ -52,11 +60,12 @@ Every :class:`SelectedItem` carries a human-readable ``reason`` ("p=0.001, novel
      "items": [{"id", "path", "sha256", "source", "rank", "reason", "p_value", "novelty", "is_novel",
                 "prediction", "probability", "uncertainty", "timestamp", "sources", "scores",
                 "trusted", "competence"}],
-     "radius", "pool": {"n", "n_skipped"},
+     "radius", "pool": {"n", "n_skipped"}, "uncertainty_measure",
      "trust": {"rule", "risk", "delta", "thresholds": {"0.01": λ, "0.02": λ, "0.05": λ, "0.1": λ, …}} | null}
 
-``sources`` (every place the image was found) and ``scores`` (the strategy's numbers), ``radius`` and
-``pool`` are additions that readers may ignore; :meth:`Selection.load` checks every field it reads.
+``sources`` (every place the image was found) and ``scores`` (the strategy's numbers), ``radius``, ``pool``
+and ``uncertainty_measure`` (what each item's ``uncertainty`` measures; ``null`` without a head) are additions
+that readers may ignore; :meth:`Selection.load` checks every field it reads.
 ``trusted`` (the detector's verdict: not novel and competent, :mod:`novelty.trust`), ``competence`` and the
 ``trust`` header (the decision's rule, ε, δ and its competence threshold at other ε,
 :func:`~novelty.flywheel.pools.trust_header`) are what auto-accept decides on; selections written before them
@@ -99,6 +108,7 @@ __all__ = [
     "Selection",
     "SelectionError",
     "build_pool",
+    "default_measure",
     "k_center",
     "select",
     "uncertainty_scores",
@@ -107,7 +117,9 @@ __all__ = [
 FORMAT = "novelty-selection"
 FORMAT_VERSION = 1
 STRATEGIES: tuple[str, ...] = ("random", "novelty", "uncertainty", "diversity", "hybrid")
-UNCERTAINTY_MEASURES: tuple[str, ...] = ("least-confidence", "margin")
+#: how ``uncertainty`` (and ``hybrid``'s uncertainty rank) measures the head's doubt: ``1 − competence`` (the
+#: trust decision's score), ``1 − max p``, ``1 − (p₁ − p₂)``; see the module docstring
+UNCERTAINTY_MEASURES: tuple[str, ...] = ("competence", "least-confidence", "margin")
 #: hybrid: weights of the novelty rank and the uncertainty rank (see the module docstring)
 DEFAULT_WEIGHTS: dict[str, float] = {"novelty": 1.0, "uncertainty": 0.0}
 #: hybrid: k-center chooses among the top ``oversample × budget`` images by the weighted rank
@@ -186,6 +198,7 @@ class Selection:
     pool_size: int | None = None
     n_skipped: int | None = None
     trust: dict[str, Any] | None = None  # the detector's trust decision (pools.trust_header); None: none
+    measure: str | None = None  # what the items' ``uncertainty`` measures; None: no head
     positions: list[int] = field(default_factory=list, repr=False)  # rows of the pool (not saved)
 
     def __len__(self) -> int:
@@ -207,6 +220,7 @@ class Selection:
             "radius": self.radius,
             "pool": {"n": self.pool_size, "n_skipped": self.n_skipped},
             "trust": None if self.trust is None else dict(self.trust),
+            "uncertainty_measure": self.measure,
             "items": [it.to_json() for it in self.items],
         }
 
@@ -279,6 +293,11 @@ class Selection:
             trust = check_trust_header(data.get("trust"))
         except InvalidInputError as e:
             raise bad(str(e)) from None
+        measure = data.get("uncertainty_measure")
+        if measure is not None and measure not in UNCERTAINTY_MEASURES:
+            raise bad(
+                f"'uncertainty_measure' must be one of {', '.join(UNCERTAINTY_MEASURES)} or null, got {measure!r}"
+            )
         return cls(
             strategy=strategy,
             budget=r.integer("budget", minimum=1),
@@ -294,6 +313,7 @@ class Selection:
             pool_size=pool.get("n") if isinstance(pool.get("n"), int) else None,
             n_skipped=pool.get("n_skipped") if isinstance(pool.get("n_skipped"), int) else None,
             trust=trust,
+            measure=measure,
         )
 
 
@@ -380,18 +400,44 @@ def _item_from_json(it: Any, i: int, bad: Any) -> SelectedItem:
 
 
 # --- the strategies ---------------------------------------------------------------------------------------
-def uncertainty_scores(pool: Pool, measure: str = "least-confidence") -> np.ndarray:
-    """The head's uncertainty per image: ``1 − max p`` (least confidence) or ``1 − (p₁ − p₂)`` (margin);
-    :class:`SelectionError` when the detector that scored the pool has no head."""
-    if measure not in UNCERTAINTY_MEASURES:
+def default_measure(pool: Pool) -> str:
+    """The uncertainty measure used when none is given: ``"competence"`` when the pool carries the trust
+    decision's competence for some image, else ``"least-confidence"`` (a detector saved before the trust
+    decision, or one that keeps the legacy rule)."""
+    comp = pool.competence
+    return "competence" if comp is not None and bool(np.isfinite(comp).any()) else "least-confidence"
+
+
+def _check_measure(measure: str | None, pool: Pool) -> str:
+    if measure is None:
+        return default_measure(pool)
+    if not isinstance(measure, str) or measure not in UNCERTAINTY_MEASURES:
         raise UnknownNameError(
             f"unknown uncertainty measure {measure!r}; use one of {', '.join(UNCERTAINTY_MEASURES)}"
         )
+    return measure
+
+
+def uncertainty_scores(pool: Pool, measure: str | None = None) -> np.ndarray:
+    """The head's uncertainty per image, higher = less certain: ``1 − competence`` (``"competence"``, the trust
+    decision's score; an image without one counts as competence 0), ``1 − max p`` (``"least-confidence"``) or
+    ``1 − (p₁ − p₂)`` (``"margin"``); ``None``: :func:`default_measure`. :class:`SelectionError` when the
+    detector that scored the pool has no head, or, for ``"competence"``, no trust decision."""
+    measure = _check_measure(measure, pool)
     if pool.probabilities is None:
         raise SelectionError(
             "uncertainty needs the detector's condition head, and this detector has none: fit it with labels "
             "(novelty fit --labels), or choose --strategy novelty, diversity or random"
         )
+    if measure == "competence":
+        comp = pool.competence
+        if comp is None or not np.isfinite(comp).any():
+            raise SelectionError(
+                "the uncertainty measure 'competence' needs the trust decision's competence, and this "
+                "detector has none (saved before the trust decision, or keeping the legacy rule): choose "
+                "least-confidence or margin, or refit the detector with labels"
+            )
+        return 1.0 - np.clip(np.nan_to_num(comp, nan=0.0), 0.0, 1.0)
     p = np.sort(pool.probabilities, axis=1)
     if measure == "margin" and p.shape[1] >= 2:
         return 1.0 - (p[:, -1] - p[:, -2])
@@ -500,20 +546,19 @@ def select(
     radius: float = DEFAULT_RADIUS,
     weights: Mapping[str, float] | None = None,
     oversample: float = DEFAULT_OVERSAMPLE,
-    measure: str = "least-confidence",
+    measure: str | None = None,
     model_version: str | None = None,
 ) -> Selection:
-    """Choose ``budget`` images of ``pool`` with ``strategy`` (see the module docstring)."""
+    """Choose ``budget`` images of ``pool`` with ``strategy`` (see the module docstring). ``measure``: how
+    ``uncertainty`` and ``hybrid`` measure the head's doubt (:data:`UNCERTAINTY_MEASURES`); ``None``,
+    :func:`default_measure` (``"competence"`` when the pool carries it, else ``"least-confidence"``)."""
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise UnknownNameError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     budget = check_int(budget, "budget", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
     radius = check_real(radius, "radius", low=0.0, high=2.0)
     oversample = check_real(oversample, "oversample", low=1.0)
-    if measure not in UNCERTAINTY_MEASURES:
-        raise UnknownNameError(
-            f"unknown uncertainty measure {measure!r}; use one of {', '.join(UNCERTAINTY_MEASURES)}"
-        )
+    measure = _check_measure(measure, pool)
     w = _check_weights(weights) if strategy == "hybrid" else {}
     n = len(pool)
     if n == 0:
@@ -541,7 +586,7 @@ def select(
         what = [f"novelty rank {r + 1} of {n}" for r in range(take)]
     elif strategy == "uncertainty" and unc is not None:
         picks = _order(unc, rng)[:take]
-        what = [f"uncertainty rank {r + 1} of {n}" for r in range(take)]
+        what = [f"uncertainty rank {r + 1} of {n} ({_MEASURE_WORDS[measure]})" for r in range(take)]
     elif strategy == "diversity":
         picks, distances = k_center(
             pool.embeddings, take, covered=pool.train_distance, radius=radius, seed=seed
@@ -632,8 +677,16 @@ def select(
         pool_size=n,
         n_skipped=pool.n_skipped,
         trust=None if pool.trust is None else dict(pool.trust),
+        measure=None if unc is None else measure,
         positions=[int(i) for i in picks],
     )
+
+
+_MEASURE_WORDS = {
+    "competence": "1 − competence",
+    "least-confidence": "least confidence",
+    "margin": "margin",
+}
 
 
 def _farthest(d: float, covered: bool) -> str:

@@ -49,8 +49,10 @@ The config (TOML; relative paths are relative to the config file)::
                                    # selection.json's trust header records (0.01, 0.02, 0.05, 0.1 or the
                                    # detector's own); default: the detector's own ε
     auto_min_prob = 0.9            # auto_min_p defaults to the detector's alpha
-    audit = 0.1                    # share of the auto-accepted answers also sent to people: the rule's
-                                   # error rate is measured every turn (turn.json "audit")
+    audit = "auto"                 # answers the rule would accept sent to people instead, so the rule's
+                                   # error rate is measured every turn (turn.json "audit"): "auto", as many
+                                   # as a clean audit needs to bound it by ε at 1 − δ (ceil(ln δ / ln(1 − ε)):
+                                   # 45 at ε 0.05, δ 0.1; labelling.audit_size), or a share in [0, 1]
     holdout = 0.2                  # share of the new labels (by group) kept out of training
 
     [retrain]
@@ -141,7 +143,7 @@ class FlywheelConfig:
     auto_min_p: float | None = None
     auto_min_prob: float = 0.9
     auto_risk: float | None = None
-    audit: float = 0.1
+    audit: float | str = "auto"  # "auto" (labelling.audit_size) or a share in [0, 1]
     holdout: float = 0.2
     window: str | None = None
     new_only: bool = False
@@ -186,7 +188,7 @@ _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "auto_min_p": (int, float),
         "auto_min_prob": (int, float),
         "auto_risk": (int, float),
-        "audit": (int, float),
+        "audit": (int, float, str),
         "holdout": (int, float),
     },
     "retrain": {"window": str, "new_only": bool},
@@ -267,7 +269,14 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
     seed = check("select", "seed", check_int, sel.get("seed", 0), minimum=0)
     if seed > 2**31:
         raise FlywheelConfigError(f"{where}: [select] seed must be ≤ 2^31, got {seed}")
-    audit = check("label", "audit", check_real, lab.get("audit", 0.1), low=0.0, high=1.0)
+    audit = lab.get("audit", "auto")
+    if isinstance(audit, str):
+        if audit != "auto":
+            raise FlywheelConfigError(
+                f'{where}: [label] audit must be "auto" or a share in [0, 1], got {audit!r}'
+            )
+    else:
+        audit = check("label", "audit", check_real, audit, low=0.0, high=1.0)
     holdout = check(
         "label", "holdout", check_real, lab.get("holdout", 0.2), low=0.0, high=1.0, high_open=True
     )
@@ -560,6 +569,7 @@ def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
         f"turn {turn.number}: exported {res.n_exported} images for people ({config.label_format}, in "
         f"{turn.dir / 'export'}); {len(res.auto)} accepted from the model"
         + (f" ({auto_file.name})" if res.auto else "")
+        + (f"; {res.audit_size} it would accept audited by people" if res.audit_size else "")
     )
 
 
