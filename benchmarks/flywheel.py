@@ -290,7 +290,8 @@ class Bench:
         pool = as_pool(self.champion, self.pool, pool_idx)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sel = select(pool, budget, strategy, seed=seed, **kw)
+            # the results were measured with the head's least confidence (the measure before competence)
+            sel = select(pool, budget, strategy, seed=seed, **{"measure": "least-confidence", **kw})
         chosen = pool_idx[np.asarray(sel.positions, dtype=np.int64)]
         head = self.refit_head(chosen)
         acc = accuracy(head.predict(self.eval.x), self.eval)
@@ -449,7 +450,9 @@ def run(
                 warnings.simplefilter("ignore")
                 from novelty.flywheel.selection import select
 
-                sel = select(pool, TURN_BUDGET, "hybrid", seed=s, **hybrid_kw)
+                sel = select(
+                    pool, TURN_BUDGET, "hybrid", seed=s, **{"measure": "least-confidence", **hybrid_kw}
+                )
             chosen = avail[np.asarray(sel.positions, dtype=np.int64)]
             pre = np.asarray(pool.predictions, dtype=object)[sel.positions] == LABELS[bench.pool.y[chosen]]
             labelled = np.concatenate([labelled, chosen])
