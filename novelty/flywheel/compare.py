@@ -29,6 +29,12 @@ asks for it *and* the clustered interval.
 AUROC for detectors without a head) reaches ``min_gain`` with its interval above 0 (and McNemar's p < 0.05
 with a head), no condition is worse by more than ``margin``, the false-alarm rate stays within its bound and
 no test image was trained on. ``passed`` and ``reasons`` say which check decided.
+
+**Trusted but wrong.** With a head on both detectors the comparison also keeps, per side, the images its trust
+rule passed and its head got wrong (:func:`trusted_wrong`): the answers auto-accept and a production caller
+would have acted on. Their count per condition is kept in full, the images themselves up to
+:data:`TRUSTED_WRONG_SHOWN` per side, for the report's gallery. They are shown to a reviewer and never judged:
+the gate and :meth:`Comparison.rejudge` ignore them.
 """
 
 from __future__ import annotations
@@ -86,12 +92,15 @@ __all__ = [
     "mcnemar_exact",
     "parse_dataset_arg",
     "render_report",
+    "trusted_wrong",
 ]
 
 FORMAT = "novelty-comparison"
 FORMAT_VERSION = 1
 _MAX_FILE = 64 << 20  # a larger comparison file is not one of ours
 UNSPECIFIED = "unspecified"
+#: the trusted-but-wrong images a comparison keeps per side (their counts are of all of them)
+TRUSTED_WRONG_SHOWN = 48
 
 
 class ComparisonError(NoveltyError, ValueError):
@@ -198,6 +207,7 @@ class ModelOutputs:
     classes: list[str] | None = None
     trusted: np.ndarray | None = None  # (n,) bool, the trust decision (novelty.trust); None: no head
     risk: float | None = None  # the ε the trust decision states; None: the legacy rule (trusted = not novel)
+    competence: np.ndarray | None = None  # (n,) the trust rule's score, higher = more likely right
 
     @classmethod
     def from_detector(
@@ -220,6 +230,7 @@ class ModelOutputs:
             classes=[str(c) for c in (res.classes or [])],
             trusted=np.asarray(res.trusted, dtype=bool),
             risk=None if st_trust is None else float(st_trust.risk),
+            competence=None if res.competence is None else np.asarray(res.competence, dtype=np.float64),
         )
 
     @property
@@ -239,6 +250,7 @@ class Comparison:
     test: dict[str, Any] | None = None
     new_slice: dict[str, Any] | None = None
     embeddings: dict[str, Any] = field(default_factory=dict)
+    trusted_wrong: dict[str, Any] | None = None  # see trusted_wrong(); shown, never judged
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -276,6 +288,7 @@ class Comparison:
             "embeddings": self.embeddings,
             "rows": [r.to_json() for r in self.rows],
             "checks": [c.to_json() for c in self.checks],
+            "trusted_wrong": self.trusted_wrong,
         }
 
     @classmethod
@@ -312,6 +325,7 @@ class Comparison:
                 test=doc.get("test"),
                 new_slice=doc.get("new_slice"),
                 embeddings=dict(doc.get("embeddings") or {}),
+                trusted_wrong=_trusted_wrong_from_json(doc.get("trusted_wrong")),
                 created=str(doc.get("created") or ""),
             )
         except (ValueError, TypeError, KeyError) as e:
@@ -380,6 +394,12 @@ class Comparison:
                     else f"{d.champion:6.3f}→{d.challenger:6.3f} {d.diff:+.3f} [{d.ci_low:+.3f},{d.ci_high:+.3f}]"
                 )
             lines.append(f"{r.name[:22]:<22} {r.n:>5}  " + "  ".join(f"{c:>34}" for c in cells))
+        if self.trusted_wrong is not None:
+            lines.append("")
+            for who in ("champion", "challenger"):
+                side = self.trusted_wrong[who]
+                per = ", ".join(f"{c}: {k}" for c, k in side["by_condition"].items())
+                lines.append(f"{who + ':':<12} trusted but wrong: {side['n']}" + (f" ({per})" if per else ""))
         return "\n".join(lines)
 
 
@@ -398,6 +418,140 @@ def _trusted_counts(cond: np.ndarray, trusted: np.ndarray, correct: np.ndarray) 
     for c in np.unique(cond).tolist():
         m = (cond == c) & t
         out[str(c)] = (int(m.sum()), int((m & wrong).sum()))
+    return out
+
+
+def trusted_wrong(
+    champion: ModelOutputs,
+    challenger: ModelOutputs,
+    labels: Sequence[str] | np.ndarray,
+    conditions: Sequence[str | None] | np.ndarray,
+    *,
+    ids: Sequence[str] | None = None,
+    paths: Sequence[str | None] | None = None,
+    slices: Sequence[str] | np.ndarray | None = None,
+    nominal: Sequence[str] = ("clean",),
+    limit: int = TRUSTED_WRONG_SHOWN,
+) -> dict[str, Any] | None:
+    """Per side, the images its trust rule passed and its head got wrong: the answers a production caller
+    would have acted on. ``None`` unless both detectors have a head and a trust decision.
+
+    Each side is ``{"n": all of them, "by_condition": {condition: count}, "items": [...]}``; ``by_condition``
+    holds every condition present (zeros too), nominal ones first as in the rows. An item is ``{"id", "path",
+    "slice", "condition", "label", "prediction", "competence"}`` (``id`` defaults to the image's position,
+    ``path`` to ``None``, ``competence`` is ``None`` where the detector has none). At most ``limit`` items are
+    kept per side, shared fairly between the conditions (taken in turn, the most competent first: the errors
+    the detector was surest of); they are sorted by condition, then competence descending."""
+    limit = check_int(limit, "limit", minimum=0)
+    if not (champion.has_head and challenger.has_head):
+        return None
+    if champion.trusted is None or challenger.trusted is None:
+        return None
+    y = np.array([str(v) for v in labels])
+    n = y.shape[0]
+    cond = np.array([UNSPECIFIED if c is None else str(c) for c in conditions])
+    id_list = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+    path_list: list[str | None] = (
+        [None] * n if paths is None else [None if p is None else str(p) for p in paths]
+    )
+    sl = np.full(n, "test") if slices is None else np.array([str(s) for s in slices])
+    for name, size in (("conditions", cond.shape[0]), ("ids", len(id_list)), ("paths", len(path_list))):
+        if size != n:
+            raise InvalidInputError(f"{name} has {size} entries for {n} images")
+    if sl.shape[0] != n:
+        raise InvalidInputError(f"slices has {sl.shape[0]} entries for {n} images")
+    nominal = (nominal,) if isinstance(nominal, str) else tuple(str(c) for c in nominal)
+    present = sorted(set(cond.tolist()))
+    order = [c for c in nominal if c in present] + [c for c in present if c not in nominal]
+    rank_of = {c: k for k, c in enumerate(order)}
+    out = {}
+    for who, m in (("champion", champion), ("challenger", challenger)):
+        assert m.predictions is not None and m.trusted is not None  # has_head and checked above
+        if m.predictions.shape[0] != n or m.trusted.shape[0] != n:
+            raise InvalidInputError(f"the {who}'s outputs do not have {n} entries, one per image")
+        comp = (
+            np.full(n, np.nan)
+            if m.competence is None
+            else np.asarray(m.competence, dtype=np.float64).reshape(-1)
+        )
+        if comp.shape[0] != n:
+            raise InvalidInputError(f"the {who}'s competence has {comp.shape[0]} entries for {n} images")
+        hit = np.flatnonzero(np.asarray(m.trusted, dtype=bool) & (m.predictions != y))
+        key = np.nan_to_num(comp, nan=-np.inf)
+        turn: dict[int, int] = {}  # each image's place among its condition's, the most competent first
+        for c in order:
+            mine = hit[cond[hit] == c]
+            mine = mine[np.argsort(-key[mine], kind="stable")]
+            turn.update({int(i): k for k, i in enumerate(mine)})
+        kept = sorted(hit.tolist(), key=lambda i: (turn[i], rank_of[cond[i]]))[:limit]
+        kept.sort(key=lambda i: (rank_of[cond[i]], turn[i]))
+        out[who] = {
+            "n": int(hit.size),
+            "by_condition": {c: int((cond[hit] == c).sum()) for c in order},
+            "items": [
+                {
+                    "id": id_list[i],
+                    "path": path_list[i],
+                    "slice": str(sl[i]),
+                    "condition": str(cond[i]),
+                    "label": str(y[i]),
+                    "prediction": str(m.predictions[i]),
+                    "competence": _num(comp[i]),
+                }
+                for i in kept
+            ],
+        }
+    return out
+
+
+def _trusted_wrong_from_json(doc: Any) -> dict[str, Any] | None:
+    """The ``trusted_wrong`` section as :func:`trusted_wrong` made it (absent or null: ``None``); else
+    :class:`ValueError` naming what is wrong."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict) or set(doc) != {"champion", "challenger"}:
+        raise ValueError("'trusted_wrong' must be an object with exactly 'champion' and 'challenger'")
+    out = {}
+    for who in ("champion", "challenger"):
+        side, where = doc[who], f"'trusted_wrong.{who}'"
+        if not isinstance(side, dict):
+            raise ValueError(f"{where} must be an object with n, by_condition and items")
+        n, by, items = side.get("n"), side.get("by_condition"), side.get("items")
+        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+            raise ValueError(f"{where}.n must be an integer ≥ 0, got {n!r}")
+        if not (
+            isinstance(by, dict)
+            and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in by.values())
+        ):
+            raise ValueError(f"{where}.by_condition must map each condition to an integer ≥ 0")
+        if sum(by.values()) != n:
+            raise ValueError(f"{where}: the counts by condition add up to {sum(by.values())}, not n = {n}")
+        if not isinstance(items, list) or len(items) > n:
+            raise ValueError(f"{where}.items must be a list of at most n = {n} images")
+        kept = []
+        for k, it in enumerate(items):
+            if not isinstance(it, dict):
+                raise ValueError(f"{where}.items[{k}] must be an object")
+            texts = ("id", "slice", "condition", "label", "prediction")
+            bad = [f for f in texts if not isinstance(it.get(f), str)]
+            if it.get("path") is not None and not isinstance(it.get("path"), str):
+                bad.append("path")
+            if bad:
+                raise ValueError(f"{where}.items[{k}]: {', '.join(bad)} must be text")
+            if it["condition"] not in by:
+                raise ValueError(f"{where}.items[{k}]: condition {it['condition']!r} is not in by_condition")
+            comp = None if it.get("competence") is None else _real(it["competence"])
+            if comp is not None and not math.isfinite(comp):
+                raise ValueError(f"{where}.items[{k}]: competence must be a finite number or null")
+            kept.append(
+                {
+                    "id": it["id"],
+                    "path": it.get("path"),
+                    **{f: it[f] for f in texts[1:]},
+                    "competence": comp,
+                }
+            )
+        out[who] = {"n": n, "by_condition": {str(c): v for c, v in by.items()}, "items": kept}
     return out
 
 
@@ -655,9 +809,12 @@ def compare_embeddings(
     level: float = 0.95,
     rule: GateRule | None = None,
     allow_config_change: bool = False,
+    ids: Sequence[str] | None = None,
+    paths: Sequence[str | None] | None = None,
 ) -> Comparison:
     """:func:`compare` on embeddings already made: one array when both detectors share a backbone, else
-    ``(champion's, challenger's)``."""
+    ``(champion's, challenger's)``. ``ids`` and ``paths`` name the images in the trusted-but-wrong section
+    (default: their positions, no path)."""
     config_check = _config_check(champion, challenger, allow_config_change)
     x1, x2 = embeddings if isinstance(embeddings, tuple) else (embeddings, embeddings)
     o1 = ModelOutputs.from_detector(champion, x1, alpha)
@@ -684,6 +841,9 @@ def compare_embeddings(
         challenger=_model_info(challenger, o2),
         settings=_settings(nominal, n_boot, seed, level, alpha, rule),
         embeddings={"shared": not isinstance(embeddings, tuple)},
+        trusted_wrong=trusted_wrong(
+            o1, o2, labels, conditions, ids=ids, paths=paths, slices=slices, nominal=nominal
+        ),
     )
 
 
@@ -917,6 +1077,16 @@ def compare(
         test=test_ref,
         new_slice=new_ref,
         embeddings={"shared": shared, "backbones": sorted({d1.backbone, d2.backbone})},
+        trusted_wrong=trusted_wrong(
+            o1,
+            o2,
+            [e.label for e in entries],
+            [e.condition for e in entries],
+            ids=[e.id for e in entries],
+            paths=[e.path for e in entries],
+            slices=slices,
+            nominal=nominal,
+        ),
     )
 
 

@@ -1,9 +1,12 @@
 """The comparison as one self-contained HTML page: the verdict, the gate's checks, the per-condition table
-with an interval bar for every difference, and what was compared.
+with an interval bar for every difference, the images each side trusted and got wrong, and what was compared.
 
 Rendered from ``templates/compare.html.j2`` with Jinja2 autoescaping (values pass the batch report's
 ``clean_text`` first, as in :mod:`novelty.batch.report`); the only markup inserted is the inline SVG of the
-interval bars, built here from numbers. Nothing on the page references anything outside it.
+interval bars, built here from numbers. The trusted-but-wrong images are embedded as JPEG thumbnails made by the
+batch report's :func:`~novelty.batch.thumbnails.make_thumbnail` from the files the comparison names; one that
+cannot be read at report time is a placeholder saying why, next to its path. Nothing on the page references
+anything outside it.
 """
 
 from __future__ import annotations
@@ -78,7 +81,51 @@ def render_report(c: Comparison) -> str:
         cols=[(m, _TITLES[m], _BETTER[m]) for m in cols],
         rows=rows,
         checks=c.checks,
+        trusted_wrong=_trusted_wrong(c),
     )
+
+
+def _trusted_wrong(c: Comparison) -> dict[str, Any] | None:
+    """The trusted-but-wrong section's data: the counts per condition of both sides and each side's images
+    with their thumbnails (a placeholder with the reason where an image cannot be read here)."""
+    from novelty.batch.thumbnails import NEIGHBOR_THUMBNAIL_SIZE, load_row_thumbnail, make_thumbnail
+
+    tw = c.trusted_wrong
+    if tw is None:
+        return None
+    thumbs: dict[str, tuple[str | None, str]] = {}  # an image both sides got wrong is read once
+
+    def thumb(path: str | None) -> tuple[str | None, str]:
+        if not path:
+            return None, "no path recorded"
+        if path not in thumbs:
+            thumbs[path] = make_thumbnail(
+                load_row_thumbnail, {"key": path, "path": path}, NEIGHBOR_THUMBNAIL_SIZE
+            )
+        return thumbs[path]
+
+    conditions = list(dict.fromkeys([*tw["champion"]["by_condition"], *tw["challenger"]["by_condition"]]))
+    sides = []
+    for who in ("champion", "challenger"):
+        side = tw[who]
+        items = [
+            {
+                **it,
+                "competence": "—" if it["competence"] is None else fmt(it["competence"]),
+                "thumb": thumb(it["path"]),
+            }
+            for it in side["items"]
+        ]
+        sides.append({"who": who, "n": side["n"], "images": items})
+    counts = [
+        (cond, tw["champion"]["by_condition"].get(cond, 0), tw["challenger"]["by_condition"].get(cond, 0))
+        for cond in conditions
+    ]
+    return {
+        "sides": sides,
+        "counts": counts,
+        "n": {who: tw[who]["n"] for who in ("champion", "challenger")},
+    }
 
 
 _TITLES = {
