@@ -129,12 +129,14 @@ def test_label_studio_round_trip(server, exported, tmp_path):
         assert status == 200, (t["data"]["image"], body[:200])
         assert body == Path(selection[nid]["path"]).read_bytes()
         assert urllib.parse.unquote(t["data"]["image"]).endswith(Path(selection[nid]["path"]).name)
-    # the pre-annotations arrived with the model version and the novelty score
+    # the pre-annotations arrived with the model version and the head's probability as their score; the
+    # novelty score travels in the task's data
     for nid, t in by_nid.items():
         preds = server.api("GET", f"/api/predictions?task={t['id']}")
         assert len(preds) == 1
         assert preds[0]["model_version"] == "det-ls-test"
-        assert preds[0]["score"] == pytest.approx(selection[nid]["novelty"])
+        assert preds[0]["score"] == pytest.approx(selection[nid]["probability"])
+        assert t["data"]["novelty_score"] == pytest.approx(selection[nid]["novelty"])
         assert preds[0]["result"][0]["value"]["choices"] == [selection[nid]["prediction"]]
 
     # an annotator labels six images (two correct the pre-annotation), skips one and leaves one

@@ -140,11 +140,14 @@ def test_label_studio_export_tasks_and_config(work):
         rel = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)["d"][0]
         assert root / rel == Path(it["path"])
         assert t["data"]["novelty_id"] == it["id"] and t["data"]["sha256"] == it["sha256"]
+        assert t["data"]["novelty_score"] == pytest.approx(it["novelty"])  # higher = more novel
+        assert (t["data"]["group"], t["data"]["condition"]) == (it.get("group"), it.get("condition"))
         if it["prediction"] is None:
             assert "predictions" not in t
             continue
         (pred,) = t["predictions"]
-        assert pred["model_version"] == "det-1" and pred["score"] == pytest.approx(it["novelty"])
+        # the score annotators see is the head's confidence in its answer, not the novelty score
+        assert pred["model_version"] == "det-1" and pred["score"] == pytest.approx(it["probability"])
         assert pred["result"] == [
             {
                 "from_name": "label",

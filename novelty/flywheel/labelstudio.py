@@ -3,13 +3,17 @@
 Images are not uploaded: Label Studio serves them from the disk (``/data/local-files/?d=<path>`` with ``<path>``
 relative to ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``) when it runs with
 ``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true``; the project also needs a "Local files" storage whose path
-contains the images (without syncing it). Each task carries ``novelty_id`` and ``sha256`` in its data, so the
-import matches labels to the selection by id and checks the content. The head's answer is a prediction with
-``model_version`` (the detector's artifact id) and ``score`` (the novelty score, higher = more novel), shown to
-the annotator as a pre-annotation.
+contains the images (without syncing it), a folder strictly below the document root (:func:`storage_paths`).
+Each task carries in its data ``novelty_id`` and ``sha256``, so the import matches labels to the selection by id
+and checks the content, ``novelty_score`` (the novelty score, higher = more novel), and ``group`` and
+``condition`` (null when the selection gives none), which the import reads back. The head's answer is a
+prediction with ``model_version`` (the detector's artifact id) and ``score``, the head's probability of that
+answer (none when the selection does not give it), shown to the annotator as a pre-annotation.
 
 The import reads the export of ``GET /api/projects/<id>/export?exportType=JSON``: for each task the latest
-annotation that was not cancelled (skipped) gives its label; a task without one is unlabelled.
+annotation that was not cancelled (skipped) gives its label; a task without one is unlabelled
+(:func:`task_state` tells labelled, skipped and unlabelled tasks apart). Files and the REST API
+(:mod:`novelty.flywheel.labelstudio_api`) go through this one reader.
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ from novelty.flywheel.selected import SelectedImage
 __all__ = [
     "FROM_NAME",
     "TO_NAME",
+    "config_classes",
     "document_root",
     "label_config",
     "local_file_url",
     "read_export",
     "storage_path",
+    "storage_paths",
+    "task_state",
     "tasks",
 ]
 
@@ -59,6 +66,20 @@ def label_config(classes: Sequence[str]) -> str:
     return ET.tostring(view, encoding="unicode") + "\n"
 
 
+def config_classes(config: str) -> list[str] | None:
+    """The classes of a labelling config written by :func:`label_config` (the choices named ``label`` over the
+    image ``image``, in order); ``None`` for a config without them (or not XML)."""
+    try:
+        view = ET.fromstring(config)
+    except ET.ParseError:
+        return None
+    images = [e for e in view.iter("Image") if e.get("name") == TO_NAME]
+    choices = [e for e in view.iter("Choices") if e.get("name") == FROM_NAME and e.get("toName") == TO_NAME]
+    if len(images) != 1 or len(choices) != 1:
+        return None
+    return [str(c.get("value")) for c in choices[0].iter("Choice") if c.get("value") is not None]
+
+
 def storage_path(paths: Sequence[str]) -> Path:
     """The folder to give the project's "Local files" storage: the common folder of the images."""
     if not paths:
@@ -75,12 +96,40 @@ def document_root(paths: Sequence[str], root: str | os.PathLike[str] | None = No
         r = Path(os.path.abspath(os.fspath(root)))
         outside = [p for p in paths if not _inside(p, r)]
         if outside:
+            needed = os.path.commonpath([str(r), *(os.path.abspath(p) for p in outside)])
             raise InvalidInputError(
-                f"{len(outside)} image(s) lie outside the document root {r}, e.g. {outside[:3]}; give a root that "
-                "contains them (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)"
+                f"{len(outside)} image(s) lie outside the document root {r}, e.g. {outside[:3]}: Label Studio "
+                f"serves only files under its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, so give a document root "
+                f"that contains them all (e.g. {needed}) and start Label Studio with it, or keep the images "
+                f"under {r}"
             )
         return r
     return storage_path(paths).parent
+
+
+def storage_paths(paths: Sequence[str], root: Path) -> list[Path]:
+    """The folders to give the project's "Local files" storages so that Label Studio serves every image: their
+    common folder when it lies strictly below the document ``root``, else one folder per top-level subfolder of
+    the root that holds images. Label Studio refuses a storage path equal to its root, so an image directly in
+    the root cannot be served: :class:`InvalidInputError` names it (and one outside the root)."""
+    if not paths:
+        return []
+    root = Path(os.path.abspath(root))
+    outside = [p for p in paths if not _inside(p, root)]
+    if outside:
+        document_root(paths, root)  # raises, naming the root they need
+    flat = [p for p in paths if Path(os.path.abspath(p)).parent == root]
+    if flat:
+        raise InvalidInputError(
+            f"{len(flat)} image(s) lie directly in the document root {root}, e.g. {flat[:3]}: Label Studio serves "
+            "local files only from a storage folder strictly below its root; move them into a subfolder or "
+            f"choose a document root above {root}"
+        )
+    common = storage_path(paths)
+    if common != root:
+        return [common]
+    tops = {root / Path(os.path.abspath(p)).relative_to(root).parts[0] for p in paths}
+    return sorted(tops)
 
 
 def _inside(path: str, root: Path) -> bool:
@@ -108,12 +157,20 @@ def path_from_url(url: str, root: Path | None) -> str | None:
 def tasks(
     items: Sequence[SelectedImage], root: Path, model_version: str, classes: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
-    """One Label Studio task per item: the image URL, the pre-annotation (when the head answered with one of
-    ``classes``), and the selection's scores in ``meta``."""
+    """One Label Studio task per item: in its data the image URL, ``novelty_id``, ``sha256``, ``novelty_score``
+    (higher = more novel), ``group`` and ``condition``; the pre-annotation (when the head answered with one of
+    ``classes``) whose ``score`` is the head's probability of its answer; the selection's scores in ``meta``."""
     out = []
     for it in items:
         task: dict[str, Any] = {
-            "data": {TO_NAME: local_file_url(it.path, root), "novelty_id": it.id, "sha256": it.sha256},
+            "data": {
+                TO_NAME: local_file_url(it.path, root),
+                "novelty_id": it.id,
+                "sha256": it.sha256,
+                "novelty_score": it.novelty,
+                "group": it.group,
+                "condition": it.condition,
+            },
             "meta": {
                 "source": it.source,
                 "rank": it.rank,
@@ -123,23 +180,25 @@ def tasks(
                 "prediction": it.prediction,
                 "probability": it.probability,
                 "path": it.path,
+                "group": it.group,
+                "condition": it.condition,
             },
         }
         if it.prediction is not None and (classes is None or it.prediction in classes):
-            task["predictions"] = [
-                {
-                    "model_version": model_version or "unknown",
-                    "score": it.novelty if it.novelty is not None else 0.0,
-                    "result": [
-                        {
-                            "from_name": FROM_NAME,
-                            "to_name": TO_NAME,
-                            "type": "choices",
-                            "value": {"choices": [it.prediction]},
-                        }
-                    ],
-                }
-            ]
+            prediction: dict[str, Any] = {
+                "model_version": model_version or "unknown",
+                "result": [
+                    {
+                        "from_name": FROM_NAME,
+                        "to_name": TO_NAME,
+                        "type": "choices",
+                        "value": {"choices": [it.prediction]},
+                    }
+                ],
+            }
+            if it.probability is not None:  # Label Studio shows it as the model's confidence
+                prediction["score"] = it.probability
+            task["predictions"] = [prediction]
         out.append(task)
     return out
 
@@ -196,6 +255,24 @@ def _id_order(value: Any) -> tuple[int, int | float, str]:
     return (1, 0, "" if value is None else str(value))
 
 
+def task_state(task: Any) -> str:
+    """``"labelled"`` (its latest annotation that was not cancelled chose a class), ``"skipped"`` (every
+    annotation cancelled) or ``"unlabelled"``, as :func:`read_export` reads the task; a task it cannot read
+    counts as labelled (the import names what is wrong with it)."""
+    if not isinstance(task, dict):
+        return "labelled"
+    annotations = task.get("annotations") or []
+    if not isinstance(annotations, list):
+        return "labelled"
+    try:
+        ann = _latest(annotations, "task")
+        if ann is None:
+            return "skipped" if annotations else "unlabelled"
+        return "unlabelled" if _choice(ann.get("result") or [], "task") is None else "labelled"
+    except LabelImportError:
+        return "labelled"
+
+
 def read_export(path: str | os.PathLike[str], *, document_root: Path | None = None) -> LabelsRead:
     """The labels of a Label Studio JSON export (a list of tasks with their annotations)."""
     p = Path(path)
@@ -240,6 +317,7 @@ def _read_tasks(p: Path, obj: Any, document_root: Path | None) -> LabelsRead:
         if ann is None or label is None:
             unlabelled.append(str(nid or url or where))
             continue
+        meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
         rows.append(
             LabelRow(
                 where=where,
@@ -249,6 +327,8 @@ def _read_tasks(p: Path, obj: Any, document_root: Path | None) -> LabelsRead:
                 sha256=data.get("sha256") if isinstance(data.get("sha256"), str) else None,
                 labeller=_labeller(ann.get("completed_by")),
                 time=time,
+                group=_text(data, meta, "group"),
+                condition=_text(data, meta, "condition"),
             )
         )
     if problems:
@@ -256,6 +336,15 @@ def _read_tasks(p: Path, obj: Any, document_root: Path | None) -> LabelsRead:
             f"{p}: {len(problems)} unreadable task(s), nothing imported: {'; '.join(problems[:20])}"
         )
     return LabelsRead(rows, unlabelled)
+
+
+def _text(data: dict[str, Any], meta: dict[str, Any], name: str) -> str | None:
+    """A task's ``group`` or ``condition``: from its data, else its meta; ``None`` when neither is text."""
+    for where in (data, meta):
+        value = where.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _time(annotation: dict[str, Any], where: str) -> str | None:
