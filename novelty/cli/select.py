@@ -148,6 +148,14 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         help="also select from the flag store: its folder (or flags.db) or a postgresql:// URL",
     )
     s.add_argument("--flags-since", metavar="ISO", help="only flags received at or after this time")
+    s.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="DATASET",
+        help="a labelled dataset (novelty dataset create …); candidates it already labels (same sha256) are "
+        "left out, so the budget buys only new labels. Repeat for more (training, test, new slice)",
+    )
     s.add_argument("--out", default="selection.json", help="selection file to write (default: %(default)s)")
     s.add_argument(
         "--images-dir",
@@ -184,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
     from novelty.detector import NoveltyDetector
     from novelty.flywheel import selection as S
 
+    for d in args.dataset:
+        if not os.path.isfile(os.path.join(d, "dataset.json")):
+            raise UsageError(f"--dataset {d}: not a labelled dataset (no dataset.json)")
     if args.flags_since:
         from novelty.clock import parse_time
         from novelty.errors import InvalidInputError
@@ -218,14 +229,20 @@ def run(args: argparse.Namespace) -> int:
             weights=args.weights,
             oversample=S.DEFAULT_OVERSAMPLE if args.oversample is None else args.oversample,
             measure=args.uncertainty,
+            dataset=list(args.dataset) or None,
         )
     for w in caught:
         print(f"novelty select: warning: {w.message}", file=sys.stderr)
     path = sel.save(out)
     print(S.describe(sel, limit=args.show))
     skipped = f"; {pool.n_skipped} unreadable candidate(s) left out" if pool.n_skipped else ""
+    already = (
+        f"; {sel.n_already_labelled} already labelled left out ({', '.join(sel.labelled_in)})"
+        if sel.n_already_labelled
+        else ""
+    )
     print(
-        f"selected {len(sel)} of {len(pool)} candidates with {sel.strategy} (seed {sel.seed}){skipped}; "
+        f"selected {len(sel)} of {len(pool)} candidates with {sel.strategy} (seed {sel.seed}){already}{skipped}; "
         f"written to {path}"
     )
     for key, why in pool.skipped[:5]:

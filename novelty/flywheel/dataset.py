@@ -66,6 +66,7 @@ __all__ = [
     "embed_entries",
     "embedder_key",
     "hash_image_file",
+    "labelled_hashes",
     "now_iso",
     "read_image_file",
 ]
@@ -743,6 +744,30 @@ def _read(root: Path) -> tuple[dict[str, Any], list[Entry]]:
     if len(set(ids)) != len(ids):
         raise DatasetIntegrityError(f"{root / ENTRIES_FILE}: an id occurs more than once")
     return meta, entries
+
+
+def labelled_hashes(datasets: Any) -> tuple[set[str], list[str]]:
+    """The sha256 of every image the datasets label, and the datasets' paths. ``datasets``: ``None``, a
+    :class:`Dataset`, a dataset directory, or a sequence of those; a directory that holds no dataset (yet) is
+    skipped (a flywheel's new slice before its first turn); any other problem raises as :meth:`Dataset.open`
+    does."""
+    if datasets is None:
+        return set(), []
+    many = datasets if isinstance(datasets, (list, tuple)) else [datasets]
+    shas: set[str] = set()
+    paths: list[str] = []
+    for d in many:
+        if isinstance(d, Dataset):
+            ds = d
+        elif isinstance(d, (str, os.PathLike)):
+            if not (Path(d) / DATASET_FILE).exists() and not any(Path(d).glob("*")):
+                continue  # not created yet
+            ds = Dataset.open(d)
+        else:
+            raise InvalidInputError(f"expected a Dataset or a dataset directory, got {type(d).__name__}")
+        shas.update(e.sha256 for e in ds.entries())
+        paths.append(str(ds.path))
+    return shas, paths
 
 
 # --- embeddings -----------------------------------------------------------------------------------------

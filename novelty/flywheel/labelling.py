@@ -73,7 +73,7 @@ from novelty.flywheel.assisted import (
     measure_assistance,
     recorded_threshold,
 )
-from novelty.flywheel.dataset import Dataset, Entry, _listing, now_iso
+from novelty.flywheel.dataset import Dataset, Entry, _listing, labelled_hashes, now_iso
 from novelty.flywheel.labelimport import (
     IMPORT_FORMATS,
     ImportResult,
@@ -226,12 +226,17 @@ def export_selection(
     dataset: Dataset | str | os.PathLike[str] | None = None,
     audit: float | str = AUDIT_AUTO,
     auto_risk: float | None = None,
+    labelled: Any = None,
 ) -> ExportResult:
     """Write the selection's images for a labelling tool into ``out_dir`` (see the module docstring).
 
     ``classes`` default to the selection's (the head's), else the dataset's. With ``dataset``, images it already
     labels are left out, and auto-accepted labels are added to it as one version (else written to
-    ``auto_labels.csv``). ``document_root`` (Label Studio): the folder Label Studio serves local files from
+    ``auto_labels.csv``). ``labelled``: more datasets (or their directories; one or a sequence) whose images
+    count as labelled already, left out the same way but given nothing (the flywheel's training set, new slice
+    and test set). ``n_already_labelled`` (and ``export.json``) counts what was left out.
+
+    ``document_root`` (Label Studio): the folder Label Studio serves local files from
     (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``); default: the parent of the images' common folder, which is
     the project's "Local files" storage path (``export.json`` names both).
 
@@ -269,8 +274,10 @@ def export_selection(
     check_thresholds(min_p, auto_min_prob)
     items = list(sel.items)
     n_already = 0
+    known, _ = labelled_hashes(labelled)
     if ds is not None:
-        known = {e.sha256 for e in ds.entries()}
+        known |= {e.sha256 for e in ds.entries()}
+    if known:
         n_already = sum(it.sha256 in known for it in items)
         items = [it for it in items if it.sha256 not in known]
     audit = _check_audit(audit)

@@ -60,8 +60,13 @@ Every :class:`SelectedItem` carries a human-readable ``reason`` ("p=0.001, novel
      "items": [{"id", "path", "sha256", "source", "rank", "reason", "p_value", "novelty", "is_novel",
                 "prediction", "probability", "uncertainty", "timestamp", "sources", "scores",
                 "trusted", "competence"}],
-     "radius", "pool": {"n", "n_skipped"}, "uncertainty_measure",
+     "radius", "pool": {"n", "n_skipped", "n_already_labelled", "labelled_in"}, "uncertainty_measure",
      "trust": {"rule", "risk", "delta", "thresholds": {"0.01": λ, "0.02": λ, "0.05": λ, "0.1": λ, …}} | null}
+
+Images a labelled dataset already labels (``select(..., dataset=...)``, ``novelty select --dataset``; the
+flywheel passes its training set, new slice and test set) are left out before choosing, by sha256: no label is
+bought twice. ``pool.n_already_labelled`` counts them (``null``: no dataset was given), ``pool.labelled_in``
+names the datasets.
 
 ``sources`` (every place the image was found) and ``scores`` (the strategy's numbers), ``radius``, ``pool``
 and ``uncertainty_measure`` (what each item's ``uncertainty`` measures; ``null`` without a head) are additions
@@ -89,6 +94,7 @@ import numpy as np
 
 from novelty.errors import InvalidInputError, NoveltyError, UnknownNameError
 from novelty.fileio import atomic_write_text, read_regular_file
+from novelty.flywheel.dataset import labelled_hashes
 from novelty.flywheel.pools import Pool, PoolError, build_pool, check_trust_header
 from novelty.params import check_int, check_real
 
@@ -199,6 +205,8 @@ class Selection:
     n_skipped: int | None = None
     trust: dict[str, Any] | None = None  # the detector's trust decision (pools.trust_header); None: none
     measure: str | None = None  # what the items' ``uncertainty`` measures; None: no head
+    n_already_labelled: int | None = None  # pool images left out: a dataset given labels them already
+    labelled_in: list[str] = field(default_factory=list)  # the datasets that were checked
     positions: list[int] = field(default_factory=list, repr=False)  # rows of the pool (not saved)
 
     def __len__(self) -> int:
@@ -218,7 +226,12 @@ class Selection:
             "classes": list(self.classes),
             "alpha": self.alpha,
             "radius": self.radius,
-            "pool": {"n": self.pool_size, "n_skipped": self.n_skipped},
+            "pool": {
+                "n": self.pool_size,
+                "n_skipped": self.n_skipped,
+                "n_already_labelled": self.n_already_labelled,
+                "labelled_in": list(self.labelled_in),
+            },
             "trust": None if self.trust is None else dict(self.trust),
             "uncertainty_measure": self.measure,
             "items": [it.to_json() for it in self.items],
@@ -312,6 +325,10 @@ class Selection:
             radius=float(radius) if radius is not None and _is_number(radius) else None,
             pool_size=pool.get("n") if isinstance(pool.get("n"), int) else None,
             n_skipped=pool.get("n_skipped") if isinstance(pool.get("n_skipped"), int) else None,
+            n_already_labelled=(
+                pool.get("n_already_labelled") if isinstance(pool.get("n_already_labelled"), int) else None
+            ),
+            labelled_in=[str(x) for x in pool.get("labelled_in") or [] if isinstance(x, str)],
             trust=trust,
             measure=measure,
         )
@@ -548,10 +565,16 @@ def select(
     oversample: float = DEFAULT_OVERSAMPLE,
     measure: str | None = None,
     model_version: str | None = None,
+    dataset: Any = None,
 ) -> Selection:
     """Choose ``budget`` images of ``pool`` with ``strategy`` (see the module docstring). ``measure``: how
     ``uncertainty`` and ``hybrid`` measure the head's doubt (:data:`UNCERTAINTY_MEASURES`); ``None``,
-    :func:`default_measure` (``"competence"`` when the pool carries it, else ``"least-confidence"``)."""
+    :func:`default_measure` (``"competence"`` when the pool carries it, else ``"least-confidence"``).
+
+    ``dataset``: a labelled dataset (a :class:`~novelty.flywheel.dataset.Dataset` or its directory), or a
+    sequence of them; the pool's images these already label (same sha256) are left out before choosing, so the
+    budget buys labels only for images without one. How many were left out: ``n_already_labelled``
+    (``selection.json`` ``pool.n_already_labelled``); :class:`SelectionError` when that leaves nothing."""
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise UnknownNameError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     budget = check_int(budget, "budget", minimum=1)
@@ -560,9 +583,22 @@ def select(
     oversample = check_real(oversample, "oversample", low=1.0)
     measure = _check_measure(measure, pool)
     w = _check_weights(weights) if strategy == "hybrid" else {}
-    n = len(pool)
-    if n == 0:
+    n_all = len(pool)
+    if n_all == 0:
         raise SelectionError("the pool is empty: nothing to select")
+    labelled, labelled_in = labelled_hashes(dataset)
+    rows = np.arange(n_all)
+    if labelled:
+        rows = np.asarray([i for i, s in enumerate(pool.sha256) if s not in labelled], dtype=np.int64)
+        if len(rows) == 0:
+            raise SelectionError(
+                f"every one of the {n_all} images of the pool is labelled already (in "
+                f"{', '.join(labelled_in)}): nothing to select"
+            )
+        if len(rows) < n_all:
+            log.info("%d image(s) of the pool are labelled already and left out", n_all - len(rows))
+            pool = pool.subset(rows)
+    n = len(pool)
     if budget > n:
         warnings.warn(
             f"budget {budget} exceeds the pool ({n} images): every image is selected",
@@ -674,11 +710,13 @@ def select(
         items=items,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         radius=radius if strategy in ("diversity", "hybrid") else None,
-        pool_size=n,
+        pool_size=n_all,
         n_skipped=pool.n_skipped,
         trust=None if pool.trust is None else dict(pool.trust),
         measure=None if unc is None else measure,
-        positions=[int(i) for i in picks],
+        n_already_labelled=None if dataset is None else n_all - n,
+        labelled_in=labelled_in,
+        positions=[int(rows[i]) for i in picks],
     )
 
 

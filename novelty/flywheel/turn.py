@@ -8,7 +8,9 @@ A turn moves through these stages, each recorded in ``WORKDIR/NNNN/turn.json`` b
 turn stopped anywhere (a crash, a kill, a missing labels file) is picked up where it stopped by the next run:
 
 1. **selected**: the champion (the registry's ``champion`` alias) scores the sources (results files, folders,
-   the flag store) and ``select`` picks ``budget`` images with the configured strategy → ``selection.json``;
+   the flag store) and ``select`` picks ``budget`` images with the configured strategy → ``selection.json``,
+   leaving out (by sha256) the images that the training set, the test set or the new slice label already, so
+   no label is bought twice (``turn.json`` ``already_labelled``; export leaves out any labelled since);
 2. **exported**: the selection is exported for the labelling tool (``export/``); with ``auto_accept`` the
    images whose head answer the champion trusts (not novel and competent there, at ``auto_risk``) get the head's
    answer without a human (into the turn's labels);
@@ -24,7 +26,8 @@ turn stopped anywhere (a crash, a kill, a missing labels file) is picked up wher
    ``REGISTRY/champion`` reloads by itself); a failing one stays registered for inspection.
 
 Each turn also appends a line to ``WORKDIR/turns.jsonl``: labels bought (human) and accepted automatically,
-the compute seconds of each stage, and their cost at the prices of ``[cost]``.
+the candidates left out as labelled already, the compute seconds of each stage, and their cost at the prices
+of ``[cost]``.
 
 The config (TOML; relative paths are relative to the config file)::
 
@@ -366,6 +369,7 @@ class Turn:
     started: str = field(default_factory=_now)
     updated: str = field(default_factory=_now)
     selected: int = 0
+    already_labelled: int = 0  # candidates left out because a dataset of the flywheel labels them already
     exported: int = 0  # images sent to people
     auto_accepted: int = 0
     labels_bought: int = 0  # human labels imported
@@ -535,11 +539,22 @@ def _select(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             config.strategy,
             seed=config.seed + turn.number,
             model_version=det.artifact_id_,
+            dataset=_labelled_datasets(config),
         )
         sel.save(turn.dir / "selection.json")
     turn.selected = len(sel)
+    turn.already_labelled = sel.n_already_labelled or 0
     turn.stage = "selected"
-    say(f"turn {turn.number}: selected {len(sel)} of {len(pool)} images ({config.strategy})")
+    say(
+        f"turn {turn.number}: selected {len(sel)} of {len(pool)} images ({config.strategy}); "
+        f"{turn.already_labelled} labelled already left out"
+    )
+
+
+def _labelled_datasets(config: FlywheelConfig) -> list[Path]:
+    """The flywheel's datasets whose images are labelled already: the training set, the test set and the new
+    slice (when it exists). Buying a label again for one of them is waste, and for a test image a leak."""
+    return [config.dataset, config.test, config.new_slice]
 
 
 def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
@@ -561,7 +576,9 @@ def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             auto_min_prob=config.auto_min_prob,
             audit=config.audit,
             auto_risk=config.auto_risk if config.auto_accept else None,
+            labelled=_labelled_datasets(config),
         )
+    turn.already_labelled += res.n_already_labelled
     turn.exported = res.n_exported
     turn.auto_accepted = len(res.auto)
     turn.stage = "exported"
@@ -570,6 +587,7 @@ def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
         f"{turn.dir / 'export'}); {len(res.auto)} accepted from the model"
         + (f" ({auto_file.name})" if res.auto else "")
         + (f"; {res.audit_size} it would accept audited by people" if res.audit_size else "")
+        + (f"; {res.n_already_labelled} labelled meanwhile left out" if res.n_already_labelled else "")
     )
 
 
@@ -741,6 +759,7 @@ def _log_turn(config: FlywheelConfig, turn: Turn) -> None:
         "champion": turn.champion,
         "challenger": turn.challenger,
         "selected": turn.selected,
+        "already_labelled": turn.already_labelled,
         "audit": turn.audit,
         "compute_by_stage_s": turn.compute_s,
         **turn.cost(config),

@@ -1,0 +1,237 @@
+"""The routine of a flywheel turn: no label bought twice, automatic labels only in training, a stalled turn
+retried, aborted or moved on, and the files a selection writes kept in its own folder.
+
+Real image files (textile) and a real detector fitted on their cached embeddings; the turn's stages run
+unchanged up to the labels people give, which the tests write as the labelling tool would."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from novelty.fileio import sha256_bytes, sha256_file
+from novelty.flywheel.dataset import Dataset, Entry
+from novelty.flywheel.pools import Pool
+from novelty.flywheel.selection import Selection, select
+from novelty.flywheel.turn import load_config, run_turn
+
+CLASSES = ["dry", "wet"]
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+def _pool(n: int, rng: np.random.Generator) -> Pool:
+    emb = rng.normal(size=(n, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    p = np.linspace(0.01, 1.0, n)
+    ids = [f"img{i:03d}" for i in range(n)]
+    return Pool(
+        ids=ids,
+        paths=[f"/data/{i}.jpg" for i in ids],
+        sha256=[sha256_bytes(i.encode()) for i in ids],
+        sources=[("folder:/data",)] * n,
+        embeddings=emb,
+        p_value=p,
+        novelty=1 - p,
+        score=-p,
+        is_novel=p < 0.05,
+        timestamps=[None] * n,
+        alpha=0.05,
+        detector_id="det-test",
+    )
+
+
+def _entry(path: Path | str, sha: str, label: str, *, labeller: str = "human:test", **kw) -> Entry:
+    return Entry(
+        id=kw.pop("id", sha[:16]),
+        sha256=sha,
+        path=str(path),
+        label=label,
+        source="test",
+        labeller=labeller,
+        auto=labeller.startswith("model:"),
+        **kw,
+    )
+
+
+def _copy(paths, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in paths:
+        q = folder / f"{p.parent.name}-{p.name}"
+        shutil.copyfile(p, q)
+        out.append(q)
+    return out
+
+
+def _file_dataset(path: Path, files: list[Path], label_of) -> Dataset:
+    ds = Dataset.create(path, CLASSES)
+    ds.add(
+        [_entry(p, sha256_file(p), label_of(p), group=p.name, condition="clean") for p in files],
+        source="setup",
+    )
+    return ds
+
+
+# --- 1. no label bought twice ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["random", "novelty", "diversity", "hybrid"])
+def test_select_leaves_out_what_a_dataset_labels_and_spends_the_budget_on_the_rest(tmp_path, rng, strategy):
+    pool = _pool(20, rng)
+    ds = Dataset.create(tmp_path / "train", CLASSES)
+    known = [1, 3, 5, 7]  # the most novel images: every strategy would like them
+    ds.add([_entry(pool.paths[i], pool.sha256[i], "wet") for i in known], source="setup")
+    sel = select(pool, 8, strategy, dataset=tmp_path / "train", radius=0.0)
+    assert len(sel) == 8
+    assert not {it.sha256 for it in sel.items} & {pool.sha256[i] for i in known}
+    assert sel.n_already_labelled == 4 and sel.labelled_in == [str(tmp_path / "train")]
+    assert sel.pool_size == 20
+    assert all(pool.sha256[p] == it.sha256 for p, it in zip(sel.positions, sel.items, strict=True))
+    sel.save(tmp_path / "selection.json")
+    raw = json.loads((tmp_path / "selection.json").read_text())
+    assert raw["pool"]["n_already_labelled"] == 4
+    assert Selection.load(tmp_path / "selection.json").n_already_labelled == 4
+    # without a dataset nothing is left out, and nothing is claimed
+    plain = select(pool, 8, strategy, radius=0.0)
+    assert plain.n_already_labelled is None
+    assert json.loads(json.dumps(plain.to_json()))["pool"]["n_already_labelled"] is None
+
+
+def test_select_when_everything_is_labelled_already(tmp_path, rng):
+    from novelty.flywheel.selection import SelectionError
+
+    pool = _pool(3, rng)
+    ds = Dataset.create(tmp_path / "train", CLASSES)
+    ds.add([_entry(pool.paths[i], pool.sha256[i], "dry") for i in range(3)], source="setup")
+    with pytest.raises(SelectionError, match="labelled already"):
+        select(pool, 2, "random", dataset=ds)
+    # a dataset directory that does not exist yet (a new slice before its first turn) labels nothing
+    assert select(pool, 2, "random", dataset=[tmp_path / "new"]).n_already_labelled == 0
+
+
+def test_export_counts_what_other_datasets_label(tmp_path, textile_paths):
+    from novelty.flywheel.labelling import export_selection
+
+    files = _copy(textile_paths["nominal"][:4], tmp_path / "img")
+    items = [
+        {
+            "id": f"item{i}",
+            "path": str(p),
+            "sha256": sha256_file(p),
+            "rank": i + 1,
+            "reason": "",
+            "p_value": 0.5,
+            "novelty": 0.5,
+            "is_novel": False,
+        }
+        for i, p in enumerate(files)
+    ]
+    sel = {
+        "format": "novelty-selection",
+        "format_version": 1,
+        "created": "2026-01-01T00:00:00Z",
+        "strategy": "random",
+        "budget": 4,
+        "seed": 0,
+        "weights": {},
+        "detector_id": "d",
+        "model_version": "d",
+        "classes": CLASSES,
+        "alpha": 0.05,
+        "items": items,
+    }
+    (tmp_path / "selection.json").write_text(json.dumps(sel))
+    _file_dataset(tmp_path / "test", files[:1], lambda p: "dry")
+    _file_dataset(tmp_path / "train", files[1:2], lambda p: "dry")
+    res = export_selection(
+        tmp_path / "selection.json",
+        tmp_path / "export",
+        format="csv",
+        labelled=[tmp_path / "test", tmp_path / "train"],
+    )
+    assert res.n_already_labelled == 2 and res.n_exported == 2
+    assert json.loads((tmp_path / "export" / "export.json").read_text())["n_already_labelled"] == 2
+    assert len(Dataset.open(tmp_path / "train")) == 1  # given nothing
+
+
+# --- a real turn -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def champion_dir(embedder, textile_paths, textile_embeddings, tmp_path_factory) -> Path:
+    """kNN + a dry (nominal) / wet (global defect) head fitted on real embeddings, saved."""
+    from novelty.detector import NoveltyDetector
+
+    x = np.concatenate([textile_embeddings["nominal"][:300], textile_embeddings["global"][:100]])
+    labels = ["dry"] * 300 + ["wet"] * 100
+    ids = [str(p) for p in textile_paths["nominal"][:300] + textile_paths["global"][:100]]
+    det = NoveltyDetector(embedder=embedder, calibration_fraction=0.3).fit_embeddings(x, labels, ids=ids)
+    out = tmp_path_factory.mktemp("turn-champion") / "det"
+    det.save(out)
+    return out
+
+
+def _label(p: Path) -> str:
+    return "dry" if "nominal" in p.name else "wet"
+
+
+@pytest.fixture
+def flywheel(tmp_path, champion_dir, textile_paths):
+    """A registry with the champion, a training set, a test set, and an inbox of 10 production images of
+    which 4 are labelled in the training set already (the flagged frames of the walkthrough)."""
+    from novelty.flywheel.registry import Registry
+
+    reg = Registry.create(tmp_path / "registry")
+    reg.promote(reg.register(champion_dir, note="first"), force=True, reason="test")
+    inbox = _copy(textile_paths["nominal"][900:906] + textile_paths["local"][:4], tmp_path / "incoming")
+    train_files = _copy(
+        textile_paths["nominal"][:6] + textile_paths["global"][:4], tmp_path / "img" / "train"
+    )
+    _file_dataset(tmp_path / "train", train_files + inbox[4:8], _label)
+    test_files = _copy(
+        textile_paths["nominal"][500:504] + textile_paths["local"][300:302], tmp_path / "img" / "t"
+    )
+    _file_dataset(tmp_path / "test", test_files, _label)
+    return tmp_path, inbox
+
+
+def _config(root: Path, extra: str = "", label: str = "") -> Path:
+    text = (
+        'registry = "registry"\ndataset = "train"\ntest = "test"\nnew_slice = "new"\nworkdir = "turns"\n'
+        f"[select]\nsources = ['incoming']\nstrategy = 'random'\nbudget = 10\n{extra}"
+        "[label]\nformat = 'csv'\nlabels = 'turns/{turn}/labels.csv'\n" + label
+    )
+    path = root / "flywheel.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_turn_never_buys_a_label_the_training_set_has(flywheel):
+    root, inbox = flywheel
+    said: list[str] = []
+    turn = run_turn(load_config(_config(root, label="auto_accept = false\n")), say=said.append)
+    assert turn.stage == "waiting-for-labels"
+    sel = Selection.load(turn.dir / "selection.json")
+    labelled = {sha256_file(p) for p in inbox[4:8]}
+    assert not {it.sha256 for it in sel.items} & labelled
+    assert len(sel) == 6 and sel.n_already_labelled == 4
+    assert turn.already_labelled == 4 and turn.exported == 6
+    assert any("4 labelled already left out" in m for m in said)
+    with open(turn.dir / "export" / "labels.csv", newline="", encoding="utf-8") as fh:
+        assert len(list(csv.DictReader(fh))) == 6
+
+
+def test_select_command_leaves_out_what_dataset_labels(flywheel, champion_dir, capsys):
+    from novelty.cli import main
+
+    root, _ = flywheel
+    out = root / "sel" / "selection.json"
+    args = ["select", str(champion_dir), str(root / "incoming"), "--budget", "10", "--strategy", "novelty"]
+    assert main([*args, "--dataset", str(root / "train"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"4 already labelled left out ({root / 'train'})" in text
+    sel = Selection.load(out)
+    assert len(sel) == 6 and sel.n_already_labelled == 4
+    assert main([*args, "--dataset", str(root / "nowhere"), "--out", str(out)]) == 2
+    assert "not a labelled dataset" in capsys.readouterr().err
