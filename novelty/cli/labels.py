@@ -2,8 +2,12 @@
 
 novelty export SELECTION --format label-studio|cvat|csv --out DIR [--dataset DS] [--document-root DIR]
                [--auto-accept [--auto-risk EPS] [--auto-min-p P] [--auto-min-prob Q] [--audit auto|SHARE]]
+novelty export SELECTION --to-label-studio URL --project NAME [--document-root DIR] [--api-key-file PATH]
+               [--out DIR] [...the options above]
 novelty import-labels DATASET FILE --selection SELECTION [--format auto|label-studio|csv|cvat]
                [--labeller NAME] [--condition NAME]
+novelty import-labels DATASET --from-label-studio URL --project NAME --selection SELECTION
+               [--api-key-file PATH] [--save FILE] [--labeller NAME] [--condition NAME]
 novelty dataset create DATASET --classes a,b
 novelty dataset add-csv DATASET labels.csv [--source train] [--labeller NAME] [--allow-outside-root]
 novelty dataset add-classes DATASET --classes c
@@ -18,6 +22,10 @@ import math
 from typing import Any
 
 from novelty.cli.common import UsageError, real_arg
+
+_KEY_HELP = """Label Studio's API key comes from the environment variable LABEL_STUDIO_API_KEY or the file --api-key-file
+(never a command-line value): a personal access token (Account & Settings) or a legacy token, which the server
+accepts only when started with `label-studio start --enable-legacy-api-token`."""
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
@@ -72,15 +80,23 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         "export",
         help="export a selection to a labelling tool (Label Studio, CVAT, CSV)",
         description="Write the selected images for a labelling tool: Label Studio tasks (local-file URLs, the "
-        "head's answer as a pre-annotation with model_version and the novelty score) and labelling config; "
+        "head's answer as a pre-annotation with model_version and the head's probability as its score; the "
+        "novelty score, group and condition in the task data) and labelling config; "
         "CVAT for images 1.1 XML with tag pre-annotations and the image list; or a CSV with an empty label "
-        "column. DIR/export.json records what was written.",
-        epilog=f"{_AUTO_HELP}\n\n{epilog}",
+        "column. DIR/export.json records what was written. With --to-label-studio URL --project NAME the export "
+        "goes on into Label Studio through its API: the project (created, or given the classes it lacks), a "
+        "local-files storage over the images' folder, and the tasks it does not have yet (matched by sha256 and "
+        "id; annotations already made stay).",
+        epilog=f"{_AUTO_HELP}\n\n{_KEY_HELP}\n\n{epilog}",
         formatter_class=fmt,
     )
     e.add_argument("selection", metavar="SELECTION", help="selection.json written by `novelty select`")
     e.add_argument("--format", default="label-studio", choices=("label-studio", "cvat", "csv"))
-    e.add_argument("--out", required=True, metavar="DIR", help="folder to write the export into")
+    e.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder to write the export into (with --to-label-studio: optional, a temporary folder by default)",
+    )
     e.add_argument(
         "--dataset",
         metavar="DS",
@@ -96,7 +112,20 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         "--document-root",
         metavar="DIR",
         help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the parent of the images' common "
-        "folder, which becomes the project's local-files storage path)",
+        "folder, which becomes the project's local-files storage path); every image must lie below it",
+    )
+    e.add_argument(
+        "--to-label-studio",
+        metavar="URL",
+        help="create or update a Label Studio project through its API (e.g. http://localhost:8080)",
+    )
+    e.add_argument(
+        "--project", metavar="NAME", help="the Label Studio project's name (with --to-label-studio)"
+    )
+    e.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help="a file holding the Label Studio API key (else $LABEL_STUDIO_API_KEY)",
     )
     e.add_argument("--auto-accept", action="store_true", help="accept the head's trusted, confident answers")
     e.add_argument(
@@ -123,15 +152,36 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
 
     i = sub.add_parser(
         "import-labels",
-        help="import finished labels (Label Studio JSON export, CSV, CVAT XML) into a labelled dataset",
+        help="import finished labels (Label Studio JSON export or project, CSV, CVAT XML) into a labelled dataset",
         description="Match each label to its selection item and add all of them to the dataset as one new version, "
         "or nothing: unknown files, unknown classes, conflicting labels for one image and duplicates are reported "
-        "together. Images without a label are counted as unlabelled.",
-        epilog=epilog,
+        "together. Images without a label are counted as unlabelled. With --from-label-studio URL --project NAME "
+        "instead of FILE, the annotations are pulled from the project through Label Studio's API (its JSON "
+        "export, the tasks of this selection only), counting labelled, skipped and unlabelled tasks.",
+        epilog=f"{_KEY_HELP}\n\n{epilog}",
         formatter_class=fmt,
     )
     i.add_argument("dataset", metavar="DATASET", help="the labelled dataset directory")
-    i.add_argument("file", metavar="FILE", help="the labels: Label Studio JSON export, CSV, or CVAT XML")
+    i.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="?",
+        help="the labels: Label Studio JSON export, CSV, or CVAT XML (or --from-label-studio)",
+    )
+    i.add_argument("--from-label-studio", metavar="URL", help="pull the annotations from Label Studio's API")
+    i.add_argument(
+        "--project", metavar="NAME", help="the Label Studio project's name (with --from-label-studio)"
+    )
+    i.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help="a file holding the Label Studio API key (else $LABEL_STUDIO_API_KEY)",
+    )
+    i.add_argument(
+        "--save",
+        metavar="FILE",
+        help="with --from-label-studio: keep the pulled annotations there (a Label Studio JSON export)",
+    )
     i.add_argument(
         "--selection", required=True, metavar="SELECTION", help="the selection.json that was exported"
     )
@@ -188,7 +238,46 @@ def run(args: argparse.Namespace) -> int:
     return _dataset(args)
 
 
+def _label_studio(url: str | None, project: str | None, key_file: str | None, flag: str) -> Any:
+    """The Label Studio client of ``--to/--from-label-studio`` (``None`` without it); bad arguments and a
+    missing or unreadable key are usage errors, found before any work."""
+    from novelty.errors import InvalidInputError
+
+    if url is None:
+        if project is not None or key_file is not None:
+            raise UsageError(f"--project and --api-key-file apply only with {flag}")
+        return None
+    if not project:
+        raise UsageError(f"{flag} needs --project NAME (the Label Studio project)")
+    from novelty.flywheel.labelstudio_api import LabelStudio, LabelStudioAuthError, read_api_key
+
+    try:
+        return LabelStudio(url, read_api_key(key_file))
+    except (LabelStudioAuthError, InvalidInputError) as e:
+        raise UsageError(str(e)) from None
+
+
 def _export(args: argparse.Namespace) -> int:
+    client = _label_studio(args.to_label_studio, args.project, args.api_key_file, "--to-label-studio")
+    if client is None and args.out is None:
+        raise UsageError("give --out DIR (or --to-label-studio URL --project NAME)")
+    if client is not None and args.format != "label-studio":
+        raise UsageError(f"--to-label-studio exports the label-studio format, not {args.format}")
+    if client is not None and args.out is None and args.auto_accept and args.dataset is None:
+        raise UsageError(
+            "--auto-accept without --dataset writes the accepted labels to DIR/auto_labels.csv: give --out DIR"
+        )
+    if client is None:
+        return _export_to(args, args.out, None)
+    if args.out is not None:
+        return _export_to(args, args.out, client)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="novelty-label-studio-") as tmp:
+        return _export_to(args, tmp, client)
+
+
+def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
     from novelty.flywheel.labelling import export_selection
 
     if (
@@ -202,7 +291,7 @@ def _export(args: argparse.Namespace) -> int:
         )
     res = export_selection(
         args.selection,
-        args.out,
+        out,
         format=args.format,
         classes=args.classes,
         document_root=args.document_root,
@@ -213,9 +302,15 @@ def _export(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         auto_risk=args.auto_risk,
     )
-    print(
-        f"exported {res.n_exported} image(s) for {res.format} to {res.out_dir}: {', '.join(f.name for f in res.files)}"
-    )
+    if client is None or args.out is not None:
+        print(
+            f"exported {res.n_exported} image(s) for {res.format} to {res.out_dir}: "
+            f"{', '.join(f.name for f in res.files)}"
+        )
+    if client is not None:
+        from novelty.flywheel.labelstudio_api import push_export
+
+        print(push_export(client, res.out_dir, args.project).summary(args.project))
     if res.n_already_labelled:
         print(f"left out {res.n_already_labelled} image(s) the dataset already labels")
     if args.auto_accept:
@@ -246,19 +341,64 @@ def _export(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from novelty.flywheel.labelimport import import_labels
 
-    res = import_labels(
-        args.dataset,
-        args.file,
-        args.selection,
-        format=args.format,
-        labeller=args.labeller,
-        condition=args.condition,
-        note=args.note,
-    )
+    client = _label_studio(args.from_label_studio, args.project, args.api_key_file, "--from-label-studio")
+    if client is None:
+        if args.file is None:
+            raise UsageError("give the labels FILE, or --from-label-studio URL --project NAME")
+        if args.save is not None:
+            raise UsageError("--save applies only with --from-label-studio")
+        res = import_labels(
+            args.dataset,
+            args.file,
+            args.selection,
+            format=args.format,
+            labeller=args.labeller,
+            condition=args.condition,
+            note=args.note,
+        )
+    else:
+        if args.file is not None:
+            raise UsageError("give the labels FILE or --from-label-studio, not both")
+        if args.format not in ("auto", "label-studio"):
+            raise UsageError(f"--from-label-studio reads Label Studio's JSON, not {args.format}")
+        res = _import_from_label_studio(args, client)
     print(res.summary())
     for label, n in res.counts().items():
         print(f"  {label}: {n}")
     return 0
+
+
+def _import_from_label_studio(args: argparse.Namespace, client: Any) -> Any:
+    """Pull the selection's tasks from the project, write them as a Label Studio JSON export (``--save FILE``,
+    else a temporary file) and import that file: one reader of Label Studio's JSON."""
+    import tempfile
+    from pathlib import Path
+
+    from novelty.fileio import atomic_write_text
+    from novelty.flywheel.labelimport import import_labels
+    from novelty.flywheel.labelstudio_api import pull_labels
+    from novelty.flywheel.selected import read_selection
+
+    sel = read_selection(args.selection)
+    pulled = pull_labels(client, args.project, sel.items)
+    print(pulled.summary(args.project))
+
+    def run(path: Path) -> Any:
+        atomic_write_text(path, pulled.to_json_text())
+        return import_labels(
+            args.dataset,
+            path,
+            sel,
+            format="label-studio",
+            labeller=args.labeller,
+            condition=args.condition,
+            note=args.note,
+        )
+
+    if args.save is not None:
+        return run(Path(args.save))
+    with tempfile.TemporaryDirectory(prefix="novelty-label-studio-") as tmp:
+        return run(Path(tmp) / f"label-studio-project-{pulled.project_id}.json")
 
 
 def _dataset(args: argparse.Namespace) -> int:

@@ -15,7 +15,10 @@ turn stopped anywhere (a crash, a kill, a missing labels file) is picked up wher
    images whose head answer the champion trusts (not novel and competent there, at ``auto_risk``) get the head's
    answer without a human (into the turn's labels);
 3. **waiting-for-labels**: the run stops here until the finished labels file exists (the config's ``labels``
-   path, e.g. a Label Studio JSON export); a cron job simply runs the turn again later;
+   path, e.g. a Label Studio JSON export); a cron job simply runs the turn again later. With a
+   ``[label_studio]`` section the export goes into the project through Label Studio's API, and each run pulls
+   the annotations: once every exported task is labelled or skipped they are written to ``labels`` and
+   imported; until then the turn waits and says how many are done;
 4. **imported**: the labels (and the auto-accepted ones) are read into the turn's own dataset, validated
    all-or-nothing, and split by group: ``holdout`` of them go to the *new slice* (held out from training, so
    the comparison sees fresh images of the new conditions), the rest to the training dataset;
@@ -58,6 +61,13 @@ The config (TOML; relative paths are relative to the config file)::
                                    # 45 at ε 0.05, δ 0.1; labelling.audit_size), or a share in [0, 1]
     holdout = 0.2                  # share of the new labels (by group) kept out of training
 
+    [label_studio]                 # optional: export to and import from Label Studio through its API
+    url = "http://localhost:8080"
+    project = "windshield"         # created on the first turn; "{turn}" in the name: one project per turn
+    document_root = "."            # the server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT: every exported image
+                                   # must lie below it (an image outside is refused)
+    api_key_file = "~/.label-studio-key"   # or api_key_env = "LABEL_STUDIO_API_KEY" (the default)
+
     [retrain]
     window = ""                    # e.g. "90d": only labels of the last 90 days
     new_only = false
@@ -84,7 +94,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomllib
 
@@ -92,6 +102,9 @@ from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_text
 from novelty.flywheel.gate import GateRule
 from novelty.params import check_int, check_real
+
+if TYPE_CHECKING:
+    from novelty.flywheel.labelstudio_api import LabelStudioSettings
 
 log = logging.getLogger("novelty.flywheel")
 
@@ -157,6 +170,7 @@ class FlywheelConfig:
     currency: str = "USD"
     price_label: float = 0.0
     price_compute_hour: float = 0.0
+    label_studio: LabelStudioSettings | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def labels_path(self, turn: int) -> Path:
@@ -181,6 +195,7 @@ _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "retrain": dict,
         "gate": dict,
         "cost": dict,
+        "label_studio": dict,
     },
     "select": {"sources": list, "flags": str, "strategy": str, "budget": int, "seed": int},
     "label": {
@@ -197,6 +212,7 @@ _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "retrain": {"window": str, "new_only": bool},
     "gate": {"min_gain": (int, float), "margin": (int, float), "nominal": list, "n_boot": int},
     "cost": {"currency": str, "label": (int, float), "compute_hour": (int, float)},
+    "label_studio": {k: str for k in ("url", "project", "document_root", "api_key_file", "api_key_env")},
 }
 _REQUIRED = ("registry", "dataset", "test")
 
@@ -231,7 +247,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         raise FlywheelConfigError(f"{p}: not valid TOML ({e})") from None
     where = str(p)
     _check_table(raw, "", where)
-    for section in ("select", "label", "retrain", "gate", "cost"):
+    for section in ("select", "label", "retrain", "gate", "cost", "label_studio"):
         _check_table(raw.get(section, {}), section, where)
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
@@ -310,6 +326,19 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
             parse_window(window)
         except NoveltyError as e:
             raise FlywheelConfigError(f"{where}: [retrain] window: {e}") from None
+    label_studio = None
+    if "label_studio" in raw:
+        from novelty.flywheel.labelstudio_api import LabelStudioSettings
+
+        try:
+            label_studio = LabelStudioSettings.from_table(raw["label_studio"], base)
+        except InvalidInputError as e:
+            raise FlywheelConfigError(f"{where}: {e}") from None
+        labels_suffix = Path(lab.get("labels", "turns/{turn}/labels.json")).suffix.lower()
+        if fmt != "label-studio" or labels_suffix != ".json":
+            raise FlywheelConfigError(
+                f"{where}: [label_studio] needs [label] format = label-studio and a .json labels path"
+            )
     if not sources and "flags" not in sel:
         raise FlywheelConfigError(
             f"{where}: [select] needs sources or flags (where production images come from)"
@@ -348,6 +377,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         currency=cost.get("currency", "USD"),
         price_label=float(cost.get("label", 0.0)),
         price_compute_hour=float(cost.get("compute_hour", 0.0)),
+        label_studio=label_studio,
         raw=raw,
     )
 
@@ -577,7 +607,13 @@ def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             audit=config.audit,
             auto_risk=config.auto_risk if config.auto_accept else None,
             labelled=_labelled_datasets(config),
+            document_root=None if config.label_studio is None else config.label_studio.document_root,
         )
+        ls = config.label_studio
+        if ls is not None and res.n_exported:  # into the project; the turn stays selected if this fails
+            say(
+                f"turn {turn.number}: {ls.push(res.out_dir, turn.number).summary(ls.project_name(turn.number))}"
+            )
     turn.already_labelled += res.n_already_labelled
     turn.exported = res.n_exported
     turn.auto_accepted = len(res.auto)
@@ -598,6 +634,20 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
 
     labels = config.labels_path(turn.number)
     auto_file = turn.dir / "export" / "auto_labels.csv"
+    ls = config.label_studio
+    if ls is not None and turn.exported > 0 and not labels.is_file():
+        pulled = ls.pull(turn.dir / "export", turn.number, labels)  # writes labels once every task is done
+        if not pulled.finished:
+            turn.stage = WAITING
+            turn.waiting_for = f"{ls.url} project {ls.project_name(turn.number)!r}"
+            turn.message = f"waiting for labels in Label Studio at {turn.waiting_for}: " + (
+                f"{pulled.labelled + pulled.skipped} of {turn.exported} tasks done ({pulled.labelled} labelled, "
+                f"{pulled.skipped} skipped, {pulled.unlabelled} unlabelled"
+                + (f", {len(pulled.missing)} missing from the project" if pulled.missing else "")
+                + ")"
+            )
+            say(f"turn {turn.number}: {turn.message}; run again when they are done")
+            return
     if turn.exported > 0 and not labels.is_file():
         turn.stage = WAITING
         turn.waiting_for = str(labels)
