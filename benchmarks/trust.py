@@ -7,10 +7,13 @@ Candidates (the competence score each thresholds; :mod:`novelty.trust`), every o
 
 - ``not-novel``: the legacy rule, no competence at all (trusted = not novel);
 - ``confidence``: the head's calibrated top probability, threshold risk-controlled (SGR, Bonferroni grid);
-- ``local-accuracy``: the share of the 50 nearest labelled training images that cross-fitted heads (5 folds,
-  never fitted on them) got right, its thresholds starting at 1 − ε; ``local-accuracy/0.5``: the same with
-  thresholds from 0.5 (to show what the floor does);
-- ``confidence+local-accuracy``: the smaller of ``confidence`` and ``local-accuracy``;
+- ``local-accuracy``: the share of the 10 nearest labelled training images that cross-fitted heads (5 folds,
+  never fitted on them) got right and that lie within 1.2 times their own scale (their distance to their 10th
+  nearest training image of another group), its thresholds starting at 1 − ε; ``local-accuracy/0.5``: the
+  same with thresholds from 0.5 (to show what the floor does);
+- ``confidence+local-accuracy``: the smaller of ``confidence`` and ``local-accuracy`` (the shipped default);
+  ``confidence+local-accuracy/radius``: the previous release's form, one support radius for every neighbour
+  (the 0.99 quantile of the calibration images' distance to their 10th nearest training image);
 - ``aps-singleton``: split-conformal prediction sets (APS, level 1 − ε) on the same calibration split;
   trusted when the set holds one class (a coverage guarantee, not a selective-risk one: measured, not offered).
 - ``mondrian-confidence``: k-means clusters of the calibration split (~60 images each) with a confidence
@@ -60,6 +63,7 @@ CANDIDATES = (
     "local-accuracy/0.5",
     "local-accuracy",
     "confidence+local-accuracy",
+    "confidence+local-accuracy/radius",
     "aps-singleton",
     "mondrian-confidence",
 )
@@ -93,12 +97,13 @@ class Outputs:
         self.dist, self.pos = search(st.index, x, LOCAL_K)
         self.local, self.kth = local_accuracy(self.dist, self.pos, st.train_correct)
         self.train_correct, self.x = st.train_correct, np.ascontiguousarray(x, dtype=np.float32)
+        self.scales = st.trust.scales  # each training image's own scale (novelty.trust.neighbour_scales)
 
     def take(self, idx: np.ndarray) -> Outputs:
         out = object.__new__(Outputs)
         for k in ("score", "proba", "y", "pred", "correct", "local", "kth", "x", "dist", "pos"):
             setattr(out, k, getattr(self, k)[idx])
-        out.classes, out.train_correct = self.classes, self.train_correct
+        out.classes, out.train_correct, out.scales = self.classes, self.train_correct, self.scales
         return out
 
     def __len__(self) -> int:
@@ -107,14 +112,21 @@ class Outputs:
 
 def competences(rule: str, cal: Outputs, test: Outputs) -> tuple[np.ndarray, np.ndarray]:
     """The rule's competence of the calibration and the test rows, measured as calibrate_trust does."""
-    from novelty.trust import competence, local_accuracy, support_radius
+    from novelty.trust import competence, local_accuracy
 
     name = rule.split("/")[0]
     if name == "confidence":
         return competence(name, cal.proba), competence(name, test.proba)
-    r = support_radius(cal.kth)  # from this split's calibration images
-    loc_cal, _ = local_accuracy(cal.dist, cal.pos, cal.train_correct, r)
-    loc_test, _ = local_accuracy(test.dist, test.pos, test.train_correct, r)
+    if rule.endswith("/radius"):
+        # the previous release: one radius for every neighbour, the 0.99 quantile of this split's calibration
+        # images' distance to their 10th nearest training image
+        far = cal.kth[np.isfinite(cal.kth)]
+        r = float(np.quantile(far, 0.99)) if far.size else math.inf
+        loc_cal, _ = local_accuracy(cal.dist, cal.pos, cal.train_correct, r)
+        loc_test, _ = local_accuracy(test.dist, test.pos, test.train_correct, r)
+    else:  # each neighbour vouches within its own scale (the shipped rule)
+        loc_cal, _ = local_accuracy(cal.dist, cal.pos, cal.train_correct, scales=cal.scales)
+        loc_test, _ = local_accuracy(test.dist, test.pos, test.train_correct, scales=test.scales)
     return competence(name, cal.proba, loc_cal), competence(name, test.proba, loc_test)
 
 

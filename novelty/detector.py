@@ -383,6 +383,8 @@ class NoveltyDetector:
                     x_cal=x_cal,
                     y_cal=y[cal_idx],
                     train_correct=train_correct,
+                    x_fit=x_fit,
+                    groups_fit=g_fit,
                 )
                 log.info(
                     "trust: rule %s, threshold %s at risk %g (%.1f%% of the calibration split trusted)",

@@ -328,6 +328,11 @@ def _read_trust(
         raise ArtifactIntegrityError(
             f"{art.root}: trust rule {trust.rule!r} needs the cross-fitted correctness of every indexed image"
         )
+    if trust.scales is not None and trust.scales.shape != (n_index,):
+        raise ArtifactIntegrityError(
+            f"{art.root}: the trust decision holds {trust.scales.shape[0]} neighbour scales for {n_index} "
+            "indexed images"
+        )
     return trust, None if correct is None else correct.astype(bool)
 
 

@@ -22,11 +22,14 @@ from novelty.trust import (
     LEGACY_RULE,
     LOCAL_RULES,
     RULES,
+    SUPPORT_FACTOR,
     TrustCalibration,
     binomial_cdf,
     choose_threshold,
     grid,
+    local_accuracy,
     loo_p_values,
+    neighbour_scales,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,6 +97,77 @@ def test_trust_calibration_state_round_trips_and_refuses_tampering():
         TrustCalibration.from_state(meta, t.state_arrays())
     with pytest.raises(InvalidInputError, match="trust rule"):
         TrustCalibration.fit("vibes", 0.05, 0.1, c, c > 0.6, c > 2)
+
+
+def _flat_index(x: np.ndarray):
+    from novelty.index import EmbeddingIndex
+
+    return EmbeddingIndex(metric="euclidean").add(x)
+
+
+def test_neighbour_scales_are_distances_to_the_kth_image_of_another_group():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    groups = [f"g{i // 6}" for i in range(60)]  # ten groups of six
+    got = neighbour_scales(_flat_index(x), x, groups, k=4)
+    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
+    g = np.array(groups)
+    for i in range(60):
+        other = np.sort(d[i][g != g[i]])
+        assert got[i] == pytest.approx(other[3], rel=1e-5)
+    # without groups every image is its own: the 4th nearest other image
+    alone = neighbour_scales(_flat_index(x), x, None, k=4)
+    np.testing.assert_allclose(alone, np.sort(d + np.diag(np.full(60, np.inf)), axis=1)[:, 3], rtol=1e-5)
+    with pytest.raises(InvalidInputError, match="indexed vectors"):
+        neighbour_scales(_flat_index(x), x[:10], None)
+
+
+def test_a_neighbour_vouches_only_within_its_own_scale():
+    """A frame slightly farther from its clean neighbours than they lie from each other (a faint frost) gets no
+    vouching from them, whatever their record; one radius for all could not tell."""
+    d = np.array([[0.50] * 10, [1.15 * 0.5] * 10, [1.25 * 0.5] * 10])
+    pos = np.tile(np.arange(10), (3, 1))
+    right = np.ones(10, dtype=bool)
+    scales = np.full(10, 0.5)
+    acc, _ = local_accuracy(d, pos, right, scales=scales)
+    assert acc.tolist() == [1.0, 1.0, 0.0] and 1.15 < SUPPORT_FACTOR < 1.25
+    assert local_accuracy(d, pos, right)[0].tolist() == [1.0, 1.0, 1.0]  # no scales: every neighbour counts
+    wrong_once = right.copy()
+    wrong_once[3] = False
+    assert local_accuracy(d, pos, wrong_once, scales=scales)[0][0] == pytest.approx(0.9)
+
+
+def test_an_artifact_with_one_support_radius_keeps_it():
+    """Artifacts of the release before neighbour scales carry a radius and no scales: they load, and the
+    support they were calibrated with is the one they use; a mismatched record is refused."""
+    rng = np.random.default_rng(3)
+    c = rng.uniform(0.9, 1.0, size=400)
+    old = TrustCalibration.fit(
+        "confidence+local-accuracy",
+        0.05,
+        0.1,
+        c,
+        rng.uniform(size=400) < 0.99,
+        np.zeros(400, bool),
+        radius=0.7,
+    )
+    meta = {k: v for k, v in old.to_meta().items() if k not in ("support", "support_factor")}
+    again = TrustCalibration.from_state(json.loads(json.dumps(meta)), old.state_arrays())
+    assert again.scales is None and again.radius == 0.7 and again.to_meta()["support"] == "radius"
+    d = np.array([[0.6] * 10, [0.8] * 10])
+    proba = np.array([[1.0, 0.0], [1.0, 0.0]])
+    comp = again.competence_for(proba, (d, np.tile(np.arange(10), (2, 1))), np.ones(10, bool))
+    assert comp.tolist() == [1.0, 0.0]  # within the radius, beyond it
+    new = TrustCalibration.fit(
+        "confidence+local-accuracy", 0.05, 0.1, c, c > 0, np.zeros(400, bool), scales=np.full(10, 0.5)
+    )
+    assert new.to_meta()["support"] == "neighbour-scale"
+    with pytest.raises(InvalidInputError, match="support"):
+        TrustCalibration.from_state({**new.to_meta(), "support": "radius"}, new.state_arrays())
+    with pytest.raises(InvalidInputError, match="refit"):
+        TrustCalibration.from_state({**new.to_meta(), "support_factor": 2.0}, new.state_arrays())
+    with pytest.raises(InvalidInputError, match="neighbour scales"):
+        new.competence_for(proba, (d, np.tile(np.arange(10), (2, 1))), np.ones(11, bool))
 
 
 # --- the decision in a detector, on real embeddings ----------------------------------------------------------
