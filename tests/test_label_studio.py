@@ -411,7 +411,7 @@ def test_label_studio_errors_name_the_cause(server, exported, textile_paths, mon
     monkeypatch.delenv("LABEL_STUDIO_API_KEY")
     assert _cli(*base, "--project", "errors", "--api-key-file", key_file) == 0
     # with legacy tokens disabled for the organization, the legacy token's error says how to allow them
-    from novelty.flywheel.labelstudio_api import LabelStudio
+    from novelty.flywheel.labelstudio_client import LabelStudio
 
     client = LabelStudio(server.url, pat)
     client.request(

@@ -20,11 +20,11 @@ from novelty.cli import main
 from novelty.errors import InvalidInputError
 from novelty.fileio import sha256_file
 from novelty.flywheel import labelstudio
-from novelty.flywheel.labelstudio_api import (
+from novelty.flywheel.labelstudio_api import LabelStudioSettings
+from novelty.flywheel.labelstudio_client import (
     LabelStudio,
     LabelStudioAuthError,
     LabelStudioError,
-    LabelStudioSettings,
     check_url,
     read_api_key,
 )

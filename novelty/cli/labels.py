@@ -249,7 +249,7 @@ def _label_studio(url: str | None, project: str | None, key_file: str | None, fl
         return None
     if not project:
         raise UsageError(f"{flag} needs --project NAME (the Label Studio project)")
-    from novelty.flywheel.labelstudio_api import LabelStudio, LabelStudioAuthError, read_api_key
+    from novelty.flywheel.labelstudio_client import LabelStudio, LabelStudioAuthError, read_api_key
 
     try:
         return LabelStudio(url, read_api_key(key_file))

@@ -4,8 +4,10 @@ Export (:func:`export_selection`) writes, for the images of a selection (``selec
 :mod:`novelty.flywheel.selection`), what a labelling tool imports:
 
 - ``label-studio``: ``tasks.json`` (each task's image as a local-file URL, the head's answer as a pre-annotation
-  carrying ``model_version`` and the novelty score) and ``label_config.xml`` (one choice per class);
-  see :mod:`novelty.flywheel.labelstudio`;
+  carrying ``model_version`` and, as its ``score``, the head's probability of that answer; the novelty score,
+  group and condition in the task's data) and ``label_config.xml`` (one choice per class); see
+  :mod:`novelty.flywheel.labelstudio`, and :mod:`novelty.flywheel.labelstudio_api` for a project through
+  Label Studio's REST API;
 - ``cvat``: ``annotations.xml`` in "CVAT for images 1.1" with a ``<tag>`` pre-annotation per image, and
   ``images.txt``, the files to create the task from; see :mod:`novelty.flywheel.cvat`;
 - ``csv``: ``labels.csv`` with columns id,path,sha256,prediction,probability,p_value,novelty,label — the label
