@@ -283,3 +283,36 @@ def test_label_studio_section_paths_are_relative_to_the_config(tmp_path):
     assert ls.project_name(3) == "wipers 0003"
     cfg.write_text(BASE)
     assert load_config(cfg).label_studio is None
+
+
+def test_a_turn_refuses_images_outside_the_flywheel_document_root(tmp_path, selection, monkeypatch):
+    """The flywheel's one document root: an image the turn would export from outside it stops the export stage
+    before any request (the URL answers nothing), and the turn stays at "selected"."""
+    from novelty.flywheel.dataset import Dataset
+    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.turn import Turn, run_turn
+
+    sel = json.loads(selection.read_text())
+    for rank, it in enumerate(sel["items"], start=1):
+        it.update(source="folder:x", rank=rank, reason="test", p_value=0.01, novelty=0.99, is_novel=True)
+    sel.update(format_version=1, created="2026-01-01T00:00:00Z", strategy="novelty", budget=2, seed=0)
+    sel.update(weights={}, detector_id="d", model_version="d", alpha=0.05)
+    Registry.create(tmp_path / "registry")
+    Dataset.create(tmp_path / "train", ["dry", "wet"])
+    (tmp_path / "served").mkdir()
+    cfg_path = tmp_path / "flywheel.toml"
+    cfg_path.write_text(
+        BASE.replace('"r"', '"registry"').replace('"d"', '"train"')
+        + "[label]\nauto_accept = false\n"
+        + f'[label_studio]\nurl = "http://127.0.0.1:{_free_port()}"\nproject = "abc"\ndocument_root = "served"\n'
+    )
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    cfg = load_config(cfg_path)
+    d = cfg.workdir / "0001"
+    d.mkdir(parents=True)
+    (d / "selection.json").write_text(json.dumps(sel))
+    Turn(number=1, dir=d, stage="selected").save()
+    with pytest.raises(InvalidInputError, match=f"outside the document root {tmp_path / 'served'}"):
+        run_turn(cfg, new_turn=False)
+    assert Turn.load(d).stage == "selected"
+    assert main(["flywheel", "run", "--config", str(cfg_path), "--no-new-turn"]) == 1
