@@ -19,11 +19,11 @@ reads "cluster 7 (like train/0412.jpg) grew from 1 % to 9 %".
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from novelty.drift.bootstrap import bootstrap_interval
 from novelty.drift.errors import WindowTooSmallError
 from novelty.drift.result import (
     DriftTestResult,
@@ -151,12 +151,9 @@ def histogram_test(
 
     p_value, null = sequential_p_value(observed, draw, b_perm, stop_after=stop_after, block=_BLOCK)
 
-    lo = hi = math.nan
-    if n_boot:
-        pr, pw = ref_counts / n, win_counts / m
-        bs = _tv(rng.multinomial(n, pr, size=n_boot), rng.multinomial(m, pw, size=n_boot))
-        a = (1.0 - confidence) / 2
-        lo, hi = float(np.quantile(bs, a)), float(np.quantile(bs, 1 - a))
+    lo, hi = bootstrap_interval(
+        _tv, class_counts=(ref_counts, win_counts), n_boot=n_boot, confidence=confidence, rng=rng
+    )
 
     ref_share, win_share = ref_counts / n, win_counts / m
     order = np.argsort(-np.abs(win_share - ref_share), kind="stable")

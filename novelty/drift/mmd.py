@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from novelty.drift.bootstrap import bootstrap_interval
 from novelty.drift.result import (
     DriftTestResult,
     as_sample,
@@ -125,20 +126,16 @@ def mmd_test(
 
     p_value, null = sequential_p_value(observed, draw, b_perm, stop_after=stop_after, block=_BLOCK)
 
-    lo = hi = math.nan
-    if n_boot:
-        boots = []
-        for start in range(0, n_boot, _BLOCK):
-            b = min(_BLOCK, n_boot - start)
-            cx = np.zeros((big_n, b))
-            cy = np.zeros((big_n, b))
-            for j in range(b):
-                cx[:n, j] = np.bincount(rng.integers(0, n, n), minlength=n)
-                cy[n:, j] = np.bincount(rng.integers(0, m, m), minlength=m)
-            boots.append(_mmd2_from_counts(k, cx, cy, n, m))
-        bs = np.concatenate(boots)
-        a_tail = (1.0 - confidence) / 2
-        lo, hi = float(np.quantile(bs, a_tail)), float(np.quantile(bs, 1 - a_tail))
+    def replicates(cx_counts: np.ndarray, cy_counts: np.ndarray) -> np.ndarray:
+        cx = np.zeros((big_n, cx_counts.shape[0]))
+        cy = np.zeros((big_n, cy_counts.shape[0]))
+        cx[:n] = cx_counts.T
+        cy[n:] = cy_counts.T
+        return _mmd2_from_counts(k, cx, cy, n, m)
+
+    lo, hi = bootstrap_interval(
+        replicates, sizes=(n, m), n_boot=n_boot, confidence=confidence, rng=rng, block=_BLOCK
+    )
     return DriftTestResult(
         test="mmd",
         statistic=observed,

@@ -11,12 +11,12 @@ differently: a head that is confidently wrong in a new way (the windshield head 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from novelty.drift.bootstrap import bootstrap_interval
 from novelty.drift.errors import EmptyWindowError, WindowTooSmallError
 from novelty.drift.result import MIN_WINDOW, DriftTestResult, require_scipy
 from novelty.params import check_int, check_real
@@ -57,14 +57,13 @@ def prediction_test(
         chi2, p_value = float(res.statistic), float(res.pvalue)
     pr, pw = rc / n, wc / m
     tv = 0.5 * float(np.abs(pr - pw).sum())
-    lo = hi = math.nan
-    if n_boot:
-        rng = np.random.default_rng(seed)
-        br = rng.multinomial(n, pr, size=n_boot) / n
-        bw = rng.multinomial(m, pw, size=n_boot) / m
-        bs = 0.5 * np.abs(br - bw).sum(axis=1)
-        a = (1.0 - confidence) / 2
-        lo, hi = float(np.quantile(bs, a)), float(np.quantile(bs, 1 - a))
+    lo, hi = bootstrap_interval(
+        lambda br, bw: 0.5 * np.abs(br / n - bw / m).sum(axis=1),
+        class_counts=(rc, wc),
+        n_boot=n_boot,
+        confidence=confidence,
+        rng=np.random.default_rng(seed),
+    )
     return DriftTestResult(
         test="predictions",
         statistic=chi2,

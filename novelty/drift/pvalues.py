@@ -25,6 +25,7 @@ import warnings
 
 import numpy as np
 
+from novelty.drift.bootstrap import bootstrap_interval
 from novelty.drift.result import DriftTestResult, as_pvalues, require_scipy
 from novelty.params import check_int, check_real
 
@@ -139,11 +140,12 @@ def pvalue_ks_test(
         res = stats.kstest(p, "uniform", alternative="greater")
         details["null"] = "one-sample KS against U(0, 1)"
     d = _ks_greater(window, grid)
-    rng = np.random.default_rng(seed)
-    boots = np.array([_ks_greater(window[rng.integers(0, p.size, p.size)], grid) for _ in range(n_boot)])
-    a = (1.0 - confidence) / 2
-    lo, hi = (
-        (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))) if n_boot else (math.nan, math.nan)
+    lo, hi = bootstrap_interval(
+        lambda counts: np.array([_ks_greater(np.repeat(window, c), grid) for c in counts]),
+        sizes=(p.size,),
+        n_boot=n_boot,
+        confidence=confidence,
+        rng=np.random.default_rng(seed),
     )
     details["n_bootstrap"] = n_boot
     return DriftTestResult(
