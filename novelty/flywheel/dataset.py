@@ -19,9 +19,20 @@ offending item, up to :data:`MAX_LISTED`):
 
 - every label is one of the classes fixed at :meth:`Dataset.create` (new classes: :meth:`Dataset.add_classes`);
 - an id is unique: the same id twice in one call, or an id already in the dataset for another image or label;
-- one image (its sha256) has one label: two labels for it in one call, or a label other than the one it already
-  has in the dataset, is a conflict;
-- an image labelled again with the label it already has is skipped and counted, never stored twice.
+- one image (its sha256) has one label, and an image labelled again with the label it already has is skipped
+  and counted, never stored twice;
+- two different labels for one image (in one call, or one in the call and the one it has in the dataset) are
+  settled by who gave them: **a person's label always wins over an automatic one** (``auto=True``, labeller
+  ``model:…``): it replaces the automatic label, and an automatic label never replaces a person's;
+- two people's labels that differ are a *conflict*, settled by ``on_conflict`` (:data:`ON_CONFLICT`):
+  ``"fail"`` (default) refuses the whole call, listing every conflict; ``"latest"`` keeps the label given last
+  (by its ``time``; on a tie, the one added last); ``"skip"`` leaves the image as it was (its label in the
+  dataset, or unlabelled) and takes none of the new labels for it.
+
+A label that replaces another is a new line with ``supersedes`` naming the entry it replaces: the file stays
+append-only (the replaced line is kept, for the record), and :meth:`Dataset.entries` gives the label that
+stands, one per image. Every settled conflict is logged, returned (:attr:`AddResult.conflicts`) and recorded
+in its version's record (``"conflicts"`` in ``dataset.json``).
 """
 
 from __future__ import annotations
@@ -57,12 +68,14 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MAX_LISTED",
+    "ON_CONFLICT",
     "AddResult",
     "Dataset",
     "DatasetError",
     "DatasetIntegrityError",
     "DatasetLockedError",
     "Entry",
+    "LabelConflict",
     "embed_entries",
     "embedder_key",
     "hash_image_file",
@@ -81,6 +94,8 @@ EMBEDDINGS_DIR = "embeddings"
 LOCK_FILE = ".lock"
 #: how many offending items an error message lists before "and N more"
 MAX_LISTED = 20
+#: how :meth:`Dataset.add` settles two people's different labels for one image (see the module docstring)
+ON_CONFLICT: tuple[str, ...] = ("fail", "latest", "skip")
 #: how long :meth:`Dataset.add` waits for another writer's lock before giving up (seconds)
 LOCK_TIMEOUT_S = 120.0
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -188,6 +203,8 @@ class Entry:
     ``time`` is ISO-8601 UTC (when it was labelled); ``version`` is the dataset version that added it (0 for an
     entry not yet added: :meth:`Dataset.add` sets it). ``labeller`` is ``"human:<name>"`` or
     ``"model:<version>"`` with ``auto=True`` for a label accepted from the model without a human.
+    ``supersedes``: the id of the entry (same image) whose label this one replaces (set by :meth:`Dataset.add`;
+    left out of the JSON line when ``None``).
     """
 
     id: str
@@ -201,6 +218,7 @@ class Entry:
     group: str | None = None
     condition: str | None = None
     auto: bool = False
+    supersedes: str | None = None
 
     @property
     def labelled_at(self) -> datetime:
@@ -209,7 +227,10 @@ class Entry:
         return t
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["supersedes"] is None:
+            del d["supersedes"]  # lines without a replacement read as before
+        return d
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "entry") -> Entry:
@@ -293,6 +314,8 @@ def _entry_problems(e: Any, classes: set[str]) -> list[str]:
             out.append(f"{name} must be null or a string, got {_shown(v)}")
     if not isinstance(e.auto, bool):
         out.append(f"auto must be true or false, got {_shown(e.auto)}")
+    if e.supersedes is not None and (not isinstance(e.supersedes, str) or not e.supersedes.strip()):
+        out.append(f"supersedes must be null or an entry id, got {_shown(e.supersedes)}")
     if not isinstance(e.version, int) or isinstance(e.version, bool) or e.version < 0:
         out.append(f"version must be an integer ≥ 0, got {_shown(e.version)}")
     if not isinstance(e.time, str):
@@ -324,14 +347,85 @@ def _check_classes(classes: Iterable[str], what: str = "classes") -> list[str]:
     return sorted(out)
 
 
+def _who(e: Entry) -> str:
+    return f"{e.label!r} by {e.labeller}" + (" (automatic)" if e.auto else "")
+
+
+@dataclass(frozen=True)
+class LabelConflict:
+    """Two or more different labels for one image, and how they were settled.
+
+    ``rule``: ``"human over auto"`` (a person's label against an automatic one: the person's stands),
+    ``"latest"`` or ``"skip"`` (people disagreeing, settled by ``on_conflict``). ``kept``: the label that stands
+    (``None`` when ``"skip"`` leaves an image unlabelled); ``dropped``: the labels that do not; ``replaced``:
+    whether a label already in the dataset was replaced."""
+
+    sha256: str
+    path: str
+    rule: str
+    kept: Entry | None
+    dropped: tuple[Entry, ...]
+    replaced: bool = False
+
+    def describe(self) -> str:
+        kept = "left unlabelled" if self.kept is None else f"kept {_who(self.kept)}"
+        lost = ", ".join(_who(e) for e in self.dropped)
+        what = "replacing the dataset's" if self.replaced else "over"
+        return f"image {self.sha256[:12]}… ({self.path}): {self.rule}: {kept}, {what} {lost}"
+
+    def to_json(self) -> dict[str, Any]:
+        def short(e: Entry) -> dict[str, Any]:
+            return {"id": e.id, "label": e.label, "labeller": e.labeller, "auto": e.auto, "time": e.time}
+
+        return {
+            "sha256": self.sha256,
+            "rule": self.rule,
+            "kept": None if self.kept is None else short(self.kept),
+            "dropped": [short(e) for e in self.dropped],
+            "replaced": self.replaced,
+        }
+
+
+def _check_on_conflict(on_conflict: Any) -> str:
+    if not isinstance(on_conflict, str) or on_conflict not in ON_CONFLICT:
+        raise InvalidInputError(
+            f"on_conflict must be one of {', '.join(ON_CONFLICT)} (how two people's different labels for one "
+            f"image are settled), got {_shown(on_conflict)}"
+        )
+    return on_conflict
+
+
+def _settle(cur: Entry, new: Entry, on_conflict: str) -> tuple[str, str]:
+    """How two different labels for one image are settled: ``(rule, winner)``, winner ``"new"``, ``"old"``,
+    ``"none"`` (skip) or ``"fail"``. A person's label wins over an automatic one whatever ``on_conflict``."""
+    if cur.auto != new.auto:
+        return "human over auto", "old" if new.auto else "new"
+    if on_conflict == "latest":
+        return "latest", "new" if new.labelled_at >= cur.labelled_at else "old"
+    if on_conflict == "skip":
+        return "skip", "none"
+    return "fail", "fail"
+
+
+def _standing(entries: Sequence[Entry]) -> list[Entry]:
+    """The entries whose label stands, in file order: for each image the last of its lines (a later line of an
+    image replaces its label: ``supersedes``)."""
+    last = {e.sha256: i for i, e in enumerate(entries)}
+    if len(last) == len(entries):
+        return list(entries)
+    return [e for i, e in enumerate(entries) if last[e.sha256] == i]
+
+
 @dataclass(frozen=True)
 class AddResult:
     """What :meth:`Dataset.add_entries` did: the version written (the latest one when nothing was new), the entries
-    added and the ones skipped because the image already had that label."""
+    added, the ones skipped (the image already had that label, or its label lost a conflict) and the conflicts
+    settled (:class:`LabelConflict`)."""
 
     version: int
     added: tuple[Entry, ...]
     skipped: tuple[Entry, ...]
+    conflicts: tuple[LabelConflict, ...] = ()
 
     def counts(self) -> dict[str, int]:
         """Entries added per class."""
@@ -420,7 +514,8 @@ class Dataset:
         )
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """The labelled images (one label per image: a replaced label does not count)."""
+        return len(_standing(self._entries))
 
     # --- properties ---------------------------------------------------------------------------------
     @property
@@ -469,13 +564,14 @@ class Dataset:
         since: datetime | str | None = None,
         versions: Iterable[int] | None = None,
     ) -> list[Entry]:
-        """The entries of ``version`` (every entry added at or before it; default the latest), optionally only
+        """The entries of ``version`` (every entry added at or before it; default the latest) that stand — one per
+        image: a label replaced at or before ``version`` (see the module docstring) is left out — optionally only
         those labelled at or after ``since`` (a datetime or ISO-8601 string; naive = UTC) and only those added
         by the given ``versions`` ("new data only")."""
         v = self._check_version(version)
         t0 = parse_time(since, "since")
         wanted = None if versions is None else {self._check_version(x) for x in versions}
-        out = [e for e in self._entries if e.version <= v]
+        out = _standing([e for e in self._entries if e.version <= v])
         if wanted is not None:
             out = [e for e in out if e.version in wanted]
         if t0 is not None:
@@ -491,29 +587,43 @@ class Dataset:
         text = json.dumps({"classes": self.classes_at(v), "entries_sha256": entries_sha}, sort_keys=True)
         return sha256_bytes(f"{FORMAT}\n{text}".encode())
 
-    # --- writing ------------------------------------------------------------------------------------
-    def add(self, entries: Iterable[Entry], *, source: str, note: str = "") -> int:
-        """Validate all ``entries`` and add the new ones as one version; returns that version (the latest one,
-        unchanged, when every entry was already there). Nothing is written when any entry is invalid."""
-        return self.add_entries(entries, source=source, note=note).version
+    def history(self) -> list[Entry]:
+        """Every line of the dataset in order, replaced labels included (:meth:`entries` gives those that stand)."""
+        return list(self._entries)
 
-    def add_entries(self, entries: Iterable[Entry], *, source: str, note: str = "") -> AddResult:
-        """:meth:`add`, returning what was added and what was skipped."""
+    # --- writing ------------------------------------------------------------------------------------
+    def add(self, entries: Iterable[Entry], *, source: str, note: str = "", on_conflict: str = "fail") -> int:
+        """Validate all ``entries`` and add the new ones as one version; returns that version (the latest one,
+        unchanged, when every entry was already there). Nothing is written when any entry is invalid.
+        Different labels for one image: a person's wins over an automatic one; two people's are settled by
+        ``on_conflict`` (:data:`ON_CONFLICT`; see the module docstring)."""
+        return self.add_entries(entries, source=source, note=note, on_conflict=on_conflict).version
+
+    def add_entries(
+        self, entries: Iterable[Entry], *, source: str, note: str = "", on_conflict: str = "fail"
+    ) -> AddResult:
+        """:meth:`add`, returning what was added, what was skipped and the conflicts settled."""
         if isinstance(entries, (str, bytes, Entry)) or not isinstance(entries, Iterable):
             raise InvalidInputError(f"entries must be an iterable of Entry, got {type(entries).__name__}")
+        on_conflict = _check_on_conflict(on_conflict)
         batch = list(entries)
         for name, value in (("source", source), ("note", note)):
             if not isinstance(value, str) or len(value) > 4096 or (name == "source" and not value.strip()):
                 raise InvalidInputError(f"the version's {name} must be a string (non-empty for source)")
         with _Lock(self.path, LOCK_TIMEOUT_S):
             self.reload()  # another process may have added a version since this one was read
-            added, skipped = self._plan(batch)
+            added, skipped, conflicts = self._plan(batch, on_conflict)
+            for c in conflicts:
+                log.info("%s: %s", self.path, c.describe())
             if not added:
-                return AddResult(self.latest_version, (), tuple(skipped))
+                return AddResult(self.latest_version, (), tuple(skipped), tuple(conflicts))
             version = self.latest_version + 1
             added = [replace(e, version=version) for e in added]
-            self._write(added, {"source": source, "note": note, "n_added": len(added)})
-            return AddResult(version, tuple(added), tuple(skipped))
+            record: dict[str, Any] = {"source": source, "note": note, "n_added": len(added)}
+            if conflicts:
+                record["conflicts"] = [c.to_json() for c in conflicts]
+            self._write(added, record)
+            return AddResult(version, tuple(added), tuple(skipped), tuple(conflicts))
 
     def add_classes(self, classes: Iterable[str], *, note: str = "") -> int:
         """Add new classes (a new version with no entries); returns that version."""
@@ -531,26 +641,31 @@ class Dataset:
             )
         return self.latest_version
 
-    def problems(self, entries: Iterable[Entry]) -> list[str]:
+    def problems(self, entries: Iterable[Entry], *, on_conflict: str = "fail") -> list[str]:
         """Everything :meth:`add` would refuse in ``entries`` (empty when they can be added); writes nothing."""
-        return self._classify(list(entries))[2]
+        return self._classify(list(entries), _check_on_conflict(on_conflict))[2]
 
-    def _plan(self, batch: list[Entry]) -> tuple[list[Entry], list[Entry]]:
-        """Split ``batch`` into (new, already labelled so) or raise naming every offending entry."""
-        added, skipped, errors = self._classify(batch)
+    def _plan(
+        self, batch: list[Entry], on_conflict: str
+    ) -> tuple[list[Entry], list[Entry], list[LabelConflict]]:
+        """Split ``batch`` into (new, skipped, conflicts settled) or raise naming every offending entry."""
+        added, skipped, errors, conflicts = self._classify(batch, on_conflict)
         if errors:
             raise InvalidInputError(f"{len(errors)} problem(s), nothing added: {_listing(errors)}")
-        return added, skipped
+        return added, skipped, conflicts
 
-    def _classify(self, batch: list[Entry]) -> tuple[list[Entry], list[Entry], list[str]]:
+    def _classify(
+        self, batch: list[Entry], on_conflict: str = "fail"
+    ) -> tuple[list[Entry], list[Entry], list[str], list[LabelConflict]]:
         classes = set(self.classes)
-        by_id = {e.id: e for e in self._entries}
-        label_of = {e.sha256: e for e in self._entries}
+        by_id = {e.id: e for e in self._entries}  # an id names one image (its lines may share it)
+        label_of = {e.sha256: e for e in _standing(self._entries)}
         seen_ids: dict[str, Entry] = {}
-        seen_sha: dict[str, Entry] = {}
+        pending: dict[str, Entry] = {}  # image → the label of the batch that stands so far
+        left: set[str] = set()  # images "skip" leaves as they were
         errors: list[str] = []
-        added: list[Entry] = []
         skipped: list[Entry] = []
+        conflicts: list[LabelConflict] = []
         for i, e in enumerate(batch):
             problems = _entry_problems(e, classes)
             if problems:
@@ -559,17 +674,13 @@ class Dataset:
                     isinstance(getattr(e, k), str) for k in ("id", "sha256", "label", "path")
                 ):
                     continue
-            if e.id in seen_ids:
-                errors.append(f"duplicate id {e.id} (entries {seen_ids[e.id].path} and {e.path})")
+            twin = seen_ids.get(e.id)
+            if twin is not None and (
+                twin.sha256 != e.sha256 or (on_conflict == "fail" and twin.auto == e.auto)
+            ):
+                errors.append(f"duplicate id {e.id} (entries {twin.path} and {e.path})")
                 continue
-            seen_ids[e.id] = e
-            prior = label_of.get(e.sha256)
-            if prior is not None and prior.label != e.label:
-                errors.append(
-                    f"conflicting labels: image {e.sha256[:12]}… ({e.path}) given {e.label!r} as {e.id} but "
-                    f"labelled {prior.label!r} as {prior.id} in version {prior.version}"
-                )
-                continue
+            seen_ids.setdefault(e.id, e)
             old = by_id.get(e.id)
             if old is not None and old.sha256 != e.sha256:
                 errors.append(
@@ -577,23 +688,56 @@ class Dataset:
                     f"{old.version}, given for {e.sha256[:12]}… ({e.path})"
                 )
                 continue
-            if prior is not None:
+            if problems:
+                continue
+            sha = e.sha256
+            prior = label_of.get(sha)
+            if sha in left:
+                skipped.append(e)
+                conflicts.append(LabelConflict(sha, e.path, "skip", prior, (e,)))
+                continue
+            in_batch = sha in pending
+            cur = pending[sha] if in_batch else prior
+            if cur is None:
+                pending[sha] = e
+                continue
+            if cur.label == e.label:
                 skipped.append(e)  # labelled so already
                 continue
-            first = seen_sha.get(e.sha256)
-            if first is not None:
-                if first.label != e.label:
-                    errors.append(
-                        f"conflicting labels: image {e.sha256[:12]}… given {first.label!r} as {first.id} "
-                        f"({first.path}) and {e.label!r} as {e.id} ({e.path})"
+            rule, winner = _settle(cur, e, on_conflict)
+            if winner == "fail":
+                errors.append(
+                    (
+                        f"conflicting labels: image {sha[:12]}… given {cur.label!r} as {cur.id} ({cur.path}) "
+                        f"and {e.label!r} as {e.id} ({e.path})"
+                        if in_batch
+                        else f"conflicting labels: image {sha[:12]}… ({e.path}) given {e.label!r} as {e.id} "
+                        f"but labelled {cur.label!r} as {cur.id} in version {cur.version}"
                     )
-                else:
-                    skipped.append(e)
+                    + f" ({_who(cur)} against {_who(e)}: settle with on_conflict 'latest' or 'skip')"
+                )
                 continue
-            seen_sha[e.sha256] = e
-            if not problems:
-                added.append(e)
-        return added, skipped, errors
+            if winner == "new":
+                pending[sha] = e
+                if in_batch:
+                    skipped.append(cur)
+                conflicts.append(LabelConflict(sha, e.path, rule, e, (cur,), replaced=not in_batch))
+            elif winner == "old":
+                skipped.append(e)
+                conflicts.append(LabelConflict(sha, e.path, rule, cur, (e,)))
+            else:  # "skip": no label of the batch for this image
+                if in_batch:
+                    del pending[sha]
+                    skipped.append(cur)
+                skipped.append(e)
+                left.add(sha)
+                lost = (cur, e) if in_batch else (e,)
+                conflicts.append(LabelConflict(sha, e.path, rule, prior, lost))
+        added = []
+        for e in pending.values():
+            prior = label_of.get(e.sha256)
+            added.append(e if prior is None else replace(e, supersedes=prior.id))
+        return added, skipped, errors, conflicts
 
     def _write(
         self, added: list[Entry], record: dict[str, Any], *, classes_added: list[str] | None = None
@@ -728,6 +872,8 @@ def _read(root: Path) -> tuple[dict[str, Any], list[Entry]]:
     entries: list[Entry] = []
     lines = data.split(b"\n")[:-1]  # the prefix ends with a newline; never splitlines (U+2028 is no line end)
     versions = [v["version"] for v in meta["versions"] for _ in range(v["n_added"])]
+    current: dict[str, Entry] = {}  # image → its standing line
+    image_of: dict[str, str] = {}  # id → the image it names
     for i, (line, expected) in enumerate(zip(lines, versions, strict=True), start=1):
         where = f"{root / ENTRIES_FILE} line {i}"
         try:
@@ -737,12 +883,21 @@ def _read(root: Path) -> tuple[dict[str, Any], list[Entry]]:
         problems = _entry_problems(e, classes)
         if e.version != expected:
             problems.append(f"version {e.version!r} but the line belongs to version {expected}")
+        standing = current.get(e.sha256)
+        if standing is None and e.supersedes is not None:
+            problems.append(f"supersedes {e.supersedes!r}, but the image has no earlier label")
+        elif standing is not None and e.supersedes != standing.id:
+            problems.append(
+                f"a second label for image {e.sha256[:12]}… (labelled as {standing.id}) that does not say it "
+                "replaces it"
+            )
+        named = image_of.setdefault(e.id, e.sha256)
+        if named != e.sha256:
+            problems.append(f"id {e.id} names another image ({named[:12]}…) on an earlier line")
         if problems:
             raise DatasetIntegrityError(f"{where}: " + "; ".join(problems))
+        current[e.sha256] = e
         entries.append(e)
-    ids = [e.id for e in entries]
-    if len(set(ids)) != len(ids):
-        raise DatasetIntegrityError(f"{root / ENTRIES_FILE}: an id occurs more than once")
     return meta, entries
 
 

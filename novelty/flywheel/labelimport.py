@@ -6,7 +6,14 @@ images 1.1" export (:mod:`novelty.flywheel.cvat`); matches each label to its sel
 path), checks that the file still has the sha256 it was selected with, and adds everything through
 :meth:`~novelty.flywheel.dataset.Dataset.add_entries`. One error lists every problem — unknown files, unknown
 classes, conflicting labels for one image, duplicates — and nothing is written. An image without a label is
-counted as unlabelled, not imported. :func:`entries_from_csv` reads the CSV of an initial training set
+counted as unlabelled, not imported.
+
+Different labels for one image (in the file, or against the dataset): a person's label always wins over an
+automatic one (labeller ``model:…``) — it replaces it, logged and recorded in the new version's record and in
+:attr:`ImportResult.conflicts`, never an error. Two people's different labels are a real conflict, settled by
+``on_conflict`` (:data:`~novelty.flywheel.dataset.ON_CONFLICT`): ``"fail"`` (default: the import is refused,
+listing every conflict), ``"latest"`` (the label given last, by its time, stands) or ``"skip"`` (the image keeps
+the label it had, or stays unlabelled); each one settled is listed in the result. :func:`entries_from_csv` reads the CSV of an initial training set
 (path,label[,group,condition]).
 """
 
@@ -23,7 +30,16 @@ from typing import Any
 from novelty.clock import iso, parse_time
 from novelty.errors import InvalidInputError
 from novelty.fileio import csv_text_value, read_regular_file
-from novelty.flywheel.dataset import MAX_LISTED, AddResult, Dataset, Entry, _listing, now_iso, read_image_file
+from novelty.flywheel.dataset import (
+    MAX_LISTED,
+    AddResult,
+    Dataset,
+    Entry,
+    LabelConflict,
+    _listing,
+    now_iso,
+    read_image_file,
+)
 from novelty.flywheel.selected import SelectedImage, read_selection
 
 __all__ = [
@@ -75,6 +91,7 @@ class ImportResult:
     added: tuple[Entry, ...]
     skipped: tuple[Entry, ...]
     unlabelled: tuple[str, ...]
+    conflicts: tuple[LabelConflict, ...] = ()  # different labels for one image, and how each was settled
 
     def counts(self) -> dict[str, int]:
         return AddResult(self.version, self.added, self.skipped).counts()
@@ -86,10 +103,17 @@ class ImportResult:
             if self.added
             else f"nothing new (the dataset stays at version {self.version})"
         )
-        return (
+        text = (
             f"{head}; skipped {len(self.skipped)} already labelled so; {len(self.unlabelled)} unlabelled "
             "(not imported)"
         )
+        if self.conflicts:
+            text += f"; {len(self.conflicts)} image(s) with different labels settled:" + "".join(
+                f"\n  {c.describe()}" for c in self.conflicts[:MAX_LISTED]
+            )
+            if len(self.conflicts) > MAX_LISTED:
+                text += f"\n  and {len(self.conflicts) - MAX_LISTED} more"
+        return text
 
 
 _CSV_FIELDS = {"id", "path", "sha256", "label", "labeller", "group", "condition", "time"}
@@ -278,19 +302,22 @@ def import_labels(
     labeller: str | None = None,
     condition: str | None = None,
     note: str = "",
+    on_conflict: str = "fail",
 ) -> ImportResult:
     """Import a labels file into ``dataset`` as one new version: all of it, or nothing (one error lists every
-    problem: unknown files, unknown classes, conflicting labels, duplicates)."""
+    problem: unknown files, unknown classes, conflicting labels, duplicates). A person's label replaces an
+    automatic one; two people's different labels for one image are settled by ``on_conflict`` — ``"fail"``
+    (default), ``"latest"`` or ``"skip"`` (see the module docstring) — and listed in ``conflicts``."""
     ds = Dataset.open(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     read = read_labels(file, format)
     entries, problems = rows_to_entries(read.rows, selection, labeller=labeller, condition=condition)
-    problems += ds.problems(entries)
+    problems += ds.problems(entries, on_conflict=on_conflict)
     if problems:
         raise LabelImportError(
             f"{file}: {len(problems)} problem(s), nothing imported into {ds.path}: {_listing(problems, MAX_LISTED)}"
         )
-    res = ds.add_entries(entries, source=f"labels:{Path(file).name}", note=note)
-    return ImportResult(res.version, res.added, res.skipped, tuple(read.unlabelled))
+    res = ds.add_entries(entries, source=f"labels:{Path(file).name}", note=note, on_conflict=on_conflict)
+    return ImportResult(res.version, res.added, res.skipped, tuple(read.unlabelled), res.conflicts)
 
 
 def entries_from_csv(

@@ -42,7 +42,9 @@ Import (:func:`import_labels`) reads a Label Studio JSON export, a CSV (``id`` o
 ``labeller``, ``group``, ``condition``, ``time``) or a CVAT XML export, matches each labelled image to its
 selection item, and adds all of them to the dataset as one version — or nothing: unknown files, unknown classes,
 conflicting labels for one image and duplicates are all reported in one error. Images without a label are
-counted as unlabelled and not imported.
+counted as unlabelled and not imported. A person's label replaces an automatic one (logged and recorded, never an
+error); two people's different labels are settled by ``on_conflict`` ("fail", the default, "latest" or "skip";
+see :mod:`~novelty.flywheel.labelimport`).
 
 This module is the front door; the parts live in :mod:`~novelty.flywheel.selected` (the selection reader),
 :mod:`~novelty.flywheel.assisted` (auto-accept and its measurement), :mod:`~novelty.flywheel.labelimport`

@@ -60,6 +60,10 @@ The config (TOML; relative paths are relative to the config file)::
                                    # as a clean audit needs to bound it by ε at 1 − δ (ceil(ln δ / ln(1 − ε)):
                                    # 45 at ε 0.05, δ 0.1; labelling.audit_size), or a share in [0, 1]
     holdout = 0.2                  # share of the new labels (by group) kept out of training
+    on_conflict = "fail"           # two people's different labels for one image: "fail" (the import stops,
+                                   # listing them), "latest" (the label given last stands) or "skip" (the
+                                   # image keeps its label, or none); a person's label always replaces an
+                                   # automatic one (logged, recorded in the dataset version and turn.json)
 
     [label_studio]                 # optional: export to and import from Label Studio through its API
     url = "http://localhost:8080"
@@ -155,6 +159,7 @@ class FlywheelConfig:
     label_format: str = "label-studio"
     labels: str = "turns/{turn}/labels.json"
     labeller: str | None = None
+    on_conflict: str = "fail"  # two people's different labels for one image: dataset.ON_CONFLICT
     auto_accept: bool = True
     auto_min_p: float | None = None
     auto_min_prob: float = 0.9
@@ -202,6 +207,7 @@ _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "format": str,
         "labels": str,
         "labeller": str,
+        "on_conflict": str,
         "auto_accept": bool,
         "auto_min_p": (int, float),
         "auto_min_prob": (int, float),
@@ -288,6 +294,13 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
     seed = check("select", "seed", check_int, sel.get("seed", 0), minimum=0)
     if seed > 2**31:
         raise FlywheelConfigError(f"{where}: [select] seed must be ≤ 2^31, got {seed}")
+    from novelty.flywheel.dataset import ON_CONFLICT
+
+    on_conflict = lab.get("on_conflict", "fail")
+    if on_conflict not in ON_CONFLICT:
+        raise FlywheelConfigError(
+            f"{where}: [label] on_conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}"
+        )
     audit = lab.get("audit", "auto")
     if isinstance(audit, str):
         if audit != "auto":
@@ -362,6 +375,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         label_format=fmt,
         labels=lab.get("labels", "turns/{turn}/labels.json"),
         labeller=lab.get("labeller"),
+        on_conflict=on_conflict,
         auto_accept=bool(lab.get("auto_accept", True)),
         auto_min_p=auto_min_p,
         auto_min_prob=auto_min_prob,
@@ -408,6 +422,7 @@ class Turn:
     audit: dict[str, Any] | None = (
         None  # auto-accepted answers checked by people (see labelling.audit_result)
     )
+    conflicts: list[str] = field(default_factory=list)  # different labels for one image, each as settled
     dataset_version: int | None = None
     passed: bool | None = None
     reasons: list[str] = field(default_factory=list)
@@ -664,30 +679,53 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             else Dataset.create(staging_path, train_ds.classes)
         )
         human = 0
+        conflicts: list[Any] = []
         if turn.exported > 0:
-            res = import_labels(staging, labels, sel, labeller=config.labeller, note=f"turn {turn.number}")
+            res = import_labels(
+                staging,
+                labels,
+                sel,
+                labeller=config.labeller,
+                note=f"turn {turn.number}",
+                on_conflict=config.on_conflict,
+            )
             human = len(res.added) + len(res.skipped)
+            conflicts += res.conflicts
         if turn.exported > 0:
             from novelty.flywheel.labelling import audit_result
 
             people = {e.id: e.label for e in staging.entries() if not e.auto}
             turn.audit = audit_result(turn.dir / "export", people).to_json()
         if auto_file.is_file():
-            import_labels(staging, auto_file, sel, format="csv", note=f"turn {turn.number}: auto-accepted")
+            res = import_labels(
+                staging, auto_file, sel, format="csv", note=f"turn {turn.number}: auto-accepted"
+            )
+            conflicts += res.conflicts
         entries = list(staging.entries())
         train, held = _split_holdout(entries, config.holdout, config.seed + turn.number)
         source = f"flywheel turn {turn.number}"
-        version = train_ds.add(
-            [replace(e, version=0) for e in train], source=source, note=f"turn {turn.number}"
+        added = train_ds.add_entries(
+            [replace(e, version=0, supersedes=None) for e in train],
+            source=source,
+            note=f"turn {turn.number}",
+            on_conflict=config.on_conflict,
         )
+        version = added.version
+        conflicts += added.conflicts
         if held:
             new_ds = (
                 Dataset.open(config.new_slice)
                 if (config.new_slice / "dataset.json").is_file()
                 else Dataset.create(config.new_slice, train_ds.classes)
             )
-            new_ds.add([replace(e, version=0) for e in held], source=source, note=f"turn {turn.number}")
+            conflicts += new_ds.add_entries(
+                [replace(e, version=0, supersedes=None) for e in held],
+                source=source,
+                note=f"turn {turn.number}",
+                on_conflict=config.on_conflict,
+            ).conflicts
     turn.labels_bought = human
+    turn.conflicts = [c.describe() for c in conflicts]
     turn.trained_on = len(train)
     turn.held_out = len(held)
     turn.dataset_version = version
@@ -705,6 +743,8 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
         f"{len(entries) - human} accepted from the model); {len(train)} to training (dataset version "
         f"{version}), {len(held)} held out as the new slice"
     )
+    for text in turn.conflicts:
+        say(f"turn {turn.number}: different labels for one image settled: {text}")
 
 
 def _retrain(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
