@@ -35,6 +35,7 @@ from novelty.flywheel.dataset import Dataset, embed_entries
 from novelty.flywheel.paired import weighted_auroc
 from novelty.flywheel.record import TrainingRecord, config_hash, detector_params
 from novelty.flywheel.retrain import retrain, save_retrained
+from novelty.formatting import format_p_value
 from novelty.metrics import auroc
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -290,6 +291,9 @@ def test_json_report_and_the_registry_reads_the_verdict(setup, tmp_path):
     assert "<script" not in html and "http://" not in html and "https://" not in html  # self-contained
     assert html.count('<svg class="ci"') == sum(len(r.metrics) for r in rows)
     assert "tunnel" in html and "McNemar" in html
+    for r in rows:  # McNemar's p-values written by the one rule of every report
+        if r.mcnemar is not None:
+            assert f'<td class="num">{format_p_value(r.mcnemar["p_value"])}</td>' in html
 
 
 def test_parse_dataset_arg():

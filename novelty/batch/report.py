@@ -50,6 +50,7 @@ from novelty.batch.thumbnails import (
     make_thumbnail,
 )
 from novelty.fileio import atomic_write_text
+from novelty.formatting import format_p_value
 
 __all__ = [
     "THUMBNAIL_SIZE",
@@ -96,13 +97,6 @@ def _list(value: Any) -> list[Any]:
             return []
         return parsed if isinstance(parsed, list) else []
     return []
-
-
-def _fmt_p(x: Any) -> str:
-    v = _float(x)
-    if not math.isfinite(v):
-        return "—"
-    return f"{v:.2g}" if v < 0.01 else f"{v:.3f}"
 
 
 def _error(row: Mapping[str, Any]) -> str:
@@ -161,7 +155,7 @@ def template_environment(package: str) -> Any:
 def _template() -> Any:
     """The report template (see :func:`template_environment`)."""
     env = template_environment("novelty.batch")
-    env.filters.update(num=fmt_number, p=_fmt_p, short_id=_short_id, thousands=lambda n: f"{n:,}")
+    env.filters.update(num=fmt_number, p=format_p_value, short_id=_short_id, thousands=lambda n: f"{n:,}")
     return env.get_template("report.html.j2")
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from novelty.drift.mmd import mmd_test
 from novelty.drift.monitor import DriftRun, Window, WindowResult
 from novelty.drift.result import MIN_WINDOW, as_sample
+from novelty.formatting import format_p_value
 from novelty.params import check_int, check_real
 
 __all__ = ["HorizonCurve", "Recommendation", "drift_by_lag", "recommend"]
@@ -192,7 +193,7 @@ def recommend(
         )
         if moved:
             reasons.append(
-                f"the head's predictions moved too ({shares}; distance {pred.effect:.2f}, p={pred.p_value:.2g})"
+                f"the head's predictions moved too ({shares}; distance {pred.effect:.2f}, p={format_p_value(pred.p_value)})"
             )
             return Recommendation("retrain now", reasons, cadence)
         reasons.append(

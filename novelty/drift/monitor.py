@@ -36,6 +36,7 @@ from novelty.drift.predictions import prediction_test
 from novelty.drift.reference import EMBEDDING_TESTS, PVALUE_TESTS, DriftReference, check_tests
 from novelty.drift.result import MIN_WINDOW, DriftTestResult, as_pvalues, as_sample
 from novelty.errors import InvalidInputError
+from novelty.formatting import format_p_value
 from novelty.params import check_int, check_real
 
 __all__ = [
@@ -277,7 +278,7 @@ class DriftRun:
                     continue
                 p = w.adjusted.get(t, math.nan)
                 mark = "*" if p < self.level else ("!" if w.beyond_threshold.get(t) else "")
-                cells.append(f"{r.effect:.3g} (p={_fmt_p(p)}){mark}")
+                cells.append(f"{r.effect:.3g} (p={format_p_value(p)}){mark}")
             cells.append("DRIFT" if w.drift(self.level) else (w.note or ""))
             rows.append(cells)
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -288,12 +289,6 @@ class DriftRun:
             f"* p < {self.level:g}; ! beyond the reference's own windows (mean + 3 sd)"
         )
         return "\n".join(lines)
-
-
-def _fmt_p(p: float) -> str:
-    if not math.isfinite(p):
-        return "—"
-    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
 
 
 def _as_stream(x: object, dim: int) -> np.ndarray:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from novelty.formatting import format_p_value
+
 if TYPE_CHECKING:
     from novelty.drift.analysis import DriftAnalysis
 
@@ -33,12 +35,6 @@ MEMBERS_SHOWN = 6
 NEIGHBORS_SHOWN = 4
 _W, _LEFT, _RIGHT = 860, 56, 150
 _PANEL, _GAP, _TOP, _BOTTOM = 120, 34, 18, 42
-
-
-def _p(p: float) -> str:
-    if not math.isfinite(p):
-        return "—"
-    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
 
 
 def _chart(analysis: DriftAnalysis) -> dict[str, Any] | None:
@@ -124,10 +120,10 @@ def _table(analysis: DriftAnalysis) -> list[dict[str, Any]]:
             cells.append(
                 {
                     "text": f"{r.effect:.3g}",
-                    "p": _p(p),
+                    "p": format_p_value(p),
                     "sig": p < run.level,
                     "beyond": bool(w.beyond_threshold.get(t)),
-                    "title": f"{r.effect_name}: {r.effect:.4g} [{r.ci_low:.3g}, {r.ci_high:.3g}]; raw p = {_p(r.p_value)}",
+                    "title": f"{r.effect_name}: {r.effect:.4g} [{r.ci_low:.3g}, {r.ci_high:.3g}]; raw p = {format_p_value(r.p_value)}",
                 }
             )
         pred = w.predictions
@@ -139,7 +135,9 @@ def _table(analysis: DriftAnalysis) -> list[dict[str, Any]]:
                 "cells": cells,
                 "drift": w.drift(run.level),
                 "beyond": any(w.beyond_threshold.values()),
-                "predictions": None if pred is None else f"{pred.effect:.2f} (p={_p(pred.p_value)})",
+                "predictions": None
+                if pred is None
+                else f"{pred.effect:.2f} (p={format_p_value(pred.p_value)})",
                 "note": w.note,
             }
         )

@@ -15,6 +15,8 @@ import functools
 import math
 from typing import TYPE_CHECKING, Any
 
+from novelty.formatting import format_p_value
+
 if TYPE_CHECKING:
     from novelty.flywheel.compare import Comparison, MetricDiff
 
@@ -72,7 +74,7 @@ def render_report(c: Comparison) -> str:
             {
                 "row": r,
                 "cells": cells,
-                "mcnemar": None if r.mcnemar is None else f"{r.mcnemar['p_value']:.3g}",
+                "mcnemar": None if r.mcnemar is None else format_p_value(r.mcnemar["p_value"]),
             }
         )
     return _template().render(
