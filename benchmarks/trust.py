@@ -527,6 +527,25 @@ def to_markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {t} | " + " | ".join(cells) + f" | {_f(worst)} |")
         lines.append("")
     lines += [
+        "### Trusted and wrong / trusted, summed over the seeds",
+        "",
+        "A condition's mean risk above weighs a seed with one trusted frame like a seed with a hundred; these are "
+        "the counts behind it.",
+        "",
+        "| rule | turn | " + " | ".join(CONDITIONS) + " |",
+        "|---|---|" + "---|" * len(CONDITIONS),
+    ]
+    for rule in ("not-novel", "confidence+local-accuracy/radius", "confidence+local-accuracy"):
+        for t in range(turns):
+            cells = []
+            for c in CONDITIONS:
+                rows = [r["five_turns"][s][t]["rules"][rule][c] for s in seeds]
+                n = sum(x["n_trusted"] for x in rows)
+                wrong = sum(round((x["selective_risk"] or 0.0) * x["n_trusted"]) for x in rows)
+                cells.append(f"{wrong} / {n}")
+            lines.append(f"| {rule} | {t} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
         "### Auto-accept on the unlabelled pool (trusted at ε = 0.05): accuracy of the labels taken (share of the pool)",
         "",
         "| turn | " + " | ".join(AUTO_RULES) + " |",
