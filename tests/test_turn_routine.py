@@ -235,3 +235,120 @@ def test_select_command_leaves_out_what_dataset_labels(flywheel, champion_dir, c
     assert len(sel) == 6 and sel.n_already_labelled == 4
     assert main([*args, "--dataset", str(root / "nowhere"), "--out", str(out)]) == 2
     assert "not a labelled dataset" in capsys.readouterr().err
+
+
+# --- a turn stopped at its labels, prepared as the select and export stages leave it ----------------------------
+def _selection_file(path: Path, files: list[Path]) -> None:
+    items = [
+        {
+            "id": p.stem,
+            "path": str(p),
+            "sha256": sha256_file(p),
+            "source": "test",
+            "rank": i + 1,
+            "reason": "",
+            "p_value": 0.5,
+            "novelty": 0.5,
+            "is_novel": False,
+            "prediction": "dry",
+            "probability": 0.99,
+        }
+        for i, p in enumerate(files)
+    ]
+    sel = {
+        "format": "novelty-selection",
+        "format_version": 1,
+        "created": "2026-01-01T00:00:00Z",
+        "strategy": "random",
+        "budget": len(items),
+        "seed": 0,
+        "weights": {},
+        "detector_id": "d",
+        "model_version": "d",
+        "classes": CLASSES,
+        "alpha": 0.05,
+        "items": items,
+    }
+    path.write_text(json.dumps(sel))
+
+
+def _csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+@pytest.fixture
+def exported(tmp_path, textile_paths):
+    """A flywheel whose turn 1 is exported: 12 images in 6 groups (two frames each); in every group one image
+    went to people and one was accepted from the model. Returns ``(config path, people, auto)``."""
+    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.turn import Turn
+
+    Registry.create(tmp_path / "registry")
+    train = _copy(textile_paths["nominal"][:2], tmp_path / "img" / "train")
+    _file_dataset(tmp_path / "train", train, _label)
+    _file_dataset(tmp_path / "test", _copy(textile_paths["nominal"][2:4], tmp_path / "img" / "test"), _label)
+    files = _copy(textile_paths["nominal"][700:712], tmp_path / "production")
+    people, auto = files[0::2], files[1::2]
+    d = tmp_path / "turns" / "0001"
+    (d / "export").mkdir(parents=True)
+    _selection_file(d / "selection.json", files)
+    (d / "export" / "export.json").write_text(json.dumps({"auto_accept": {"audit": []}}))
+    _csv(
+        d / "export" / "auto_labels.csv",
+        ["id", "path", "sha256", "label", "labeller", "group", "condition"],
+        [[p.stem, str(p), sha256_file(p), "dry", "model:d", f"g{i}", "clean"] for i, p in enumerate(auto)],
+    )
+    _csv(
+        d / "labels.csv",
+        ["id", "label", "group", "labeller"],
+        [[p.stem, "dry", f"g{i}", "ann"] for i, p in enumerate(people)],
+    )
+    Turn(number=1, dir=d, stage="exported", champion="0001", exported=6, auto_accepted=6).save()
+    cfg = _config(tmp_path, label="holdout = 0.5\n")
+    return cfg, people, auto
+
+
+def _import_stage(cfg_path: Path) -> tuple[object, list[str]]:
+    import novelty.flywheel.turn as T
+
+    cfg = load_config(cfg_path)
+    turn = T.Turn.load(cfg.workdir / "0001")
+    said: list[str] = []
+    T._import(cfg, None, turn, said.append)
+    turn.save()
+    return turn, said
+
+
+def test_automatic_labels_never_enter_the_new_slice(exported):
+    cfg_path, _, _ = exported
+    turn, said = _import_stage(cfg_path)
+    root = cfg_path.parent
+    new = Dataset.open(root / "new").entries()
+    assert len(new) == 3 and turn.held_out == 3
+    assert not any(e.auto for e in new) and all(e.labeller == "human:ann" for e in new)
+    held_groups = {e.group for e in new}
+    trained = [e for e in Dataset.open(root / "train").entries() if e.version > 1]
+    assert {e.group for e in trained if e.auto} == {f"g{i}" for i in range(6)} - held_groups
+    assert not {e.group for e in trained} & held_groups  # no frame of a slice group is trained on
+    assert turn.withheld == 3 and turn.trained_on == 6 and len(trained) == 6
+    assert any("3 accepted from the model in the slice's groups left out of both" in m for m in said)
+    # the test set is never written
+    assert len(Dataset.open(root / "test").entries()) == 2 and Dataset.open(root / "test").latest_version == 1
+
+
+def test_a_turn_takes_a_persons_label_over_the_models_label_in_the_training_set(exported):
+    cfg_path, people, _ = exported
+    root = cfg_path.parent
+    _config(root, label="holdout = 0.0\n")  # every label to training
+    Dataset.open(root / "train").add(  # accepted from the model meanwhile (novelty export --auto-accept)
+        [_entry(people[0], sha256_file(people[0]), "wet", labeller="model:old", group="g0")], source="auto"
+    )
+    turn, said = _import_stage(cfg_path)
+    assert turn.stage == "imported"
+    label = {e.sha256: e for e in Dataset.open(root / "train").entries()}[sha256_file(people[0])]
+    assert (label.label, label.labeller) == ("dry", "human:ann")
+    assert len(turn.conflicts) == 1 and "human over auto" in turn.conflicts[0]
+    assert any("settled" in m and "human over auto" in m for m in said)

@@ -20,8 +20,10 @@ turn stopped anywhere (a crash, a kill, a missing labels file) is picked up wher
    the annotations: once every exported task is labelled or skipped they are written to ``labels`` and
    imported; until then the turn waits and says how many are done;
 4. **imported**: the labels (and the auto-accepted ones) are read into the turn's own dataset, validated
-   all-or-nothing, and split by group: ``holdout`` of them go to the *new slice* (held out from training, so
-   the comparison sees fresh images of the new conditions), the rest to the training dataset;
+   all-or-nothing, and split by group: ``holdout`` of the people's labels go to the *new slice* (held out from
+   training, so the comparison sees fresh images of the new conditions), the rest to the training dataset.
+   Automatic labels go to training only, never into the new slice (nor into the test set, which a turn never
+   writes); those in a held-out group stay out of both (``turn.json`` ``withheld``);
 5. **retrained**: a challenger with the champion's parameters (same config hash) is fitted on the training
    dataset and registered with the alias ``challenger``;
 6. **compared**: champion and challenger on the frozen test dataset plus the new slice; the gate decides;
@@ -418,7 +420,8 @@ class Turn:
     auto_accepted: int = 0
     labels_bought: int = 0  # human labels imported
     trained_on: int = 0
-    held_out: int = 0
+    held_out: int = 0  # people's labels held out as the new slice (automatic ones never are)
+    withheld: int = 0  # automatic labels of a held-out group: neither trained on nor in the slice
     audit: dict[str, Any] | None = (
         None  # auto-accepted answers checked by people (see labelling.audit_result)
     )
@@ -496,21 +499,37 @@ class _Timer:
 
 
 # --- the stages -----------------------------------------------------------------------------------------
+def _group(e: Any) -> str:
+    return str(e.group or f"id:{e.id}")
+
+
 def _split_holdout(entries: Sequence[Any], share: float, seed: int) -> tuple[list[Any], list[Any]]:
     """Split entries by group (an entry without a group is its own): ``share`` of the groups, chosen by a hash
     of the group name and the seed (stable whatever the order), are held out."""
     if share <= 0 or len(entries) < 2:
         return list(entries), []
-    groups = sorted({e.group or f"id:{e.id}" for e in entries})
+    groups = sorted({_group(e) for e in entries})
 
     def key(g: str) -> str:
         return hashlib.sha256(f"{seed}:{g}".encode()).hexdigest()
 
     n_out = min(len(groups) - 1, max(1, round(share * len(groups))))
     out = set(sorted(groups, key=key)[:n_out])
-    train = [e for e in entries if (e.group or f"id:{e.id}") not in out]
-    held = [e for e in entries if (e.group or f"id:{e.id}") in out]
+    train = [e for e in entries if _group(e) not in out]
+    held = [e for e in entries if _group(e) in out]
     return train, held
+
+
+def _route(entries: Sequence[Any], share: float, seed: int) -> tuple[list[Any], list[Any], list[Any]]:
+    """``(train, held, withheld)``: the new slice is drawn by group from the people's labels only
+    (:func:`_split_holdout`), so an automatic label never enters it; automatic labels go to training, except
+    those of a held-out group (``withheld``: kept out of both, so that no near-duplicate of a slice image is
+    trained on)."""
+    people = [e for e in entries if not e.auto]
+    train, held = _split_holdout(people, share, seed)
+    out = {_group(e) for e in held}
+    auto = [e for e in entries if e.auto]
+    return train + [e for e in auto if _group(e) not in out], held, [e for e in auto if _group(e) in out]
 
 
 def run_turn(
@@ -702,7 +721,7 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             )
             conflicts += res.conflicts
         entries = list(staging.entries())
-        train, held = _split_holdout(entries, config.holdout, config.seed + turn.number)
+        train, held, withheld = _route(entries, config.holdout, config.seed + turn.number)
         source = f"flywheel turn {turn.number}"
         added = train_ds.add_entries(
             [replace(e, version=0, supersedes=None) for e in train],
@@ -728,6 +747,7 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
     turn.conflicts = [c.describe() for c in conflicts]
     turn.trained_on = len(train)
     turn.held_out = len(held)
+    turn.withheld = len(withheld)
     turn.dataset_version = version
     turn.waiting_for = None
     turn.message = ""
@@ -741,7 +761,12 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
     say(
         f"turn {turn.number}: imported {len(entries)} labels ({human} from people, "
         f"{len(entries) - human} accepted from the model); {len(train)} to training (dataset version "
-        f"{version}), {len(held)} held out as the new slice"
+        f"{version}), {len(held)} of the people's held out as the new slice"
+        + (
+            f"; {len(withheld)} accepted from the model in the slice's groups left out of both"
+            if withheld
+            else ""
+        )
     )
     for text in turn.conflicts:
         say(f"turn {turn.number}: different labels for one image settled: {text}")
