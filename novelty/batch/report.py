@@ -17,6 +17,10 @@ so it can be mailed, archived or opened offline:
   nearest training images with their distances (a placeholder with the reason when a thumbnail is missing);
 - every unreadable input with its reason.
 
+Layers above add sections of their own (:class:`ReportSection`, e.g. the drift section of
+:mod:`novelty.drift.report`): markup and styles rendered by their own templates with
+:func:`section_environment`, shown after the counts; this module knows nothing of what they hold.
+
 :func:`report_from_files` reads the results with :func:`~novelty.batch.results.read_results` and the detector
 with :func:`novelty.artifact.read_artifact` (every file verified); it refuses a detector other than the one
 that scored the results (their ``detector_id``), and takes ``alpha`` from the results, never from elsewhere.
@@ -31,6 +35,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -54,11 +59,13 @@ from novelty.formatting import format_p_value
 
 __all__ = [
     "THUMBNAIL_SIZE",
+    "ReportSection",
     "build_report",
     "load_neighbor_thumbnail",
     "load_row_thumbnail",
     "read_rows",
     "report_from_files",
+    "section_environment",
 ]
 
 #: nearest training images shown per card
@@ -130,19 +137,20 @@ def _scorer_names(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 # --- the page ------------------------------------------------------------------------------------------
-def template_environment(package: str) -> Any:
-    """A Jinja2 environment over ``package``'s ``templates/`` folder: autoescaped, and every output passes
-    :func:`clean_text` and ``html.escape`` (quotes too, as attribute values need) unless it is ``Markup``."""
+def template_environment(package: str, *more: str) -> Any:
+    """A Jinja2 environment over ``package``'s ``templates/`` folder (then those of the packages ``more``):
+    autoescaped, and every output passes :func:`clean_text` and ``html.escape`` (quotes too, as attribute
+    values need) unless it is ``Markup``."""
     import html
 
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
     from markupsafe import Markup
 
     def finalize(value: Any) -> Any:
         return value if isinstance(value, Markup) else Markup(html.escape(clean_text(value), quote=True))
 
     return Environment(
-        loader=PackageLoader(package, "templates"),
+        loader=ChoiceLoader([PackageLoader(p, "templates") for p in (package, *more)]),
         autoescape=select_autoescape(["html", "html.j2"], default=True),
         finalize=finalize,
         trim_blocks=True,
@@ -151,12 +159,29 @@ def template_environment(package: str) -> Any:
     )
 
 
+def section_environment(package: str) -> Any:
+    """The environment a layer above renders its :class:`ReportSection` with: ``package``'s templates, then the
+    report's (for its macros: ``{% from "macros.html.j2" import img %}``), and the report's filters
+    (``num``, ``p``, ``short_id``, ``thousands``)."""
+    env = template_environment(package, "novelty.batch")
+    env.filters.update(num=fmt_number, p=format_p_value, short_id=_short_id, thousands=lambda n: f"{n:,}")
+    return env
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A section of the report rendered by a layer above (see :func:`section_environment`): its ``html``,
+    shown after the counts, and the ``css`` rules it needs beyond the report's, added to the page's style
+    sheet. Both are inserted as they are: render them with an autoescaped template."""
+
+    html: str
+    css: str = ""
+
+
 @cache
 def _template() -> Any:
-    """The report template (see :func:`template_environment`)."""
-    env = template_environment("novelty.batch")
-    env.filters.update(num=fmt_number, p=format_p_value, short_id=_short_id, thousands=lambda n: f"{n:,}")
-    return env.get_template("report.html.j2")
+    """The report template (see :func:`section_environment`)."""
+    return section_environment("novelty.batch").get_template("report.html.j2")
 
 
 def _card(
@@ -237,7 +262,7 @@ def build_report(
     load_thumbnail: Callable[[dict], bytes | None] | None = None,
     load_neighbor_thumbnail: Callable[[str], bytes | None] | None = None,
     detector_info: dict | None = None,
-    drift: Mapping[str, Any] | None = None,
+    sections: Sequence[ReportSection] = (),
 ) -> Path:
     """Write the HTML report of result ``rows`` to ``out_html`` (atomically) and return its path.
 
@@ -246,9 +271,11 @@ def build_report(
     detector's in-distribution calibration scores on the scale of the rows' ``score`` (the combined score
     when there are several scorers). ``load_thumbnail(row)`` / ``load_neighbor_thumbnail(train_id)`` return
     encoded image bytes (any format PIL reads) or ``None``; an exception or ``None`` shows a placeholder with
-    the reason. Defaults: :func:`load_row_thumbnail` and :func:`load_neighbor_thumbnail`. ``drift``: the data
-    of a drift section (:func:`novelty.drift.report.drift_context`), shown first when given.
+    the reason. Defaults: :func:`load_row_thumbnail` and :func:`load_neighbor_thumbnail`. ``sections``:
+    :class:`ReportSection` s of layers above (e.g. :func:`novelty.drift.report.render_section`), shown first.
     """
+    from markupsafe import Markup
+
     row_loader = load_thumbnail or load_row_thumbnail
     nb_loader = load_neighbor_thumbnail or thumbnails.load_neighbor_thumbnail
     rows = list(rows)
@@ -320,7 +347,7 @@ def build_report(
         cards=cards,
         not_shown=max(0, len(flagged) - len(top)),
         errors=error_rows,
-        drift=drift,
+        sections=[ReportSection(Markup(s.html), Markup(s.css)) for s in sections],
     )
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -389,14 +416,14 @@ def report_from_files(
     load_thumbnail: Callable[[dict], bytes | None] | None = None,
     load_neighbor_thumbnail: Callable[[str], bytes | None] | None = None,
     detector_info: dict | None = None,
-    drift: Mapping[str, Any] | None = None,
+    sections: Sequence[ReportSection] = (),
 ) -> Path:
     """Build the report of a results file (``.parquet`` / ``.csv`` / ``.jsonl``) written by ``novelty score``.
 
     ``alpha`` and flagging come from the results. ``detector_dir``: the detector that scored them (read
     verified; its calibration scores draw the reference histogram); a detector whose artifact id is not the
     results' ``detector_id`` raises :class:`~novelty.batch.errors.ReportMismatchError`. Several results files
-    (of one run each, by the same detector) make one report; ``drift``: see :func:`build_report`."""
+    (of one run each, by the same detector) make one report; ``sections``: see :func:`build_report`."""
     from novelty.artifact import read_artifact
 
     paths = [results_path] if isinstance(results_path, (str, os.PathLike)) else list(results_path)
@@ -434,5 +461,5 @@ def report_from_files(
         load_thumbnail=load_thumbnail,
         load_neighbor_thumbnail=load_neighbor_thumbnail,
         detector_info=info,
-        drift=drift,
+        sections=sections,
     )

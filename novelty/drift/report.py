@@ -2,10 +2,14 @@
 the clusters of novel images as galleries beside their nearest training images, drift by lag.
 
     write_report(analysis, "drift.html", detector_dir="detectors/cam1")    # the whole report + drift section
+    section = render_section(analysis)                                    # the section alone: markup and styles
     ctx = drift_context(analysis)                                         # the section's data, for the template
 
-The page is the batch report of :mod:`novelty.batch.report` (same template, autoescaped, self-contained) with
-this section added; thumbnails come from the images' files (a placeholder says why one is missing).
+The section is rendered from this package's ``templates/drift.html.j2`` with its styles in
+``templates/drift.css`` (autoescaped, with the batch report's filters and macros:
+:func:`novelty.batch.report.section_environment`); the page is the batch report of :mod:`novelty.batch.report`
+(self-contained) with this section added first. Thumbnails come from the images' files (a placeholder says why
+one is missing).
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from novelty.formatting import format_p_value
 
 if TYPE_CHECKING:
+    from novelty.batch.report import ReportSection
     from novelty.drift.analysis import DriftAnalysis
 
-__all__ = ["drift_context", "write_report"]
+__all__ = ["drift_context", "render_section", "write_report"]
 
 #: colours of the tests in the chart (colour-blind safe)
 COLOURS = {
@@ -240,6 +246,31 @@ def drift_context(
     }
 
 
+@cache
+def _templates() -> tuple[Any, str]:
+    """The section's template and its style sheet."""
+    from novelty.batch.report import section_environment
+
+    env = section_environment("novelty.drift")
+    return env.get_template("drift.html.j2"), env.get_template("drift.css").render()
+
+
+def render_section(
+    analysis: DriftAnalysis,
+    *,
+    load_thumbnail: Callable[[dict], bytes | None] | None = None,
+    load_neighbor_thumbnail: Callable[[str], bytes | None] | None = None,
+) -> ReportSection:
+    """The drift section of the report: its markup and the styles it needs (see the module docstring)."""
+    from novelty.batch.report import ReportSection
+
+    template, css = _templates()
+    ctx = drift_context(
+        analysis, load_thumbnail=load_thumbnail, load_neighbor_thumbnail=load_neighbor_thumbnail
+    )
+    return ReportSection(html=template.render(d=ctx), css=css)
+
+
 def write_report(
     analysis: DriftAnalysis,
     out_html: str | os.PathLike[str],
@@ -253,7 +284,7 @@ def write_report(
     """The batch report of the analysis' results files with the drift section (see the module docstring)."""
     from novelty.batch.report import report_from_files
 
-    ctx = drift_context(
+    section = render_section(
         analysis, load_thumbnail=load_thumbnail, load_neighbor_thumbnail=load_neighbor_thumbnail
     )
     names: Sequence[str] = analysis.results
@@ -267,5 +298,5 @@ def write_report(
         top_n=top_n,
         load_thumbnail=load_thumbnail,
         load_neighbor_thumbnail=load_neighbor_thumbnail,
-        drift=ctx,
+        sections=[section],
     )
