@@ -21,9 +21,9 @@ import threading
 import zipfile
 import zlib
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from novelty.batch.gzipreader import GzipReader
-from novelty.batch.items import InputItem
 from novelty.discovery import archive_kind
 from novelty.errors import (
     CorruptImageError,
@@ -32,6 +32,9 @@ from novelty.errors import (
     ImageTooLargeError,
     TruncatedImageError,
 )
+
+if TYPE_CHECKING:  # items reads members through this module
+    from novelty.batch.items import InputItem
 
 log = logging.getLogger(__name__)
 

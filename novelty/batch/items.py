@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from novelty.batch.archives import read_member
 from novelty.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -117,8 +118,6 @@ class InputItem:
             raise error_class(self.error_code)(self.key, self.error)
         if self.member is None:
             return read_file(self.key, self.path)
-        from novelty.batch.archives import read_member
-
         return read_member(self)
 
 
