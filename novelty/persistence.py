@@ -18,6 +18,7 @@ import os
 import platform
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -55,7 +56,7 @@ from novelty.trust import LEGACY_RULE, LOCAL_RULES, TrustCalibration
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector
 
-__all__ = ["load_detector", "save_detector"]
+__all__ = ["ArtifactSummary", "calibration_scores", "describe_artifact", "load_detector", "save_detector"]
 
 D = TypeVar("D", bound="NoveltyDetector")
 
@@ -334,6 +335,100 @@ def _read_trust(
             "indexed images"
         )
     return trust, None if correct is None else correct.astype(bool)
+
+
+# --- what a saved detector is, without loading it -------------------------------------------------------
+@dataclass(frozen=True)
+class ArtifactSummary:
+    """What a saved detector is, read from its verified manifest without loading the backbone, the index or the
+    head: the one reader of ``manifest.json`` besides :func:`load_detector` (the training record, the batch
+    report and the registry take it from here).
+
+    ``params``: the parameters that define training, in the shape of
+    :func:`novelty.flywheel.record.detector_params` (before its canonical-JSON pass)."""
+
+    artifact_id: str
+    params: dict[str, Any]
+    scorers: list[str]
+    classes: list[Any] | None
+    n_index: int | None
+    metric: str
+    created: str | None
+
+
+def _index_params(r: ManifestReader, idx: Mapping[str, Any]) -> dict[str, Any]:
+    """The index's constructor parameters as a saved manifest describes them (= ``index.get_params()``)."""
+    metric = r.get(idx, "metric", "str", where="index")
+    factory = r.get(idx, "factory", "str", where="index", default="Flat")
+    kind = r.get(idx, "kind", "str|null", where="index", default=None)
+    if kind is None:
+        return {"metric": metric, "factory": factory}
+    options = r.get(idx, "options", "dict", where="index", default={})
+    if kind == "custom":
+        return {"metric": metric, "factory": factory, **options}
+    if kind == "flat" and not options:
+        return {"metric": metric, "factory": "Flat"}
+    return {"metric": metric, "kind": kind, **options}
+
+
+def describe_artifact(art: Artifact) -> ArtifactSummary:
+    """The :class:`ArtifactSummary` of a verified artifact (:func:`~novelty.artifact.read_artifact`); a missing
+    key or a value of the wrong type raises :class:`~novelty.errors.ArtifactError` naming it."""
+    r = ManifestReader(str(art.root / "manifest.json"))
+    m = art.manifest
+    p = r.section(m, "params")
+    bb = r.section(m, "backbone")
+    idx = r.section(m, "index")
+    draft = r.get(p, "draft", "bool|null", where="params", default=None)
+    if draft is None:
+        draft = r.get(bb, "draft", "bool|null", where="backbone", default=None)
+    scorers = []
+    entries = r.get(m, "scorers", "list")
+    for i in range(len(entries)):
+        e = r.section(entries, i, where="scorers")
+        scorers.append(
+            {
+                "name": r.get(e, "name", "str", where=f"scorers[{i}]"),
+                "params": r.get(e, "params", "dict", where=f"scorers[{i}]"),
+            }
+        )
+    head = r.section(m, "head", optional=True)
+    params: dict[str, Any] = {
+        "backbone": r.get(p, "backbone", "str", where="params"),
+        "weights_fingerprint": r.get(bb, "fingerprint", "str", where="backbone"),
+        "draft": True if draft is None else draft,
+        "scorers": scorers,
+        "head": None if head is None else r.get(head, "params", "dict", where="head"),
+        "alpha": float(r.get(p, "alpha", "number", where="params")),
+        "calibration_fraction": float(r.get(p, "calibration_fraction", "number", where="params")),
+        "n_neighbors": r.get(p, "n_neighbors", "int", where="params"),
+        "seed": r.get(p, "seed", "int", where="params", default=0),
+        "index": _index_params(r, idx),
+    }
+    trust = r.section(m, "trust", optional=True)
+    if trust is not None:
+        params["trust"] = {
+            "rule": r.get(trust, "rule", "str", where="trust"),
+            "risk": float(r.get(trust, "risk", "number", where="trust")),
+            "delta": float(r.get(trust, "delta", "number", where="trust")),
+        }
+    classes = None if head is None else r.get(head, "classes", "list|null", where="head", default=None)
+    return ArtifactSummary(
+        artifact_id=art.artifact_id,
+        params=params,
+        scorers=[s["name"] for s in scorers],
+        classes=classes,
+        n_index=r.get(idx, "n", "int|null", where="index", default=None),
+        metric=params["index"]["metric"],
+        created=r.get(m, "created", "str|null", default=None),
+    )
+
+
+def calibration_scores(art: Artifact) -> np.ndarray:
+    """The combined calibration scores of a verified artifact (the reference the p-values count against)."""
+    r = ManifestReader(str(art.root / "manifest.json"))
+    calibrator, _ = _read_calibration(art, r, describe_artifact(art).scorers)
+    return np.asarray(calibrator.combined_scores(calibrator.raw_), dtype=np.float64)
 
 
 def load_detector(

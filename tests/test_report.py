@@ -324,11 +324,17 @@ def _detector_dir(path: Path, cal: dict[str, np.ndarray], alpha: float) -> tuple
     manifest = {
         "format": "novelty-detector",
         "format_version": 1,
-        "params": {"backbone": "tf_efficientnet_lite0", "alpha": alpha},
+        "params": {
+            "backbone": "tf_efficientnet_lite0",
+            "alpha": alpha,
+            "calibration_fraction": 0.3,
+            "n_neighbors": 5,
+        },
+        "backbone": {"fingerprint": "0" * 64},
         "index": {"n": 400, "metric": "cosine"},
-        "scorers": [{"name": k} for k in cal],
+        "scorers": [{"name": k, "params": {}} for k in cal],
         "calibration": {"file": "calibration.safetensors", "n": 200},
-        "head": {"classes": ["dry", "wet"]},
+        "head": {"classes": ["dry", "wet"], "params": {}},
         "files": {name: sha256_bytes(data) for name, data in files.items()},
     }
     data = json.dumps(manifest).encode()

@@ -373,36 +373,25 @@ def _run_value(rows: Sequence[Mapping[str, Any]], column: str, path: Any) -> Any
     return next(iter(values), None)
 
 
-def _calibration_from_artifact(art: Any) -> np.ndarray:
-    from novelty.calibration import MultiScorerCalibrator
-
-    m = art.manifest
-    names = [str(s.get("name")) for s in m.get("scorers") or [] if isinstance(s, dict)]
-    cal_file = (m.get("calibration") or {}).get("file") or "calibration.safetensors"
-    calibrator = MultiScorerCalibrator.from_state(names, art.arrays(cal_file))
-    return np.asarray(calibrator.combined_scores(calibrator.raw_), dtype=np.float64)
-
-
 def _detector_summary(root: Path, art: Any, n_cal: int) -> dict[str, Any]:
-    m = art.manifest
-    params = m.get("params") or {}
-    info: dict[str, Any] = {"detector": str(root), "artifact id": art.artifact_id}
-    if params.get("backbone"):
-        info["backbone"] = params["backbone"]
-    scorers = [s.get("name") for s in m.get("scorers") or [] if isinstance(s, dict)]
-    if scorers:
-        info["scorers"] = ", ".join(str(s) for s in scorers)
-        if len(scorers) > 1:
-            info["combined score"] = "mean of the scorers' robust z-scores"
-    index = m.get("index") or {}
-    if "n" in index:
-        info["training images (index)"] = f"{index['n']:,} ({index.get('metric', '?')})"
+    from novelty.persistence import describe_artifact
+
+    d = describe_artifact(art)
+    info: dict[str, Any] = {
+        "detector": str(root),
+        "artifact id": d.artifact_id,
+        "backbone": d.params["backbone"],
+    }
+    info["scorers"] = ", ".join(d.scorers)
+    if len(d.scorers) > 1:
+        info["combined score"] = "mean of the scorers' robust z-scores"
+    if d.n_index is not None:
+        info["training images (index)"] = f"{d.n_index:,} ({d.metric})"
     info["calibration images"] = f"{n_cal:,}"
-    head = m.get("head")
-    if isinstance(head, dict) and head.get("classes"):
-        info["condition head"] = "classes " + ", ".join(str(c) for c in head["classes"])
-    if m.get("created"):
-        info["created"] = m["created"]
+    if d.classes:
+        info["condition head"] = "classes " + ", ".join(str(c) for c in d.classes)
+    if d.created:
+        info["created"] = d.created
     return info
 
 
@@ -425,6 +414,7 @@ def report_from_files(
     results' ``detector_id`` raises :class:`~novelty.batch.errors.ReportMismatchError`. Several results files
     (of one run each, by the same detector) make one report; ``sections``: see :func:`build_report`."""
     from novelty.artifact import read_artifact
+    from novelty.persistence import calibration_scores, describe_artifact
 
     paths = [results_path] if isinstance(results_path, (str, os.PathLike)) else list(results_path)
     rows = []
@@ -444,8 +434,8 @@ def report_from_files(
                 "or leave --detector out for a report without calibration scores"
             )
         if alpha is None:  # no rows: the detector's own level
-            alpha = (art.manifest.get("params") or {}).get("alpha")
-        cal = _calibration_from_artifact(art)
+            alpha = describe_artifact(art).params["alpha"]
+        cal = calibration_scores(art)
         info = _detector_summary(Path(detector_dir), art, int(cal.size))
     info["results"] = str(results_path)
     info["alpha (of the run)"] = "—" if alpha is None else f"{alpha:g}"

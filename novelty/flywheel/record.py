@@ -166,68 +166,16 @@ def detector_params(detector: NoveltyDetector) -> dict[str, Any]:
     return json.loads(canonical_json(params))  # plain JSON: lists for tuples, checked serialisable
 
 
-def _index_params(r: Any, idx: Mapping[str, Any]) -> dict[str, Any]:
-    """The index's constructor parameters as a saved manifest describes them (= ``index.get_params()``)."""
-    metric = r.get(idx, "metric", "str", where="index")
-    factory = r.get(idx, "factory", "str", where="index", default="Flat")
-    kind = r.get(idx, "kind", "str|null", where="index", default=None)
-    if kind is None:
-        return {"metric": metric, "factory": factory}
-    options = r.get(idx, "options", "dict", where="index", default={})
-    if kind == "custom":
-        return {"metric": metric, "factory": factory, **options}
-    if kind == "flat" and not options:
-        return {"metric": metric, "factory": "Flat"}
-    return {"metric": metric, "kind": kind, **options}
-
-
 def params_from_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
     """The parameters of a saved detector (read from its verified manifest) and its artifact id.
 
-    Equal to :func:`detector_params` of the loaded detector, without loading the backbone."""
+    Equal to :func:`detector_params` of the loaded detector, without loading the backbone
+    (:func:`novelty.persistence.describe_artifact`)."""
     from novelty.artifact import read_artifact
-    from novelty.manifest import ManifestReader
+    from novelty.persistence import describe_artifact
 
-    art = read_artifact(path)
-    r = ManifestReader(str(art.root / "manifest.json"))
-    m = art.manifest
-    p = r.section(m, "params")
-    bb = r.section(m, "backbone")
-    idx = r.section(m, "index")
-    draft = r.get(p, "draft", "bool|null", where="params", default=None)
-    if draft is None:
-        draft = r.get(bb, "draft", "bool|null", where="backbone", default=None)
-    scorers = []
-    entries = r.get(m, "scorers", "list")
-    for i in range(len(entries)):
-        e = r.section(entries, i, where="scorers")
-        scorers.append(
-            {
-                "name": r.get(e, "name", "str", where=f"scorers[{i}]"),
-                "params": r.get(e, "params", "dict", where=f"scorers[{i}]"),
-            }
-        )
-    head = r.section(m, "head", optional=True)
-    params = {
-        "backbone": r.get(p, "backbone", "str", where="params"),
-        "weights_fingerprint": r.get(bb, "fingerprint", "str", where="backbone"),
-        "draft": True if draft is None else draft,
-        "scorers": scorers,
-        "head": None if head is None else r.get(head, "params", "dict", where="head"),
-        "alpha": float(r.get(p, "alpha", "number", where="params")),
-        "calibration_fraction": float(r.get(p, "calibration_fraction", "number", where="params")),
-        "n_neighbors": r.get(p, "n_neighbors", "int", where="params"),
-        "seed": r.get(p, "seed", "int", where="params", default=0),
-        "index": _index_params(r, idx),
-    }
-    trust = r.section(m, "trust", optional=True)
-    if trust is not None:
-        params["trust"] = {
-            "rule": r.get(trust, "rule", "str", where="trust"),
-            "risk": float(r.get(trust, "risk", "number", where="trust")),
-            "delta": float(r.get(trust, "delta", "number", where="trust")),
-        }
-    return json.loads(canonical_json(params)), art.artifact_id
+    summary = describe_artifact(read_artifact(path))
+    return json.loads(canonical_json(summary.params)), summary.artifact_id
 
 
 def check_params(params: Any, source: str = "params") -> dict[str, Any]:
