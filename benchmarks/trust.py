@@ -86,7 +86,7 @@ class Outputs:
     def __init__(self, det: Any, x: np.ndarray, y: np.ndarray):
         from novelty.trust import LOCAL_K, class_indices, local_accuracy, search
 
-        st = det._fitted
+        st = det.state_
         raw = {s.name: s.score(x) for s in st.scorers}
         self.score = st.calibrator.combined_scores(raw)
         self.proba = st.head.predict_proba(x)

@@ -476,6 +476,19 @@ class NoveltyDetector:
         self._fitted = state
 
     @property
+    def state_(self) -> FittedState:
+        """The fitted state — index, scorers, calibration, head, trust decision, ids — as one immutable value:
+        what saving and incremental updates read (raises :class:`NotFittedError` before a fit)."""
+        return self._require_fitted()
+
+    def set_state(self, state: FittedState) -> None:
+        """Install a fitted state built elsewhere (loading an artifact, an incremental update): every part at
+        once, as :meth:`fit` swaps them in."""
+        if not isinstance(state, FittedState):
+            raise InvalidInputError(f"state must be a novelty.parts.FittedState, got {type(state).__name__}")
+        self._set_fitted(state)
+
+    @property
     def index_(self) -> EmbeddingIndex:
         return self._require_fitted().index
 

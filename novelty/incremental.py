@@ -49,7 +49,7 @@ def update_training_set(
     """Add ``add`` (embeddings of new training images, ids ``add_ids``), remove the training images
     ``remove_ids`` (ids as in ``detector.train_ids_``), refit the index-based scorers and recalibrate on
     ``calibration`` (held-out in-distribution embeddings). Returns ``detector``, updated in place."""
-    st = detector._require_fitted()
+    st = detector.state_
     if any(getattr(s, "input_kind", "embeddings") == "patches" for s in st.scorers):
         raise InvalidInputError("update_training_set does not support patch scorers; refit the detector")
     x_add = None if add is None else as_embeddings(add, st.dim, name="added embeddings")
@@ -116,7 +116,7 @@ def update_training_set(
             stacklevel=2,
         )
     calibrator = MultiScorerCalibrator().fit({s.name: s.score(cal) for s in scorers})
-    detector._set_fitted(
+    detector.set_state(
         replace(
             st,
             index=index,

@@ -73,7 +73,7 @@ def _plain_json(value: Any, what: str) -> None:
 
 def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifact:
     """Write ``det`` (fitted) as a verified, pickle-free artifact directory, atomically."""
-    st = det._require_fitted()
+    st = det.state_
     import faiss
     import timm
     import torch
@@ -514,7 +514,7 @@ def load_detector(
                 else {}
             ),
         )
-    det._set_fitted(
+    det.set_state(
         FittedState(
             index=index,
             scorers=tuple(scorers),

@@ -55,7 +55,7 @@ def test_add_remove_then_scores_match_the_new_training_set(index: str) -> None:
 def test_bad_updates_leave_the_detector_unchanged() -> None:
     x = clustered(600, 0)
     det = NoveltyDetector(scorers=("knn",)).fit_embeddings(x, ids=[f"a{i}" for i in range(600)])
-    before = det._fitted
+    before = det.state_
     cal = clustered(100, 2)
     with pytest.raises(InvalidInputError, match="not training images"):
         update_training_set(det, remove_ids=["nope"], calibration=cal)
@@ -71,7 +71,7 @@ def test_bad_updates_leave_the_detector_unchanged() -> None:
             calibration=cal[:50],
             calibration_ids=["n"] + [f"c{i}" for i in range(49)],
         )
-    assert det._fitted is before
+    assert det.state_ is before
 
 
 def test_scorers_that_do_not_read_the_index_warn() -> None:

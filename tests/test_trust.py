@@ -289,7 +289,7 @@ def test_the_local_rule_cross_fits_and_round_trips(labelled, embedder, tmp_path)
         head={"max_epochs": 10},
         trust="confidence+local-accuracy",
     ).fit_embeddings(x, y)
-    st = det._require_fitted()
+    st = det.state_
     assert st.train_correct is not None and st.train_correct.shape == (st.index.ntotal,)
     r = det.score_embeddings(test)
     assert np.all(r.competence <= r.probabilities.max(axis=1) + 1e-12)  # the smaller of the two
