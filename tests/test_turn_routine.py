@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from novelty.errors import InvalidInputError
 from novelty.fileio import sha256_bytes, sha256_file
 from novelty.flywheel.dataset import Dataset, Entry
 from novelty.flywheel.pools import Pool
@@ -352,3 +353,149 @@ def test_a_turn_takes_a_persons_label_over_the_models_label_in_the_training_set(
     assert (label.label, label.labeller) == ("dry", "human:ann")
     assert len(turn.conflicts) == 1 and "human over auto" in turn.conflicts[0]
     assert any("settled" in m and "human over auto" in m for m in said)
+
+
+# --- 4. a stalled turn: retried, aborted, or moved on -----------------------------------------------------------
+@pytest.fixture
+def later_stages(monkeypatch):
+    """The stages after the import stand in for themselves: a challenger registered, compared, not passing."""
+    import novelty.flywheel.turn as T
+
+    def retrain(config, registry, turn, say):
+        turn.challenger, turn.stage = "0002", "retrained"
+
+    def compare(config, registry, turn, say):
+        turn.passed, turn.stage = False, "compared"
+
+    monkeypatch.setattr(T, "_retrain", retrain)
+    monkeypatch.setattr(T, "_compare", compare)
+
+
+def _people_labels(cfg_path: Path, people: list[Path], labels: dict[int, str] | None = None) -> None:
+    labels = labels or {}
+    _csv(
+        cfg_path.parent / "turns" / "0001" / "labels.csv",
+        ["id", "label", "group", "labeller"],
+        [[p.stem, labels.get(i, "dry"), f"g{i}", "ann"] for i, p in enumerate(people)],
+    )
+
+
+def test_a_failed_import_is_recorded_shown_and_retried(exported, later_stages, capsys):
+    from novelty.cli import main
+    from novelty.flywheel.labelimport import LabelImportError
+    from novelty.flywheel.turn import Turn
+
+    cfg_path, people, _ = exported
+    d = cfg_path.parent / "turns" / "0001"
+    _people_labels(cfg_path, people, {0: "fog"})
+    with pytest.raises(LabelImportError, match="fog"):
+        run_turn(load_config(cfg_path))
+    turn = Turn.load(d)
+    assert turn.stage == "exported" and turn.error["stage"] == "import" and "fog" in turn.error["message"]
+    assert not (d / "labels").exists()
+    assert main(["flywheel", "status", "--config", str(cfg_path)]) == 0
+    out = capsys.readouterr().out
+    assert "import failed:" in out and "unknown class 'fog'" in out
+    assert f"novelty flywheel run --config {cfg_path} --retry" in out and "--abort" in out
+    _people_labels(cfg_path, people)  # fixed
+    assert main(["flywheel", "run", "--config", str(cfg_path), "--retry"]) == 0
+    turn = Turn.load(d)
+    assert turn.stage == "rejected" and turn.error is None and turn.labels_bought == 6
+    assert (d / "labels" / "dataset.json").is_file() and not (d / "labels.staging").exists()
+    assert "retrying import" in capsys.readouterr().err
+
+
+def test_what_a_failed_import_left_is_never_in_the_way(exported, later_stages):
+    """The people's labels are staged, then the training set refuses them (ann and bob disagree about one
+    image); the labels file is corrected and the conflict settled: the next run must not read the old staging."""
+    cfg_path, people, _ = exported
+    root = cfg_path.parent
+    Dataset.open(root / "train").add(
+        [_entry(people[1], sha256_file(people[1]), "wet", labeller="human:bob", time="2026-01-01T00:00:00Z")],
+        source="bob",
+    )
+    _config(root, label="holdout = 0.0\n")
+    _people_labels(cfg_path, people)
+    with pytest.raises(InvalidInputError, match="conflicting labels"):
+        run_turn(load_config(cfg_path))
+    _people_labels(cfg_path, people, {2: "wet"})  # ann corrects one of hers
+    _config(root, label="holdout = 0.0\non_conflict = 'skip'\n")  # and bob's label stands
+    turn = run_turn(load_config(cfg_path))
+    assert turn.stage == "rejected" and turn.error is None
+    standing = {e.sha256: e.label for e in Dataset.open(root / "train").entries()}
+    assert standing[sha256_file(people[2])] == "wet" and standing[sha256_file(people[1])] == "wet"
+    assert len(turn.conflicts) == 1 and "human:bob" in turn.conflicts[0]
+    assert {e.sha256: e.label for e in Dataset.open(root / "turns" / "0001" / "labels").entries()}[
+        sha256_file(people[2])
+    ] == "wet"
+
+
+def test_skip_import_goes_on_with_the_labels_accepted_from_the_model(exported, later_stages):
+    cfg_path, _, auto = exported
+    (cfg_path.parent / "turns" / "0001" / "labels.csv").unlink()  # the people's labels never came
+    turn = run_turn(load_config(cfg_path))
+    assert turn.stage == "waiting-for-labels"
+    turn = run_turn(load_config(cfg_path), skip_stage="import")
+    assert turn.stage == "rejected" and turn.skipped == ["import"]
+    assert turn.labels_bought == 0 and turn.trained_on == 6 and turn.held_out == 0
+    trained = [e for e in Dataset.open(cfg_path.parent / "train").entries() if e.version > 1]
+    assert sorted(e.path for e in trained) == sorted(str(p) for p in auto) and all(e.auto for e in trained)
+
+
+def test_refused_retries_and_skips_say_why(exported, capsys):
+    from novelty.cli import main
+    from novelty.flywheel.turn import Turn, TurnActionError
+
+    cfg_path, _, _ = exported
+    cfg = load_config(cfg_path)
+    with pytest.raises(TurnActionError, match="nothing failed in turn 1"):
+        run_turn(cfg, retry=True)
+    with pytest.raises(TurnActionError, match="its next stage is import"):
+        run_turn(cfg, skip_stage="retrain")
+    d = cfg.workdir / "0001"
+    turn = Turn.load(d)
+    for stage, why in [
+        ("retrain", "without a challenger there is nothing to compare"),
+        ("compare", "promoted only on a recorded comparison"),
+    ]:
+        turn.stage = {"retrain": "imported", "compare": "retrained"}[stage]
+        turn.save()
+        args = ["flywheel", "run", "--config", str(cfg_path), "--skip-stage", stage]
+        assert main(args) == 2
+        assert why in capsys.readouterr().err
+    turn.stage, turn.passed = "compared", True
+    turn.save()
+    turn = run_turn(cfg, skip_stage="promote")  # the gate passed; the operator keeps the champion
+    assert turn.stage == "rejected" and "promotion skipped" in turn.reasons[-1]
+    with pytest.raises(TurnActionError, match="no unfinished turn"):
+        run_turn(cfg, retry=True)
+
+
+def test_abort_ends_the_turn_and_the_next_run_starts_a_new_one(exported, champion_dir, monkeypatch, capsys):
+    import novelty.flywheel.turn as T
+    from novelty.cli import main
+    from novelty.flywheel.registry import Registry
+
+    cfg_path, _, _ = exported
+    root = cfg_path.parent
+    reg = Registry.open(root / "registry")
+    reg.promote(reg.register(champion_dir, note="first"), force=True, reason="test")
+    args = ["flywheel", "run", "--config", str(cfg_path)]
+    assert main([*args, "--abort", "--reason", "the labelling firm went away"]) == 0
+    turn = T.Turn.load(root / "turns" / "0001")
+    assert turn.stage == "aborted" and turn.aborted_at == "exported"
+    assert turn.message == "the labelling firm went away"
+    log = [json.loads(x) for x in (root / "turns" / "turns.jsonl").read_text().splitlines()]
+    assert [(x["turn"], x["stage"]) for x in log] == [(1, "aborted")]
+    assert main([*args, "--abort"]) == 2 and "no unfinished turn" in capsys.readouterr().err
+    assert main(["flywheel", "status", "--config", str(cfg_path)]) == 0
+    assert "starts turn 2" in capsys.readouterr().out
+
+    def select(config, registry, turn, say):
+        raise OSError("the sources are offline")
+
+    monkeypatch.setattr(T, "_select", select)
+    with pytest.raises(OSError):
+        run_turn(load_config(cfg_path))
+    turn = T.Turn.load(root / "turns" / "0002")
+    assert turn.stage == "started" and turn.error["stage"] == "select"

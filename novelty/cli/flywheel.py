@@ -1,5 +1,7 @@
-"""``novelty flywheel run --config flywheel.toml``: one turn of the flywheel as far as it goes without a human;
-``novelty flywheel status --config …``: the turns so far, their labels, compute and cost."""
+"""``novelty flywheel run --config flywheel.toml``: one turn of the flywheel as far as it goes without a human
+(``--retry`` a failed stage, ``--abort`` the turn, ``--skip-stage STAGE`` where that is safe);
+``novelty flywheel status --config …``: the turns so far, their labels, compute and cost, the last error and
+the command to run next."""
 
 from __future__ import annotations
 
@@ -33,9 +35,10 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         help="advance the current turn (or start the next one)",
         description=(turn.__doc__ or "").split("The config (TOML")[0].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit codes: 0 the turn is finished (promoted or rejected), 4 it waits for labels from people, "
-        "1 an error, 2 bad arguments. The config format: `python -c 'import novelty.flywheel.turn as t; "
-        "print(t.__doc__)'` or the README.",
+        epilog="exit codes: 0 the turn is finished (promoted, rejected or aborted), 4 it waits for labels from "
+        "people, 1 an error (recorded in turn.json; `novelty flywheel status` shows it and what to run next), "
+        "2 bad arguments or a --retry/--abort/--skip-stage that does not apply. The config format: "
+        "`python -c 'import novelty.flywheel.turn as t; print(t.__doc__)'` or the README.",
     )
     r.add_argument("--config", required=True, metavar="TOML", help="the flywheel config (see the README)")
     r.add_argument(
@@ -44,6 +47,26 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         help="only advance an unfinished turn; do not start a new one when the last is finished",
     )
     r.add_argument("--json", action="store_true", help="print the turn's state as JSON on stdout")
+    way = r.add_mutually_exclusive_group()
+    way.add_argument(
+        "--retry",
+        action="store_true",
+        help="run the stage that failed again, from its start (what it left half-done is cleared)",
+    )
+    way.add_argument(
+        "--abort",
+        action="store_true",
+        help="end the current turn where it stands (recorded as aborted); the next run starts a new turn",
+    )
+    way.add_argument(
+        "--skip-stage",
+        metavar="STAGE",
+        choices=tuple(dict.fromkeys(turn.ACTIONS.values())),
+        help="go on without the turn's next stage where that is safe: import (do not wait for the people's "
+        "labels; only those accepted from the model are imported) or promote (end the turn rejected, the "
+        "champion stays); the others are refused with the reason",
+    )
+    r.add_argument("--reason", default="", help="with --abort: why, kept in turn.json and turns.jsonl")
     s = verbs.add_parser("status", help="the turns so far: stage, labels bought, compute, cost")
     s.add_argument("--config", required=True, metavar="TOML")
     s.add_argument("--json", action="store_true", help="as JSON lines")
@@ -51,7 +74,15 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
 
 def run(args: argparse.Namespace) -> int:
     from novelty.cli import UsageError
-    from novelty.flywheel.turn import FlywheelConfigError, load_config, run_turn, turn_history
+    from novelty.flywheel.turn import (
+        FlywheelConfigError,
+        TurnActionError,
+        abort_turn,
+        load_config,
+        next_step,
+        run_turn,
+        turn_history,
+    )
 
     if args.flywheel_command is None:
         raise UsageError("give an action: run or status (see novelty flywheel --help)")
@@ -66,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps({**t.to_json(), "cost": t.cost(config)}))
             return 0
         if not turns:
-            print(f"no turn yet in {config.workdir}")
+            print(f"no turn yet in {config.workdir}; {next_step(config, None)}")
             return 0
         print(
             f"{'turn':>4}  {'stage':<19} {'champ':>5} {'chall':>5} {'sel':>4} {'human':>5} {'auto':>4}  "
@@ -79,12 +110,29 @@ def run(args: argparse.Namespace) -> int:
                 f"{t.labels_bought:>5} {t.auto_accepted:>4}  {c['compute_s']:>7.1f}s  "
                 f"{c['total_cost']:.2f} {c['currency']}"
             )
+        last = turns[-1]
+        print(f"turn {last.number}: {next_step(config, last)}")
         return 0
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    t = run_turn(config, say=say, new_turn=not args.no_new_turn)
+    if args.reason and not args.abort:
+        raise UsageError("--reason goes with --abort")
+    try:
+        if args.abort:
+            t = abort_turn(config, reason=args.reason, say=say)
+        else:
+            t = run_turn(
+                config, say=say, new_turn=not args.no_new_turn, retry=args.retry, skip_stage=args.skip_stage
+            )
+    except TurnActionError as e:
+        raise UsageError(str(e)) from None
+    except Exception:
+        failed = turn_history(config)
+        if failed and failed[-1].error is not None:
+            print(f"turn {failed[-1].number}: {next_step(config, failed[-1])}", file=sys.stderr)
+        raise
     if args.json:
         print(json.dumps({**t.to_json(), "cost": t.cost(config)}, indent=2))
     else:

@@ -30,6 +30,17 @@ turn stopped anywhere (a crash, a kill, a missing labels file) is picked up wher
 7. **promoted** or **rejected**: a passing challenger becomes the champion (a service that serves
    ``REGISTRY/champion`` reloads by itself); a failing one stays registered for inspection.
 
+A stage that fails leaves the turn where it stood and records the failure in ``turn.json`` (``error``: the
+stage, the message, the time); ``novelty flywheel status`` shows it with the command to run next. The next run
+tries the stage again; ``novelty flywheel run --retry`` does so explicitly, first clearing what the failed
+stage left half-done (the import stages its labels in a folder of its own, ``labels.staging/``, renamed to
+``labels/`` when complete, and rebuilt on every try, so a failed import is never in the way);
+``--abort [--reason TEXT]`` ends the turn (stage ``aborted``, logged; the next run starts a new turn); and
+``--skip-stage STAGE`` goes on without the next stage where that is safe: ``import`` (stop waiting for the
+people's labels and import only those accepted from the model) and ``promote`` (end the turn rejected); the
+others are refused with the reason (a turn without a selection, an export, a challenger or a comparison has
+nothing sound to go on with).
+
 Each turn also appends a line to ``WORKDIR/turns.jsonl``: labels bought (human) and accepted automatically,
 the candidates left out as labelled already, the compute seconds of each stage, and their cost at the prices
 of ``[cost]``.
@@ -115,11 +126,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("novelty.flywheel")
 
 __all__ = [
+    "ACTIONS",
     "STAGES",
     "FlywheelConfig",
     "FlywheelConfigError",
     "Turn",
+    "TurnActionError",
+    "abort_turn",
     "load_config",
+    "next_step",
     "run_turn",
     "turn_history",
 ]
@@ -133,15 +148,41 @@ STAGES = (
     "compared",
     "promoted",
     "rejected",
+    "aborted",
 )
-FINAL = ("promoted", "rejected")
+FINAL = ("promoted", "rejected", "aborted")
 WAITING = "waiting-for-labels"
+#: what a turn does next from each unfinished state, by the name an operator uses (``--skip-stage``, the
+#: ``error`` of ``turn.json``)
+ACTIONS: dict[str, str] = {
+    "started": "select",
+    "selected": "export",
+    "exported": "import",
+    WAITING: "import",
+    "imported": "retrain",
+    "retrained": "compare",
+    "compared": "promote",
+}
+#: why a stage cannot be skipped (``--skip-stage``); the others: :func:`_skip`
+NOT_SKIPPABLE: dict[str, str] = {
+    "select": "a turn without a selection has nothing to label; end it with --abort",
+    "export": "people cannot label what was not exported; end the turn with --abort",
+    "retrain": "without a challenger there is nothing to compare or promote; end the turn with --abort",
+    "compare": "a challenger is promoted only on a recorded comparison; --skip-stage promote keeps the "
+    "champion (`novelty promote --force --reason` overrides the gate, recorded)",
+}
 TURN_FILE = "turn.json"
 LOG_FILE = "turns.jsonl"
+STAGING = "labels"  # the turn's own dataset of the labels it imported (WORKDIR/NNNN/labels/)
+STAGING_TMP = "labels.staging"  # where it is built, renamed to STAGING when complete
 
 
 class FlywheelConfigError(InvalidInputError):
     """A flywheel config that cannot work (missing key, wrong type, unknown value)."""
+
+
+class TurnActionError(InvalidInputError):
+    """A retry, abort or skip that does not apply to the turn as it stands (the message says why)."""
 
 
 # --- the config -----------------------------------------------------------------------------------------
@@ -432,6 +473,9 @@ class Turn:
     compute_s: dict[str, float] = field(default_factory=dict)
     waiting_for: str | None = None
     message: str = ""
+    error: dict[str, Any] | None = None  # the last failure: {"stage", "message", "at"}; None once it passed
+    skipped: list[str] = field(default_factory=list)  # stages skipped (--skip-stage)
+    aborted_at: str | None = None  # the stage an aborted turn stood at
 
     @property
     def done(self) -> bool:
@@ -537,10 +581,20 @@ def run_turn(
     *,
     say: Callable[[str], None] | None = None,
     new_turn: bool = True,
+    retry: bool = False,
+    skip_stage: str | None = None,
 ) -> Turn:
     """Advance the current turn as far as it goes (or start a new one when the last is finished and
     ``new_turn``); returns the turn's state. Never waits for a human: a missing labels file leaves the turn at
-    ``waiting-for-labels``."""
+    ``waiting-for-labels``.
+
+    A stage that fails leaves the turn where it stood, with the failure in ``turn.json`` (``error``: the stage,
+    the message, the time; :func:`next_step` says what to run); the exception is raised again. The next run
+    tries that stage again; ``retry=True`` says so explicitly (refused when nothing failed) and first clears
+    what the failed stage left half-done. ``skip_stage``: go on without the next stage, where that is safe
+    (``"import"``: the people's labels are not waited for, only the automatic ones are imported;
+    ``"promote"``: the turn ends rejected, the champion stays); a stage that cannot be skipped, or is not the
+    next one, is refused with the reason (:class:`TurnActionError`). :func:`abort_turn` ends a turn."""
     from novelty.flywheel.registry import Registry
 
     say = say or (lambda msg: log.info("%s", msg))
@@ -548,6 +602,22 @@ def run_turn(
     config.workdir.mkdir(parents=True, exist_ok=True)
     dirs = _turn_dirs(config.workdir)
     turn = Turn.load(dirs[-1]) if dirs else None
+    if retry or skip_stage is not None:
+        what = "--retry" if retry else f"--skip-stage {skip_stage}"
+        if turn is None or turn.done:
+            raise TurnActionError(
+                f"{what}: no unfinished turn"
+                + ("" if turn is None else f" (turn {turn.number} is {turn.stage})")
+                + "; run without it to start the next turn"
+            )
+        if retry:
+            _retry(turn, say)
+        if skip_stage is not None:
+            _skip(turn, skip_stage, say)
+        turn.save()
+        if turn.done:  # skipping the promotion ends the turn
+            _log_turn(config, turn)
+            return turn
     if turn is None or turn.done:
         if not new_turn:
             if turn is None:
@@ -570,13 +640,121 @@ def run_turn(
     }
     while not turn.done:
         before = turn.stage
-        steps[turn.stage](config, registry, turn, say)
+        try:
+            steps[turn.stage](config, registry, turn, say)
+        except Exception as e:  # recorded for `flywheel status`, then raised as it was
+            turn.error = {"stage": ACTIONS[before], "message": str(e) or type(e).__name__, "at": _now()}
+            turn.stage = before
+            turn.save()
+            raise
+        turn.error = None
         turn.save()
         if turn.stage in (before, WAITING):
             break
     if turn.done:
         _log_turn(config, turn)
     return turn
+
+
+def _retry(turn: Turn, say: Callable[[str], None]) -> None:
+    """Clear the failure of ``turn`` and what its stage left half-done (a partial export, the import's
+    staging), so that the next step runs the stage again from its start."""
+    import shutil
+
+    if turn.error is None:
+        raise TurnActionError(
+            f"--retry: nothing failed in turn {turn.number} (it is {turn.stage}, next: "
+            f"{ACTIONS[turn.stage]}); run without --retry to go on"
+        )
+    stage = turn.error.get("stage")
+    for name in {"export": ("export",), "import": (STAGING, STAGING_TMP)}.get(str(stage), ()):
+        if (turn.dir / name).is_dir():
+            shutil.rmtree(turn.dir / name)
+    say(
+        f"turn {turn.number}: retrying {stage} (it failed at {turn.error.get('at')}: {turn.error.get('message')})"
+    )
+    turn.error = None
+
+
+def _skip(turn: Turn, stage: str, say: Callable[[str], None]) -> None:
+    """Go on without ``stage`` where that is safe (see :func:`run_turn`), or :class:`TurnActionError` naming why
+    not."""
+    nxt = ACTIONS[turn.stage]
+    if stage not in ACTIONS.values():
+        raise TurnActionError(
+            f"--skip-stage {stage}: no such stage; the stages are {', '.join(dict.fromkeys(ACTIONS.values()))}"
+        )
+    if stage != nxt:
+        raise TurnActionError(
+            f"--skip-stage {stage}: turn {turn.number} is {turn.stage}; its next stage is {nxt}"
+        )
+    if stage in NOT_SKIPPABLE:
+        raise TurnActionError(f"--skip-stage {stage} refused: {NOT_SKIPPABLE[stage]}")
+    if stage == "import" and turn.auto_accepted == 0:
+        raise TurnActionError(
+            "--skip-stage import refused: without the people's labels this turn has none at all (nothing was "
+            "accepted from the model), and a retrain on the same data learns nothing; end it with --abort"
+        )
+    turn.skipped.append(stage)
+    turn.error = None
+    if stage == "promote":
+        turn.stage = "rejected"
+        turn.reasons = [*turn.reasons, "promotion skipped (--skip-stage promote)"]
+        say(f"turn {turn.number}: promotion skipped; the champion stays {turn.champion}")
+    else:
+        say(
+            f"turn {turn.number}: going on without the people's labels: only the {turn.auto_accepted} accepted from the model are imported"
+        )
+
+
+def abort_turn(config: FlywheelConfig, *, reason: str = "", say: Callable[[str], None] | None = None) -> Turn:
+    """End the current turn where it stands (stage ``"aborted"``, recorded in ``turn.json`` and
+    ``turns.jsonl``); the next run starts a new turn. Labels already imported stay in the datasets and a
+    registered challenger stays registered. :class:`TurnActionError` when no turn is unfinished."""
+    say = say or (lambda msg: log.info("%s", msg))
+    dirs = _turn_dirs(config.workdir)
+    turn = Turn.load(dirs[-1]) if dirs else None
+    if turn is None or turn.done:
+        raise TurnActionError(
+            "--abort: no unfinished turn" + ("" if turn is None else f" (turn {turn.number} is {turn.stage})")
+        )
+    turn.aborted_at = turn.stage
+    turn.stage = "aborted"
+    turn.waiting_for = None
+    turn.message = reason or f"aborted at {turn.aborted_at}"
+    turn.save()
+    _log_turn(config, turn)
+    kept = f"; the labels it imported stay in {config.dataset}" if turn.dataset_version is not None else ""
+    say(f"turn {turn.number}: aborted at {turn.aborted_at}{kept}; the next run starts turn {turn.number + 1}")
+    return turn
+
+
+def next_step(config: FlywheelConfig, turn: Turn | None) -> str:
+    """What to do next with the flywheel whose last turn is ``turn``: one line, with the command to run."""
+    run = f"novelty flywheel run --config {config.path}"
+    if turn is None:
+        return f"run `{run}` to start turn 1"
+    if turn.done:
+        return f"turn {turn.number} is {turn.stage}; `{run}` starts turn {turn.number + 1}"
+    if turn.error is not None:
+        stage = turn.error.get("stage")
+        fix = {
+            "import": "fix the labels file (or set [label] on_conflict)",
+            "select": "check the sources and the champion",
+        }.get(str(stage), "fix the cause")
+        skip = f", or `{run} --skip-stage {stage}`" if stage not in NOT_SKIPPABLE else ""
+        return (
+            f"{stage} failed: {turn.error.get('message')}\n"
+            f"  next: {fix}, then `{run} --retry`{skip}; or end the turn with `{run} --abort`"
+        )
+    if turn.stage == WAITING:
+        skip = (
+            f", or go on with the labels accepted from the model: `{run} --skip-stage import`"
+            if turn.auto_accepted
+            else ""
+        )
+        return f"{turn.message or 'waiting for labels'}\n  next: `{run}` once they are there{skip}; or `{run} --abort`"
+    return f"turn {turn.number} is {turn.stage}; `{run}` goes on with {ACTIONS[turn.stage]}"
 
 
 def _champion(registry: Any, turn: Turn) -> Path:
@@ -662,14 +840,17 @@ def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
 
 
 def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+    import shutil
+
     from novelty.flywheel.dataset import Dataset
     from novelty.flywheel.labelimport import import_labels
     from novelty.flywheel.selection import Selection
 
     labels = config.labels_path(turn.number)
     auto_file = turn.dir / "export" / "auto_labels.csv"
+    from_people = turn.exported > 0 and "import" not in turn.skipped  # --skip-stage import: without them
     ls = config.label_studio
-    if ls is not None and turn.exported > 0 and not labels.is_file():
+    if ls is not None and from_people and not labels.is_file():
         pulled = ls.pull(turn.dir / "export", turn.number, labels)  # writes labels once every task is done
         if not pulled.finished:
             turn.stage = WAITING
@@ -682,7 +863,7 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             )
             say(f"turn {turn.number}: {turn.message}; run again when they are done")
             return
-    if turn.exported > 0 and not labels.is_file():
+    if from_people and not labels.is_file():
         turn.stage = WAITING
         turn.waiting_for = str(labels)
         turn.message = f"waiting for the finished labels at {labels}"
@@ -691,15 +872,15 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
     with _Timer(turn, "import"):
         sel = Selection.load(turn.dir / "selection.json")
         train_ds = Dataset.open(config.dataset)
-        staging_path = turn.dir / "labels"
-        staging = (
-            Dataset.open(staging_path)
-            if (staging_path / "dataset.json").is_file()
-            else Dataset.create(staging_path, train_ds.classes)
-        )
+        # the turn's labels are staged afresh on every try, in a folder of their own renamed when complete:
+        # what a failed try left is removed, never read again
+        tmp = turn.dir / STAGING_TMP
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        staging = Dataset.create(tmp, train_ds.classes)
         human = 0
         conflicts: list[Any] = []
-        if turn.exported > 0:
+        if from_people:
             res = import_labels(
                 staging,
                 labels,
@@ -710,7 +891,7 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             )
             human = len(res.added) + len(res.skipped)
             conflicts += res.conflicts
-        if turn.exported > 0:
+        if from_people:
             from novelty.flywheel.labelling import audit_result
 
             people = {e.id: e.label for e in staging.entries() if not e.auto}
@@ -721,6 +902,10 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             )
             conflicts += res.conflicts
         entries = list(staging.entries())
+        final = turn.dir / STAGING
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
         train, held, withheld = _route(entries, config.holdout, config.seed + turn.number)
         source = f"flywheel turn {turn.number}"
         added = train_ds.add_entries(
