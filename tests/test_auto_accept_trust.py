@@ -23,7 +23,7 @@ import novelty
 from novelty.cli import main
 from novelty.errors import InvalidInputError
 from novelty.flywheel.assisted import auto_accepted, measure_assistance
-from novelty.flywheel.dataset import Dataset
+from novelty.flywheel.dataset import Dataset, Entry
 from novelty.flywheel.labelling import export_selection
 from novelty.flywheel.pools import TRUST_RISKS, Pool, score_pool
 from novelty.flywheel.selected import read_selection
@@ -312,3 +312,71 @@ def test_flywheel_config_auto_risk_reaches_the_export(selection, tmp_path):
     m = _manifest(turn_dir / "export")
     assert (m["auto_risk"], m["threshold"]) == (0.1, read_selection(selection).trust["thresholds"]["0.1"])
     assert turn.auto_accepted == m["n"] > 0
+
+
+# --- a condition labelled for the first time is audited in full ---------------------------------------------
+def _entry(i: int, label: str, condition: str | None, labeller: str = "human:ann") -> Entry:
+    return Entry(
+        id=f"e{i}",
+        sha256=hashlib.sha256(f"e{i}".encode()).hexdigest(),
+        path=f"#{i}",
+        label=label,
+        source="test",
+        labeller=labeller,
+        condition=condition,
+    )
+
+
+def test_first_labelled_conditions_are_those_of_the_last_turn_not_of_the_first_version(tmp_path):
+    from novelty.flywheel.assisted import first_labelled_conditions
+
+    v1 = [_entry(i, "a", "clean") for i in range(3)]
+    assert first_labelled_conditions(v1) == set()  # the initial training data is no turn
+    turn = [replace(_entry(10, "b", "snow"), version=2), replace(_entry(11, "a", "clean"), version=2)]
+    v1 = [replace(e, version=1) for e in v1]
+    assert first_labelled_conditions(v1 + turn) == {"snow"}
+    later = [replace(_entry(20, "a", "fog"), version=3)]
+    assert first_labelled_conditions(v1 + turn + later) == {"fog"}  # snow is no longer new
+    auto = [replace(_entry(30, "a", "ice", labeller="model:x"), version=4, auto=True)]
+    assert first_labelled_conditions(v1 + turn + later + auto) == {"fog"}  # automatic labels are no turn
+
+
+def test_images_near_a_condition_labelled_for_the_first_time_are_audited_in_full(scored, tmp_path):
+    """The selection records each image's nearest training image; a trusted answer whose nearest training image
+    is of a condition first labelled in the last turn goes to people (listed in the audit), not into the
+    dataset. The training dataset here is a real one: version 1 labels every training image "clean", version 2
+    gives the nearest training images of half of the accepted answers a new condition, "corner"."""
+    det, _, pool = scored
+    path = select(pool, len(pool), "random", seed=0).save(tmp_path / "sel" / "selection.json")
+    items = read_selection(path).items
+    assert all(it.nearest is not None and it.nearest in det.train_ids_ for it in items)
+    accepted = {e.id for e in export_selection(path, tmp_path / "plain", auto_accept=True, audit=0).auto}
+    assert accepted, "the fixture's detector trusts some answers"
+    near = {it.id: it.nearest for it in items}
+    new_near = sorted({near[i] for i in sorted(accepted)[::2]})
+    ds = Dataset.create(tmp_path / "train", ["a", "b"])
+
+    def entry(train_id: str, condition: str) -> Entry:
+        return Entry(
+            id=train_id,
+            sha256=hashlib.sha256(train_id.encode()).hexdigest(),
+            path=f"/train/{train_id[1:]}.png",
+            label="a",
+            source="test",
+            labeller="human:ann",
+            condition=condition,
+        )
+
+    ds.add([entry(t, "clean") for t in det.train_ids_ if t not in new_near], source="first")
+    ds.add([entry(t, "corner") for t in new_near], source="turn 1")
+    res = export_selection(path, tmp_path / "exp", auto_accept=True, audit=0, dataset=ds)
+    held = {i for i in accepted if near[i] in set(new_near)}
+    assert held and {e.id for e in res.auto} == accepted - held
+    assert {a["id"] for a in _manifest(tmp_path / "exp")["audit"]} == held
+    # one turn later "corner" is no longer new: the same answers are accepted
+    later = Dataset.create(tmp_path / "later", ["a", "b"])
+    later.add([entry(t, "clean") for t in det.train_ids_ if t not in new_near], source="first")
+    later.add([entry(t, "corner") for t in new_near], source="turn 1")
+    later.add([entry("#fresh", "clean")], source="turn 2")
+    again = export_selection(path, tmp_path / "exp3", auto_accept=True, audit=0, dataset=later)
+    assert {e.id for e in again.auto} == accepted

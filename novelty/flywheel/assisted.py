@@ -14,12 +14,19 @@ header) keep the old rule, p-value and probability alone.
 
 :func:`measure_assistance` measures, against true labels, the share of pre-annotations that were right and the
 error rate of the auto-accepted labels (with a Wilson 95 % interval): the saving is measured, never assumed.
+
+**A condition labelled for the first time is audited in full** (:func:`newly_labelled`): the trust decision of a
+detector retrained with a handful of labels of a new condition rests on those few labels. An image whose condition
+— its own, when the selection gives one, else the condition of its nearest training image (``nearest``) — got its
+first human label in the latest version of the training dataset that added human labels is never accepted
+automatically: it goes to people with the head's answer listed in the audit, so the next turn measures the
+auto-label error rate there before it relies on it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +43,50 @@ __all__ = [
     "auto_threshold",
     "check_thresholds",
     "measure_assistance",
+    "newly_labelled",
     "recorded_threshold",
 ]
 
 #: the head's probability an answer needs to be accepted without a human (with a p-value ≥ alpha)
 AUTO_MIN_PROB = 0.9
+
+
+def first_labelled_conditions(entries: Iterable[Entry]) -> set[str]:
+    """The conditions whose first human label came in the latest dataset version that added human labels — a
+    turn's labels, not the dataset's first version (the initial training data is no turn)."""
+    first: dict[str, int] = {}
+    versions: set[int] = set()
+    for e in entries:
+        if e.auto:
+            continue
+        versions.add(e.version)
+        if e.condition is not None:
+            first[e.condition] = min(first.get(e.condition, e.version), e.version)
+    if len(versions) < 2:
+        return set()
+    latest = max(versions)
+    return {c for c, v in first.items() if v == latest}
+
+
+def newly_labelled(items: Sequence[SelectedImage], entries: Iterable[Entry]) -> dict[str, str]:
+    """``{item id: condition}`` of the items that must be audited in full (see the module docstring): their own
+    condition, else that of their nearest training image (``nearest``, a training id: the entry's path or id),
+    got its first human label in the latest version of the training dataset that added human labels."""
+    entries = list(entries)
+    new = first_labelled_conditions(entries)
+    if not new:
+        return {}
+    by_key: dict[str, str] = {}
+    for e in entries:
+        if e.condition is not None:
+            by_key[e.path] = e.condition
+            by_key[e.id] = e.condition
+    out = {}
+    for it in items:
+        cond = it.condition or (by_key.get(it.nearest) if it.nearest else None)
+        if cond in new:
+            out[it.id] = cond
+    return out
 
 
 def auto_accepted(

@@ -75,9 +75,10 @@ from novelty.flywheel.assisted import (
     auto_threshold,
     check_thresholds,
     measure_assistance,
+    newly_labelled,
     recorded_threshold,
 )
-from novelty.flywheel.dataset import Dataset, Entry, _listing, labelled_hashes, now_iso
+from novelty.flywheel.dataset import DATASET_FILE, Dataset, Entry, _listing, labelled_hashes, now_iso
 from novelty.flywheel.labelimport import (
     IMPORT_FORMATS,
     ImportResult,
@@ -324,6 +325,16 @@ def export_selection(
                 accepted, key=lambda it: hashlib.sha256(f"audit\0{it.sha256}".encode()).hexdigest()
             )
             audited = audited[:k]
+        first_time = newly_labelled(accepted, _training_entries(ds, labelled)) if accepted else {}
+        if first_time:
+            log.info(
+                "%d image(s) of condition(s) labelled for the first time in the last turn (%s) go to people "
+                "with the head's answer listed in the audit, none accepted automatically",
+                len(first_time),
+                ", ".join(sorted(set(first_time.values()))),
+            )
+            chosen = {it.id for it in audited}
+            audited += [it for it in accepted if it.id in first_time and it.id not in chosen]
         audit_ids = {it.id for it in audited}
         auto = [auto_entry(it, sel.model_version) for it in accepted if it.id not in audit_ids]
         auto_ids = {e.id for e in auto}
@@ -437,6 +448,22 @@ def _audit_levels(trust: Mapping[str, Any] | None, auto_risk: float | None) -> t
         DEFAULT_RISK if eps is None else float(eps),
         DEFAULT_DELTA if delta is None else float(delta),
     )
+
+
+def _training_entries(ds: Dataset | None, labelled: Any) -> list[Entry]:
+    """The entries of the training dataset: ``dataset`` when given, else the first of ``labelled`` (a flywheel
+    passes its training set first); none when neither exists yet."""
+    if ds is not None:
+        return list(ds.entries())
+    many = labelled if isinstance(labelled, (list, tuple)) else [labelled]
+    if not many or many[0] is None:
+        return []
+    first = many[0]
+    if isinstance(first, Dataset):
+        return list(first.entries())
+    if not (Path(first) / DATASET_FILE).exists():
+        return []
+    return list(Dataset.open(first).entries())
 
 
 def _applied_risk(trust: Mapping[str, Any] | None, auto_risk: float | None) -> float | None:

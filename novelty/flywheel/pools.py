@@ -132,6 +132,7 @@ class Pool:
     trusted: np.ndarray | None = None  # bool (n,): the verdict's ``trusted`` (None: the detector has no head)
     competence: np.ndarray | None = None  # (n,) the trust rule's score (None: no trust decision)
     trust: dict[str, Any] | None = None  # :func:`trust_header` (None: no trust decision)
+    nearest: list[str] | None = None  # the id of each candidate's nearest training image (None: not recorded)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -142,6 +143,8 @@ class Pool:
         for name in ("paths", "sha256", "sources", "timestamps"):
             if len(getattr(self, name)) != n:
                 raise InvalidInputError(f"pool.{name} has {len(getattr(self, name))} entries for {n} images")
+        if self.nearest is not None and len(self.nearest) != n:
+            raise InvalidInputError(f"pool.nearest has {len(self.nearest)} entries for {n} images")
         for name in ("p_value", "novelty", "score", "is_novel", "train_distance", "trusted", "competence"):
             v = getattr(self, name)
             if v is not None:
@@ -213,6 +216,7 @@ class Pool:
             alpha=self.alpha,
             detector_id=self.detector_id,
             train_distance=None if self.train_distance is None else self.train_distance[idx],
+            nearest=None if self.nearest is None else pick(self.nearest),
             predictions=None if self.predictions is None else pick(self.predictions),
             probabilities=None if self.probabilities is None else self.probabilities[idx],
             classes=list(self.classes),
@@ -505,7 +509,8 @@ def score_pool(
     if x.ndim != 2 or x.shape[0] == 0:
         raise PoolError(f"no candidate to score (embeddings of shape {x.shape})")
     v = detector.score_embeddings(x, sources=list(paths))
-    d, _ = detector.index_.search(x, 1)
+    d, pos = detector.index_.search(x, 1)
+    train_ids = detector.train_ids_
     return Pool(
         ids=list(ids),
         paths=list(paths),
@@ -527,6 +532,7 @@ def score_pool(
         trusted=None if v.predictions is None else np.asarray(v.trusted, dtype=bool),
         competence=v.competence,
         trust=trust_header(detector),
+        nearest=[str(train_ids[int(j)]) if j >= 0 else "" for j in pos[:, 0]],
     )
 
 

@@ -45,6 +45,9 @@ class SelectedImage:
     condition: str | None = None
     trusted: bool | None = None  # the detector's verdict (None: no head, or a selection older than trust)
     competence: float | None = None  # the trust rule's score (None: no trust decision)
+    nearest: str | None = (
+        None  # the id of the nearest training image of the selecting detector (None: unknown)
+    )
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ def read_selection(selection: Any) -> SelectionData:
                     timestamp=_opt_str(it.get("timestamp"), "timestamp"),
                     group=_opt_str(it.get("group"), "group"),
                     condition=_opt_str(it.get("condition"), "condition"),
+                    nearest=_opt_str(it.get("nearest"), "nearest"),
                     trusted=_opt_bool(it.get("trusted"), "trusted"),
                     competence=_opt_float(it.get("competence"), "competence"),
                 )

@@ -163,6 +163,7 @@ class SelectedItem:
     scores: Mapping[str, float | None] = field(default_factory=dict)
     trusted: bool | None = None  # the head's answer may be acted on (None: no head, or an older selection)
     competence: float | None = None  # the trust rule's score (None: no trust decision)
+    nearest: str | None = None  # the id of the nearest training image (auto-accept's first-turn audit)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -183,6 +184,7 @@ class SelectedItem:
             "scores": dict(self.scores),
             "trusted": self.trusted,
             "competence": self.competence,
+            **({"nearest": self.nearest} if self.nearest is not None else {}),
         }
 
 
@@ -413,6 +415,7 @@ def _item_from_json(it: Any, i: int, bad: Any) -> SelectedItem:
         scores={str(k): (None if v is None else float(v)) for k, v in scores.items()},
         trusted=trusted,
         competence=r.number("competence", optional=True),
+        nearest=r.text("nearest", optional=True),
     )
 
 
@@ -694,6 +697,7 @@ def select(
                 scores=scores,
                 trusted=None if pool.trusted is None else bool(pool.trusted[i]),
                 competence=comp if comp is not None and math.isfinite(comp) else None,
+                nearest=None if pool.nearest is None else pool.nearest[i] or None,
             )
         )
     if strategy == "hybrid":
