@@ -545,8 +545,13 @@ def test_select_command_end_to_end(textile_detector, inbox, tmp_path, textile_pa
     sel = Selection.load(out)
     assert len(sel) == 4 and sel.strategy == "hybrid" and sel.budget == 4
     assert all(os.path.isfile(it.path) for it in sel.items)
-    flagged = tmp_path / "run" / "images" / f"{sha256_bytes(textile_paths['global'][300].read_bytes())}.jpg"
-    assert flagged.is_file()
+    flagged = (
+        tmp_path
+        / "run"
+        / "selection.images"
+        / f"{sha256_bytes(textile_paths['global'][300].read_bytes())}.jpg"
+    )
+    assert flagged.is_file() and f"are in {tmp_path / 'run' / 'selection.images'}" in text
 
     every = tmp_path / "r.json"
     args = ["select", str(det_dir), str(inbox), "--flags", str(tmp_path / "flags"), "--budget", "9"]
@@ -554,7 +559,7 @@ def test_select_command_end_to_end(textile_detector, inbox, tmp_path, textile_pa
     sel = Selection.load(every)
     assert len(sel) == 9 and sel.seed == 1
     item = next(it for it in sel.items if it.source == f"flag:{flag.id}")
-    assert item.path == str((tmp_path / "images" / flagged.name).resolve())  # images/ beside this --out
+    assert item.path == str((tmp_path / "r.images" / flagged.name).resolve())  # the folder of this --out
     assert item.sources == (f"flag:{flag.id}",) and Path(item.path).read_bytes() == flagged.read_bytes()
 
 

@@ -499,3 +499,28 @@ def test_abort_ends_the_turn_and_the_next_run_starts_a_new_one(exported, champio
         run_turn(load_config(cfg_path))
     turn = T.Turn.load(root / "turns" / "0002")
     assert turn.stage == "started" and turn.error["stage"] == "select"
+
+
+# --- 5. a selection writes only into its own folder --------------------------------------------------------------
+def test_select_writes_flagged_images_into_the_selections_own_folder(
+    flywheel, champion_dir, textile_paths, capsys
+):
+    from novelty.cli import main
+    from novelty.flags import SQLiteFlagStore
+
+    root, _ = flywheel
+    store = SQLiteFlagStore(root / "flags")
+    store.add(textile_paths["local"][50].read_bytes(), source="car-1")
+    store.close()
+    data = root / "incoming"  # the user's own data folder, where the selection file is written
+    before = sorted(p.name for p in data.iterdir())
+    out = data / "selection.json"
+    args = ["select", str(champion_dir), str(data), "--flags", str(root / "flags"), "--budget", "12"]
+    assert main([*args, "--strategy", "random", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    own = data / "selection.images"
+    assert sorted(p.name for p in data.iterdir()) == sorted([*before, "selection.json", "selection.images"])
+    assert not (data / "images").exists()
+    flagged = [it for it in Selection.load(out).items if it.source.startswith("flag:")]
+    assert len(flagged) == 1 and Path(flagged[0].path).parent == own.resolve()
+    assert f"1 image(s) without a file of their own (flags, archive members) are in {own}" in text

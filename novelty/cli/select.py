@@ -4,7 +4,9 @@ Sources are results files of ``novelty score`` (``.parquet``, ``.csv``, ``.jsonl
 and archives of images, and the flag store (``--flags``). Every candidate is scored by DETECTOR; the chosen ones
 are printed (rank, id, reason) and written to ``--out`` (``selection.json``, see
 :mod:`novelty.flywheel.selection`). Images without a file of their own (flags, archive members) are written to
-``--images-dir`` (default: ``images/`` beside ``--out``) under their sha256.
+``--images-dir`` under their sha256; by default to the selection's own folder ``<out stem>.images/`` beside
+``--out`` (``selection.images/`` for ``selection.json``), never into a folder it does not own, and the command
+prints where.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMANDS", "add_parsers", "run"]
+__all__ = ["COMMANDS", "add_parsers", "images_folder", "run"]
 
 COMMANDS: tuple[str, ...] = ("select",)
+
+
+def images_folder(out: Path) -> Path:
+    """The selection's own folder for images without a file of their own: ``<out stem>.images/`` beside the
+    selection file ``out`` (a folder named after it, so it is never a folder of the user's)."""
+    out = out.resolve()
+    return out.parent / f"{out.stem}.images"
 
 
 def _positive_int(text: str) -> int:
@@ -160,7 +169,8 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     s.add_argument(
         "--images-dir",
         metavar="DIR",
-        help="where images without a file of their own are written (default: images/ beside --out)",
+        help="where images without a file of their own (flags, archive members) are written (default: the "
+        "selection's own folder, <out stem>.images/ beside --out)",
     )
     s.add_argument(
         "--show", type=_positive_int_or_zero, default=20, help="rows of the table printed (default 20)"
@@ -209,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.detector} has no condition head, so it has no uncertainty: fit it with labels (novelty fit "
             "--labels), or choose --strategy novelty, diversity or random"
         )
-    images_dir = Path(args.images_dir) if args.images_dir else out.resolve().parent / "images"
+    images_dir = Path(args.images_dir) if args.images_dir else images_folder(out)
     pool = S.build_pool(
         det,
         args.sources,
@@ -245,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
         f"selected {len(sel)} of {len(pool)} candidates with {sel.strategy} (seed {sel.seed}){already}{skipped}; "
         f"written to {path}"
     )
+    inside = str(images_dir.resolve()) + os.sep
+    written = sum(p.startswith(inside) for p in pool.paths)
+    if written:
+        print(f"{written} image(s) without a file of their own (flags, archive members) are in {images_dir}")
     for key, why in pool.skipped[:5]:
         print(f"  skipped {key}: {why}", file=sys.stderr)
     return EXIT_PARTIAL if pool.n_skipped else EXIT_OK
