@@ -20,7 +20,16 @@ from typing import Any
 
 from novelty.artifact import registry_root
 from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES
-from novelty.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError, int_arg, real_arg
+from novelty.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    UsageError,
+    int_arg,
+    plain_warnings,
+    real_arg,
+)
 from novelty.errors import NoveltyError
 from novelty.index import INDEX_KINDS
 
@@ -511,6 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    with plain_warnings(verbosity):  # `warning: …` on one line; -v keeps Python's file and line
+        return _run(parser, args, verbosity)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, verbosity: int) -> int:
+    """Run the parsed command: its exit code, and every error as one line on stderr."""
     from novelty.batch.errors import ResultsDependencyError, ResultsError
 
     try:

@@ -1,4 +1,5 @@
-"""What every ``novelty`` subcommand shares: exit codes, :class:`UsageError`, and argument types.
+"""What every ``novelty`` subcommand shares: exit codes, :class:`UsageError`, argument types, and how a
+Python warning reads on the command line (:func:`plain_warnings`).
 
 The argument types are thin argparse adapters over :mod:`novelty.params`, so a command line and the library
 refuse the same values with the same words; argparse turns the refusal into ``novelty CMD: error: argument
@@ -8,7 +9,11 @@ refuse the same values with the same words; argparse turns the refusal into ``no
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import contextlib
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.params import check_int, check_real
@@ -20,6 +25,7 @@ __all__ = [
     "EXIT_USAGE",
     "UsageError",
     "int_arg",
+    "plain_warnings",
     "real_arg",
 ]
 
@@ -67,3 +73,33 @@ def real_arg(
 
     parse.__name__ = "number"
     return parse
+
+
+@contextlib.contextmanager
+def plain_warnings(verbose: int = 0) -> Iterator[None]:
+    """While a command runs, each Python warning is one line on stderr, ``warning: MESSAGE``, instead of
+    Python's ``FILE:LINE: UserWarning: MESSAGE`` followed by the source line. With ``verbose`` (``-v``) Python's
+    own form, file and line included, is kept. Python's handler is back when the block ends, so a program that
+    imports the library and calls :func:`novelty.cli.main` keeps its warnings as they were."""
+    if verbose:
+        yield
+        return
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        text = " ".join(str(message).split())  # one line, whatever the message holds
+        with contextlib.suppress(OSError, ValueError):  # stderr closed: no reason to fail the command
+            print(f"warning: {text}", file=file or sys.stderr, flush=True)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
