@@ -34,12 +34,15 @@ from novelty.flywheel.compare_report import fmt
 if TYPE_CHECKING:
     from novelty.flywheel.compare import Row
 
-__all__ = ["JUDGED", "TRUST_LEVEL", "Check", "GateRule", "judge", "trust_check"]
+__all__ = ["JUDGED", "OPTIONS", "TRUST_LEVEL", "Check", "GateRule", "judge", "trust_check"]
 
 #: the checks :func:`judge` computes from a comparison's numbers (the others are recorded facts)
 JUDGED = ("gain", "significant", "no condition worse", "false alarms")
 
 _Z_ONE_SIDED_95 = 1.6448536269514722
+
+#: the option of ``novelty compare`` that sets the threshold of a check
+OPTIONS = {"gain": "--min-gain", "no condition worse": "--margin", "false alarms": "--fa-tolerance"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,36 @@ class Check:
     def line(self) -> str:
         tag = {True: "PASS", False: "FAIL", None: "INFO"}[self.passed]
         return f"{tag} {self.name}: {self.message}"
+
+    def failure(self) -> str:
+        """The check as a reason not to promote: its :meth:`line` (a gain below the minimum said in words),
+        followed by the ``novelty compare`` option that sets its threshold."""
+        option = OPTIONS.get(self.name)
+        if self.passed is not False:
+            return self.line()
+        v = self.values
+        gain, min_gain, champion, challenger = (
+            _number(v.get(k)) for k in ("gain", "min_gain", "champion", "challenger")
+        )
+        if (
+            self.name == "gain"
+            and gain is not None
+            and min_gain is not None
+            and champion is not None
+            and challenger is not None
+        ):
+            what = "accuracy" if v.get("metric") == "accuracy" else "novelty AUROC"
+            return (
+                f"FAIL gain: the {what} gain {fmt(gain, True)} ({fmt(champion)} → {fmt(challenger)}) is below the "
+                f"minimum gain {fmt(min_gain, True)} ({option})"
+            )
+        return self.line() + (f" ({option})" if option else "")
+
+
+def _number(x: Any) -> float | None:
+    """A recorded number (``None`` for anything else: a missing value, text, ``true``, NaN)."""
+    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return float(x) if ok else None
 
 
 @dataclass(frozen=True)

@@ -988,8 +988,12 @@ def refusal(
             "versions (or pass --registry to novelty compare) and promote with the file it writes"
         )
     if not comp.passed:
-        failed = [c.line() for c in comp.comparison.checks if c.passed is False]
-        return f"the comparison {comp.path} did not pass the gate: " + "; ".join(failed)
+        failed = [c.failure() for c in comp.comparison.checks if c.passed is False]
+        return (
+            f"version {version} not promoted: the comparison {comp.path} did not pass the gate: "
+            + "; ".join(failed)
+            + " (--force --reason 'why' promotes anyway, recorded as forced)"
+        )
     return None
 
 
