@@ -105,18 +105,35 @@ def _build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit a detector on training images", epilog=EPILOG, formatter_class=fmt)
     f.add_argument(
-        "data", nargs="+", help="training images: folders, globs, zip/tar archives, lists of paths"
+        "data", nargs="*", help="training images: folders, globs, zip/tar archives, lists of paths"
     )
-    f.add_argument("--out", required=True, metavar="DIR", help="detector directory to write")
     f.add_argument(
-        "--labels", metavar="CSV", help="UTF-8 CSV with columns path,label: also fit a condition head"
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="detector directory to write (with --dataset: DIR/detector/ and its training record DIR/record.json)",
+    )
+    f.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="UTF-8 CSV with columns path,label: also fit a condition head. Paths as `novelty dataset add-csv` "
+        "reads them (a relative path is taken from the CSV's folder); an input's archive member name or a file "
+        "name that occurs once in the CSV match too. Checked before any image is embedded",
     )
     f.add_argument(
         "--groups",
         metavar="FILE_OR_COLUMN",
         help="groups for grouped calibration (near-duplicates such as video frames or several photos of one "
         "object land on one side of the split): a column of the --labels CSV (e.g. 'group'), or a UTF-8 CSV "
-        "file with columns path,group. Paths match an input's path, its archive member name or its file name",
+        "file with columns path,group, its paths matched as --labels' are",
+    )
+    f.add_argument(
+        "--dataset",
+        metavar="DIR",
+        help="fit on a labelled dataset (novelty dataset create/add-csv) instead of DATA: its labels and groups, "
+        "its embedding cache, and a training record (record.json: the dataset's version and identity) written "
+        "beside the detector, as `novelty retrain` does, so that `novelty compare` can check that no test "
+        "image was trained on",
     )
     f.add_argument(
         "--backbone", default="tf_efficientnet_lite0", help="timm model name (default: %(default)s)"
@@ -323,46 +340,86 @@ def _read_table(path: str, column: str, what: str) -> dict[str, str]:
         raise NoveltyError(f"{path}: not a readable CSV file ({e})") from None
 
 
-def _per_item(table: dict[str, str], items: list[Any], source: str, what: str) -> list[str]:
-    """The value of each item, matched by its key, its archive member name or its file name."""
-    values: list[str] = []
-    missing: list[str] = []
-    for it in items:
-        candidates = (it.key, it.member, Path(it.member or it.path).name)
-        value = next((table[c] for c in candidates if c is not None and c in table), None)
-        if value is None:
-            missing.append(it.key)
-        else:
-            values.append(value)
-    if missing:
-        raise NoveltyError(f"{len(missing)} image(s) have no {what} in {source}, e.g. {missing[:3]}")
-    return values
+class _PathTable:
+    """Values of a CSV keyed by image path, matched to inputs as ``novelty dataset add-csv`` reads paths (a
+    relative path from the CSV's folder: :func:`~novelty.flywheel.labelimport.resolve_csv_path`), else by the
+    path as written, an archive member's name, or a file name that occurs once in the CSV."""
+
+    def __init__(self, csv_path: str, source: str, pairs: list[tuple[str, str]]) -> None:
+        from novelty.flywheel.labelimport import resolve_csv_path
+
+        self.source = source
+        self.by_file = {resolve_csv_path(csv_path, p): v for p, v in pairs}
+        self.by_text = {p: v for p, v in pairs}
+        names: dict[str, list[str]] = {}
+        for p, v in pairs:
+            names.setdefault(Path(p).name, []).append(v)
+        self.by_name = {n: vs[0] for n, vs in names.items() if len(vs) == 1}
+
+    def value(self, item: Any) -> str | None:
+        if item.member is None and os.path.abspath(item.path) in self.by_file:
+            return self.by_file[os.path.abspath(item.path)]
+        for text in (item.key, item.member):
+            if text is not None and text in self.by_text:
+                return self.by_text[text]
+        return self.by_name.get(Path(item.member or item.path).name)
+
+    def values(self, items: list[Any], what: str) -> list[str]:
+        """The value of every item, or one error listing every item without one."""
+        found = [self.value(it) for it in items]
+        missing = [it.key for it, v in zip(items, found, strict=True) if v is None]
+        if missing:
+            shown = "\n".join(f"  {k}" for k in missing[:20])
+            more = f"\n  and {len(missing) - 20} more" if len(missing) > 20 else ""
+            raise NoveltyError(
+                f"{len(missing)} of {len(items)} training image(s) have no {what} in {self.source} (nothing was "
+                f"embedded; relative paths are read from the CSV's folder):\n{shown}{more}"
+            )
+        return [v for v in found if v is not None]
 
 
-def _groups_table(args: argparse.Namespace) -> tuple[dict[str, str], str] | None:
+def _labels_table(path: str) -> _PathTable:
+    """``--labels``: the labels CSV, read by the one labels reader (path and label of every row)."""
+    from novelty.flywheel.labelimport import read_labels_csv
+
+    read = read_labels_csv(path, paths=True)
+    no_path = [r.where for r in read.rows if r.path is None]
+    if no_path or read.unlabelled:
+        raise NoveltyError(
+            f"{path}: every row of a training set's labels needs a path and a label; "
+            + "; ".join(
+                x
+                for x in (
+                    f"{len(no_path)} row(s) without a path, e.g. {no_path[:3]}" if no_path else "",
+                    f"{len(read.unlabelled)} without a label, e.g. {read.unlabelled[:3]}"
+                    if read.unlabelled
+                    else "",
+                )
+                if x
+            )
+        )
+    return _PathTable(path, path, [(str(r.path), r.label) for r in read.rows])
+
+
+def _groups_table(args: argparse.Namespace) -> _PathTable | None:
     """``--groups``: a CSV file (path,group), or a column of the --labels CSV."""
     if not args.groups:
         return None
     if os.path.isfile(args.groups):
-        return _read_table(args.groups, "group", "groups"), args.groups
+        return _PathTable(args.groups, args.groups, list(_read_table(args.groups, "group", "groups").items()))
     if args.labels:
-        return _read_table(args.labels, args.groups, "labels"), f"column {args.groups!r} of {args.labels}"
+        pairs = list(_read_table(args.labels, args.groups, "labels").items())
+        return _PathTable(args.labels, f"column {args.groups!r} of {args.labels}", pairs)
     raise UsageError(
         f"--groups {args.groups}: no such file, and no --labels CSV to take a column of that name from"
     )
 
 
-def _cmd_fit(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from novelty.batch.sources import expand_inputs
+def _detector_of(args: argparse.Namespace) -> Any:
+    """The unfitted detector ``novelty fit``'s options describe."""
     from novelty.detector import NoveltyDetector
 
-    labels_table = _read_table(args.labels, "label", "labels") if args.labels else None
-    groups_table = _groups_table(args)  # both read before the long part: a bad file fails at once
-    items = expand_inputs(args.data)
-    bad = [it for it in items if it.error]
-    det = NoveltyDetector(
+    return NoveltyDetector(
         backbone=args.backbone,
         weights=args.weights,
         scorers=args.scorers,
@@ -372,7 +429,47 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         runtime=args.runtime or "torch",
         index=args.index,
     )
+
+
+def _cmd_fit_dataset(args: argparse.Namespace) -> int:
+    """``novelty fit --dataset DIR``: the first detector of a flywheel, fitted as ``retrain`` fits, with its
+    training record."""
+    from novelty.flywheel.retrain import retrain, save_retrained
+
+    if args.data:
+        raise UsageError("give training images (DATA) or --dataset, not both")
+    if args.labels or args.groups:
+        raise UsageError("--dataset brings its own labels and groups: leave out --labels and --groups")
+    if (args.runtime or "torch") != "torch":
+        raise UsageError("--dataset fits with the torch runtime; fit from images (DATA) for an int8 runtime")
+    log = logging.getLogger("novelty")
+    det, record = retrain(_detector_of(args), args.dataset, progress=log.info)
+    record = save_retrained(det, record, args.out)
+    ds = record.dataset
+    on = "" if ds is None else f" on {ds.n} images of {ds.path} (version {ds.version})"
+    print(f"fitted {det!r}{on}")
+    print(f"saved to {Path(args.out) / 'detector'} with its training record {Path(args.out) / 'record.json'}")
+    return EXIT_OK
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from novelty.batch.sources import expand_inputs
+
+    if args.dataset:
+        return _cmd_fit_dataset(args)
+    if not args.data:
+        raise UsageError("give training images (DATA) or a labelled dataset (--dataset DIR)")
+    labels_table = _labels_table(args.labels) if args.labels else None
+    groups_table = _groups_table(args)  # both read before the long part: a bad file fails at once
+    items = expand_inputs(args.data)
+    bad = [it for it in items if it.error]
     good = [it for it in items if not it.error]
+    # every input's label and group, before any image is embedded: an unknown file fails at once
+    labels_all = None if labels_table is None else labels_table.values(good, "label")
+    groups_all = None if groups_table is None else groups_table.values(good, "group")
+    det = _detector_of(args)
     det.embedder.calibrate_runtime(good)  # int8 runtimes: quantised on the training images; else nothing
     res = det.embedder.embed_with_errors(good, progress=None)
     failed = [(it.key, f"{e.reason_code}: {e.reason}") for it, e in zip(good, res.errors, strict=True) if e]
@@ -386,16 +483,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         logging.getLogger("novelty").warning("skipped %s: %s", k, why)
     keep = res.ok
     kept = [it for it, ok in zip(good, keep, strict=True) if ok]
-    labels: list[Any] | None = None
-    if labels_table is not None:
-        labels = list(_per_item(labels_table, kept, args.labels, "label"))
-    groups: list[Any] | None = None
-    if groups_table is not None:
-        groups = list(_per_item(groups_table[0], kept, groups_table[1], "group"))
+    labels = None if labels_all is None else [v for v, ok in zip(labels_all, keep, strict=True) if ok]
+    groups = None if groups_all is None else [v for v, ok in zip(groups_all, keep, strict=True) if ok]
     det.fit_embeddings(res.embeddings[np.asarray(keep)], labels, groups=groups, ids=[it.key for it in kept])
     out = det.save(args.out)
     print(f"fitted {det!r}")
     print(f"saved to {out}" + (f" ({len(failed)} unreadable input(s) skipped)" if failed else ""))
+    print(
+        "no training record: `novelty compare` cannot check this detector's training images against a test "
+        "set; fit from a labelled dataset (--dataset) to have one"
+    )
     return EXIT_OK
 
 

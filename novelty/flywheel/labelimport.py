@@ -52,6 +52,7 @@ __all__ = [
     "import_labels",
     "read_labels",
     "read_labels_csv",
+    "resolve_csv_path",
     "rows_to_entries",
 ]
 
@@ -119,16 +120,18 @@ class ImportResult:
 _CSV_FIELDS = {"id", "path", "sha256", "label", "labeller", "group", "condition", "time"}
 
 
-def read_labels_csv(path: str | os.PathLike[str]) -> LabelsRead:
-    """Labels from a UTF-8 CSV: ``label`` and ``id`` or ``path`` columns; optional ``labeller``, ``group``,
-    ``condition``, ``time``, ``sha256`` (other columns, such as the export's scores, are ignored). A row with an
-    empty label is unlabelled."""
+def read_labels_csv(path: str | os.PathLike[str], *, paths: bool = False) -> LabelsRead:
+    """Labels from a UTF-8 CSV: ``label`` and ``id`` or ``path`` columns (``paths=True``, the labels of a
+    training set's images: ``path`` and ``label``); optional ``labeller``, ``group``, ``condition``, ``time``,
+    ``sha256`` (other columns, such as the export's scores, are ignored). A row with an empty label is
+    unlabelled."""
     name = Path(path).name
     try:
         text = read_regular_file(path).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise LabelImportError(
-            f"{path}: not UTF-8 text (byte at offset {e.start}); save it as UTF-8"
+            f"{path}: the labels CSV is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8"
         ) from None
     except OSError as e:
         raise LabelImportError(f"{path}: cannot read ({e})") from None
@@ -137,6 +140,10 @@ def read_labels_csv(path: str | os.PathLike[str]) -> LabelsRead:
         if reader.fieldnames:  # names and cells as written by the package (csv_text_cell), or by hand
             reader.fieldnames = [csv_text_value(c) for c in reader.fieldnames]
         header = reader.fieldnames or []
+        if paths and not {"path", "label"} <= set(header):
+            raise LabelImportError(
+                f"{path}: the labels CSV needs the columns 'path' and 'label'; it has {', '.join(header) or 'none'}"
+            )
         if "label" not in header or not ({"id", "path"} & set(header)):
             raise LabelImportError(
                 f"{path}: a labels CSV needs a 'label' column and an 'id' or 'path' column; it has "
@@ -336,7 +343,7 @@ def entries_from_csv(
     elsewhere) is refused unless ``allow_outside_root=True``. Every refused row is named (the CSV's line and the
     path) in one error, and no entry is returned: the caller adds all of them or nothing."""
     csv_path = Path(path)
-    read = read_labels_csv(csv_path)
+    read = read_labels_csv(csv_path, paths=True)
     if any(r.path is None for r in read.rows):
         raise LabelImportError(f"{csv_path}: every row needs a path (a 'path' column)")
     if read.unlabelled:
@@ -349,8 +356,7 @@ def entries_from_csv(
     problems: list[str] = []
     outside: list[str] = []
     for r in read.rows:
-        p = Path(str(r.path))
-        full = os.path.abspath(p if p.is_absolute() else csv_path.parent / p)  # lexical: ".." resolved
+        full = resolve_csv_path(csv_path, str(r.path))
         if not allow_outside_root and not _inside(full, root):
             outside.append(f"{r.where}: {r.path} resolves to {full}")
             continue
@@ -379,6 +385,14 @@ def entries_from_csv(
             f"{csv_path}: {len(problems)} unreadable image(s), nothing added: {_listing(problems)}"
         )
     return entries
+
+
+def resolve_csv_path(csv_path: str | os.PathLike[str], path: str) -> str:
+    """The file a CSV row names, the way every CSV of image paths is read (``novelty dataset add-csv``,
+    ``novelty fit --labels``): an absolute path as it is, a relative one taken from the CSV's folder (not from
+    the current directory); ``..`` resolved lexically, links left as they are."""
+    p = Path(path)
+    return os.path.abspath(p if p.is_absolute() else Path(csv_path).parent / p)
 
 
 def _inside(path: str, root: str) -> bool:
