@@ -43,6 +43,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -53,7 +54,7 @@ import numpy as np
 
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_text, read_regular_file, sha256_bytes
-from novelty.flywheel.compare_report import METRICS
+from novelty.flywheel.compare_report import METRICS, fmt
 from novelty.flywheel.gate import JUDGED, Check, GateRule, judge, trust_check
 from novelty.flywheel.paired import (
     ECE_BINS,
@@ -380,26 +381,47 @@ class Comparison:
         return atomic_write_text(Path(path), render_report(self))
 
     def table(self) -> str:
-        """The rows as a plain-text table."""
+        """The rows as plain text within 100 columns: the metrics two at a time, one line per row, each cell
+        ``champion→challenger difference [interval]``; then the trusted-but-wrong counts."""
+        width, cell_w = 100, 34
+        titles = {
+            "accuracy": "accuracy",
+            "ece": "calibration error (ECE)",
+            "coverage": "trusted share (coverage)",
+            "selective_risk": "errors among trusted",
+            "auroc": "novelty AUROC",
+            "false_alarm_rate": "false alarms at alpha",
+        }
+
+        def num(x: float, signed: bool = False) -> str:
+            return f"{fmt(x, signed):>{6 if signed else 5}}"
+
+        def cell(d: MetricDiff | None) -> str:
+            if d is None:
+                return "—".ljust(cell_w)
+            return f"{num(d.champion)}→{num(d.challenger)} {num(d.diff, True)} [{num(d.ci_low, True)},{num(d.ci_high, True)}]"
+
         cols = [m for m in METRICS if any(m in r.metrics for r in self.rows)]
-        head = f"{'row':<22} {'n':>5}  " + "  ".join(f"{m:>34}" for m in cols)
-        lines = [head, "-" * len(head)]
-        for r in self.rows:
-            cells = []
-            for m in cols:
-                d = r.metrics.get(m)
-                cells.append(
-                    f"{'—':>34}"
-                    if d is None
-                    else f"{d.champion:6.3f}→{d.challenger:6.3f} {d.diff:+.3f} [{d.ci_low:+.3f},{d.ci_high:+.3f}]"
-                )
-            lines.append(f"{r.name[:22]:<22} {r.n:>5}  " + "  ".join(f"{c:>34}" for c in cells))
+        level = self.settings.get("level", 0.95)
+        pct = f"{float(level) * 100:g} % " if isinstance(level, (int, float)) else ""
+        n_w = max(1, *(len(str(r.n)) for r in self.rows))
+        name_w = max(3, min(max(len(r.name) for r in self.rows), width - n_w - 1 - 2 * (cell_w + 2)))
+        lines = [f"each cell: champion→challenger, difference (challenger − champion) [{pct}interval]"]
+        for k in range(0, len(cols), 2):
+            group = cols[k : k + 2]
+            head = f"{'row':<{name_w}} {'n':>{n_w}}  " + "  ".join(f"{titles[m]:<{cell_w}}" for m in group)
+            lines += ["", head.rstrip(), "-" * (name_w + n_w + 1 + len(group) * (cell_w + 2))]
+            for r in self.rows:
+                name = r.name if len(r.name) <= name_w else r.name[: name_w - 1] + "…"
+                cells = "  ".join(cell(r.metrics.get(m)) for m in group)
+                lines.append(f"{name:<{name_w}} {r.n:>{n_w}}  {cells}".rstrip())
         if self.trusted_wrong is not None:
             lines.append("")
             for who in ("champion", "challenger"):
                 side = self.trusted_wrong[who]
                 per = ", ".join(f"{c}: {k}" for c, k in side["by_condition"].items())
-                lines.append(f"{who + ':':<12} trusted but wrong: {side['n']}" + (f" ({per})" if per else ""))
+                text = f"{who + ':':<12} trusted but wrong: {side['n']}" + (f" ({per})" if per else "")
+                lines += textwrap.wrap(text, width, subsequent_indent=" " * 13, break_on_hyphens=False)
         return "\n".join(lines)
 
 
