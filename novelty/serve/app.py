@@ -381,7 +381,7 @@ def create_app(
     async def reload() -> JSONResponse:
         previous = service.version()
         try:
-            loaded, switched = await service.holder.reload()
+            loaded, switched = await service.holder.reload(trigger="POST /v1/admin/reload")
         except (NoveltyError, OSError) as e:
             raise ServiceError(
                 500, "reload_failed", f"the detector could not be loaded; still serving {previous}: {e}"

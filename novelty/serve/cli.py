@@ -185,6 +185,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     from novelty.serve.auth import ADMIN_ENV, API_ENV, read_tokens
 
+    served = logging.getLogger("novelty.serve")
+    if served.getEffectiveLevel() > logging.INFO:
+        served.setLevel(logging.INFO)  # without -v too: the detector served at start-up and at each reload
+
     try:
         api_tokens = read_tokens(args.token_file, API_ENV)
         admin_tokens = read_tokens(args.admin_token_file, ADMIN_ENV)

@@ -107,20 +107,43 @@ class DetectorHolder:
             self.last_error = None
             return loaded
 
-    async def reload(self, *, only_if_changed: bool = False) -> tuple[Loaded, bool]:
+    def where(self) -> str:
+        """The directory served, and what it points to when it is a link (a registry alias such as
+        ``models/champion → versions/0003/detector``)."""
+        try:
+            target = self.directory.resolve()
+        except OSError:
+            return str(self.directory)
+        if target == self.directory.absolute():
+            return str(self.directory)
+        try:
+            shown = target.relative_to(self.directory.absolute().parent)
+        except ValueError:
+            shown = target
+        return f"{self.directory} → {shown}"
+
+    async def reload(
+        self, *, only_if_changed: bool = False, trigger: str = "a direct call"
+    ) -> tuple[Loaded, bool]:
         """Load the directory again in a worker thread and switch to it. ``(current, switched)``.
 
         With ``only_if_changed`` nothing is loaded while the version on disk is the current one. A failed
         load leaves the current detector serving and raises (:class:`~novelty.errors.NoveltyError`).
+        ``trigger`` says in the log what asked for the reload (``POST /v1/admin/reload``, a changed
+        ``MANIFEST.sha256``). Each reload is logged with the detector, the trigger and the time it took: at
+        INFO when it loaded, at WARNING when it failed and the previous detector goes on serving, at ERROR when
+        nothing is serving or the watcher gives this version up (its retries spent).
         """
         async with self._lock:
             cur = self._current
             on_disk = read_version(self.directory)
             if only_if_changed and cur is not None and on_disk == cur.version:
                 return cur, False
+            started = time.monotonic()
             try:
                 loaded = await asyncio.to_thread(self.load_blocking)
             except (NoveltyError, OSError) as e:
+                took = time.monotonic() - started
                 self.outcomes["failed"] += 1
                 self._failures = self._failures + 1 if on_disk == self._failed_version else 1
                 self._failed_version = on_disk
@@ -133,23 +156,40 @@ class DetectorHolder:
                     again = f"trying again in {delay:g} s (retry {self._failures} of {RETRIES})"
                 else:
                     again = "not trying this version again until MANIFEST.sha256 changes"
-                log.error(
-                    "reloading the detector from %s failed; still serving %s; %s: %s",
-                    self.directory,
+                given_up = self._backoff_base_s is not None and self._failures > RETRIES
+                log.log(
+                    logging.ERROR if cur is None or given_up else logging.WARNING,
+                    "reloading the detector %s from %s (trigger: %s) failed after %.2f s; still serving %s; %s: %s",
+                    on_disk[:12] if on_disk else "(no MANIFEST.sha256)",
+                    self.where(),
+                    trigger,
+                    took,
                     cur.version[:12] if cur else "nothing",
                     again,
                     e,
                 )
                 raise
+            took = time.monotonic() - started
             self._failed_version, self._failures = None, 0
             switched = cur is None or loaded.version != cur.version
             self.outcomes["switched" if switched else "unchanged"] += 1
             if switched:
                 self.reloads += 1
                 log.info(
-                    "detector %s now serving (was %s)",
+                    "reloaded %s (trigger: %s) in %.2f s: detector %s now serving (was %s)",
+                    self.where(),
+                    trigger,
+                    took,
                     loaded.version[:12],
                     cur.version[:12] if cur else "none",
+                )
+            else:
+                log.info(
+                    "reloaded %s (trigger: %s) in %.2f s: unchanged, detector %s still serving",
+                    self.where(),
+                    trigger,
+                    took,
+                    loaded.version[:12],
                 )
             return loaded, switched
 
@@ -178,7 +218,7 @@ class DetectorHolder:
             if not self._due(on_disk):
                 continue
             try:
-                await self.reload(only_if_changed=True)
+                await self.reload(only_if_changed=True, trigger="MANIFEST.sha256 changed")
             except (NoveltyError, OSError):
                 pass  # logged by reload; the current detector keeps serving
             except Exception:  # never let the watcher die silently
