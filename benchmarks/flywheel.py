@@ -1,6 +1,7 @@
 """The flywheel benchmark: which images should a human label, under a budget, to fix the windshield head?
 
     .venv/bin/python -m benchmarks.flywheel          # → benchmarks/results/flywheel.json and flywheel.md
+    .venv/bin/python -m benchmarks.flywheel --pool-mix 0.1,0.4,0.86 --jobs 2   # → flywheel_pools.json and .md
 
 The windshield scenario (:mod:`novelty.datasets.windshield`): the street video cut into 25-frame blocks dealt
 to train / calibration / test parts; half the frames of every block wet (water drops), the rest dry.
@@ -35,6 +36,21 @@ novelty and uncertainty are recomputed for the next turn. Per turn: accuracy per
 rate at alpha on the clean evaluation frames, the share flagged per condition, the pre-annotations that were
 right, and the auto-accepted labels (pool images with ``p ≥ alpha`` and head probability ≥ 0.9: how many, and
 how many of them right).
+
+Pool mixes (``--pool-mix``): the pool above is 86 % condition images; a production pool is mostly clean. Per
+mix (a target share of condition images) and seed, the pool is the seed's draw above with all its clean images
+and only the first of its condition images in a random order of the seed (:func:`mix_indices`; nested, and a
+share above the draw's own keeps it whole). On each: random, novelty, uncertainty (least confidence and
+competence), diversity and hybrid (the library's defaults) at budgets 25, 50, 100 (random also at 200), one
+turn as above except that the labelled images join the head's training rows in pool order, so a labelled set
+two strategies both choose is refitted once. Candidates for a default that use only what the flywheel knows at
+selection time (the pool's p-values; no label, no condition) are tuned on seeds 100–102 at 50 labels, by the
+least worst-mix regret (the best candidate's mean accuracy on a mix minus the candidate's): hybrid with
+oversample 2, 4, 8; hybrid whose k-center step chooses among the ``c × n_flagged`` most novel images
+(``oversample = max(1, c · n_flagged / budget)``, c = 1, 2); a rule, diversity when the share of flagged images
+in the pool is at least a threshold (0.25, 0.5, 0.75), else novelty. Each family's best is then reported on
+seeds 0–4 beside the strategies. The head refits run in ``--jobs`` spawned processes with one torch thread each
+(the head's short epochs run several times slower with two threads on a shared two-core machine).
 
 Embeddings are made once (``$NOVELTY_CACHE/flywheel``, keyed by the backbone's fingerprint).
 """
@@ -263,6 +279,17 @@ def auto_accept(pool: Any, truth: np.ndarray) -> dict[str, Any]:
 
 
 # --- experiments ------------------------------------------------------------------------------------------
+def refit_head_on(base: Part, pool: Part, chosen: np.ndarray, params: dict[str, Any]) -> Any:
+    """A head with ``params`` fitted on ``base`` (the champion's fitting rows) plus the labelled ``pool[chosen]``."""
+    from novelty.head import ConditionHead
+
+    new = pool.take(chosen)
+    x = np.concatenate([base.x, new.x])
+    y = np.concatenate([base.y, new.y])
+    groups = train_groups(base) + label_groups(new)
+    return ConditionHead(**params).fit(x, list(LABELS[y]), groups=groups)
+
+
 @dataclass
 class Bench:
     train: Part
@@ -273,14 +300,9 @@ class Bench:
 
     def refit_head(self, chosen: np.ndarray) -> Any:
         """The champion's head refitted (same parameters) on its own fitting rows plus the labelled pool rows."""
-        from novelty.head import ConditionHead
-
-        base = self.train.take(self.fit_idx)
-        new = self.pool.take(chosen)
-        x = np.concatenate([base.x, new.x])
-        y = np.concatenate([base.y, new.y])
-        groups = train_groups(base) + label_groups(new)
-        return ConditionHead(**self.champion.head_.get_params()).fit(x, list(LABELS[y]), groups=groups)
+        return refit_head_on(
+            self.train.take(self.fit_idx), self.pool, chosen, self.champion.head_.get_params()
+        )
 
     def one_turn(
         self, pool_idx: np.ndarray, strategy: str, budget: int, seed: int, **kw: Any
@@ -746,6 +768,543 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- pool mixes: the share of condition frames in the pool ------------------------------------------------
+POOL_MIXES = (0.1, 0.4, 0.86)
+MIX_BUDGETS = (25, 50, 100)
+MIX_RANDOM_EXTRA = 200  # random alone also at this budget, so "labels random needs" can reach past 100
+MIX_TUNE_OVERSAMPLE = (2.0, 4.0, 8.0)
+MIX_TUNE_FLAGGED = (1.0, 2.0)
+# thresholds on the share of flagged images; listed middle first, as a tie (the three mixes pin a threshold only
+# to the interval between their flagged shares) goes to the candidate listed first
+MIX_TUNE_THRESHOLD = (0.5, 0.25, 0.75)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a pool is turned into a call of :func:`~novelty.flywheel.selection.select`, from what the flywheel
+    knows at selection time (the pool's scores; no label, no condition).
+
+    ``fixed``: ``strategy`` with ``kw``; ``flagged``: hybrid (novelty rank) whose k-center step chooses among the
+    ``param × n_flagged`` most novel images (``oversample = max(1, param × n_flagged / budget)``; ``n_flagged``:
+    the pool's images with p < alpha); ``rule``: ``diversity`` when the share of flagged images in the pool is at
+    least ``param``, else ``novelty``."""
+
+    name: str
+    kind: str = "fixed"
+    strategy: str = ""
+    kw: tuple[tuple[str, Any], ...] = ()
+    param: float = 0.0
+
+    def choose(self, pool: Any, budget: int) -> tuple[str, dict[str, Any]]:
+        if self.kind == "flagged":
+            n_flagged = int(np.asarray(pool.is_novel).sum())
+            return "hybrid", {"oversample": max(1.0, self.param * n_flagged / budget)}
+        if self.kind == "rule":
+            return ("diversity", {}) if float(np.mean(pool.is_novel)) >= self.param else ("novelty", {})
+        return self.strategy, dict(self.kw)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "strategy": self.strategy,
+            "kw": dict(self.kw),
+            "param": self.param,
+        }
+
+
+MIX_BASE = (
+    Policy("random", strategy="random"),
+    Policy("novelty", strategy="novelty"),
+    Policy("uncertainty (least-confidence)", strategy="uncertainty", kw=(("measure", "least-confidence"),)),
+    Policy("uncertainty (competence)", strategy="uncertainty", kw=(("measure", "competence"),)),
+    Policy("diversity", strategy="diversity"),
+    Policy("hybrid", strategy="hybrid"),  # the library's defaults: weights 1/0, oversample 8
+)
+
+
+def hybrid_policy(oversample: float) -> Policy:
+    return Policy(f"hybrid (oversample {oversample:g})", strategy="hybrid", kw=(("oversample", oversample),))
+
+
+def flagged_policy(c: float) -> Policy:
+    return Policy(f"hybrid (oversample {c:g} × flagged / budget)", kind="flagged", param=c)
+
+
+def rule_policy(threshold: float) -> Policy:
+    return Policy(
+        f"rule: diversity if flagged share ≥ {threshold:g}, else novelty", kind="rule", param=threshold
+    )
+
+
+MIX_TUNE = (
+    MIX_BASE[1],
+    MIX_BASE[4],
+    *(hybrid_policy(o) for o in MIX_TUNE_OVERSAMPLE),
+    *(flagged_policy(c) for c in MIX_TUNE_FLAGGED),
+    *(rule_policy(t) for t in MIX_TUNE_THRESHOLD),
+)
+
+
+def mix_indices(part: Part, seed: int, share: float) -> np.ndarray:
+    """One seed's pool with about ``share`` condition images: the seed's pool draw (:func:`pool_indices`), all of
+    its clean images and the first of its condition images in a random order of the seed (so the pools of one
+    seed are nested: a smaller share is a subset of a larger one). A share above the draw's own keeps it all."""
+    base = pool_indices(len(part), seed)
+    clean = base[part.condition[base] == "clean"]
+    cond = base[part.condition[base] != "clean"]
+    want = int(round(share / (1.0 - share) * clean.shape[0])) if share < 1 else cond.shape[0]
+    order = np.random.default_rng([seed, 11]).permutation(cond.shape[0])
+    return np.sort(np.concatenate([clean, cond[order[: min(want, cond.shape[0])]]]))
+
+
+# The head refits run in worker processes (spawned: each one gets the parts once, then only the chosen rows).
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(base: Part, pool: Part, ev: Part, params: dict[str, Any], threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    _WORKER.update(base=base, pool=pool, eval=ev, params=params)
+
+
+def _refit_eval(chosen: np.ndarray) -> dict[str, float]:
+    w = _WORKER
+    head = refit_head_on(w["base"], w["pool"], chosen, w["params"])
+    return accuracy(head.predict(w["eval"].x), w["eval"])
+
+
+class Refits:
+    """Head refits keyed by the labelled set (sorted pool rows): a set two policies both choose is fitted once."""
+
+    def __init__(self, jobs: int, base: Part, pool: Part, ev: Part, params: dict[str, Any]) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.cache: dict[bytes, Any] = {}
+        args = (base, pool, ev, params, 1)
+        self.ex: ProcessPoolExecutor | None = None
+        if jobs > 1:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            self.ex = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=args)
+        else:
+            _worker_init(*args)
+
+    def submit(self, chosen: np.ndarray) -> Any:
+        from concurrent.futures import Future
+
+        key = chosen.tobytes()
+        if key not in self.cache:
+            if self.ex is not None:
+                self.cache[key] = self.ex.submit(_refit_eval, chosen)
+            else:
+                f: Future[dict[str, float]] = Future()
+                f.set_result(_refit_eval(chosen))
+                self.cache[key] = f
+        return self.cache[key]
+
+    @property
+    def fitted(self) -> int:
+        return len(self.cache)
+
+    def close(self) -> None:
+        if self.ex is not None:
+            self.ex.shutdown()
+
+
+def mix_select(
+    bench: Bench, pool: Any, pool_idx: np.ndarray, policy: Policy, budget: int, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The policy's selection: the chosen pool rows (sorted: the labels join the training rows in pool order, so
+    the refit depends on the set alone) and what was chosen."""
+    from novelty.flywheel.selection import select
+
+    strategy, kw = policy.choose(pool, budget)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sel = select(pool, budget, strategy, seed=seed, **{"measure": "least-confidence", **kw})
+    pos = np.asarray(sel.positions, dtype=np.int64)
+    chosen = pool_idx[pos]
+    picked = bench.pool.take(chosen)
+    champ_pred = np.asarray(pool.predictions, dtype=object)[pos]
+    return np.sort(chosen), {
+        "strategy": strategy,
+        "kw": kw,
+        "n_selected": int(chosen.shape[0]),
+        "preannotation_right": float(np.mean(champ_pred == LABELS[picked.y])) if len(pos) else None,
+        "selected_conditions": {c: int((picked.condition == c).sum()) for c in ALL_CONDITIONS},
+    }
+
+
+def _criterion(per_mix: dict[str, float], best: dict[str, float]) -> dict[str, float]:
+    regret = {m: best[m] - a for m, a in per_mix.items()}
+    return {"max_regret": max(regret.values()), "mean": float(np.mean(list(per_mix.values())))}
+
+
+def run_pools(
+    mixes: Sequence[float] = POOL_MIXES,
+    seeds: Sequence[int] = SEEDS,
+    tune_seeds: Sequence[int] = TUNE_SEEDS,
+    budgets: Sequence[int] = MIX_BUDGETS,
+    jobs: int = 2,
+    quick: bool = False,
+) -> dict[str, Any]:
+    """Every strategy on pools of several condition shares; the tuned candidates for a default (see
+    :func:`main`'s ``--pool-mix``)."""
+    import torch
+
+    import novelty
+    from benchmarks.ood.runner import machine_description
+    from novelty.flywheel.selection import DEFAULT_OVERSAMPLE
+
+    t_start = time.perf_counter()
+    # one torch thread: the head's many short epochs run several times slower with two on a shared machine
+    torch.set_num_threads(1)
+    parts, data_info = build_data(novelty.Embedder())
+    train = parts["train"]
+    t0 = time.perf_counter()
+    champion, champ_warnings = fit_detector(train.x, train.y, train_groups(train))
+    fit_idx = np.array([int(s[1:]) for s in champion.train_ids_], dtype=np.int64)
+    say(f"champion fitted in {time.perf_counter() - t0:.1f} s: {champion!r}")
+    bench = Bench(train, parts["pool"], parts["eval"], champion, fit_idx)
+    ev = bench.eval
+    v = champion.score_embeddings(ev.x)
+    champ_acc = accuracy(v.predictions or [], ev)
+    refits = Refits(jobs, train.take(fit_idx), bench.pool, ev, champion.head_.get_params())
+
+    pools: dict[tuple[float, int], tuple[np.ndarray, Any]] = {}
+    pool_info: list[dict[str, Any]] = []
+    for m in mixes:
+        for s in (*tune_seeds, *seeds):
+            idx = mix_indices(bench.pool, s, m)
+            pool = as_pool(champion, bench.pool, idx)
+            pools[(m, s)] = (idx, pool)
+            cond = bench.pool.condition[idx]
+            pool_info.append(
+                {
+                    "mix": m,
+                    "seed": s,
+                    "n": int(idx.shape[0]),
+                    "condition_share": float((cond != "clean").mean()),
+                    "flagged_share": float(np.mean(pool.is_novel)),
+                    "flagged": int(np.sum(pool.is_novel)),
+                    "flagged_share_condition": float(np.mean(pool.is_novel[cond != "clean"]))
+                    if (cond != "clean").any()
+                    else None,
+                    "flagged_share_clean": float(np.mean(pool.is_novel[cond == "clean"])),
+                }
+            )
+        say(
+            f"mix {m}: pools "
+            + ", ".join(
+                f"{p['n']} ({p['condition_share']:.2f} condition, {p['flagged_share']:.2f} flagged)"
+                for p in pool_info
+                if p["mix"] == m and p["seed"] in seeds
+            )
+        )
+
+    pending: list[tuple[dict[str, Any], Any]] = []
+
+    def queue(phase: str, policy: Policy, m: float, s: int, b: int) -> None:
+        idx, pool = pools[(m, s)]
+        chosen, info = mix_select(bench, pool, idx, policy, b, s)
+        rec = {"phase": phase, "policy": policy.name, "mix": m, "seed": s, "budget": b, **info}
+        pending.append((rec, refits.submit(chosen)))
+
+    tune_budget = TUNE_BUDGET if TUNE_BUDGET in budgets else budgets[len(budgets) // 2]
+    for policy in MIX_TUNE:
+        for m in mixes:
+            for s in tune_seeds:
+                queue("tune", policy, m, s, tune_budget)
+    say(f"tuning queued: {len(pending)} selections, {refits.fitted} refits")
+    for policy in MIX_BASE:
+        for m in mixes:
+            for s in seeds:
+                for b in (*budgets, MIX_RANDOM_EXTRA) if policy.name == "random" else budgets:
+                    queue("report", policy, m, s, b)
+    say(f"report queued: {len(pending)} selections, {refits.fitted} refits")
+
+    def collect(phase: str) -> list[dict[str, Any]]:
+        out = []
+        done = 0
+        for rec, fut in pending:
+            if rec["phase"] == phase and "accuracy" not in rec:
+                rec["accuracy"] = fut.result()
+                done += 1
+                if done % 25 == 0:
+                    say(f"{phase}: {done} results")
+            if rec["phase"] == phase:
+                out.append(rec)
+        return out
+
+    # tuning on the tuning seeds at one budget: per family the candidate of least worst-mix regret
+    tune_runs = collect("tune")
+    tuning: list[dict[str, Any]] = []
+    for policy in MIX_TUNE:
+        per_mix = {
+            str(m): mean_std(
+                [r["accuracy"]["overall"] for r in tune_runs if r["policy"] == policy.name and r["mix"] == m]
+            )
+            for m in mixes
+        }
+        tuning.append({**policy.describe(), "per_mix": per_mix})
+    best = {str(m): max(t["per_mix"][str(m)]["mean"] for t in tuning) for m in mixes}
+    for t in tuning:
+        t.update(_criterion({m: v["mean"] for m, v in t["per_mix"].items()}, best))
+
+    def rank(t: dict[str, Any]) -> tuple[float, float]:
+        return (round(t["max_regret"], 6), -t["mean"])
+
+    by_name = {p.name: p for p in MIX_TUNE}
+    families = {
+        "hybrid oversample": [hybrid_policy(o).name for o in MIX_TUNE_OVERSAMPLE],
+        "flagged": [flagged_policy(c).name for c in MIX_TUNE_FLAGGED],
+        "rule": [rule_policy(x).name for x in MIX_TUNE_THRESHOLD],
+    }
+    chosen_family = {
+        fam: min((t for t in tuning if t["name"] in names), key=rank)["name"]
+        for fam, names in families.items()
+    }
+    default_name = min(tuning, key=rank)["name"]
+    say(f"tuned: {chosen_family}; least worst-mix regret overall: {default_name}")
+    extra = [by_name[n] for n in chosen_family.values() if n not in {p.name for p in MIX_BASE}]
+    if hybrid_policy(DEFAULT_OVERSAMPLE).name in [p.name for p in extra]:
+        extra = [p for p in extra if p.name != hybrid_policy(DEFAULT_OVERSAMPLE).name]
+    for policy in extra:
+        for m in mixes:
+            for s in seeds:
+                for b in budgets:
+                    queue("report", policy, m, s, b)
+    report_policies = [*MIX_BASE, *extra]
+    runs = collect("report")
+    say(f"report: {len(runs)} selections, {refits.fitted} refits in all")
+    refits.close()
+
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for policy in report_policies:
+        summary[policy.name] = {}
+        for m in mixes:
+            per_b: dict[str, Any] = {}
+            for b in (*budgets, MIX_RANDOM_EXTRA) if policy.name == "random" else budgets:
+                rs = [r for r in runs if r["policy"] == policy.name and r["mix"] == m and r["budget"] == b]
+                per_b[str(b)] = {
+                    "accuracy": {
+                        k: mean_std([r["accuracy"][k] for r in rs]) for k in (*ALL_CONDITIONS, "overall")
+                    },
+                    "n_selected": mean_std([r["n_selected"] for r in rs]),
+                    "preannotation_right": mean_std(
+                        [r["preannotation_right"] for r in rs if r["preannotation_right"] is not None]
+                    ),
+                    "selected_conditions": {
+                        c: float(np.mean([r["selected_conditions"][c] for r in rs])) for c in ALL_CONDITIONS
+                    },
+                    "strategies": sorted({r["strategy"] for r in rs}),
+                }
+            summary[policy.name][str(m)] = per_b
+    # labels random needs to match each cell (random's mean curve of that mix, 0 labels = the champion)
+    random_need: dict[str, dict[str, dict[str, Any]]] = {}
+    for m in mixes:
+        curve = {0: champ_acc["overall"]}
+        curve.update({int(k): c["accuracy"]["overall"]["mean"] for k, c in summary["random"][str(m)].items()})
+        for name, by_mix in summary.items():
+            for key, cell in by_mix[str(m)].items():
+                tgt = cell["accuracy"]["overall"]["mean"]
+                x = labels_to_match(curve, tgt)
+                random_need.setdefault(name, {}).setdefault(str(m), {})[key] = {
+                    "labels": 0.0 if tgt <= curve[0] else x,
+                    "beyond": x is None and tgt > curve[0],
+                }
+    wins = {
+        name: all(
+            summary[name][str(m)][str(b)]["accuracy"]["overall"]["mean"]
+            >= max(summary[o][str(m)][str(b)]["accuracy"]["overall"]["mean"] for o in summary) - 1e-12
+            for m in mixes
+            for b in budgets
+        )
+        for name in summary
+    }
+    total = time.perf_counter() - t_start
+    cmd = command_line(quick).replace(
+        "benchmarks.flywheel",
+        f"benchmarks.flywheel --pool-mix {','.join(f'{m:g}' for m in mixes)} --jobs {jobs}",
+    )
+    return {
+        "benchmark": "flywheel-pools",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "command": cmd,
+        "machine": {
+            **machine_description(),
+            "torch_threads_refit": 1,
+            "jobs": jobs,
+            "cpu_flags": _cpu_flags(),
+        },
+        "seconds": round(total, 1),
+        "data": {**data_info, "pool": len(bench.pool), "eval": len(ev)},
+        "config": {
+            "mixes": list(mixes),
+            "budgets": list(budgets),
+            "random_extra_budget": MIX_RANDOM_EXTRA,
+            "seeds": list(seeds),
+            "tune_seeds": list(tune_seeds),
+            "tune_budget": tune_budget,
+            "alpha": ALPHA,
+            "criterion": "least worst-mix regret (best mean accuracy among the tuned candidates on that mix minus "
+            "the candidate's), ties by the mean over mixes",
+            "refit": "head alone (champion's head parameters) on the champion's fitting rows + the labelled "
+            "selection in pool order",
+        },
+        "champion": {"accuracy": champ_acc, "warnings": champ_warnings},
+        "pools": pool_info,
+        "tuning": tuning,
+        "tuned": chosen_family,
+        "default": default_name,
+        "policies": [p.describe() for p in report_policies],
+        "summary": summary,
+        "random_needs": random_need,
+        "best_everywhere": [n for n, w in wins.items() if w],
+        "refits": refits.fitted,
+        "runs": [{k: v for k, v in r.items()} for r in tune_runs + runs],
+    }
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _need_text(n: dict[str, Any], top: int) -> str:
+    if n["beyond"]:
+        return f"> {top}"
+    return f"{n['labels']:.0f}"
+
+
+def pools_markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    cfg = r["config"]
+    mixes = [str(x) for x in cfg["mixes"]]
+    budgets = [str(b) for b in cfg["budgets"]]
+    top = cfg["random_extra_budget"]
+    seeds = set(cfg["seeds"])
+    lines = [
+        "# Flywheel benchmark: which strategy on pools of more or fewer condition frames",
+        "",
+        f"Command: `{r['command']}` · {r['date']} · {r['seconds']:.0f} s in all "
+        f"({r['refits']} head refits; embeddings "
+        f"{'from the cache' if r['data']['from_cache'] else 'made in ' + str(r['data']['seconds']) + ' s'}) · "
+        f"{m['cpu']}, {m['cpus_usable']} usable CPUs, {m['jobs']} refit processes with "
+        f"{m['torch_threads_refit']} torch thread each, torch {m['torch']}, Python {m['python']}.",
+        "",
+        f"CPU flags: `{m['cpu_flags']}`",
+        "",
+        "Protocol as in `flywheel.md` (one turn: select, oracle labels, the champion's head refitted on its own "
+        "fitting rows plus the labels; overall = mean head accuracy over clean, tunnel, ice, fog, snow on the "
+        f"evaluation set), except the pool: per seed, the seed's {POOL_SHARE:.0%} draw of the production images "
+        "keeps all its clean images and only a random share of its condition images (tunnel/ice/fog/snow, "
+        "severities 1, 3, 5; nested: the smaller mixes of a seed are subsets of the larger). The labelled images "
+        "join the training rows in pool order. Mean ± sd over seeds "
+        f"{', '.join(map(str, cfg['seeds']))}; candidates tuned on seeds {', '.join(map(str, cfg['tune_seeds']))} "
+        f"at {cfg['tune_budget']} labels. Champion: overall {r['champion']['accuracy']['overall']:.3f}.",
+        "",
+        "| mix (target condition share) | pool images | condition share | flagged share (p < alpha) | "
+        "flagged among condition / clean images |",
+        "|---|---|---|---|---|",
+    ]
+    for mx in mixes:
+        ps = [p for p in r["pools"] if str(p["mix"]) == mx and p["seed"] in seeds]
+        fc = [p["flagged_share_condition"] for p in ps if p["flagged_share_condition"] is not None]
+        lines.append(
+            f"| {mx} | {np.mean([p['n'] for p in ps]):.0f} | {np.mean([p['condition_share'] for p in ps]):.3f} | "
+            f"{np.mean([p['flagged_share'] for p in ps]):.3f} (seeds: "
+            + ", ".join(f"{p['flagged_share']:.2f}" for p in ps)
+            + f") | {np.mean(fc):.3f} / {np.mean([p['flagged_share_clean'] for p in ps]):.3f} |"
+        )
+    lines += [
+        "",
+        "## Overall accuracy after one turn, and the labels `random` needs to match it",
+        "",
+        "Each cell: mean ± sd over the seeds (→ labels `random` needs to reach that mean on the same mix, "
+        f"interpolating its mean accuracy between 0 (the champion), {', '.join(budgets)} and {top} labels). "
+        "**Bold**: the best mean of the column.",
+        "",
+    ]
+    summ = r["summary"]
+    need = r["random_needs"]
+    for mx in mixes:
+        lines += [f"### Mix {mx}", "", "| strategy | " + " | ".join(f"{b} labels" for b in budgets) + " |"]
+        lines.append("|---|" + "---|" * len(budgets))
+        best = {b: max(summ[n][mx][b]["accuracy"]["overall"]["mean"] for n in summ) for b in budgets}
+        for name in summ:
+            cells = []
+            for b in budgets:
+                a = summ[name][mx][b]["accuracy"]["overall"]
+                txt = _ms(a)
+                if a["mean"] >= best[b] - 1e-12:
+                    txt = f"**{txt}**"
+                cells.append(f"{txt} (→ {_need_text(need[name][mx][b], top)})")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        ra = summ["random"][mx][str(top)]["accuracy"]["overall"]
+        lines += ["", f"random at {top} labels: {_ms(ra)}.", ""]
+    lines += [
+        "Strategies equal to the best mean on every mix and budget: "
+        + (", ".join(r["best_everywhere"]) if r["best_everywhere"] else "none")
+        + ".",
+        "",
+        f"## Candidates for a default, tuned on seeds {', '.join(map(str, cfg['tune_seeds']))} "
+        f"({cfg['tune_budget']} labels)",
+        "",
+        f"Criterion: {cfg['criterion']}.",
+        "",
+        "| candidate | " + " | ".join(f"mix {mx}" for mx in mixes) + " | worst-mix regret | mean |",
+        "|---|" + "---|" * (len(mixes) + 2),
+    ]
+    for t in r["tuning"]:
+        lines.append(
+            f"| {t['name']} | "
+            + " | ".join(_ms(t["per_mix"][mx]) for mx in mixes)
+            + f" | {t['max_regret']:.3f} | {t['mean']:.3f} |"
+        )
+    lines += [
+        "",
+        "Chosen per family: " + "; ".join(f"{k}: {v}" for k, v in r["tuned"].items()) + f". Least worst-mix "
+        f"regret of all: **{r['default']}**.",
+        "",
+    ]
+    if "50" in budgets:
+        lines += [
+            "## Per condition at 50 labels",
+            "",
+            "| mix | strategy | overall | "
+            + " | ".join(ALL_CONDITIONS)
+            + " | picked ("
+            + "/".join(ALL_CONDITIONS)
+            + ") |",
+            "|---|---|---|" + "---|" * len(ALL_CONDITIONS) + "---|",
+        ]
+        for mx in mixes:
+            for name in summ:
+                v = summ[name][mx]["50"]
+                a = v["accuracy"]
+                lines.append(
+                    f"| {mx} | {name} | {a['overall']['mean']:.3f} | "
+                    + " | ".join(f"{a[c]['mean']:.3f}" for c in ALL_CONDITIONS)
+                    + " | "
+                    + "/".join(f"{v['selected_conditions'][c]:.0f}" for c in ALL_CONDITIONS)
+                    + " |"
+                )
+    lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(RESULTS), help="folder for flywheel.json and flywheel.md")
@@ -755,12 +1314,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--render", metavar="JSON", help="only write the Markdown of an earlier run's JSON beside it"
     )
+    ap.add_argument(
+        "--pool-mix",
+        metavar="SHARES",
+        help="instead: pools of these shares of condition images (e.g. 0.1,0.4,0.86), every strategy and the "
+        "tuned candidates for a default → flywheel_pools.json and .md",
+    )
+    ap.add_argument(
+        "--budgets", metavar="B", help=f"with --pool-mix: budgets (default {','.join(map(str, MIX_BUDGETS))})"
+    )
+    ap.add_argument("--jobs", type=int, default=2, help="with --pool-mix: processes for the head refits")
     args = ap.parse_args(argv)
     if args.render:
         from novelty.fileio import atomic_write_text
 
         src = Path(args.render)
-        atomic_write_text(src.with_suffix(".md"), to_markdown(json.loads(src.read_text())))
+        doc = json.loads(src.read_text())
+        md = pools_markdown(doc) if doc.get("benchmark") == "flywheel-pools" else to_markdown(doc)
+        atomic_write_text(src.with_suffix(".md"), md)
         say(f"written {src.with_suffix('.md')}")
         return 0
     logging.basicConfig(level=logging.WARNING)
@@ -769,14 +1340,26 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     seeds = SEEDS if not args.quick else SEEDS[:2]
     tune = TUNE_SEEDS if not args.quick else TUNE_SEEDS[:1]
-    r = run(seeds, tune, quick=args.quick)
+    if args.pool_mix:
+        mixes = tuple(float(x) for x in args.pool_mix.split(","))
+        if not all(0 < x < 1 for x in mixes):
+            ap.error("--pool-mix: shares must lie between 0 and 1")
+        budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else MIX_BUDGETS
+        if args.quick and not args.budgets:
+            budgets = (25, 50)
+        r = run_pools(mixes, seeds, tune, budgets, jobs=max(1, args.jobs), quick=args.quick)
+        stem = "flywheel_pools" if not args.quick else "flywheel_pools-quick"
+        render = pools_markdown
+    else:
+        r = run(seeds, tune, quick=args.quick)
+        stem = "flywheel" if not args.quick else "flywheel-quick"
+        render = to_markdown
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "flywheel" if not args.quick else "flywheel-quick"
     from novelty.fileio import atomic_write_text
 
     atomic_write_text(out / f"{stem}.json", json.dumps(r, indent=1, default=_json_default) + "\n")
-    atomic_write_text(out / f"{stem}.md", to_markdown(r))
+    atomic_write_text(out / f"{stem}.md", render(r))
     say(f"written {out / (stem + '.json')} and {out / (stem + '.md')} ({r['seconds']:.0f} s)")
     return 0
 
