@@ -567,7 +567,8 @@ def test_audit_sends_a_share_of_the_auto_accepted_to_people_and_measures_the_rul
     bad = audit_result(work / "ls", {audited[0]["id"]: other})
     assert (bad.n, bad.wrong, bad.error_rate) == (1, 1, 1.0) and bad.ci is not None and bad.ci[0] > 0.2
     assert audit_result(work / "ls", {}).to_json() == {
-        "n": 0, "wrong": 0, "error_rate": None, "ci": None, "unlabelled": 1
+        "n": 0, "wrong": 0, "error_rate": None, "upper": None, "delta": 0.1, "risk": None, "vouched": None,
+        "ci": None, "unlabelled": 1
     }  # fmt: skip
     all_of_them = export_selection(work / "selection.json", work / "ls3", auto_accept=True, audit=1.0)
     assert all_of_them.auto == ()

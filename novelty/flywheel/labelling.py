@@ -29,7 +29,8 @@ head's answer (``auto_accept.audit``) and :func:`audit_result` compares them wit
 default (``audit="auto"``, :func:`audit_size`) the audit holds as many answers as it takes to vouch for the ε
 auto-accept holds: the smallest ``n`` with ``(1 − ε)ⁿ ≤ δ``, i.e. ``n = ⌈ln δ / ln(1 − ε)⌉``. If all ``n``
 audited answers are right, the one-sided exact (Clopper–Pearson) upper bound on the rule's error rate at
-confidence 1 − δ is at most ε. At ε = 0.05, δ = 0.1 that is 45 answers (230 at ε = 0.01). One error among them
+confidence 1 − δ is at most ε; :func:`audit_result` reports that bound (:func:`audit_upper_bound`) at the δ
+``export.json`` records, so a clean audit of 45 reads "≤ 5.0 %". At ε = 0.05, δ = 0.1 that is 45 answers (230 at ε = 0.01). One error among them
 widens the bound past ε: 1 wrong of 45 gives an upper bound of 8.4 % (2 wrong: 11.4 %), and vouching for 5 %
 with one error takes 77 audited answers. ε is the one auto-accept holds (``auto_risk``, else the detector's
 own), δ the trust decision's (the selection's trust header); a selection without a trust decision uses ε = 0.05
@@ -106,6 +107,7 @@ __all__ = [
     "SelectionData",
     "audit_result",
     "audit_size",
+    "audit_upper_bound",
     "auto_accepted",
     "auto_threshold",
     "entries_from_csv",
@@ -473,22 +475,74 @@ def _applied_risk(trust: Mapping[str, Any] | None, auto_risk: float | None) -> f
     return float(trust["risk"]) if auto_risk is None else float(auto_risk)
 
 
+def audit_upper_bound(wrong: int, n: int, delta: float) -> float:
+    """The one-sided exact (Clopper–Pearson) upper bound on an error rate at confidence 1 − ``delta``, from
+    ``wrong`` errors among ``n`` checked answers: the ``p`` with ``P(Binomial(n, p) ≤ wrong) = δ`` (found by
+    bisection on :func:`novelty.trust.binomial_cdf`, the exact test :func:`audit_size` sizes the audit with).
+    0 of 45 at δ = 0.1 gives 5.0 % (``1 − δ^(1/n)``); 1 of 45, 8.4 %; ``1`` when every answer is wrong."""
+    n = check_int(n, "n", minimum=1)
+    wrong = check_int(wrong, "wrong", minimum=0)
+    dlt = check_real(delta, "δ", low=0.0, high=1.0, low_open=True, high_open=True)
+    if wrong >= n:
+        return 1.0
+    lo, hi = wrong / n, 1.0
+    for _ in range(100):  # binomial_cdf falls as p grows
+        mid = (lo + hi) / 2.0
+        if binomial_cdf(wrong, n, mid) > dlt:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 @dataclass(frozen=True)
 class AuditResult:
     """Auto-accepted answers checked by people: ``n`` audited images with a human label, ``wrong`` of them
-    where the head's answer differs; ``error_rate`` with its 95 % Wilson interval (``None`` when ``n`` is 0)."""
+    where the head's answer differs, and ``error_rate`` (``None`` when ``n`` is 0).
+
+    ``upper``: what the audit was sized for (:func:`audit_size`): the one-sided exact (Clopper–Pearson) upper
+    bound on the rule's error rate at confidence 1 − ``delta`` (:func:`audit_upper_bound`), ``delta`` the δ the
+    export recorded for its audit (:data:`novelty.trust.DEFAULT_DELTA` where it recorded none, as for a
+    share). ``risk``: the ε an ``"auto"`` audit was sized to vouch for (``None`` for a share); ``vouched``:
+    ``upper ≤ risk``. A clean audit of 45 at δ = 0.1 gives ``upper`` 5.0 %. ``ci``: the two-sided 95 % Wilson
+    interval, for reference (it answers another question: it is not what the audit was sized for)."""
 
     n: int
     wrong: int
     error_rate: float | None
     ci: tuple[float, float] | None
     unlabelled: int = 0
+    upper: float | None = None
+    delta: float = DEFAULT_DELTA
+    risk: float | None = None
+
+    @property
+    def vouched(self) -> bool | None:
+        """Whether the audit bounds the error rate by the ε it was sized for (``None``: no ε, or no audit)."""
+        if self.risk is None or self.upper is None:
+            return None
+        return self.upper <= self.risk + 1e-12
+
+    def describe(self) -> str:
+        if self.n == 0 or self.upper is None or self.ci is None:
+            return "no audited answer labelled by people"
+        text = (
+            f"{self.wrong} of {self.n} wrong (error rate {self.wrong / self.n:.1%}); error rate ≤ {self.upper:.1%} "
+            f"at {1 - self.delta:.0%} confidence (one-sided exact)"
+        )
+        if self.risk is not None:
+            text += f", {'within' if self.vouched else 'not within'} the ε = {self.risk:g} it was sized for"
+        return text + f"; 95 % Wilson interval {self.ci[0]:.1%}–{self.ci[1]:.1%}"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "n": self.n,
             "wrong": self.wrong,
             "error_rate": self.error_rate,
+            "upper": self.upper,
+            "delta": self.delta,
+            "risk": self.risk,
+            "vouched": self.vouched,
             "ci": None if self.ci is None else list(self.ci),
             "unlabelled": self.unlabelled,
         }
@@ -502,9 +556,14 @@ def audit_result(export_dir: str | os.PathLike[str], labels: Mapping[str, str]) 
     path = Path(export_dir) / EXPORT_MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        audited = manifest["auto_accept"].get("audit", [])
+        section = manifest["auto_accept"]
+        audited = section.get("audit", [])
+        delta = section.get("audit_delta")
+        risk = section.get("audit_risk")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise InvalidInputError(f"{path}: not an export manifest with an auto-accept section ({e})") from None
+    delta = DEFAULT_DELTA if delta is None else check_real(delta, f"{path}: audit_delta", low=0.0, high=1.0)
+    risk = None if risk is None else check_real(risk, f"{path}: audit_risk", low=0.0, high=1.0)
     n = wrong = missing = 0
     for a in audited:
         human = labels.get(a["id"])
@@ -514,5 +573,6 @@ def audit_result(export_dir: str | os.PathLike[str], labels: Mapping[str, str]) 
         n += 1
         wrong += human != a["model_label"]
     if n == 0:
-        return AuditResult(0, 0, None, None, missing)
-    return AuditResult(n, wrong, wrong / n, _wilson(wrong, n), missing)
+        return AuditResult(0, 0, None, None, missing, None, delta, risk)
+    upper = audit_upper_bound(wrong, n, delta)
+    return AuditResult(n, wrong, wrong / n, _wilson(wrong, n), missing, upper, delta, risk)

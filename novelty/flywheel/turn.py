@@ -879,6 +879,7 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             shutil.rmtree(tmp)
         staging = Dataset.create(tmp, train_ds.classes)
         human = 0
+        audit = None
         conflicts: list[Any] = []
         if from_people:
             res = import_labels(
@@ -895,7 +896,8 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             from novelty.flywheel.labelling import audit_result
 
             people = {e.id: e.label for e in staging.entries() if not e.auto}
-            turn.audit = audit_result(turn.dir / "export", people).to_json()
+            audit = audit_result(turn.dir / "export", people)
+            turn.audit = audit.to_json()
         if auto_file.is_file():
             res = import_labels(
                 staging, auto_file, sel, format="csv", note=f"turn {turn.number}: auto-accepted"
@@ -937,12 +939,8 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
     turn.waiting_for = None
     turn.message = ""
     turn.stage = "imported"
-    if turn.audit and turn.audit["n"]:
-        a = turn.audit
-        say(
-            f"turn {turn.number}: audit of the auto-accepted answers: {a['wrong']} of {a['n']} wrong "
-            f"(error rate {a['error_rate']:.1%}, 95 % interval {a['ci'][0]:.1%}–{a['ci'][1]:.1%})"
-        )
+    if audit is not None and audit.n:
+        say(f"turn {turn.number}: audit of the auto-accepted answers: {audit.describe()}")
     say(
         f"turn {turn.number}: imported {len(entries)} labels ({human} from people, "
         f"{len(entries) - human} accepted from the model); {len(train)} to training (dataset version "
