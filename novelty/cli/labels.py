@@ -103,6 +103,14 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         help="the labelled dataset: images it already labels are left out; auto-accepted labels go into it",
     )
     e.add_argument(
+        "--labelled",
+        action="append",
+        default=[],
+        metavar="DATASET",
+        help="another dataset whose images are labelled already (a test set, a new slice): left out, never "
+        "bought twice (repeatable)",
+    )
+    e.add_argument(
         "--classes",
         type=_classes,
         metavar="A,B",
@@ -193,6 +201,14 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     )
     i.add_argument("--condition", metavar="NAME", help="condition for images that have none (e.g. tunnel)")
     i.add_argument("--note", default="", help="a note for the new version")
+    i.add_argument(
+        "--on-conflict",
+        choices=("fail", "latest", "skip"),
+        default="fail",
+        help="two people's different labels for one image: fail (list them, add nothing), latest (the newer "
+        "label stands, the older stays as history) or skip (keep the label already there); a person's label "
+        "always replaces an automatic one",
+    )
 
     d = sub.add_parser(
         "dataset",
@@ -217,6 +233,12 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     a.add_argument("--source", default="train", help="where the images came from (default: %(default)s)")
     a.add_argument("--labeller", default=None, metavar="NAME", help="for rows without a labeller column")
     a.add_argument("--note", default="")
+    a.add_argument(
+        "--on-conflict",
+        choices=("fail", "latest", "skip"),
+        default="fail",
+        help="an image the dataset labels differently already: fail, latest (this label stands) or skip",
+    )
     a.add_argument(
         "--allow-outside-root",
         action="store_true",
@@ -300,6 +322,7 @@ def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
         auto_min_prob=args.auto_min_prob,
         audit=("auto" if args.auto_accept else 0.0) if args.audit is None else args.audit,
         dataset=args.dataset,
+        labelled=args.labelled or None,
         auto_risk=args.auto_risk,
     )
     if client is None or args.out is not None:
@@ -355,6 +378,7 @@ def _import(args: argparse.Namespace) -> int:
             labeller=args.labeller,
             condition=args.condition,
             note=args.note,
+            on_conflict=args.on_conflict,
         )
     else:
         if args.file is not None:
@@ -393,6 +417,7 @@ def _import_from_label_studio(args: argparse.Namespace, client: Any) -> Any:
             labeller=args.labeller,
             condition=args.condition,
             note=args.note,
+            on_conflict=args.on_conflict,
         )
 
     if args.save is not None:
@@ -416,7 +441,7 @@ def _dataset(args: argparse.Namespace) -> int:
         entries = entries_from_csv(
             args.csv, source=args.source, labeller=args.labeller, allow_outside_root=args.allow_outside_root
         )
-        res = ds.add_entries(entries, source=f"csv:{args.csv}", note=args.note)
+        res = ds.add_entries(entries, source=f"csv:{args.csv}", note=args.note, on_conflict=args.on_conflict)
         per = ", ".join(f"{k}: {v}" for k, v in res.counts().items()) or "none"
         print(
             f"version {res.version}: added {len(res.added)} ({per}); skipped {len(res.skipped)} already labelled so"
