@@ -12,7 +12,7 @@ directory handle and without following symlinks, hashes exactly those bytes and 
 whatever is parsed afterwards is what was verified, so a concurrent save can never yield a detector made of
 two artifacts. A save that removes the directory while it is read gives :class:`ArtifactChangedError`.
 
-**Registered versions are pinned.** A model registry (:mod:`novelty.flywheel.registry`) keeps each version as
+**Registered versions are pinned.** A model registry (:mod:`novelty.flywheel.registry.store`) keeps each version as
 ``REGISTRY/versions/<NNNN>/detector/`` beside ``info.json``, which names the artifact id registered. Reading a
 detector at such a place checks that id (:class:`ArtifactIntegrityError` when the bytes there are another
 detector's), so ``REGISTRY/champion`` never loads anything but what was registered; and :func:`write_artifact`
@@ -57,7 +57,7 @@ MANIFEST = "manifest.json"
 MANIFEST_HASH = "MANIFEST.sha256"
 _RESERVED = (MANIFEST, MANIFEST_HASH)
 _MAX_FOREIGN_MANIFEST = 16 << 20  # a larger manifest.json in a save target is not one of ours
-# the layout of a model registry (novelty.flywheel.registry), which pins the detector of every version
+# the layout of a model registry (novelty.flywheel.registry.store), which pins the detector of every version
 REGISTRY_FILE = "registry.json"
 REGISTRY_VERSIONS = "versions"
 REGISTRY_DETECTOR = "detector"

@@ -1,5 +1,5 @@
 """Comparison files as ``novelty compare`` writes them, for registry tests: the gate really runs
-(:func:`novelty.flywheel.compare.compare_outputs`) on seeded p-values of a nominal and a novel condition, so a
+(:func:`novelty.flywheel.comparison.compare.compare_outputs`) on seeded p-values of a nominal and a novel condition, so a
 file passes or fails by its numbers, and the artifact ids name the detectors given."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from novelty.flywheel.compare import Comparison, GateRule, ModelOutputs, compare_outputs
+from novelty.flywheel.comparison.compare import Comparison, GateRule, ModelOutputs, compare_outputs
 
 
 def artifact_id(path: Path) -> str:

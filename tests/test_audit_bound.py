@@ -9,7 +9,7 @@ import math
 import pytest
 from scipy import stats
 
-from novelty.flywheel.labelling import audit_result, audit_size, audit_upper_bound
+from novelty.flywheel.labels.labelling import audit_result, audit_size, audit_upper_bound
 
 
 @pytest.mark.parametrize(("wrong", "n", "delta"), [(0, 45, 0.1), (1, 45, 0.1), (2, 45, 0.1), (0, 230, 0.1),

@@ -14,7 +14,7 @@ import pytest
 from novelty.cli import main
 from novelty.errors import InvalidInputError, UnknownNameError
 from novelty.fileio import sha256_bytes
-from novelty.flywheel.labelling import AUDIT_AUTO_RULE, audit_size, export_selection
+from novelty.flywheel.labels.labelling import AUDIT_AUTO_RULE, audit_size, export_selection
 from novelty.flywheel.pools import Pool
 from novelty.flywheel.selection import (
     UNCERTAINTY_MEASURES,
@@ -62,7 +62,7 @@ def test_one_error_widens_the_bound_past_epsilon():
 
 
 def test_audit_size_is_capped_at_what_is_accepted_and_says_so(caplog):
-    with caplog.at_level(logging.INFO, logger="novelty.flywheel.labelling"):
+    with caplog.at_level(logging.INFO, logger="novelty.flywheel.labels.labelling"):
         assert audit_size(12, 0.05, 0.1) == 12
     assert "all 12 auto-accepted answer(s) are audited" in caplog.text and "needs 45" in caplog.text
     assert audit_size(45, 0.05, 0.1) == 45 and audit_size(46, 0.05, 0.1) == 45

@@ -22,11 +22,11 @@ import pytest
 import novelty
 from novelty.cli import main
 from novelty.errors import InvalidInputError
-from novelty.flywheel.assisted import auto_accepted, measure_assistance
 from novelty.flywheel.dataset import Dataset, Entry
-from novelty.flywheel.labelling import export_selection
+from novelty.flywheel.labels.assisted import auto_accepted, measure_assistance
+from novelty.flywheel.labels.labelling import export_selection
+from novelty.flywheel.labels.selected import read_selection
 from novelty.flywheel.pools import TRUST_RISKS, Pool, score_pool
-from novelty.flywheel.selected import read_selection
 from novelty.flywheel.selection import Selection, SelectionError, select
 from novelty.flywheel.turn import FlywheelConfigError, Turn, _export, load_config
 
@@ -227,7 +227,7 @@ def test_auto_risk_picks_the_recorded_threshold(selection, tmp_path, caplog):
     st = measure_assistance(selection, truth, auto_risk=0.1)
     assert st.n_auto == len(expected) and st.to_json()["auto_threshold"] == lam
     # an ε the calibration split cannot certify (recorded as null): nothing is accepted, and the log says so
-    with caplog.at_level(logging.WARNING, logger="novelty.flywheel.labelling"):
+    with caplog.at_level(logging.WARNING, logger="novelty.flywheel.labels.labelling"):
         none = export_selection(
             selection, tmp_path / "strict", format="csv", auto_accept=True, auto_risk=0.01
         )
@@ -328,7 +328,7 @@ def _entry(i: int, label: str, condition: str | None, labeller: str = "human:ann
 
 
 def test_first_labelled_conditions_are_those_of_the_last_turn_not_of_the_first_version(tmp_path):
-    from novelty.flywheel.assisted import first_labelled_conditions
+    from novelty.flywheel.labels.assisted import first_labelled_conditions
 
     v1 = [_entry(i, "a", "clean") for i in range(3)]
     assert first_labelled_conditions(v1) == set()  # the initial training data is no turn

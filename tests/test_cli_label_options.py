@@ -16,7 +16,7 @@ def test_import_labels_passes_on_conflict(monkeypatch, tmp_path):
         seen.update(kw)
         return SimpleNamespace(summary=lambda: "ok", counts=lambda: {})
 
-    monkeypatch.setattr("novelty.flywheel.labelimport.import_labels", fake)
+    monkeypatch.setattr("novelty.flywheel.labels.labelimport.import_labels", fake)
     args = [
         "import-labels",
         str(tmp_path / "ds"),
@@ -38,7 +38,7 @@ def test_export_passes_the_labelled_datasets(monkeypatch, tmp_path):
             n_exported=0, format="csv", out_dir=out, files=[], auto=[], audit_size=0, n_already_labelled=0
         )
 
-    monkeypatch.setattr("novelty.flywheel.labelling.export_selection", fake)
+    monkeypatch.setattr("novelty.flywheel.labels.labelling.export_selection", fake)
     argv = ["export", str(tmp_path / "s.json"), "--out", str(tmp_path / "x"), "--format", "csv"]
     main([*argv, "--labelled", str(tmp_path / "test"), "--labelled", str(tmp_path / "slice")])
     assert seen["labelled"] == [str(tmp_path / "test"), str(tmp_path / "slice")]

@@ -19,7 +19,7 @@ from retrain_support import CLASSES, Item, add_items, synthetic, write_pngs  # t
 import novelty
 from novelty.artifact import read_artifact
 from novelty.cli import main
-from novelty.flywheel.compare import (
+from novelty.flywheel.comparison.compare import (
     Comparison,
     ComparisonError,
     GateRule,
@@ -31,8 +31,8 @@ from novelty.flywheel.compare import (
     mcnemar_exact,
     parse_dataset_arg,
 )
+from novelty.flywheel.comparison.paired import weighted_auroc
 from novelty.flywheel.dataset import Dataset, embed_entries
-from novelty.flywheel.paired import weighted_auroc
 from novelty.flywheel.record import TrainingRecord, config_hash, detector_params
 from novelty.flywheel.retrain import retrain, save_retrained
 from novelty.formatting import format_p_value
@@ -272,7 +272,7 @@ def test_json_report_and_the_registry_reads_the_verdict(setup, tmp_path):
     data = json.loads(c.save(tmp_path / "comparison.json").read_text())
     assert data["format"] == "novelty-comparison" and data["passed"] is True
     assert data["rows"][0]["metrics"]["accuracy"]["ci"][0] > 0
-    from novelty.flywheel.compare import load_comparison
+    from novelty.flywheel.comparison.compare import load_comparison
 
     seen = load_comparison(tmp_path / "comparison.json")
     assert seen.passed and seen.challenger_id == ids["challenger"] and seen.champion_id == ids["champion"]

@@ -8,7 +8,13 @@ import re
 import numpy as np
 import pytest
 
-from novelty.flywheel.compare import Comparison, GateRule, ModelOutputs, compare_outputs, trusted_wrong
+from novelty.flywheel.comparison.compare import (
+    Comparison,
+    GateRule,
+    ModelOutputs,
+    compare_outputs,
+    trusted_wrong,
+)
 
 CLASSES = ["dry", "wet"]
 

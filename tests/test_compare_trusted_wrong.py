@@ -14,7 +14,7 @@ from PIL import Image
 from retrain_support import CLASSES, Item, add_items, synthetic, write_pngs  # tests/retrain_support.py
 
 import novelty
-from novelty.flywheel.compare import (
+from novelty.flywheel.comparison.compare import (
     TRUSTED_WRONG_SHOWN,
     Comparison,
     ComparisonError,

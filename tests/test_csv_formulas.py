@@ -20,8 +20,8 @@ from novelty.batch.schema import result_schema
 from novelty.cli import main
 from novelty.fileio import csv_text_cell, csv_text_value
 from novelty.flywheel.dataset import Dataset
-from novelty.flywheel.labelimport import import_labels, read_labels_csv
-from novelty.flywheel.labelling import export_selection
+from novelty.flywheel.labels.labelimport import import_labels, read_labels_csv
+from novelty.flywheel.labels.labelling import export_selection
 
 FORMULA = re.compile(r"[=+\-@\t\r]")
 NAMES = [

@@ -13,7 +13,7 @@ from novelty.cli import EXIT_FAILURE, EXIT_OK, main
 from novelty.errors import ImageError, InvalidInputError, NotAnImageError
 from novelty.fileio import sha256_file
 from novelty.flywheel.dataset import Dataset, Entry, embed_entries, read_image_file
-from novelty.flywheel.labelimport import LabelImportError, entries_from_csv, import_labels
+from novelty.flywheel.labels.labelimport import LabelImportError, entries_from_csv, import_labels
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

@@ -49,7 +49,7 @@ def test_fit_checks_its_labels_before_any_image_is_embedded(tmp_path, train, mon
 
 def test_fit_reads_label_paths_from_the_csvs_folder_as_add_csv_does(tmp_path, train, monkeypatch):
     from novelty.batch.sources import expand_inputs
-    from novelty.flywheel.labelimport import entries_from_csv
+    from novelty.flywheel.labels.labelimport import entries_from_csv
 
     meta = tmp_path / "meta"
     meta.mkdir()
@@ -95,7 +95,7 @@ def test_fit_from_a_dataset_writes_its_training_record_and_compare_finds_leakage
     """Synthetic embeddings in the dataset's cache: fit runs unchanged without a backbone pass (with a head of
     a few epochs: the default hundred make no other difference here)."""
     import novelty.cli
-    from novelty.flywheel.compare import compare
+    from novelty.flywheel.comparison.compare import compare
     from novelty.flywheel.record import TrainingRecord
 
     described = novelty.cli._detector_of

@@ -61,7 +61,7 @@ def test_flag_select_label_retrain_compare_promote_rollback(tmp_path, capsys):
     from serve_support import ServerProcess, new_token
 
     from novelty.datasets.windshield import windshield_scenario
-    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.registry.store import Registry
     from novelty.serve.client import Client
 
     sc = windshield_scenario()

@@ -111,7 +111,7 @@ def test_a_turn_waits_for_labels_then_retrains_compares_and_decides(
     """Real images and backbone: nominal textile = "dry", defects = "wet". The champion never saw local defects;
     production brings them. The turn selects, exports a CSV, waits, imports the filled CSV, retrains, compares
     and promotes (or not, as the gate says), logging labels bought and compute with their cost."""
-    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.registry.store import Registry
 
     nominal, glob, local = textile_paths["nominal"], textile_paths["global"], textile_paths["local"]
     train = _copy(nominal[:60], tmp_path / "img" / "train") + _copy(glob[:30], tmp_path / "img" / "train")

@@ -333,7 +333,7 @@ def test_dataset_add_csv():
             ds = Dataset.create(root / "ds", ["dry", "wet"])
 
             def add_csv() -> int:
-                from novelty.flywheel.labelimport import entries_from_csv
+                from novelty.flywheel.labels.labelimport import entries_from_csv
 
                 entries = entries_from_csv(data / "train.csv", allow_outside_root=outside)
                 return ds.add_entries(entries, source="csv:train.csv").version
@@ -575,7 +575,7 @@ _MIXED_IDS = {
 
 
 def test_label_studio_reader():
-    from novelty.flywheel.labelstudio import read_export
+    from novelty.flywheel.labels.labelstudio import read_export
 
     @given(export=st.one_of(st.lists(TASK, max_size=4), JSONISH, RAW_JSON, st.binary(max_size=40)))
     @example(export=[_ls_task(value="dry")])
@@ -608,7 +608,7 @@ def _xml_image(name: Any, id_: Any, tags: list[Any]) -> str:
 
 
 def test_cvat_reader():
-    from novelty.flywheel.cvat import read_annotations
+    from novelty.flywheel.labels.cvat import read_annotations
 
     image = st.tuples(
         st.one_of(st.none(), st.sampled_from(["a.png", "../../etc/passwd", "/abs.png"]), TEXT),
@@ -660,7 +660,7 @@ def test_cvat_reader():
 
 
 def test_labels_csv_reader():
-    from novelty.flywheel.labelimport import read_labels_csv
+    from novelty.flywheel.labels.labelimport import read_labels_csv
 
     header = st.one_of(
         st.just(["id", "path", "label", "time", "sha256", "labeller", "group", "condition"]),

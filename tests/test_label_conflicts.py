@@ -13,7 +13,7 @@ import pytest
 from novelty.errors import InvalidInputError
 from novelty.fileio import sha256_file
 from novelty.flywheel.dataset import Dataset, DatasetIntegrityError, Entry
-from novelty.flywheel.labelimport import LabelImportError, import_labels
+from novelty.flywheel.labels.labelimport import LabelImportError, import_labels
 
 CLASSES = ["dry", "wet"]
 

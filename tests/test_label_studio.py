@@ -19,9 +19,9 @@ from novelty.cli import main
 from novelty.errors import InvalidInputError
 from novelty.fileio import sha256_file
 from novelty.flywheel.dataset import Dataset
-from novelty.flywheel.labelimport import import_labels
-from novelty.flywheel.labelling import export_selection
-from novelty.flywheel.labelstudio import label_config
+from novelty.flywheel.labels.labelimport import import_labels
+from novelty.flywheel.labels.labelling import export_selection
+from novelty.flywheel.labels.labelstudio import label_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -363,7 +363,7 @@ def test_import_labels_from_label_studio_keeps_group_and_condition(
         "pull-1": ("wet", "drive-0", "tunnel"),
     }
     # the one reader of Label Studio's JSON reads group and condition from the tasks themselves
-    from novelty.flywheel.labelimport import read_labels
+    from novelty.flywheel.labels.labelimport import read_labels
 
     rows = {r.id: (r.group, r.condition) for r in read_labels(saved).rows}
     assert rows == {"pull-0": ("drive-0", "snow"), "pull-1": ("drive-0", "tunnel")}
@@ -411,7 +411,7 @@ def test_label_studio_errors_name_the_cause(server, exported, textile_paths, mon
     monkeypatch.delenv("LABEL_STUDIO_API_KEY")
     assert _cli(*base, "--project", "errors", "--api-key-file", key_file) == 0
     # with legacy tokens disabled for the organization, the legacy token's error says how to allow them
-    from novelty.flywheel.labelstudio_client import LabelStudio
+    from novelty.flywheel.labels.labelstudio_client import LabelStudio
 
     client = LabelStudio(server.url, pat)
     client.request(
@@ -475,7 +475,7 @@ def test_flywheel_turn_exports_to_and_imports_from_label_studio(
     tasks are done) until every task is labelled or skipped, then imports the annotations: no file copied by
     hand. Reduced: the turn starts at "selected" (a selection written here) and stops before retraining."""
     import novelty.flywheel.turn as turn_module
-    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.registry.store import Registry
     from novelty.flywheel.turn import Turn, load_config, run_turn
 
     work = exported

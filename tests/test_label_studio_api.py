@@ -19,9 +19,9 @@ from PIL import Image
 from novelty.cli import main
 from novelty.errors import InvalidInputError
 from novelty.fileio import sha256_file
-from novelty.flywheel import labelstudio
-from novelty.flywheel.labelstudio_api import LabelStudioSettings
-from novelty.flywheel.labelstudio_client import (
+from novelty.flywheel.labels import labelstudio
+from novelty.flywheel.labels.labelstudio_api import LabelStudioSettings
+from novelty.flywheel.labels.labelstudio_client import (
     LabelStudio,
     LabelStudioAuthError,
     LabelStudioError,
@@ -289,7 +289,7 @@ def test_a_turn_refuses_images_outside_the_flywheel_document_root(tmp_path, sele
     """The flywheel's one document root: an image the turn would export from outside it stops the export stage
     before any request (the URL answers nothing), and the turn stays at "selected"."""
     from novelty.flywheel.dataset import Dataset
-    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.registry.store import Registry
     from novelty.flywheel.turn import Turn, run_turn
 
     sel = json.loads(selection.read_text())

@@ -18,12 +18,12 @@ from PIL import Image
 from novelty.cli import main
 from novelty.errors import InvalidInputError
 from novelty.fileio import sha256_file
-from novelty.flywheel.assisted import auto_accepted, measure_assistance
 from novelty.flywheel.dataset import Dataset
-from novelty.flywheel.labelimport import LabelImportError, entries_from_csv, import_labels, read_labels
-from novelty.flywheel.labelling import export_selection
-from novelty.flywheel.labelstudio import label_config
-from novelty.flywheel.selected import SelectedImage, read_selection
+from novelty.flywheel.labels.assisted import auto_accepted, measure_assistance
+from novelty.flywheel.labels.labelimport import LabelImportError, entries_from_csv, import_labels, read_labels
+from novelty.flywheel.labels.labelling import export_selection
+from novelty.flywheel.labels.labelstudio import label_config
+from novelty.flywheel.labels.selected import SelectedImage, read_selection
 
 CLASSES = ["dry", "wet"]
 
@@ -547,7 +547,7 @@ def test_auto_accept_thresholds_and_csv(work):
 
 
 def test_audit_sends_a_share_of_the_auto_accepted_to_people_and_measures_the_rule(work):
-    from novelty.flywheel.labelling import audit_result
+    from novelty.flywheel.labels.labelling import audit_result
 
     res = export_selection(work / "selection.json", work / "ls", auto_accept=True, audit=0.5)
     # the rule takes item0 and item1; half of them (one, chosen by content hash) goes to people instead

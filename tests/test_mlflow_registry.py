@@ -17,8 +17,8 @@ mlflow = pytest.importorskip("mlflow")
 
 from comparison_support import artifact_id, write_comparison  # noqa: E402  # tests/comparison_support.py
 
-from novelty.flywheel.mlflow_registry import MlflowRegistry  # noqa: E402
-from novelty.flywheel.registry import (  # noqa: E402
+from novelty.flywheel.registry.mlflow_backend import MlflowRegistry  # noqa: E402
+from novelty.flywheel.registry.store import (  # noqa: E402
     PromotionRefusedError,
     RegistryNotFoundError,
     RollbackError,

@@ -11,8 +11,8 @@ from comparison_support import artifact_id  # tests/comparison_support.py
 
 import novelty
 from novelty.cli import EXIT_FAILURE, EXIT_OK, main
-from novelty.flywheel.compare import Comparison, GateRule, ModelOutputs, compare_outputs
-from novelty.flywheel.registry import PromotionRefusedError, Registry
+from novelty.flywheel.comparison.compare import Comparison, GateRule, ModelOutputs, compare_outputs
+from novelty.flywheel.registry.store import PromotionRefusedError, Registry
 
 CLASSES = ["dry", "wet"]
 

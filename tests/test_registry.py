@@ -22,8 +22,8 @@ from comparison_support import artifact_id, write_comparison  # tests/comparison
 
 import novelty
 from novelty.cli import main
-from novelty.flywheel.compare import load_comparison
-from novelty.flywheel.registry import (
+from novelty.flywheel.comparison.compare import load_comparison
+from novelty.flywheel.registry.store import (
     AliasError,
     ComparisonError,
     NotARegistryError,
@@ -557,7 +557,7 @@ def test_cli_register_loads_the_detector(tmp_path, detectors, capsys):
 _CRASH_SCRIPT = """
 import os, sys
 from pathlib import Path
-from novelty.flywheel.registry import Registry
+from novelty.flywheel.registry.store import Registry
 root, where = sys.argv[1], sys.argv[2]
 real_replace, real_append = os.replace, Registry._append
 def replace(src, dst):
@@ -600,7 +600,7 @@ def test_killed_promote_leaves_a_consistent_champion(reg, embedder):
 
 _PROMOTER = """
 import sys
-from novelty.flywheel.registry import Registry
+from novelty.flywheel.registry.store import Registry
 r = Registry.open(sys.argv[1])
 n = 0
 for k in range(int(sys.argv[3])):
@@ -712,7 +712,7 @@ def test_service_on_the_champion_follows_promote_and_rollback(reg, detectors, tm
 # --- one policy under both backends ----------------------------------------------------------------------------
 def _mlflow_registry(tmp_path):
     pytest.importorskip("mlflow")
-    from novelty.flywheel.mlflow_registry import MlflowRegistry
+    from novelty.flywheel.registry.mlflow_backend import MlflowRegistry
 
     return MlflowRegistry(
         f"sqlite:///{tmp_path / 'mlflow.db'}", "policy", artifact_location=str(tmp_path / "artifacts")

@@ -20,8 +20,8 @@ from novelty.batch.schema import encode_embedding, result_schema
 from novelty.batch.timestamps import image_timestamp
 from novelty.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from novelty.fileio import sha256_file
-from novelty.flywheel.labelimport import LabelImportError, read_labels_csv
-from novelty.flywheel.labelstudio import read_export
+from novelty.flywheel.labels.labelimport import LabelImportError, read_labels_csv
+from novelty.flywheel.labels.labelstudio import read_export
 
 #: times whose UTC value lies outside the range the package accepts
 OUT_OF_RANGE = ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"]

@@ -15,8 +15,8 @@ from comparison_support import artifact_id  # tests/comparison_support.py
 
 import novelty
 from novelty.errors import InvalidInputError
-from novelty.flywheel.compare import ModelOutputs, compare_outputs, load_comparison
-from novelty.flywheel.gate import GateRule
+from novelty.flywheel.comparison.compare import ModelOutputs, compare_outputs, load_comparison
+from novelty.flywheel.comparison.gate import GateRule
 from novelty.trust import (
     DEFAULT_RULE,
     LEGACY_RULE,
@@ -337,7 +337,7 @@ def test_compare_reports_coverage_and_selective_risk_and_the_gate_refuses_truste
     )
     assert next(c for c in legacy if c.name == "trusted error rate").passed is None
     # the check is judged again from the file: relabelling it PASS is caught
-    from novelty.flywheel.compare import Comparison
+    from novelty.flywheel.comparison.compare import Comparison
 
     c = Comparison(
         rows,

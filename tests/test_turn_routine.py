@@ -114,7 +114,7 @@ def test_select_when_everything_is_labelled_already(tmp_path, rng):
 
 
 def test_export_counts_what_other_datasets_label(tmp_path, textile_paths):
-    from novelty.flywheel.labelling import export_selection
+    from novelty.flywheel.labels.labelling import export_selection
 
     files = _copy(textile_paths["nominal"][:4], tmp_path / "img")
     items = [
@@ -181,7 +181,7 @@ def _label(p: Path) -> str:
 def flywheel(tmp_path, champion_dir, textile_paths):
     """A registry with the champion, a training set, a test set, and an inbox of 10 production images of
     which 4 are labelled in the training set already (the flagged frames of the walkthrough)."""
-    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.registry.store import Registry
 
     reg = Registry.create(tmp_path / "registry")
     reg.promote(reg.register(champion_dir, note="first"), force=True, reason="test")
@@ -284,7 +284,7 @@ def _csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
 def exported(tmp_path, textile_paths):
     """A flywheel whose turn 1 is exported: 12 images in 6 groups (two frames each); in every group one image
     went to people and one was accepted from the model. Returns ``(config path, people, auto)``."""
-    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.registry.store import Registry
     from novelty.flywheel.turn import Turn
 
     Registry.create(tmp_path / "registry")
@@ -382,7 +382,7 @@ def _people_labels(cfg_path: Path, people: list[Path], labels: dict[int, str] | 
 
 def test_a_failed_import_is_recorded_shown_and_retried(exported, later_stages, capsys):
     from novelty.cli import main
-    from novelty.flywheel.labelimport import LabelImportError
+    from novelty.flywheel.labels.labelimport import LabelImportError
     from novelty.flywheel.turn import Turn
 
     cfg_path, people, _ = exported
@@ -474,7 +474,7 @@ def test_refused_retries_and_skips_say_why(exported, capsys):
 def test_abort_ends_the_turn_and_the_next_run_starts_a_new_one(exported, champion_dir, monkeypatch, capsys):
     import novelty.flywheel.turn as T
     from novelty.cli import main
-    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.registry.store import Registry
 
     cfg_path, _, _ = exported
     root = cfg_path.parent

@@ -342,11 +342,11 @@ def _read_table(path: str, column: str, what: str) -> dict[str, str]:
 
 class _PathTable:
     """Values of a CSV keyed by image path, matched to inputs as ``novelty dataset add-csv`` reads paths (a
-    relative path from the CSV's folder: :func:`~novelty.flywheel.labelimport.resolve_csv_path`), else by the
+    relative path from the CSV's folder: :func:`~novelty.flywheel.labels.labelimport.resolve_csv_path`), else by the
     path as written, an archive member's name, or a file name that occurs once in the CSV."""
 
     def __init__(self, csv_path: str, source: str, pairs: list[tuple[str, str]]) -> None:
-        from novelty.flywheel.labelimport import resolve_csv_path
+        from novelty.flywheel.labels.labelimport import resolve_csv_path
 
         self.source = source
         self.by_file = {resolve_csv_path(csv_path, p): v for p, v in pairs}
@@ -380,7 +380,7 @@ class _PathTable:
 
 def _labels_table(path: str) -> _PathTable:
     """``--labels``: the labels CSV, read by the one labels reader (path and label of every row)."""
-    from novelty.flywheel.labelimport import read_labels_csv
+    from novelty.flywheel.labels.labelimport import read_labels_csv
 
     read = read_labels_csv(path, paths=True)
     no_path = [r.where for r in read.rows if r.path is None]

@@ -271,7 +271,7 @@ def _label_studio(url: str | None, project: str | None, key_file: str | None, fl
         return None
     if not project:
         raise UsageError(f"{flag} needs --project NAME (the Label Studio project)")
-    from novelty.flywheel.labelstudio_client import LabelStudio, LabelStudioAuthError, read_api_key
+    from novelty.flywheel.labels.labelstudio_client import LabelStudio, LabelStudioAuthError, read_api_key
 
     try:
         return LabelStudio(url, read_api_key(key_file))
@@ -300,7 +300,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
-    from novelty.flywheel.labelling import export_selection
+    from novelty.flywheel.labels.labelling import export_selection
 
     if (
         args.auto_min_p is not None
@@ -331,7 +331,7 @@ def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
             f"{', '.join(f.name for f in res.files)}"
         )
     if client is not None:
-        from novelty.flywheel.labelstudio_api import push_export
+        from novelty.flywheel.labels.labelstudio_api import push_export
 
         print(push_export(client, res.out_dir, args.project).summary(args.project))
     if res.n_already_labelled:
@@ -362,7 +362,7 @@ def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from novelty.flywheel.labelimport import import_labels
+    from novelty.flywheel.labels.labelimport import import_labels
 
     client = _label_studio(args.from_label_studio, args.project, args.api_key_file, "--from-label-studio")
     if client is None:
@@ -399,9 +399,9 @@ def _import_from_label_studio(args: argparse.Namespace, client: Any) -> Any:
     from pathlib import Path
 
     from novelty.fileio import atomic_write_text
-    from novelty.flywheel.labelimport import import_labels
-    from novelty.flywheel.labelstudio_api import pull_labels
-    from novelty.flywheel.selected import read_selection
+    from novelty.flywheel.labels.labelimport import import_labels
+    from novelty.flywheel.labels.labelstudio_api import pull_labels
+    from novelty.flywheel.labels.selected import read_selection
 
     sel = read_selection(args.selection)
     pulled = pull_labels(client, args.project, sel.items)
@@ -435,7 +435,7 @@ def _dataset(args: argparse.Namespace) -> int:
         print(f"created {ds.path} with classes {', '.join(ds.classes)}")
         return 0
     if action == "add-csv":
-        from novelty.flywheel.labelimport import entries_from_csv
+        from novelty.flywheel.labels.labelimport import entries_from_csv
 
         ds = Dataset.open(args.dataset)  # a missing dataset fails before any file is hashed
         entries = entries_from_csv(

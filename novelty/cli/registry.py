@@ -1,7 +1,7 @@
 """``novelty register | promote | rollback | registry``: the model registry from the command line.
 
-The local registry (a directory, :mod:`novelty.flywheel.registry`) by default; ``--mlflow URI --model NAME`` uses
-an MLflow model registry instead (:mod:`novelty.flywheel.mlflow_registry`, needs ``pip install 'novelty[mlflow]'``),
+The local registry (a directory, :mod:`novelty.flywheel.registry.store`) by default; ``--mlflow URI --model NAME`` uses
+an MLflow model registry instead (:mod:`novelty.flywheel.registry.mlflow_backend`, needs ``pip install 'novelty[mlflow]'``),
 and then the REGISTRY argument is left out.
 """
 
@@ -120,11 +120,11 @@ def open_backend(args: argparse.Namespace, *, create: bool = False) -> Any:
         if not args.model:
             raise UsageError("--mlflow needs --model NAME (the registered model's name)")
         try:
-            from novelty.flywheel.mlflow_registry import MlflowRegistry
+            from novelty.flywheel.registry.mlflow_backend import MlflowRegistry
         except ImportError as e:
             if "mlflow" not in str(e):
                 raise
-            from novelty.flywheel.registry import RegistryError
+            from novelty.flywheel.registry.store import RegistryError
 
             raise RegistryError(
                 f"the MLflow backend needs mlflow: pip install 'novelty[mlflow]' ({e})"
@@ -134,7 +134,7 @@ def open_backend(args: argparse.Namespace, *, create: bool = False) -> Any:
         raise UsageError("--model goes with --mlflow URI")
     if args.registry is None:
         raise UsageError("give the REGISTRY directory (or --mlflow URI --model NAME)")
-    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.registry.store import Registry
 
     path = Path(args.registry)
     if create and (not path.exists() or (path.is_dir() and not any(path.iterdir()))):
@@ -153,7 +153,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def _cmd_register(args: argparse.Namespace) -> int:
     reg = open_backend(args, create=True)
-    from novelty.flywheel.registry import RegistryNotFoundError
+    from novelty.flywheel.registry.store import RegistryNotFoundError
 
     try:
         before = {v.version for v in reg.list_versions()}

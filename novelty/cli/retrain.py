@@ -235,7 +235,7 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from novelty.flywheel.compare import GateRule, compare, parse_dataset_arg
+    from novelty.flywheel.comparison.compare import GateRule, compare, parse_dataset_arg
 
     for flag, path in (("--out", args.out), ("--report", args.report)):
         if path and Path(path).is_dir():

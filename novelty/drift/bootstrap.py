@@ -17,7 +17,7 @@ interpolation). The samples come in one of two forms, each drawn its own way:
 
 The order of the draws is part of the result: with the same ``rng`` state the same replicates come out.
 Paired and stratified resampling of two models on the same images is another mechanism
-(:func:`novelty.flywheel.paired.bootstrap_weights`).
+(:func:`novelty.flywheel.comparison.paired.bootstrap_weights`).
 """
 
 from __future__ import annotations

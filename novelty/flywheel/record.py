@@ -11,7 +11,7 @@ not where the file lies), JPEG draft decoding, every scorer with its parameters,
 ``None`` for a detector without a head), ``alpha``, ``calibration_fraction``, ``n_neighbors`` and the kind
 of FAISS index. **It leaves out the random seeds** (the detector's ``seed`` and any ``seed`` of a scorer or
 of the head): a seed is the noise a comparison has to see through, not a hyper-parameter, so retraining
-with another seed keeps the hash (the ceteris-paribus check of :mod:`novelty.flywheel.compare` does exactly
+with another seed keeps the hash (the ceteris-paribus check of :mod:`novelty.flywheel.comparison.compare` does exactly
 that). The seeds are still recorded in ``params``.
 
 Layout: a retrained detector is saved as ``DIR/detector/`` (the verified artifact, which must hold nothing

@@ -117,11 +117,11 @@ import tomllib
 
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_text
-from novelty.flywheel.gate import GateRule
+from novelty.flywheel.comparison.gate import GateRule
 from novelty.params import check_int, check_real
 
 if TYPE_CHECKING:
-    from novelty.flywheel.labelstudio_api import LabelStudioSettings
+    from novelty.flywheel.labels.labelstudio_api import LabelStudioSettings
 
 log = logging.getLogger("novelty.flywheel")
 
@@ -384,7 +384,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
             raise FlywheelConfigError(f"{where}: [retrain] window: {e}") from None
     label_studio = None
     if "label_studio" in raw:
-        from novelty.flywheel.labelstudio_api import LabelStudioSettings
+        from novelty.flywheel.labels.labelstudio_api import LabelStudioSettings
 
         try:
             label_studio = LabelStudioSettings.from_table(raw["label_studio"], base)
@@ -595,7 +595,7 @@ def run_turn(
     (``"import"``: the people's labels are not waited for, only the automatic ones are imported;
     ``"promote"``: the turn ends rejected, the champion stays); a stage that cannot be skipped, or is not the
     next one, is refused with the reason (:class:`TurnActionError`). :func:`abort_turn` ends a turn."""
-    from novelty.flywheel.registry import Registry
+    from novelty.flywheel.registry.store import Registry
 
     say = say or (lambda msg: log.info("%s", msg))
     registry = Registry.open(config.registry)
@@ -801,7 +801,7 @@ def _labelled_datasets(config: FlywheelConfig) -> list[Path]:
 
 def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
     from novelty.flywheel.dataset import Dataset
-    from novelty.flywheel.labelling import export_selection
+    from novelty.flywheel.labels.labelling import export_selection
     from novelty.flywheel.selection import Selection
 
     with _Timer(turn, "export"):
@@ -843,7 +843,7 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
     import shutil
 
     from novelty.flywheel.dataset import Dataset
-    from novelty.flywheel.labelimport import import_labels
+    from novelty.flywheel.labels.labelimport import import_labels
     from novelty.flywheel.selection import Selection
 
     labels = config.labels_path(turn.number)
@@ -893,7 +893,7 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
             human = len(res.added) + len(res.skipped)
             conflicts += res.conflicts
         if from_people:
-            from novelty.flywheel.labelling import audit_result
+            from novelty.flywheel.labels.labelling import audit_result
 
             people = {e.id: e.label for e in staging.entries() if not e.auto}
             audit = audit_result(turn.dir / "export", people)
@@ -1005,7 +1005,7 @@ def _finished_retrain(out: Path) -> Any:
 
 
 def _compare(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
-    from novelty.flywheel.compare import GateRule, compare
+    from novelty.flywheel.comparison.compare import GateRule, compare
 
     with _Timer(turn, "compare"):
         new_slice = config.new_slice if (config.new_slice / "dataset.json").is_file() else None

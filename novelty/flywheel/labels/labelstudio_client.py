@@ -1,6 +1,6 @@
 """Label Studio's REST API over HTTP: :class:`LabelStudio`, a server and an API key; the errors every call
 turns into; where the key comes from (:func:`read_api_key`). What is done with it (projects, storages, tasks,
-annotations): :mod:`novelty.flywheel.labelstudio_api`.
+annotations): :mod:`novelty.flywheel.labels.labelstudio_api`.
 
     client = LabelStudio("http://localhost:8080", read_api_key())    # $LABEL_STUDIO_API_KEY, or a file
     client.request("GET", "/api/projects", query={"title": "windshield"})

@@ -1,8 +1,8 @@
 """Import finished labels into the dataset: all of them as one version, or nothing.
 
-:func:`import_labels` reads a Label Studio JSON export (:mod:`novelty.flywheel.labelstudio`), a CSV (``id`` or
+:func:`import_labels` reads a Label Studio JSON export (:mod:`novelty.flywheel.labels.labelstudio`), a CSV (``id`` or
 ``path``, ``label``, optional ``labeller``, ``group``, ``condition``, ``time``, ``sha256``) or a "CVAT for
-images 1.1" export (:mod:`novelty.flywheel.cvat`); matches each label to its selection item (by id, else by
+images 1.1" export (:mod:`novelty.flywheel.labels.cvat`); matches each label to its selection item (by id, else by
 path), checks that the file still has the sha256 it was selected with, and adds everything through
 :meth:`~novelty.flywheel.dataset.Dataset.add_entries`. One error lists every problem — unknown files, unknown
 classes, conflicting labels for one image, duplicates — and nothing is written. An image without a label is
@@ -40,7 +40,7 @@ from novelty.flywheel.dataset import (
     now_iso,
     read_image_file,
 )
-from novelty.flywheel.selected import SelectedImage, read_selection
+from novelty.flywheel.labels.selected import SelectedImage, read_selection
 
 __all__ = [
     "IMPORT_FORMATS",
@@ -207,10 +207,10 @@ def read_labels(path: str | os.PathLike[str], format: str = "auto") -> LabelsRea
     if fmt == "csv":
         return read_labels_csv(p)
     if fmt == "label-studio":
-        from novelty.flywheel import labelstudio
+        from novelty.flywheel.labels import labelstudio
 
         return labelstudio.read_export(p)
-    from novelty.flywheel import cvat
+    from novelty.flywheel.labels import cvat
 
     return cvat.read_annotations(p)
 

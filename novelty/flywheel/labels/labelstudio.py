@@ -13,7 +13,7 @@ answer (none when the selection does not give it), shown to the annotator as a p
 The import reads the export of ``GET /api/projects/<id>/export?exportType=JSON``: for each task the latest
 annotation that was not cancelled (skipped) gives its label; a task without one is unlabelled
 (:func:`task_state` tells labelled, skipped and unlabelled tasks apart). Files and the REST API
-(:mod:`novelty.flywheel.labelstudio_api`) go through this one reader.
+(:mod:`novelty.flywheel.labels.labelstudio_api`) go through this one reader.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 from novelty.clock import iso, parse_time
 from novelty.errors import InvalidInputError
 from novelty.fileio import read_regular_file
-from novelty.flywheel.labelimport import LabelImportError, LabelRow, LabelsRead
-from novelty.flywheel.selected import SelectedImage
+from novelty.flywheel.labels.labelimport import LabelImportError, LabelRow, LabelsRead
+from novelty.flywheel.labels.selected import SelectedImage
 
 __all__ = [
     "FROM_NAME",

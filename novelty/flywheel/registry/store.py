@@ -60,7 +60,7 @@ from novelty.artifact import MANIFEST, MANIFEST_HASH, Artifact, read_artifact
 from novelty.clock import utc_now_iso
 from novelty.errors import ArtifactError, NoveltyError
 from novelty.fileio import TMP_PREFIX, atomic_write_text, fsync_dir, read_regular_file, sha256_bytes
-from novelty.flywheel.compare import ComparisonError, ComparisonFile, load_comparison
+from novelty.flywheel.comparison.compare import ComparisonError, ComparisonFile, load_comparison
 
 __all__ = [
     "CHALLENGER",
@@ -87,7 +87,7 @@ __all__ = [
     "verify_detector",
 ]
 
-log = logging.getLogger("novelty.flywheel.registry")
+log = logging.getLogger("novelty.flywheel.registry.store")
 
 FORMAT = "novelty-registry"
 FORMAT_VERSION = 1

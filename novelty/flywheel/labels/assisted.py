@@ -32,7 +32,7 @@ from typing import Any
 
 from novelty.errors import InvalidInputError
 from novelty.flywheel.dataset import Entry, now_iso
-from novelty.flywheel.selected import SelectedImage, read_selection
+from novelty.flywheel.labels.selected import SelectedImage, read_selection
 from novelty.params import check_real
 
 __all__ = [

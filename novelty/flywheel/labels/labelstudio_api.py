@@ -1,13 +1,13 @@
 """Label Studio through its REST API: an export pushed into a project, the finished annotations pulled back.
 
-    client = LabelStudio("http://localhost:8080", read_api_key())   # novelty.flywheel.labelstudio_client
+    client = LabelStudio("http://localhost:8080", read_api_key())   # novelty.flywheel.labels.labelstudio_client
     pushed = push_export(client, "export/", "windshield")    # project, storages, tasks; idempotent
     pulled = pull_labels(client, "windshield", selection.items)   # the tasks of this selection, as exported
 
 :func:`push_export` takes what ``novelty export --format label-studio`` wrote (``tasks.json``,
 ``label_config.xml``, ``export.json``) and brings a project up to date: it creates the project named ``project``
 with the labelling config (or adds the classes it lacks to an existing one, never removing any), a "Local files"
-import storage over the folders of the images (:func:`~novelty.flywheel.labelstudio.storage_paths`; created, never
+import storage over the folders of the images (:func:`~novelty.flywheel.labels.labelstudio.storage_paths`; created, never
 synced), and imports the tasks with their pre-annotations. Tasks already in the project (the same ``sha256`` or
 ``novelty_id`` in their data) are left as they are, with their annotations: pushing twice adds nothing. Before
 importing, it fetches one image through the server, so a server whose document root differs from the export's
@@ -15,8 +15,8 @@ is found before any task points at a missing file; a project it created a moment
 
 :func:`pull_labels` reads the project's JSON export (``GET /api/projects/<id>/export?exportType=JSON``) and keeps
 the tasks of the selection (by ``novelty_id``, else ``sha256``); written to a file, they go through the one
-reader of Label Studio's JSON (:func:`novelty.flywheel.labelstudio.read_export`, via
-:func:`novelty.flywheel.labelimport.import_labels`). It counts labelled, skipped and unlabelled tasks.
+reader of Label Studio's JSON (:func:`novelty.flywheel.labels.labelstudio.read_export`, via
+:func:`novelty.flywheel.labels.labelimport.import_labels`). It counts labelled, skipped and unlabelled tasks.
 
 :class:`LabelStudioSettings` is a flywheel's ``[label_studio]`` section, with the push and pull of a turn.
 """
@@ -35,8 +35,8 @@ from typing import Any
 
 from novelty.errors import InvalidInputError
 from novelty.fileio import atomic_write_text, sha256_bytes
-from novelty.flywheel import labelstudio
-from novelty.flywheel.labelstudio_client import (
+from novelty.flywheel.labels import labelstudio
+from novelty.flywheel.labels.labelstudio_client import (
     API_KEY_ENV,
     LabelStudio,
     LabelStudioAuthError,
@@ -331,7 +331,7 @@ class Pulled:
         return text
 
     def to_json_text(self) -> str:
-        """The kept tasks as a Label Studio JSON export (what :func:`~novelty.flywheel.labelstudio.read_export`
+        """The kept tasks as a Label Studio JSON export (what :func:`~novelty.flywheel.labels.labelstudio.read_export`
         reads)."""
         return json.dumps(self.tasks, indent=1, ensure_ascii=False) + "\n"
 

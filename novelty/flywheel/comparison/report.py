@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from novelty.formatting import format_p_value
 
 if TYPE_CHECKING:
-    from novelty.flywheel.compare import Comparison, MetricDiff
+    from novelty.flywheel.comparison.compare import Comparison, MetricDiff
 
 __all__ = ["METRICS", "fmt", "render_report"]
 
@@ -36,7 +36,7 @@ def _template() -> Any:
     """The report template, escaped as the batch report's (:func:`novelty.batch.report.template_environment`)."""
     from novelty.batch.report import template_environment
 
-    return template_environment("novelty.flywheel").get_template("compare.html.j2")
+    return template_environment("novelty.flywheel.comparison").get_template("compare.html.j2")
 
 
 def render_report(c: Comparison) -> str:

@@ -11,7 +11,7 @@ With a head on both detectors:
 4. *false alarms*: the challenger's false-alarm rate on all nominal images ≤ max(alpha, the champion's rate)
    + tolerance; the tolerance defaults to the one-sided 95 % binomial margin ``1.645·√(α(1−α)/n_nominal)``,
    so a challenger keeps the promise of the champion at least as well, up to the noise of the test set;
-5. *no leakage* (added by :func:`novelty.flywheel.compare.compare`): no test image in either detector's
+5. *no leakage* (added by :func:`novelty.flywheel.comparison.compare.compare`): no test image in either detector's
    training data;
 6. *trusted error rate* (with a head; :func:`trust_check`): on no condition does the challenger's error rate
    among its trusted predictions lie significantly above the ε its trust decision states, or above the
@@ -29,10 +29,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from novelty.flywheel.compare_report import fmt
+from novelty.flywheel.comparison.report import fmt
 
 if TYPE_CHECKING:
-    from novelty.flywheel.compare import Row
+    from novelty.flywheel.comparison.compare import Row
 
 __all__ = ["JUDGED", "OPTIONS", "TRUST_LEVEL", "Check", "GateRule", "judge", "trust_check"]
 

@@ -6,10 +6,10 @@ Export (:func:`export_selection`) writes, for the images of a selection (``selec
 - ``label-studio``: ``tasks.json`` (each task's image as a local-file URL, the head's answer as a pre-annotation
   carrying ``model_version`` and, as its ``score``, the head's probability of that answer; the novelty score,
   group and condition in the task's data) and ``label_config.xml`` (one choice per class); see
-  :mod:`novelty.flywheel.labelstudio`, and :mod:`novelty.flywheel.labelstudio_api` for a project through
+  :mod:`novelty.flywheel.labels.labelstudio`, and :mod:`novelty.flywheel.labels.labelstudio_api` for a project through
   Label Studio's REST API;
 - ``cvat``: ``annotations.xml`` in "CVAT for images 1.1" with a ``<tag>`` pre-annotation per image, and
-  ``images.txt``, the files to create the task from; see :mod:`novelty.flywheel.cvat`;
+  ``images.txt``, the files to create the task from; see :mod:`novelty.flywheel.labels.cvat`;
 - ``csv``: ``labels.csv`` with columns id,path,sha256,prediction,probability,p_value,novelty,label — the label
   column is empty for people to fill.
 
@@ -45,11 +45,11 @@ selection item, and adds all of them to the dataset as one version — or nothin
 conflicting labels for one image and duplicates are all reported in one error. Images without a label are
 counted as unlabelled and not imported. A person's label replaces an automatic one (logged and recorded, never an
 error); two people's different labels are settled by ``on_conflict`` ("fail", the default, "latest" or "skip";
-see :mod:`~novelty.flywheel.labelimport`).
+see :mod:`~novelty.flywheel.labels.labelimport`).
 
-This module is the front door; the parts live in :mod:`~novelty.flywheel.selected` (the selection reader),
-:mod:`~novelty.flywheel.assisted` (auto-accept and its measurement), :mod:`~novelty.flywheel.labelimport`
-(import), :mod:`~novelty.flywheel.labelstudio` and :mod:`~novelty.flywheel.cvat` (the tools' formats).
+This module is the front door; the parts live in :mod:`~novelty.flywheel.labels.selected` (the selection reader),
+:mod:`~novelty.flywheel.labels.assisted` (auto-accept and its measurement), :mod:`~novelty.flywheel.labels.labelimport`
+(import), :mod:`~novelty.flywheel.labels.labelstudio` and :mod:`~novelty.flywheel.labels.cvat` (the tools' formats).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ from typing import Any
 
 from novelty.errors import InvalidInputError
 from novelty.fileio import atomic_write_text, csv_text_cell
-from novelty.flywheel.assisted import (
+from novelty.flywheel.dataset import DATASET_FILE, Dataset, Entry, _listing, labelled_hashes, now_iso
+from novelty.flywheel.labels.assisted import (
     AUTO_MIN_PROB,
     AssistanceStats,
     auto_accepted,
@@ -79,8 +80,7 @@ from novelty.flywheel.assisted import (
     newly_labelled,
     recorded_threshold,
 )
-from novelty.flywheel.dataset import DATASET_FILE, Dataset, Entry, _listing, labelled_hashes, now_iso
-from novelty.flywheel.labelimport import (
+from novelty.flywheel.labels.labelimport import (
     IMPORT_FORMATS,
     ImportResult,
     LabelImportError,
@@ -88,7 +88,7 @@ from novelty.flywheel.labelimport import (
     import_labels,
     read_labels,
 )
-from novelty.flywheel.selected import SelectedImage, SelectionData, read_selection
+from novelty.flywheel.labels.selected import SelectedImage, SelectionData, read_selection
 from novelty.params import check_int, check_real
 from novelty.trust import DEFAULT_DELTA, DEFAULT_RISK, binomial_cdf
 
@@ -249,7 +249,7 @@ def export_selection(
 
     ``auto_risk`` (with ``auto_accept``): the error rate ε auto-accept holds; ``None``, the detector's own (each
     item's ``trusted``); a number, the competence threshold the selection's trust header records at that ε
-    (:func:`~novelty.flywheel.assisted.auto_threshold`: an ε it does not record is refused, listing those it
+    (:func:`~novelty.flywheel.labels.assisted.auto_threshold`: an ε it does not record is refused, listing those it
     does; one its calibration split cannot certify accepts nothing).
 
     ``audit`` (with ``auto_accept``; without it no audit is made, and a share above 0 is refused): some of the
@@ -352,7 +352,7 @@ def export_selection(
     files: list[Path] = []
     extra: dict[str, Any] = {}
     if format == "label-studio":
-        from novelty.flywheel import labelstudio
+        from novelty.flywheel.labels import labelstudio
 
         root = labelstudio.document_root([it.path for it in items], document_root)
         files.append(atomic_write_text(out / "label_config.xml", labelstudio.label_config(names)))
@@ -363,7 +363,7 @@ def export_selection(
         extra["document_root"] = str(root)
         extra["local_storage_path"] = str(labelstudio.storage_path([it.path for it in items]))
     elif format == "cvat":
-        from novelty.flywheel import cvat
+        from novelty.flywheel.labels import cvat
 
         root = cvat.common_root([it.path for it in items])
         files.append(atomic_write_text(out / "annotations.xml", cvat.annotations_xml(items, names, root)))
@@ -551,7 +551,7 @@ class AuditResult:
 def audit_result(export_dir: str | os.PathLike[str], labels: Mapping[str, str]) -> AuditResult:
     """Compare the audited images of an export (``export.json``'s ``auto_accept.audit``) with the labels people
     gave them (``{image id: label}``): the measured error rate of the auto-accept rule."""
-    from novelty.flywheel.assisted import _wilson
+    from novelty.flywheel.labels.assisted import _wilson
 
     path = Path(export_dir) / EXPORT_MANIFEST
     try:

@@ -25,7 +25,7 @@ without a group is a cluster of its own. McNemar's exact test (two-sided binomia
 tests the head's correctness; it treats images as independent, which near-duplicates are not, so the gate
 asks for it *and* the clustered interval.
 
-**The gate** (:mod:`novelty.flywheel.gate`): promote only when the overall gain (accuracy; the novelty
+**The gate** (:mod:`novelty.flywheel.comparison.gate`): promote only when the overall gain (accuracy; the novelty
 AUROC for detectors without a head) reaches ``min_gain`` with its interval above 0 (and McNemar's p < 0.05
 with a head), no condition is worse by more than ``margin``, the false-alarm rate stays within its bound and
 no test image was trained on. ``passed`` and ``reasons`` say which check decided.
@@ -54,9 +54,8 @@ import numpy as np
 
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_text, read_regular_file, sha256_bytes
-from novelty.flywheel.compare_report import METRICS, fmt
-from novelty.flywheel.gate import JUDGED, Check, GateRule, judge, trust_check
-from novelty.flywheel.paired import (
+from novelty.flywheel.comparison.gate import JUDGED, Check, GateRule, judge, trust_check
+from novelty.flywheel.comparison.paired import (
     ECE_BINS,
     bootstrap_weights,
     expected_calibration_error,
@@ -65,6 +64,7 @@ from novelty.flywheel.paired import (
     weighted_ece,
     weighted_mean,
 )
+from novelty.flywheel.comparison.report import METRICS, fmt
 from novelty.params import check_int, check_real
 
 if TYPE_CHECKING:
@@ -1143,7 +1143,7 @@ def _embed(entries: Sequence[Entry], caches: Sequence[Path | None], embedder: An
 
 
 def render_report(c: Comparison) -> str:
-    """The comparison as one self-contained HTML page (see :mod:`novelty.flywheel.compare_report`)."""
-    from novelty.flywheel.compare_report import render_report as render
+    """The comparison as one self-contained HTML page (see :mod:`novelty.flywheel.comparison.report`)."""
+    from novelty.flywheel.comparison.report import render_report as render
 
     return render(c)

@@ -41,8 +41,8 @@ from mlflow.pyfunc import PythonModel
 from novelty.artifact import read_artifact
 from novelty.clock import utc_now_iso
 from novelty.errors import ArtifactError
-from novelty.flywheel.compare import ComparisonError, load_comparison
-from novelty.flywheel.registry import (
+from novelty.flywheel.comparison.compare import ComparisonError, load_comparison
+from novelty.flywheel.registry.store import (
     CHAMPION,
     AliasError,
     Change,
@@ -78,7 +78,7 @@ MODEL_PATH = "model"
 _MODEL_CODE = """\
 import mlflow.models
 
-from novelty.flywheel.mlflow_registry import NoveltyModel
+from novelty.flywheel.registry.mlflow_backend import NoveltyModel
 
 mlflow.models.set_model(NoveltyModel())
 """
@@ -160,7 +160,7 @@ def _store_errors(method: _F) -> _F:
 class MlflowRegistry:
     """A model registry on an MLflow tracking store (``sqlite:///…/mlflow.db``, a tracking server URL, …).
 
-    The verbs and return values are those of :class:`novelty.flywheel.registry.Registry`; versions are MLflow's
+    The verbs and return values are those of :class:`novelty.flywheel.registry.store.Registry`; versions are MLflow's
     model-version numbers (``"1"``, ``"2"`` …).
     """
 
@@ -199,7 +199,8 @@ class MlflowRegistry:
         except RegistryNotFoundError:
             try:
                 self.client.create_registered_model(
-                    self.model_name, description="novelty detectors (novelty.flywheel.mlflow_registry)"
+                    self.model_name,
+                    description="novelty detectors (novelty.flywheel.registry.mlflow_backend)",
                 )
             except _mlflow_error() as e:
                 if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":

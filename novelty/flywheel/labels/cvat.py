@@ -18,8 +18,8 @@ from pathlib import Path
 from novelty.errors import InvalidInputError
 from novelty.fileio import read_regular_file
 from novelty.flywheel.dataset import _listing, now_iso
-from novelty.flywheel.labelimport import LabelImportError, LabelRow, LabelsRead
-from novelty.flywheel.selected import SelectedImage
+from novelty.flywheel.labels.labelimport import LabelImportError, LabelRow, LabelsRead
+from novelty.flywheel.labels.selected import SelectedImage
 
 __all__ = ["annotations_xml", "common_root", "read_annotations"]
 

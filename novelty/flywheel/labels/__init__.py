@@ -1,0 +1,8 @@
+"""Labels: export a selection for people (Label Studio files or a project through its REST API, CVAT, CSV),
+accept the head's trusted answers with an audit, and import what people labelled into the versioned dataset.
+
+``labelling`` (export, auto-accept, audit), ``labelimport`` (the one import path and its CSV reader),
+``labelstudio`` / ``labelstudio_api`` / ``labelstudio_client`` (Label Studio: the JSON format, the project
+sync, the HTTP client), ``cvat`` (CVAT XML), ``selected`` (the reader of ``selection.json`` for labelling),
+``assisted`` (the auto-accept rule and its measurement).
+"""
