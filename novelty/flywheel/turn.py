@@ -55,8 +55,8 @@ The config (TOML; relative paths are relative to the config file)::
 
     [select]
     sources = ["incoming/"]        # results files and image folders / lists
-    flags = "flags.sqlite"         # optional: a flag store (SQLite path or PostgreSQL DSN)
-    strategy = "diversity"         # the best measured on the windshield benchmark (benchmarks/RESULTS.md)
+    flags = "novelty-flags"        # optional: the service's flag store (its folder, or a PostgreSQL DSN)
+    strategy = "diversity"         # the best compromise on pools of 10-86 % new frames (RESULTS "Flywheel")
     budget = 50
     seed = 0
 
@@ -1022,7 +1022,8 @@ def _compare(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[s
         registry.record_comparison(c.save(turn.dir / "comparison.json"))  # promote accepts only recorded ones
         c.write_report(turn.dir / "comparison.html")
     turn.passed = bool(c.passed)
-    turn.reasons = [str(r) for r in c.reasons]
+    # every check with its numbers; a failed one names the compare option that sets its threshold
+    turn.reasons = [ch.failure() if ch.passed is False else ch.line() for ch in c.checks]
     turn.stage = "compared"
     say(
         f"turn {turn.number}: the gate {'passes' if c.passed else 'does not pass'} ({turn.dir / 'comparison.html'})"
@@ -1036,7 +1037,11 @@ def _decide(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
         say(f"turn {turn.number}: version {turn.challenger} promoted to champion")
     else:
         turn.stage = "rejected"
-        say(f"turn {turn.number}: version {turn.challenger} not promoted; the champion stays {turn.champion}")
+        failed = [r for r in turn.reasons if r.startswith("FAIL")]
+        say(
+            f"turn {turn.number}: version {turn.challenger} not promoted; the champion stays {turn.champion}"
+            + "".join(f"\n  {r}" for r in failed)
+        )
 
 
 def _log_turn(config: FlywheelConfig, turn: Turn) -> None:
