@@ -587,3 +587,39 @@ def test_select_uncertainty_needs_a_head(
         ]
     )
     assert code == EXIT_PARTIAL and Selection.load(tmp_path / "d.json").classes == []
+
+
+def test_the_selection_table_shows_file_names_not_ids():
+    """People recognise an image by its file name; the id stays in selection.json."""
+    from novelty.flywheel.selection import SelectedItem, Selection, describe
+
+    items = [
+        SelectedItem(
+            id=f"id-{i:04d}",
+            path=f"/data/inbox/frame_{i:05d}_tunnel_entrance_camera_front_left.jpg"
+            if i
+            else "/data/inbox/a.png",
+            sha256="0" * 64,
+            source="folder:/data/inbox",
+            rank=i + 1,
+            reason="most novel",
+            p_value=0.01,
+            novelty=0.99,
+            is_novel=True,
+        )
+        for i in range(3)
+    ]
+    sel = Selection(
+        strategy="novelty",
+        budget=3,
+        seed=0,
+        weights={},
+        detector_id="d",
+        model_version="m",
+        classes=[],
+        alpha=0.05,
+        items=items,
+    )
+    text = describe(sel)
+    assert "a.png" in text and "frame_00001_tunnel_entranc" in text and "…" in text
+    assert "id-0001" not in text

@@ -749,10 +749,17 @@ def _reason(pool: Pool, i: int, why: str, pred: Any, prob: float | None) -> str:
 
 
 def describe(sel: Selection, limit: int = 20) -> str:
-    """A short table of a selection: rank, id, reason (the first ``limit`` items)."""
-    lines = [f"{'rank':>4}  {'id':<16}  reason"]
+    """A short table of a selection: rank, the image's file name (what a person recognises; the id is in
+    ``selection.json``), reason (the first ``limit`` items)."""
+    width = 28
+
+    def name(it: SelectedItem) -> str:
+        n = os.path.basename(it.path) or it.id
+        return n if len(n) <= width else n[: width - 1] + "…"
+
+    lines = [f"{'rank':>4}  {'image':<{width}}  reason"]
     for it in sel.items[:limit]:
-        lines.append(f"{it.rank:>4}  {it.id:<16}  {it.reason}")
+        lines.append(f"{it.rank:>4}  {name(it):<{width}}  {it.reason}")
     if len(sel.items) > limit:
         lines.append(f"      … {len(sel.items) - limit} more")
     return "\n".join(lines)
