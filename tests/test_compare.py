@@ -621,3 +621,22 @@ def test_comparison_report_renders_in_headless_chromium(tunnel_run, tmp_path):
     dom = _chromium(["--dump-dom", html.as_uri()], tmp_path / "p2")
     assert dom.returncode == 0 and "PROMOTE the challenger" in dom.stdout
     assert not [ln for ln in dom.stderr.splitlines() if "Uncaught" in ln]
+
+
+def test_compare_warns_when_the_test_set_lacks_a_condition_of_the_new_slice(synth, embedder, tmp_path):
+    """Production (the new slice) has snow, the frozen test set has none: the gate's per-condition checks cannot
+    see a snow regression on frozen data, and the user is told so."""
+    import warnings
+
+    rng = np.random.default_rng(9)
+    ds = Dataset.create(tmp_path / "snow", CLASSES)
+    labels = [CLASSES[i % 2] for i in range(10)]
+    x = synthetic(rng, labels, ["snow"] * 10, embedder.dim, shifts={"snow": 1.0})
+    items = [Item(y, "snow", f"snow{i // 2}", NOW, x[i]) for i, y in enumerate(labels)]
+    add_items(ds, items, write_pngs(tmp_path / "img", 10, rng, start=5000), embedder=embedder)
+    with pytest.warns(UserWarning, match="holds no image of snow, which the new slice"):
+        compare(synth.champion, synth.seed1, synth.test, new_slice=ds, n_boot=100, embedder=embedder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare(synth.champion, synth.seed1, synth.test, new_slice=synth.new, n_boot=100, embedder=embedder)
+    assert not [w for w in caught if "holds no image of" in str(w.message)]

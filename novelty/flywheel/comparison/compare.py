@@ -44,6 +44,7 @@ import math
 import os
 import re
 import textwrap
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -1049,6 +1050,18 @@ def compare(
         if not fresh:
             raise ComparisonError(
                 f"the new slice ({new_ds.path}, version {nv}) adds no image the test set does not already hold"
+            )
+        missing = sorted(
+            {e.condition for e in fresh if e.condition} - {e.condition for e in entries if e.condition}
+        )
+        if missing:
+            warnings.warn(
+                f"the frozen test set {test_ds.path} holds no image of {', '.join(missing)}, which the new slice "
+                "(production) has: the comparison sees those conditions only in the slice, and the gate's per-"
+                "condition checks cannot catch a regression there on frozen data; add labelled images of them to "
+                "the test set",
+                UserWarning,
+                stacklevel=2,
             )
         new_ref = {
             "path": str(Path(new_ds.path).resolve()),
