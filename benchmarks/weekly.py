@@ -578,7 +578,19 @@ def _git() -> dict[str, Any]:
         ["git", "status", "--porcelain", "--", "novelty"], cwd=ROOT, capture_output=True, text=True
     ).stdout
     changed = [line[3:] for line in status.splitlines() if line.strip()]
-    return {"commit": run("rev-parse", "--short", "HEAD"), "novelty_files_changed_since": changed}
+    return {
+        "commit": run("rev-parse", "--short", "HEAD"),
+        "novelty_tree": run(
+            "rev-parse", "--short", "HEAD:novelty"
+        ),  # the package's code, whatever else changed
+        "novelty_files_changed_since": changed,
+    }
+
+
+def _same_code(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two :func:`_git` records name the same package code (older records: the same commit)."""
+    keys = ("novelty_tree", "novelty_files_changed_since") if "novelty_tree" in a else ("commit",)
+    return all(a.get(k) == b.get(k) for k in keys)
 
 
 def _config(work: Path, size: Size, ls_url: str) -> Path:
@@ -1024,8 +1036,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"AVX-512/AMX flags: {' '.join(m['flags']) or 'none'}); code {res['code']['commit']}"
         + (f" + uncommitted {', '.join(changed)}" if changed else "")
         + (
-            f" (the code changed while it ran: {res['code_at_end']['commit']} at the end)"
-            if res.get("code_at_end", res["code"]) != res["code"]
+            f" (the package's code changed while it ran: {res['code_at_end']['commit']} at the end)"
+            if not _same_code(res["code"], res.get("code_at_end", res["code"]))
             else ""
         )
         + ".",
