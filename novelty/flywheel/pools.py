@@ -509,7 +509,10 @@ def score_pool(
     if x.ndim != 2 or x.shape[0] == 0:
         raise PoolError(f"no candidate to score (embeddings of shape {x.shape})")
     v = detector.score_embeddings(x, sources=list(paths))
-    d, pos = detector.index_.search(x, 1)
+    if v.neighbor_ids.shape[1]:  # the verdicts' own search already found each nearest training image
+        d, pos = v.neighbor_distances[:, :1], v.neighbor_ids[:, :1]
+    else:  # a detector that reports no neighbours (n_neighbors=0)
+        d, pos = detector.index_.search(x, 1)
     train_ids = detector.train_ids_
     return Pool(
         ids=list(ids),

@@ -282,8 +282,11 @@ def export_selection(
     items = list(sel.items)
     n_already = 0
     known, _ = labelled_hashes(labelled)
-    if ds is not None:
-        known |= {e.sha256 for e in ds.entries()}
+    ds_entries = (
+        list(ds.entries()) if ds is not None else None
+    )  # read once: here and for the first-turn audit
+    if ds_entries is not None:
+        known |= {e.sha256 for e in ds_entries}
     if known:
         n_already = sum(it.sha256 in known for it in items)
         items = [it for it in items if it.sha256 not in known]
@@ -327,7 +330,7 @@ def export_selection(
                 accepted, key=lambda it: hashlib.sha256(f"audit\0{it.sha256}".encode()).hexdigest()
             )
             audited = audited[:k]
-        first_time = newly_labelled(accepted, _training_entries(ds, labelled)) if accepted else {}
+        first_time = newly_labelled(accepted, _training_entries(ds_entries, labelled)) if accepted else {}
         if first_time:
             log.info(
                 "%d image(s) of condition(s) labelled for the first time in the last turn (%s) go to people "
@@ -452,11 +455,11 @@ def _audit_levels(trust: Mapping[str, Any] | None, auto_risk: float | None) -> t
     )
 
 
-def _training_entries(ds: Dataset | None, labelled: Any) -> list[Entry]:
-    """The entries of the training dataset: ``dataset`` when given, else the first of ``labelled`` (a flywheel
-    passes its training set first); none when neither exists yet."""
-    if ds is not None:
-        return list(ds.entries())
+def _training_entries(ds_entries: list[Entry] | None, labelled: Any) -> list[Entry]:
+    """The entries of the training dataset: ``dataset``'s (already read) when given, else the first of
+    ``labelled`` (a flywheel passes its training set first); none when neither exists yet."""
+    if ds_entries is not None:
+        return ds_entries
     many = labelled if isinstance(labelled, (list, tuple)) else [labelled]
     if not many or many[0] is None:
         return []
