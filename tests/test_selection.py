@@ -541,7 +541,9 @@ def test_select_command_end_to_end(textile_detector, inbox, tmp_path, textile_pa
     )
     assert code == EXIT_PARTIAL  # written, with the broken file left out
     text = capsys.readouterr().out
-    assert "rank  image" in text and "selected 4 of 9 candidates with hybrid" in text and "1 unreadable" in text
+    assert (
+        "rank  image" in text and "selected 4 of 9 candidates with hybrid" in text and "1 unreadable" in text
+    )
     sel = Selection.load(out)
     assert len(sel) == 4 and sel.strategy == "hybrid" and sel.budget == 4
     assert all(os.path.isfile(it.path) for it in sel.items)
