@@ -254,7 +254,11 @@ def test_export_to_label_studio_creates_the_project_and_never_duplicates(
         )
         == 0
     )
-    assert "created" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "created" in out
+    # the export's record stays beside the selection (what went to people; the import reads it)
+    kept = sel.with_name(sel.stem + ".export")
+    assert f"to {kept}" in out and json.loads((kept / "export.json").read_text())["n_exported"] == 4
     project = _project(server, "api export")
     storages = server.api("GET", f"/api/storages/localfiles?project={project['id']}")
     assert [s["path"] for s in storages] == [str(root / "api")]

@@ -344,6 +344,8 @@ def test_csv_export_and_round_trip(work):
         "probability",
         "p_value",
         "novelty",
+        "group",
+        "condition",
         "label",
     ]
     assert [r["id"] for r in rows] == [f"item{i}" for i in range(6)] and all(r["label"] == "" for r in rows)

@@ -625,3 +625,53 @@ def test_the_selection_table_shows_file_names_not_ids():
     text = describe(sel)
     assert "a.png" in text and "frame_00001_tunnel_entranc" in text and "…" in text
     assert "id-0001" not in text
+
+
+@pytest.mark.slow
+def test_flag_metadata_group_and_condition_reach_the_labelled_entries(
+    textile_detector, tmp_path, textile_paths
+):
+    """A flag's metadata ``group``/``condition`` (what the client sends) travel through the pool, the selection
+    file, the people's CSV and the import into the dataset's entries; a flag without them gives none."""
+    from novelty.flags import SQLiteFlagStore
+    from novelty.flywheel.dataset import Dataset
+    from novelty.flywheel.labels.labelimport import import_labels
+    from novelty.flywheel.labels.labelling import export_selection
+
+    det, _ = textile_detector
+    store = SQLiteFlagStore(tmp_path / "flags")
+    a = textile_paths["local"][1].read_bytes()
+    b = textile_paths["local"][2].read_bytes()
+    c = textile_paths["local"][3].read_bytes()
+    store.add(a, source="car-1", metadata={"group": "b7", "condition": "snow"})
+    store.add(b, source="car-2", metadata={"group": 12, "other": "x"})  # a number becomes its text
+    store.add(c, source="car-3", metadata={"group": ["not", "text"], "condition": " "})
+    store.close()
+    pool = build_pool(det, flags=str(tmp_path / "flags"), images_dir=tmp_path / "img")
+    by_sha = {s: i for i, s in enumerate(pool.sha256)}
+    assert pool.groups is not None and pool.conditions is not None
+    assert pool.groups[by_sha[sha256_bytes(a)]] == "b7" and pool.conditions[by_sha[sha256_bytes(a)]] == "snow"
+    assert pool.groups[by_sha[sha256_bytes(b)]] == "12" and pool.conditions[by_sha[sha256_bytes(b)]] is None
+    assert pool.groups[by_sha[sha256_bytes(c)]] is None and pool.conditions[by_sha[sha256_bytes(c)]] is None
+    assert pool.subset([by_sha[sha256_bytes(a)]]).groups == ["b7"]
+
+    sel = select(pool, 3, "random", seed=0)
+    sel.save(tmp_path / "selection.json")
+    items = {it.sha256: it for it in Selection.load(tmp_path / "selection.json").items}
+    assert (items[sha256_bytes(a)].group, items[sha256_bytes(a)].condition) == ("b7", "snow")
+    assert (items[sha256_bytes(c)].group, items[sha256_bytes(c)].condition) == (None, None)
+
+    export_selection(tmp_path / "selection.json", tmp_path / "export", format="csv", classes=["good", "bad"])
+    rows = (tmp_path / "export" / "labels.csv").read_text().splitlines()
+    assert rows[0].endswith("novelty,group,condition,label")
+    # a person fills the label column only; the import takes group and condition from the selection
+    filled = [rows[0]] + [r + "good" for r in rows[1:]]
+    (tmp_path / "done.csv").write_text("\n".join(filled) + "\n")
+    ds = Dataset.create(tmp_path / "ds", ["good", "bad"])
+    import_labels(ds, tmp_path / "done.csv", tmp_path / "selection.json", format="csv", labeller="ann")
+    got = {e.sha256: (e.group, e.condition) for e in ds.entries()}
+    assert got == {
+        sha256_bytes(a): ("b7", "snow"),
+        sha256_bytes(b): ("12", None),
+        sha256_bytes(c): (None, None),
+    }

@@ -524,3 +524,58 @@ def test_select_writes_flagged_images_into_the_selections_own_folder(
     flagged = [it for it in Selection.load(out).items if it.source.startswith("flag:")]
     assert len(flagged) == 1 and Path(flagged[0].path).parent == own.resolve()
     assert f"1 image(s) without a file of their own (flags, archive members) are in {own}" in text
+
+
+def test_route_keeps_every_group_where_an_earlier_turn_put_it():
+    from novelty.flywheel.turn import _route
+
+    def e(i: int, group: str | None, auto: bool = False) -> Entry:
+        return Entry(
+            id=f"e{i}",
+            sha256=f"{i:064x}",
+            path=f"/p/{i}.jpg",
+            label="dry",
+            source="t",
+            labeller="model:x" if auto else "human:a",
+            group=group,
+            auto=auto,
+        )
+
+    entries = [e(0, "trained"), e(1, "trained", True), e(2, "sliced"), e(3, "sliced", True), e(4, "tested")]
+    entries += [e(10 + i, f"new{i}") for i in range(8)] + [e(20, None), e(21, None)]
+    for seed in range(6):
+        train, held, withheld = _route(
+            entries, 0.5, seed, trained=["trained", "both"], evaluated=["sliced", "tested", "both"]
+        )
+        ids = lambda es: {x.id for x in es}  # noqa: E731
+        assert {"e0", "e1"} <= ids(train) and {"e2", "e4"} <= ids(held) and ids(withheld) >= {"e3"}
+        assert not ids(train) & ids(held) and not ids(train) & ids(withheld)
+        assert ids(train) | ids(held) | ids(withheld) == ids(entries)
+        fresh = {x.group for x in held if x.group and x.group.startswith("new")}
+        assert 0 < len(fresh) < 8  # only the groups new to both are split
+        assert not {x.group for x in train} & {x.group for x in held} - {None}  # no group: each its own
+
+
+def test_a_turn_puts_labels_of_groups_placed_before_where_those_groups_are(exported, textile_paths):
+    """People's labels of a group the training set has go to training, of a group the new slice has to the
+    slice; the model's labels of a slice group are left out of both."""
+    cfg_path, _, _ = exported
+    root = cfg_path.parent
+    earlier = _copy(textile_paths["nominal"][4:10], root / "img" / "earlier")
+    trained, sliced = ["g0", "g2", "g4"], ["g1", "g3", "g5"]
+    Dataset.open(root / "train").add(
+        [_entry(p, sha256_file(p), "dry", group=g) for p, g in zip(earlier[:3], trained, strict=True)],
+        source="turn 0",
+    )
+    Dataset.create(root / "new", CLASSES).add(
+        [_entry(p, sha256_file(p), "dry", group=g) for p, g in zip(earlier[3:], sliced, strict=True)],
+        source="turn 0",
+    )
+    turn, _ = _import_stage(cfg_path)
+    before = {sha256_file(p) for p in earlier}
+    now_trained = [e for e in Dataset.open(root / "train").entries() if e.version > 2]
+    now_held = [e for e in Dataset.open(root / "new").entries() if e.sha256 not in before]
+    assert {e.group for e in now_trained} == set(trained)  # people's and the model's labels of those groups
+    assert len(now_trained) == 6 and sum(e.auto for e in now_trained) == 3
+    assert {e.group for e in now_held} == set(sliced) and not any(e.auto for e in now_held)
+    assert turn.withheld == 3 and turn.held_out == 3 and turn.trained_on == 6

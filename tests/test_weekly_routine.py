@@ -39,6 +39,9 @@ def test_weekly_routine_meets_its_goals(tmp_path, capsys):
         + [res["labels_asked_twice_of_the_oracle"], res["project_tasks_twice"]]
     )
     assert g["auto_labels_in_test_or_new_slice"] == 0, report
+    # the flags' groups reach the new slice, which then holds no frame that a training image shows too
+    ns = res["new_slice"]
+    assert ns["with_group"] == ns["n"] and ns["frame_also_in_training"] == 0, ns
     assert g["status_lines_checked"] >= 4 * SMALL.turns
     assert g["status_lines_false"] == 0, json.dumps(
         [t["checks"]["status_false"] for t in res["turns"]], indent=1

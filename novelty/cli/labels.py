@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from novelty.cli.common import UsageError, real_arg
@@ -95,7 +96,8 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     e.add_argument(
         "--out",
         metavar="DIR",
-        help="folder to write the export into (with --to-label-studio: optional, a temporary folder by default)",
+        help="folder to write the export into (with --to-label-studio: optional, by default SELECTION's name "
+        "with .export, e.g. selection.export/ beside selection.json)",
     )
     e.add_argument(
         "--dataset",
@@ -285,18 +287,13 @@ def _export(args: argparse.Namespace) -> int:
         raise UsageError("give --out DIR (or --to-label-studio URL --project NAME)")
     if client is not None and args.format != "label-studio":
         raise UsageError(f"--to-label-studio exports the label-studio format, not {args.format}")
-    if client is not None and args.out is None and args.auto_accept and args.dataset is None:
-        raise UsageError(
-            "--auto-accept without --dataset writes the accepted labels to DIR/auto_labels.csv: give --out DIR"
-        )
     if client is None:
         return _export_to(args, args.out, None)
     if args.out is not None:
         return _export_to(args, args.out, client)
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="novelty-label-studio-") as tmp:
-        return _export_to(args, tmp, client)
+    # the export's record (export.json: what went to people, what was audited) is kept beside the selection
+    sel = Path(args.selection)
+    return _export_to(args, str(sel.with_name(sel.stem + ".export")), client)
 
 
 def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
@@ -325,11 +322,10 @@ def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
         labelled=args.labelled or None,
         auto_risk=args.auto_risk,
     )
-    if client is None or args.out is not None:
-        print(
-            f"exported {res.n_exported} image(s) for {res.format} to {res.out_dir}: "
-            f"{', '.join(f.name for f in res.files)}"
-        )
+    print(
+        f"exported {res.n_exported} image(s) for {res.format} to {res.out_dir}: "
+        f"{', '.join(f.name for f in res.files)}"
+    )
     if client is not None:
         from novelty.flywheel.labels.labelstudio_api import push_export
 

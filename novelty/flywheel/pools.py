@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,6 +102,8 @@ class Candidate:
     source: str  # "results:<file>", "folder:<input>", "flag:<id>"
     timestamp: str | None = None  # ISO 8601 UTC
     embedding: np.ndarray | None = None  # float32 (d,), when the source carried one
+    group: str | None = None  # images of one group are near-duplicates (a flag's metadata ``group``)
+    condition: str | None = None  # what the image shows (a flag's metadata ``condition``)
 
 
 @dataclass
@@ -133,6 +135,10 @@ class Pool:
     competence: np.ndarray | None = None  # (n,) the trust rule's score (None: no trust decision)
     trust: dict[str, Any] | None = None  # :func:`trust_header` (None: no trust decision)
     nearest: list[str] | None = None  # the id of each candidate's nearest training image (None: not recorded)
+    groups: list[str | None] | None = (
+        None  # each image's group, where its source gave one (None: no source did)
+    )
+    conditions: list[str | None] | None = None  # each image's condition, where its source gave one
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -143,8 +149,10 @@ class Pool:
         for name in ("paths", "sha256", "sources", "timestamps"):
             if len(getattr(self, name)) != n:
                 raise InvalidInputError(f"pool.{name} has {len(getattr(self, name))} entries for {n} images")
-        if self.nearest is not None and len(self.nearest) != n:
-            raise InvalidInputError(f"pool.nearest has {len(self.nearest)} entries for {n} images")
+        for name in ("nearest", "groups", "conditions"):
+            v = getattr(self, name)
+            if v is not None and len(v) != n:
+                raise InvalidInputError(f"pool.{name} has {len(v)} entries for {n} images")
         for name in ("p_value", "novelty", "score", "is_novel", "train_distance", "trusted", "competence"):
             v = getattr(self, name)
             if v is not None:
@@ -217,6 +225,8 @@ class Pool:
             detector_id=self.detector_id,
             train_distance=None if self.train_distance is None else self.train_distance[idx],
             nearest=None if self.nearest is None else pick(self.nearest),
+            groups=None if self.groups is None else pick(self.groups),
+            conditions=None if self.conditions is None else pick(self.conditions),
             predictions=None if self.predictions is None else pick(self.predictions),
             probabilities=None if self.probabilities is None else self.probabilities[idx],
             classes=list(self.classes),
@@ -452,13 +462,26 @@ def _open_store(location: str) -> Any:
     return open_flag_store(loc)
 
 
+def _meta_text(metadata: Mapping[str, Any], key: str) -> str | None:
+    """A flag's ``metadata[key]`` as text (a number becomes its text); ``None`` when absent, empty or not a
+    scalar."""
+    v = metadata.get(key) if isinstance(metadata, Mapping) else None
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        return None
+    text = str(v).strip()
+    return text or None
+
+
 def candidates_from_flags(
     location: str | os.PathLike[str],
     *,
     images_dir: str | os.PathLike[str] | None,
     since: datetime | str | None = None,
 ) -> tuple[list[Candidate], list[tuple[str, str]]]:
-    """Every flag of the store (received at or after ``since``), its image written to ``images_dir``."""
+    """Every flag of the store (received at or after ``since``), its image written to ``images_dir``. A flag's
+    metadata ``group`` and ``condition`` (as the service's client sends them) become the candidate's: they
+    travel through the selection, the export and the import into the datasets, where the new slice is drawn
+    by group."""
     from novelty.flags import FlagStoreError
 
     dir_ = None if images_dir is None else Path(images_dir)
@@ -480,7 +503,16 @@ def candidates_from_flags(
                     continue
                 path, sha = _store_bytes(data, dir_, "", f"flag {flag.id}")
                 stamp = _iso_dt(flag.captured_at) or _iso_dt(flag.received_at)
-                out.append(Candidate(path=path, sha256=sha, source=f"flag:{flag.id}", timestamp=stamp))
+                out.append(
+                    Candidate(
+                        path=path,
+                        sha256=sha,
+                        source=f"flag:{flag.id}",
+                        timestamp=stamp,
+                        group=_meta_text(flag.metadata, "group"),
+                        condition=_meta_text(flag.metadata, "condition"),
+                    )
+                )
             if len(page) < 1000:
                 break
             after = page[-1].id
@@ -500,6 +532,8 @@ def score_pool(
     sources: Sequence[tuple[str, ...]],
     timestamps: Sequence[str | None] | None = None,
     skipped: Sequence[tuple[str, str]] = (),
+    groups: Sequence[str | None] | None = None,
+    conditions: Sequence[str | None] | None = None,
 ) -> Pool:
     """A :class:`Pool` of embeddings made by ``detector``'s backbone, scored by ``detector`` (with the head's
     answers and the trust decision when it has them)."""
@@ -536,6 +570,8 @@ def score_pool(
         competence=v.competence,
         trust=trust_header(detector),
         nearest=[str(train_ids[int(j)]) if j >= 0 else "" for j in pos[:, 0]],
+        groups=None if groups is None else list(groups),
+        conditions=None if conditions is None else list(conditions),
     )
 
 
@@ -588,6 +624,10 @@ def build_pool(
                 unique[j].embedding = c.embedding
             if unique[j].timestamp is None:
                 unique[j].timestamp = c.timestamp
+            if unique[j].group is None:
+                unique[j].group = c.group
+            if unique[j].condition is None:
+                unique[j].condition = c.condition
     if len(found) > len(unique):
         log.info("%d duplicate image(s) (same sha256) merged", len(found) - len(unique))
     if not unique:
@@ -624,4 +664,6 @@ def build_pool(
         sources=[tuple(provenance[i]) for i in keep],
         timestamps=[c.timestamp for c in kept],
         skipped=skipped,
+        groups=[c.group for c in kept] if any(c.group is not None for c in kept) else None,
+        conditions=[c.condition for c in kept] if any(c.condition is not None for c in kept) else None,
     )

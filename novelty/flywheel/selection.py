@@ -164,6 +164,8 @@ class SelectedItem:
     trusted: bool | None = None  # the head's answer may be acted on (None: no head, or an older selection)
     competence: float | None = None  # the trust rule's score (None: no trust decision)
     nearest: str | None = None  # the id of the nearest training image (auto-accept's first-turn audit)
+    group: str | None = None  # the image's group, where its source gave one (flag metadata)
+    condition: str | None = None  # the image's condition, where its source gave one
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -185,6 +187,8 @@ class SelectedItem:
             "trusted": self.trusted,
             "competence": self.competence,
             **({"nearest": self.nearest} if self.nearest is not None else {}),
+            **({"group": self.group} if self.group is not None else {}),
+            **({"condition": self.condition} if self.condition is not None else {}),
         }
 
 
@@ -416,6 +420,8 @@ def _item_from_json(it: Any, i: int, bad: Any) -> SelectedItem:
         trusted=trusted,
         competence=r.number("competence", optional=True),
         nearest=r.text("nearest", optional=True),
+        group=r.text("group", optional=True),
+        condition=r.text("condition", optional=True),
     )
 
 
@@ -698,6 +704,8 @@ def select(
                 trusted=None if pool.trusted is None else bool(pool.trusted[i]),
                 competence=comp if comp is not None and math.isfinite(comp) else None,
                 nearest=None if pool.nearest is None else pool.nearest[i] or None,
+                group=None if pool.groups is None else pool.groups[i],
+                condition=None if pool.conditions is None else pool.conditions[i],
             )
         )
     if strategy == "hybrid":

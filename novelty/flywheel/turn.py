@@ -107,7 +107,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -564,14 +564,32 @@ def _split_holdout(entries: Sequence[Any], share: float, seed: int) -> tuple[lis
     return train, held
 
 
-def _route(entries: Sequence[Any], share: float, seed: int) -> tuple[list[Any], list[Any], list[Any]]:
+def _route(
+    entries: Sequence[Any],
+    share: float,
+    seed: int,
+    *,
+    trained: Iterable[str] = (),
+    evaluated: Iterable[str] = (),
+) -> tuple[list[Any], list[Any], list[Any]]:
     """``(train, held, withheld)``: the new slice is drawn by group from the people's labels only
     (:func:`_split_holdout`), so an automatic label never enters it; automatic labels go to training, except
     those of a held-out group (``withheld``: kept out of both, so that no near-duplicate of a slice image is
-    trained on)."""
+    trained on).
+
+    A group placed by an earlier turn stays where it is: ``trained`` names the groups of the training set,
+    ``evaluated`` those of the new slice and the test set. People's labels of an evaluated group join the slice,
+    of a trained group the training set; only groups new to both are split. (A group in both, placed by hand,
+    counts as evaluated: its images are kept out of training.)"""
+    ev = set(evaluated)
+    tr = set(trained) - ev
     people = [e for e in entries if not e.auto]
-    train, held = _split_holdout(people, share, seed)
-    out = {_group(e) for e in held}
+    placed_train = [e for e in people if e.group and e.group in tr]
+    placed_held = [e for e in people if e.group and e.group in ev]
+    fresh = [e for e in people if not (e.group and (e.group in tr or e.group in ev))]
+    train, held = _split_holdout(fresh, share, seed)
+    train, held = placed_train + train, placed_held + held
+    out = {_group(e) for e in held} | ev
     auto = [e for e in entries if e.auto]
     return train + [e for e in auto if _group(e) not in out], held, [e for e in auto if _group(e) in out]
 
@@ -908,7 +926,20 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        train, held, withheld = _route(entries, config.holdout, config.seed + turn.number)
+        evaluated = [
+            e.group
+            for d in (config.new_slice, config.test)
+            if (d / "dataset.json").is_file()
+            for e in Dataset.open(d).entries()
+            if e.group
+        ]
+        train, held, withheld = _route(
+            entries,
+            config.holdout,
+            config.seed + turn.number,
+            trained=(e.group for e in train_ds.entries() if e.group),
+            evaluated=evaluated,
+        )
         source = f"flywheel turn {turn.number}"
         added = train_ds.add_entries(
             [replace(e, version=0, supersedes=None) for e in train],

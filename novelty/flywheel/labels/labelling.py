@@ -10,8 +10,9 @@ Export (:func:`export_selection`) writes, for the images of a selection (``selec
   Label Studio's REST API;
 - ``cvat``: ``annotations.xml`` in "CVAT for images 1.1" with a ``<tag>`` pre-annotation per image, and
   ``images.txt``, the files to create the task from; see :mod:`novelty.flywheel.labels.cvat`;
-- ``csv``: ``labels.csv`` with columns id,path,sha256,prediction,probability,p_value,novelty,label — the label
-  column is empty for people to fill.
+- ``csv``: ``labels.csv`` with columns id,path,sha256,prediction,probability,p_value,novelty,group,condition,label
+  — the label column is empty for people to fill (group and condition come from the selection, where its
+  source gave them; a person may fill a condition in).
 
 **Assisted labelling** (``auto_accept=True``): an image whose head answer is *trusted* (:mod:`novelty.trust`:
 not novel and the head competent there, at the detector's own error rate ε, or at ``auto_risk``, an ε whose
@@ -121,7 +122,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("label-studio", "cvat", "csv")
-CSV_COLUMNS = ("id", "path", "sha256", "prediction", "probability", "p_value", "novelty", "label")
+CSV_COLUMNS = (
+    "id",
+    "path",
+    "sha256",
+    "prediction",
+    "probability",
+    "p_value",
+    "novelty",
+    "group",
+    "condition",
+    "label",
+)
 AUTO_CSV = "auto_labels.csv"
 EXPORT_MANIFEST = "export.json"
 #: ``audit=AUDIT_AUTO`` sizes the audit by :func:`audit_size`; ``export.json`` names that rule ``AUDIT_AUTO_RULE``
@@ -206,7 +218,18 @@ def _csv_text(rows: Iterable[Sequence[Any]], header: Sequence[str]) -> str:
 def _labels_csv(items: Sequence[SelectedImage]) -> str:
     return _csv_text(
         (
-            (it.id, it.path, it.sha256, it.prediction, it.probability, it.p_value, it.novelty, "")
+            (
+                it.id,
+                it.path,
+                it.sha256,
+                it.prediction,
+                it.probability,
+                it.p_value,
+                it.novelty,
+                it.group,
+                it.condition,
+                "",
+            )
             for it in items
         ),
         CSV_COLUMNS,
