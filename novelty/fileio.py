@@ -12,6 +12,8 @@ One place, one policy:
 - :func:`csv_text_cell` / :func:`csv_text_value`: every text cell of every CSV the package writes goes through
   the first (a spreadsheet must not run a file name such as ``=cmd|' /C calc'!A0.jpg`` as a formula), and every
   CSV it reads back through the second.
+- :class:`ExclusiveFileLock` is the one lock between processes (and between threads of one process): an exclusive
+  lock of a lock file, waited for with or without a limit, that raises the caller's own errors.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import filelock
+
 __all__ = [
+    "ExclusiveFileLock",
     "NotARegularFileError",
     "atomic_open",
     "atomic_write",
@@ -181,6 +187,115 @@ def read_regular_file(path: str | os.PathLike[str], *, max_bytes: int | None = N
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+# --- the lock between processes --------------------------------------------------------------------------
+#: how often a lock is taken again when its directory was replaced meanwhile, before giving up
+_REPLACED_TRIES = 5
+
+
+def _same_dir(path: Path, before: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(before, os.stat(path))
+    except OSError:
+        return False
+
+
+class ExclusiveFileLock:
+    """An exclusive lock of the file ``path`` between processes and between the threads of one process, held from
+    :meth:`acquire` (or ``with``) to :meth:`release`: ``flock`` on Unix, ``LockFileEx`` on Windows, through
+    :class:`filelock.FileLock`. A killed holder holds nothing; the file is created when missing and stays in place.
+
+    ``timeout``: how long to wait for another holder, in seconds (``0``: one try; ``None``: without limit). Still
+    held by another at the end, the lock raises ``busy_error(busy_message)`` (``busy_error`` defaults to ``error``);
+    a lock file that cannot be opened or locked raises ``error("cannot lock <what>: <reason>")``. The directory of
+    ``path`` must exist, unless ``make_parent``.
+
+    The lock counts only if that directory is still the one it was when the lock was asked for: a holder may rename
+    its directory away before it lets go (and a new one take its place), and a lock of the file left in the renamed
+    directory is worthless. It is then taken again (a few times, then ``busy_error``).
+
+    Not reentrant: a second lock of the same file in the same thread waits for the first (without a limit, it raises
+    ``RuntimeError`` at once instead of waiting forever). One object is for one holder at a time; :meth:`release`
+    may run in any thread."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float | None,
+        what: str,
+        error: type[Exception],
+        busy_error: type[Exception] | None = None,
+        busy_message: str | None = None,
+        make_parent: bool = False,
+    ) -> None:
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+        self.path = Path(path)
+        self.timeout = timeout
+        self.what = what
+        self._error = error
+        self._busy_error = error if busy_error is None else busy_error
+        self._busy_message = busy_message or (
+            f"{what} is locked by another process"
+            + ("" if timeout is None else f" (waited {timeout:g} s); wait for it to finish and try again")
+        )
+        self._make_parent = make_parent
+        # fallback_to_soft=False: where the filesystem has no flock, an error, never a marker file that a killed
+        # process would leave behind; preserve_lock_file: the file stays in place on Windows too, as on Unix
+        self._lock = filelock.FileLock(
+            self.path,
+            thread_local=False,  # a lock taken in one thread may be released in another (or by a finalizer)
+            fallback_to_soft=False,
+            preserve_lock_file=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"ExclusiveFileLock({str(self.path)!r}, held={self.held})"
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._lock.is_locked
+
+    def acquire(self) -> ExclusiveFileLock:
+        """Take the lock (see the class docstring for the waiting and the errors); returns ``self``."""
+        if self.held:
+            raise RuntimeError(f"{self.what}: this lock of {self.path} is already held")
+        parent = self.path.parent
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        for _ in range(_REPLACED_TRIES):
+            try:
+                if self._make_parent:
+                    parent.mkdir(parents=True, exist_ok=True)
+                before = os.stat(parent)
+            except OSError as e:
+                raise self._error(f"cannot lock {self.what}: {e.strerror or e}") from e
+            wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                self._lock.acquire(timeout=wait)
+            except filelock.Timeout:  # before OSError: a Timeout is a TimeoutError
+                raise self._busy_error(self._busy_message) from None
+            except OSError as e:
+                if not _same_dir(parent, before):
+                    continue  # the directory went away during the wait: try its successor
+                raise self._error(f"cannot lock {self.what}: {e.strerror or e}") from e
+            if _same_dir(parent, before):
+                return self
+            self._lock.release()  # what it locked was renamed away with its directory
+        raise self._busy_error(f"{parent} keeps being replaced by another process")
+
+    def release(self) -> None:
+        """Give the lock up (nothing when it is not held)."""
+        if self._lock.is_locked:
+            self._lock.release()
+
+    def __enter__(self) -> ExclusiveFileLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 # --- CSV cells ------------------------------------------------------------------------------------------

@@ -1,21 +1,19 @@
 """The lock of a results work directory: one writer per output, across processes and within one.
 
-``flock`` on ``DIR/.lock`` keeps a second process out (a killed process holds no lock). Within one process a
-newer lock of the same directory takes over from an older one (a writer kept alive by a traceback or a
-notebook variable must not lock its output forever): the old one is marked ``superseded``.
+An :class:`~novelty.fileio.ExclusiveFileLock` of ``DIR/.lock``, tried once, keeps a second process out (a killed
+process holds no lock). Within one process a newer lock of the same directory takes over from an older one (a
+writer kept alive by a traceback or a notebook variable must not lock its output forever): the old one is marked
+``superseded``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import weakref
 from pathlib import Path
 
-from novelty.batch.errors import ResultsLockedError
-
-if sys.platform != "win32":
-    import fcntl
+from novelty.batch.errors import ResultsError, ResultsLockedError
+from novelty.fileio import ExclusiveFileLock
 
 __all__ = ["LOCK_FILE", "WorkDirLock"]
 
@@ -38,28 +36,16 @@ class WorkDirLock:
                 True  # its owner's buffered rows are dropped, as by a crash; it refuses more work
             )
             old.release()
-        lock_path = parts_dir / LOCK_FILE
-        for _ in range(5):
-            parts_dir.mkdir(exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            if sys.platform == "win32":
-                break
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise ResultsLockedError(
-                    f"{out_path} is being written by another process; wait for it or use a different --out"
-                ) from None
-            try:  # a finalize elsewhere may have renamed the directory away between the open and the flock
-                if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        else:
-            raise ResultsLockedError(f"{parts_dir} keeps being replaced by another process")
-        self._release: weakref.finalize | None = weakref.finalize(self, os.close, fd)  # dropped: freed too
+        lock = ExclusiveFileLock(
+            parts_dir / LOCK_FILE,
+            timeout=0,  # a second writer is refused at once, never queued
+            what=f"the work directory {parts_dir}",
+            error=ResultsError,
+            busy_error=ResultsLockedError,
+            busy_message=f"{out_path} is being written by another process; wait for it or use a different --out",
+            make_parent=True,  # a finalize elsewhere may have renamed the directory away: it starts anew
+        ).acquire()
+        self._release: weakref.finalize | None = weakref.finalize(self, lock.release)  # dropped: freed too
         _HOLDERS[self._ident] = weakref.ref(self)
 
     @property
@@ -68,7 +54,7 @@ class WorkDirLock:
 
     def release(self) -> None:
         if self._release is not None:
-            self._release()  # closes the descriptor, which releases the flock
+            self._release()  # releases the lock
             self._release = None
             holder = _HOLDERS.get(self._ident)
             if holder is not None and holder() is self:

@@ -44,8 +44,6 @@ import logging
 import os
 import re
 import reprlib
-import sys
-import time as _time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -56,11 +54,15 @@ import numpy as np
 
 from novelty.clock import parse_time, utc_now_iso
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
-from novelty.fileio import atomic_open, atomic_write_bytes, read_regular_file, sha256_bytes, sha256_file
+from novelty.fileio import (
+    ExclusiveFileLock,
+    atomic_open,
+    atomic_write_bytes,
+    read_regular_file,
+    sha256_bytes,
+    sha256_file,
+)
 from novelty.images import load_image
-
-if sys.platform != "win32":
-    import fcntl
 
 __all__ = [
     "DATASET_FILE",
@@ -435,37 +437,21 @@ class AddResult:
         return dict(sorted(out.items()))
 
 
-class _Lock:
-    """An exclusive ``flock`` of ``DATASET/.lock``, waited for up to ``timeout`` seconds."""
+class _Lock(ExclusiveFileLock):
+    """An exclusive lock of ``DATASET/.lock`` (or of an embedding cache's), waited for up to ``timeout`` seconds."""
 
     def __init__(self, root: Path, timeout: float) -> None:
-        self.root, self.timeout = root, timeout
-        self.fd: int | None = None
-
-    def __enter__(self) -> _Lock:
-        if sys.platform == "win32":
-            return self
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = _time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if _time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise DatasetLockedError(
-                        f"{self.root}: another process has been writing this dataset for over {self.timeout:g} s; "
-                        "wait for it to finish and try again"
-                    ) from None
-                _time.sleep(0.05)
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # releases the flock
-            self.fd = None
+        super().__init__(
+            root / LOCK_FILE,
+            timeout=timeout,
+            what=f"the dataset {root}",
+            error=DatasetError,
+            busy_error=DatasetLockedError,
+            busy_message=(
+                f"{root}: another process has been writing this dataset for over {timeout:g} s; "
+                "wait for it to finish and try again"
+            ),
+        )
 
 
 class Dataset:

@@ -11,7 +11,7 @@ Layout (see the flywheel design)::
       challenger -> versions/<NNNN>/detector
       history.jsonl                 one JSON object per event: register, alias, compared, promote, rollback,
                                     recovered
-      .lock                         fcntl lock taken around every change
+      .lock                         the lock file taken around every change
 
 ``novelty serve REGISTRY/champion`` serves the champion: the service polls ``MANIFEST.sha256`` through the
 symlink, so a promote or a rollback (a new symlink renamed over the old one) makes it load the new detector while
@@ -25,7 +25,7 @@ Guarantees:
 - An alias changes in one ``rename``: a crash leaves the old target or the new one, never a missing or broken
   link. The symlink is swapped first, then the event is appended to ``history.jsonl`` (with ``fsync``); a crash
   between the two is found by the next change, which records the alias as it is on disk (event ``recovered``).
-- Every change holds an exclusive ``fcntl`` lock on ``REGISTRY/.lock`` (processes and threads alike), so
+- Every change holds an exclusive lock of ``REGISTRY/.lock`` (``flock``; processes and threads alike), so
   concurrent promotes are serialised and the history is never interleaved.
 - ``promote`` refuses unless a comparison (written by ``novelty compare``) says that *this* challenger passed
   against *the current* champion, and the comparison holds up: its gate checks are judged again from its numbers
@@ -59,7 +59,14 @@ from typing import Any
 from novelty.artifact import MANIFEST, MANIFEST_HASH, Artifact, read_artifact
 from novelty.clock import utc_now_iso
 from novelty.errors import ArtifactError, NoveltyError
-from novelty.fileio import TMP_PREFIX, atomic_write_text, fsync_dir, read_regular_file, sha256_bytes
+from novelty.fileio import (
+    TMP_PREFIX,
+    ExclusiveFileLock,
+    atomic_write_text,
+    fsync_dir,
+    read_regular_file,
+    sha256_bytes,
+)
 from novelty.flywheel.comparison.compare import ComparisonError, ComparisonFile, load_comparison
 
 __all__ = [
@@ -297,19 +304,14 @@ class Registry:
     # --- locking and history ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        import fcntl
-
-        try:
-            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise RegistryError(f"cannot lock the registry {self.root}: {e.strerror or e}") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        """Hold the registry's lock (waiting for it without limit), with the leftovers of a crashed change
+        cleaned up and the history reconciled first."""
+        with ExclusiveFileLock(
+            self.root / LOCK, timeout=None, what=f"the registry {self.root}", error=RegistryError
+        ):
             self._clean_stale()
             self._reconcile()
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     def _append(self, event: str, **data: Any) -> Event:
         """Append one event to the history (under the lock) and fsync it. A torn last line left by a crash
