@@ -369,6 +369,33 @@ def test_pool_from_a_folder_scores_every_readable_image(
 
 
 @pytest.mark.slow
+def test_pool_with_an_embedding_cache_embeds_each_image_once(textile_detector, inbox, tmp_path, monkeypatch):
+    """The flywheel's pool grows with the flag store; with the training set's embedding cache only the new
+    images are embedded, and the cache is the one the dataset's own embedding reads."""
+    from novelty.flywheel.dataset import Dataset, Entry, embed_entries
+
+    det, _ = textile_detector
+    calls = _count_embedding(det, monkeypatch)
+    ds = Dataset.create(tmp_path / "train", ["defect", "nominal"])
+    first = build_pool(det, [inbox], embedding_cache=ds.embeddings_dir)
+    assert calls == [9]  # 8 readable images and the broken one
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "copy.png").write_bytes(Path(first.paths[0]).read_bytes())  # the same bytes: cached
+    again = build_pool(det, [inbox, extra], embedding_cache=ds.embeddings_dir)
+    assert calls == [9, 1]  # only the broken image is tried again
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
+    np.testing.assert_array_equal(again.p_value, first.p_value)
+    # labelled later, the images are not embedded again for training either
+    p = Path(first.paths[0])
+    e = Entry(id="x", sha256=first.sha256[0], path=str(p), label="nominal", source="t", labeller="human:a")
+    real = det.embedder.embed
+    monkeypatch.setattr(det.embedder, "embed", lambda *a, **k: pytest.fail("embedded again"))
+    np.testing.assert_array_equal(embed_entries([e], det.embedder, ds.embeddings_dir)[0], first.embeddings[0])
+    monkeypatch.setattr(det.embedder, "embed", real)
+
+
+@pytest.mark.slow
 def test_pool_from_results_reuses_their_embeddings(textile_detector, inbox, tmp_path, monkeypatch):
     from novelty.batch import score_inputs
 

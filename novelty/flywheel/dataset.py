@@ -44,7 +44,7 @@ import logging
 import os
 import re
 import reprlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -78,6 +78,8 @@ __all__ = [
     "DatasetLockedError",
     "Entry",
     "LabelConflict",
+    "add_to_cache",
+    "cached_embeddings",
     "embed_entries",
     "embedder_key",
     "hash_image_file",
@@ -930,6 +932,26 @@ def embedder_key(embedder: _EmbedderLike) -> str:
     return sha256_bytes(text.encode())[:32]
 
 
+def cached_embeddings(cache_dir: str | os.PathLike[str], embedder: _EmbedderLike) -> dict[str, np.ndarray]:
+    """The embeddings ``embedder`` made before, by the sha256 of the image bytes, from ``cache_dir`` (empty
+    when there is none yet; an unreadable cache is logged and counts as empty)."""
+    return _load_cache(Path(cache_dir) / f"{embedder_key(embedder)}.npz")
+
+
+def add_to_cache(
+    cache_dir: str | os.PathLike[str], embedder: _EmbedderLike, fresh: Mapping[str, np.ndarray]
+) -> None:
+    """Add ``fresh`` (sha256 of the image bytes → ``embedder``'s embedding of them) to the cache in
+    ``cache_dir``, under its lock (what another process added meanwhile is kept)."""
+    if not fresh:
+        return
+    path = Path(cache_dir) / f"{embedder_key(embedder)}.npz"
+    with _cache_lock(path.parent):
+        merged = _load_cache(path)
+        merged.update(fresh)
+        _save_cache(path, merged, next(iter(fresh.values())).shape[0])
+
+
 def _load_cache(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         return {}
@@ -974,9 +996,7 @@ def embed_entries(
     embedded from those bytes (an undecodable one raises its :class:`~novelty.errors.ImageError`, naming the file);
     new embeddings are added to the cache. ``cache_dir=None``: no cache."""
     entries = list(entries)
-    key = embedder_key(embedder)
-    path = None if cache_dir is None else Path(cache_dir) / f"{key}.npz"
-    cache = {} if path is None else _load_cache(path)
+    cache = {} if cache_dir is None else cached_embeddings(cache_dir, embedder)
     todo: dict[str, Entry] = {}
     for e in entries:
         if e.sha256 not in cache and e.sha256 not in todo:
@@ -989,11 +1009,8 @@ def embed_entries(
         emb = np.asarray(embedder.embed(blobs), dtype=np.float32)
         for e, row in zip(part, emb, strict=True):
             fresh[e.sha256] = row
-    if path is not None and fresh:
-        with _cache_lock(path.parent):
-            merged = _load_cache(path)  # another process may have added some meanwhile
-            merged.update(fresh)
-            _save_cache(path, merged, next(iter(fresh.values())).shape[0])
+    if cache_dir is not None:
+        add_to_cache(cache_dir, embedder, fresh)
     found = {**cache, **fresh}
     if not entries:
         dim = next(iter(found.values())).shape[0] if found else 0

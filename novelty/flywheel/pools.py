@@ -48,6 +48,7 @@ import numpy as np
 
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_bytes, sha256_bytes, sha256_file
+from novelty.flywheel.dataset import add_to_cache, cached_embeddings
 
 if TYPE_CHECKING:
     from novelty.batch.items import InputItem
@@ -583,9 +584,14 @@ def build_pool(
     flags_since: datetime | str | None = None,
     images_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
+    embedding_cache: str | os.PathLike[str] | None = None,
 ) -> Pool:
     """The candidates of ``sources`` (results files and image inputs) and of the flag store ``flags``,
-    deduplicated by sha256 and scored by ``detector`` (see the module docstring)."""
+    deduplicated by sha256 and scored by ``detector`` (see the module docstring).
+
+    ``embedding_cache``: a folder of embeddings by image sha256 (a dataset's ``embeddings_dir``, shared with
+    :func:`~novelty.flywheel.dataset.embed_entries`): a candidate embedded before by the same backbone is not
+    embedded again, and new embeddings are added, so a pool that grows week by week costs only its new images."""
     from novelty.batch.engine import detector_id
 
     srcs = [os.fspath(s) for s in sources]
@@ -636,16 +642,25 @@ def build_pool(
             + (f", e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else "")
             + ")"
         )
+    cached = {} if embedding_cache is None else cached_embeddings(embedding_cache, detector.embedder)
+    for c in unique:
+        if c.embedding is None and c.sha256 in cached:
+            c.embedding = cached[c.sha256]
     todo = [i for i, c in enumerate(unique) if c.embedding is None]
     emb: list[np.ndarray | None] = [c.embedding for c in unique]
     if todo:
         res = detector.embedder.embed_with_errors([unique[i].path for i in todo], progress=progress)
+        fresh: dict[str, np.ndarray] = {}
         for j, i in enumerate(todo):
             err = res.errors[j]
             if err is None:
-                emb[i] = res.embeddings[j]
+                emb[i] = fresh[unique[i].sha256] = res.embeddings[j]
             else:
                 skipped.append((unique[i].path, f"{err.reason_code}: {err.reason}"))
+        if embedding_cache is not None:
+            add_to_cache(embedding_cache, detector.embedder, fresh)
+    if embedding_cache is not None:
+        log.info("%d candidate(s) embedded, %d taken from the cache", len(todo), len(unique) - len(todo))
     keep = [i for i in range(len(unique)) if emb[i] is not None]
     if not keep:
         raise PoolError(f"no candidate could be embedded ({len(skipped)} skipped, e.g. {skipped[0][1]})")

@@ -781,13 +781,21 @@ def _champion(registry: Any, turn: Turn) -> Path:
 
 def _select(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
     import novelty
+    from novelty.flywheel.dataset import Dataset
     from novelty.flywheel.pools import build_pool
     from novelty.flywheel.selection import select
 
     with _Timer(turn, "select"):
         det = novelty.load(_champion(registry, turn))
         pool = build_pool(
-            det, config.sources, flags=config.flags, images_dir=turn.dir / "images", progress=False
+            det,
+            config.sources,
+            flags=config.flags,
+            images_dir=turn.dir / "images",
+            progress=False,
+            # the training set's cache: last week's flags are not embedded again, and retrain finds the labelled
+            # ones there
+            embedding_cache=Dataset.open(config.dataset).embeddings_dir,
         )
         if len(pool) == 0:
             raise NoveltyError(
