@@ -25,9 +25,8 @@ from novelty.errors import InvalidInputError
 from novelty.flywheel.dataset import Dataset, Entry
 from novelty.flywheel.labels.assisted import auto_accepted, measure_assistance
 from novelty.flywheel.labels.labelling import export_selection
-from novelty.flywheel.labels.selected import read_selection
 from novelty.flywheel.pools import TRUST_RISKS, Pool, score_pool
-from novelty.flywheel.selection import Selection, SelectionError, select
+from novelty.flywheel.selection import Selection, SelectionError, read_selection, select
 from novelty.flywheel.turn import FlywheelConfigError, Turn, _export, load_config
 
 DIM = 32

@@ -23,7 +23,7 @@ from novelty.flywheel.labels.assisted import auto_accepted, measure_assistance
 from novelty.flywheel.labels.labelimport import LabelImportError, entries_from_csv, import_labels, read_labels
 from novelty.flywheel.labels.labelling import export_selection
 from novelty.flywheel.labels.labelstudio import label_config
-from novelty.flywheel.labels.selected import SelectedImage, read_selection
+from novelty.flywheel.selection import SelectedItem, read_selection
 
 CLASSES = ["dry", "wet"]
 
@@ -593,7 +593,7 @@ def test_auto_accept_refuses_labels_that_do_not_fit_the_dataset(work):
 
 
 def test_auto_accepted_rule():
-    base = SelectedImage(id="a", path="/a", sha256="0" * 64, p_value=0.2, prediction="dry", probability=0.95)
+    base = SelectedItem(id="a", path="/a", sha256="0" * 64, p_value=0.2, prediction="dry", probability=0.95)
     assert auto_accepted(base, min_p=0.05)
     assert not auto_accepted(base, min_p=0.3)  # novel at this level
     assert not auto_accepted(base, min_p=0.05, min_prob=0.96)  # uncertain

@@ -397,7 +397,7 @@ def _import_from_label_studio(args: argparse.Namespace, client: Any) -> Any:
     from novelty.fileio import atomic_write_text
     from novelty.flywheel.labels.labelimport import import_labels
     from novelty.flywheel.labels.labelstudio_api import pull_labels
-    from novelty.flywheel.labels.selected import read_selection
+    from novelty.flywheel.selection import read_selection
 
     sel = read_selection(args.selection)
     pulled = pull_labels(client, args.project, sel.items)

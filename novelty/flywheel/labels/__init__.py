@@ -3,6 +3,6 @@ accept the head's trusted answers with an audit, and import what people labelled
 
 ``labelling`` (export, auto-accept, audit), ``labelimport`` (the one import path and its CSV reader),
 ``labelstudio`` / ``labelstudio_api`` / ``labelstudio_client`` (Label Studio: the JSON format, the project
-sync, the HTTP client), ``cvat`` (CVAT XML), ``selected`` (the reader of ``selection.json`` for labelling),
-``assisted`` (the auto-accept rule and its measurement).
+sync, the HTTP client), ``cvat`` (CVAT XML), ``assisted`` (the auto-accept rule and its measurement). The
+selection they read (``selection.json``) is :mod:`novelty.flywheel.selection`'s (``read_selection``).
 """

@@ -32,7 +32,7 @@ from typing import Any
 
 from novelty.errors import InvalidInputError
 from novelty.flywheel.dataset import Entry, now_iso
-from novelty.flywheel.labels.selected import SelectedImage, read_selection
+from novelty.flywheel.selection import SelectedItem, read_selection
 from novelty.params import check_real
 
 __all__ = [
@@ -68,7 +68,7 @@ def first_labelled_conditions(entries: Iterable[Entry]) -> set[str]:
     return {c for c, v in first.items() if v == latest}
 
 
-def newly_labelled(items: Sequence[SelectedImage], entries: Iterable[Entry]) -> dict[str, str]:
+def newly_labelled(items: Sequence[SelectedItem], entries: Iterable[Entry]) -> dict[str, str]:
     """``{item id: condition}`` of the items that must be audited in full (see the module docstring): their own
     condition, else that of their nearest training image (``nearest``, a training id: the entry's path or id),
     got its first human label in the latest version of the training dataset that added human labels."""
@@ -90,7 +90,7 @@ def newly_labelled(items: Sequence[SelectedImage], entries: Iterable[Entry]) -> 
 
 
 def auto_accepted(
-    item: SelectedImage,
+    item: SelectedItem,
     *,
     min_p: float,
     min_prob: float = AUTO_MIN_PROB,
@@ -155,7 +155,7 @@ def check_thresholds(min_p: float, min_prob: float) -> None:
             raise InvalidInputError(f"{name} must lie in [0, 1], got {v!r}")
 
 
-def auto_entry(item: SelectedImage, model_version: str) -> Entry:
+def auto_entry(item: SelectedItem, model_version: str) -> Entry:
     return Entry(
         id=item.id,
         sha256=item.sha256,

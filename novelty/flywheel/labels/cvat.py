@@ -19,7 +19,7 @@ from novelty.errors import InvalidInputError
 from novelty.fileio import read_regular_file
 from novelty.flywheel.dataset import _listing, now_iso
 from novelty.flywheel.labels.labelimport import LabelImportError, LabelRow, LabelsRead
-from novelty.flywheel.labels.selected import SelectedImage
+from novelty.flywheel.selection import SelectedItem
 
 __all__ = ["annotations_xml", "common_root", "read_annotations"]
 
@@ -43,7 +43,7 @@ def _size(path: str) -> tuple[int, int]:
         raise InvalidInputError(f"{path}: cannot read the image's size for CVAT ({e})") from None
 
 
-def annotations_xml(items: Sequence[SelectedImage], classes: Sequence[str], root: Path) -> str:
+def annotations_xml(items: Sequence[SelectedItem], classes: Sequence[str], root: Path) -> str:
     """The "CVAT for images 1.1" annotations of ``items`` with their pre-annotations."""
     if not classes:
         raise InvalidInputError("a CVAT task needs at least one label")

@@ -40,7 +40,7 @@ from novelty.flywheel.dataset import (
     now_iso,
     read_image_file,
 )
-from novelty.flywheel.labels.selected import SelectedImage, read_selection
+from novelty.flywheel.selection import SelectedItem, read_selection
 
 __all__ = [
     "IMPORT_FORMATS",
@@ -238,8 +238,8 @@ def rows_to_entries(
     changed since it was selected); the caller decides (:func:`import_labels` refuses any problem).
     ``labeller`` overrides the file's labeller; ``condition`` is the default for items that have none."""
     sel = read_selection(selection)
-    by_sha: dict[str, SelectedImage] = {}
-    by_name: dict[str, list[SelectedImage]] = {}
+    by_sha: dict[str, SelectedItem] = {}
+    by_name: dict[str, list[SelectedItem]] = {}
     for it in sel.items:
         by_sha.setdefault(it.sha256, it)
         by_name.setdefault(Path(it.path).name, []).append(it)

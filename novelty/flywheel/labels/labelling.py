@@ -48,7 +48,7 @@ counted as unlabelled and not imported. A person's label replaces an automatic o
 error); two people's different labels are settled by ``on_conflict`` ("fail", the default, "latest" or "skip";
 see :mod:`~novelty.flywheel.labels.labelimport`).
 
-This module is the front door; the parts live in :mod:`~novelty.flywheel.labels.selected` (the selection reader),
+This module is the front door; the parts live in :mod:`~novelty.flywheel.selection` (the selection and its reader),
 :mod:`~novelty.flywheel.labels.assisted` (auto-accept and its measurement), :mod:`~novelty.flywheel.labels.labelimport`
 (import), :mod:`~novelty.flywheel.labels.labelstudio` and :mod:`~novelty.flywheel.labels.cvat` (the tools' formats).
 """
@@ -89,7 +89,7 @@ from novelty.flywheel.labels.labelimport import (
     import_labels,
     read_labels,
 )
-from novelty.flywheel.labels.selected import SelectedImage, SelectionData, read_selection
+from novelty.flywheel.selection import SelectedItem, Selection, read_selection
 from novelty.params import check_int, check_real
 from novelty.trust import DEFAULT_DELTA, DEFAULT_RISK, binomial_cdf
 
@@ -104,8 +104,8 @@ __all__ = [
     "ExportResult",
     "ImportResult",
     "LabelImportError",
-    "SelectedImage",
-    "SelectionData",
+    "SelectedItem",
+    "Selection",
     "audit_result",
     "audit_size",
     "audit_upper_bound",
@@ -215,7 +215,7 @@ def _csv_text(rows: Iterable[Sequence[Any]], header: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def _labels_csv(items: Sequence[SelectedImage]) -> str:
+def _labels_csv(items: Sequence[SelectedItem]) -> str:
     return _csv_text(
         (
             (

@@ -30,7 +30,7 @@ from novelty.clock import iso, parse_time
 from novelty.errors import InvalidInputError
 from novelty.fileio import read_regular_file
 from novelty.flywheel.labels.labelimport import LabelImportError, LabelRow, LabelsRead
-from novelty.flywheel.labels.selected import SelectedImage
+from novelty.flywheel.selection import SelectedItem
 
 __all__ = [
     "FROM_NAME",
@@ -155,7 +155,7 @@ def path_from_url(url: str, root: Path | None) -> str | None:
 
 
 def tasks(
-    items: Sequence[SelectedImage], root: Path, model_version: str, classes: Sequence[str] | None = None
+    items: Sequence[SelectedItem], root: Path, model_version: str, classes: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
     """One Label Studio task per item: in its data the image URL, ``novelty_id``, ``sha256``, ``novelty_score``
     (higher = more novel), ``group`` and ``condition``; the pre-annotation (when the head answered with one of
