@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import shutil
 import subprocess
 import sys
@@ -349,19 +348,24 @@ def test_bad_flags_store_nothing(client, jpegs):
 
 
 # --- metrics ---------------------------------------------------------------------------------------------
-_SAMPLE = re.compile(r"^(novelty_[a-z_]+)(\{[^}]*\})? (-?[0-9.e+-]+|\+Inf|NaN)$")
+# the collectors prometheus_client adds next to the service's own novelty_* series (process, GC, platform)
+_RUNTIME_PREFIXES = ("process_", "python_")
 
 
 def _metrics(client) -> dict[str, float]:
-    text = client.get("/metrics").text
+    """Every sample of ``/metrics``, parsed by prometheus_client's own parser: ``name{label="value",...}``
+    (labels sorted by name) → value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     out = {}
-    for line in text.splitlines():
-        if line.startswith("#"):
-            assert re.match(r"^# (HELP|TYPE) novelty_", line), line
-            continue
-        m = _SAMPLE.match(line)
-        assert m, f"not a Prometheus sample line: {line!r}"
-        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    for family in text_string_to_metric_families(r.text):
+        assert family.name.startswith(("novelty_", *_RUNTIME_PREFIXES)), family.name
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[s.name + (f"{{{labels}}}" if labels else "")] = s.value
     return out
 
 
@@ -374,19 +378,38 @@ def test_metrics_count_what_happened(detector_dir, tmp_path, jpegs):
         c.post("/v1/flag?source=m", content=jpegs[1], headers=AUTH)
         c.post("/v1/flag?source=m", content=jpegs[1], headers=AUTH)
         m = _metrics(c)
-        r = c.get("/metrics")
-    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert m['novelty_requests_total{route="/v1/score",status="200"}'] == 3
     assert m['novelty_requests_total{route="/v1/score",status="401"}'] == 1
     assert m['novelty_request_duration_seconds_count{route="/v1/score"}'] == 4
-    assert m['novelty_request_duration_seconds_bucket{route="/v1/score",le="+Inf"}'] == 4
+    assert m['novelty_request_duration_seconds_bucket{le="+Inf",route="/v1/score"}'] == 4
     assert m["novelty_images_scored_total"] == 3
     assert m["novelty_flags_stored_total"] == 1 and m["novelty_flags_duplicate_total"] == 1
     assert 0.0 <= m["novelty_novel_rate"] <= 1.0
     assert m["novelty_images_novel_total"] == 3 * m["novelty_novel_rate"]
     assert m["novelty_batch_size_count"] >= 1
+    assert m["novelty_queue_images"] == 0
     version = read_version(detector_dir)
     assert m[f'novelty_detector_info{{version="{version}"}}'] == 1
+    # the process, GC and platform collectors are on the app's registry too
+    assert any(k.startswith("python_info{") for k in m)
+    if sys.implementation.name == "cpython":
+        assert any(k.startswith("python_gc_objects_collected_total") for k in m)
+    if Path("/proc/self/stat").exists():
+        assert m["process_resident_memory_bytes"] > 0
+
+
+def test_each_app_keeps_its_own_metrics_registry(detector_dir, tmp_path, jpegs):
+    from prometheus_client import REGISTRY
+
+    a, b = _app(detector_dir, tmp_path / "a"), _app(detector_dir, tmp_path / "b")
+    with TestClient(a) as ca, TestClient(b) as cb:
+        for _ in range(2):
+            ca.post("/v1/score", content=jpegs[0], headers=AUTH)
+        cb.post("/v1/score", content=jpegs[0], headers=AUTH)
+        ma, mb = _metrics(ca), _metrics(cb)
+    assert ma["novelty_images_scored_total"] == 2 and mb["novelty_images_scored_total"] == 1
+    # nothing lands on prometheus_client's process-wide default registry
+    assert REGISTRY.get_sample_value("novelty_images_scored_total") is None
 
 
 # --- hot reload ------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from novelty.serve.http import (
     read_body,
     route_label,
 )
+from novelty.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from novelty.serve.schemas import FLAG_BODY, IMAGE_BODY
 from novelty.serve.service import VERSION_HEADER, ServeConfig, Service, ServiceError, plain
 
@@ -427,6 +428,6 @@ def create_app(
         summary="Prometheus metrics (series prefixed novelty_)",
     )
     async def metrics() -> Response:
-        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     return app
