@@ -39,6 +39,20 @@ def _info(name: str):
     return RUNTIMES[name] if name in RUNTIMES else CANDIDATES[name][0]
 
 
+#: every runtime known: the registered ones and those measured and dropped
+_KNOWN = {**{n: info for n, (info, _) in CANDIDATES.items()}, **RUNTIMES}
+
+
+def _int8_runtime() -> str:
+    """The runtime quantised on the training images (int8), kept or measured and dropped: there is one, and
+    a registry that loses it fails here instead of skipping the checks below."""
+    name = next((n for n, info in _KNOWN.items() if info.needs_calibration), None)
+    assert name is not None, (
+        f"no runtime that needs calibration (int8) is registered or measured: {sorted(_KNOWN)}"
+    )
+    return name
+
+
 @pytest.fixture
 def candidates(monkeypatch):
     """Build the runtimes that were measured and dropped (as the benchmark does)."""
@@ -106,11 +120,11 @@ def test_a_dropped_runtime_is_refused_with_the_reason(monkeypatch):
 
 
 def test_precision_belongs_to_the_torch_runtime():
-    name = next((n for n in RUNTIMES if n != "torch"), None)
-    if name is None:
-        pytest.skip("only the torch runtime is registered")
-    with pytest.raises(InvalidInputError, match="precision"):
-        novelty.Embedder(device="cpu", runtime=name, precision="bf16")
+    others = [n for n in RUNTIMES if n != "torch"]
+    assert others, f"only the torch runtime is registered: {sorted(RUNTIMES)}"
+    for name in others:
+        with pytest.raises(InvalidInputError, match="precision"):
+            novelty.Embedder(device="cpu", runtime=name, precision="bf16")
 
 
 def test_runtimes_agree_only_within_the_tolerance():
@@ -123,26 +137,26 @@ def test_runtimes_agree_only_within_the_tolerance():
 
 
 def test_a_missing_engine_names_its_extra(monkeypatch):
-    name = next((n for n, i in RUNTIMES.items() if i.module is not None and not i.needs_calibration), None)
-    if name is None:
-        pytest.skip("no optional runtime is registered")
-    info = RUNTIMES[name]
+    optional = {n: i for n, i in RUNTIMES.items() if i.module is not None and not i.needs_calibration}
+    assert optional, f"no registered runtime has an optional engine: {sorted(RUNTIMES)}"
+    missing: set[str] = set()
     real = importlib.import_module
 
     def fake(module: str, *args, **kwargs):
-        if module == info.module:
+        if module in missing:
             raise ImportError(f"No module named {module!r}")
         return real(module, *args, **kwargs)
 
     monkeypatch.setattr(importlib, "import_module", fake)
-    with pytest.raises(RuntimeNotInstalledError, match=rf"novelty\[{info.extra}\]"):
-        build_runtime(name, torch.nn.Identity(), device=torch.device("cpu"), input_size=(3, 8, 8))
+    for name, info in optional.items():
+        missing.clear()
+        missing.add(str(info.module))
+        with pytest.raises(RuntimeNotInstalledError, match=rf"novelty\[{info.extra}\]"):
+            build_runtime(name, torch.nn.Identity(), device=torch.device("cpu"), input_size=(3, 8, 8))
 
 
 def test_an_int8_runtime_without_calibration_says_how_to_get_one(candidates):
-    name = next((n for n, (i, _) in CANDIDATES.items() if i.needs_calibration), None)
-    if name is None:
-        pytest.skip("no int8 runtime is kept or measured")
+    name = _int8_runtime()
     _skip_unless_installed(name)
     with pytest.raises(NoveltyError, match="training images"):
         build_runtime(name, torch.nn.Identity(), device=torch.device("cpu"), input_size=(3, 8, 8))
@@ -262,9 +276,7 @@ def test_int8_detector_quantises_on_its_training_images_and_saves_the_model(phot
     """The machinery of a runtime that needs calibration (int8, measured and dropped, built here as the
     benchmark builds it): quantised on the detector's own training images, saved in the artifact."""
     _quantised_in_own_process()
-    name = next((n for n, (i, _) in CANDIDATES.items() if i.needs_calibration), None)
-    if name is None:
-        pytest.skip("no int8 runtime is kept or measured")
+    name = _int8_runtime()
     _skip_unless_installed(name)
     train, held_out, test = photos[:30], photos[30:42], photos[42:]
     det = novelty.NoveltyDetector(runtime=name, seed=0).fit(train)
@@ -289,6 +301,9 @@ def test_int8_detector_quantises_on_its_training_images_and_saves_the_model(phot
 @pytest.mark.slow
 def test_a_close_runtime_warns_and_the_manifest_records_torch(photos, tmp_path):
     close = next((n for n in RUNTIMES if n != "torch" and runtimes_agree(n, "torch")), None)
+    assert close is not None, (
+        f"no registered runtime agrees with fp32 within the tolerance: {sorted(RUNTIMES)}"
+    )
     det = novelty.NoveltyDetector(seed=0).fit(photos[:30])
     det.save(tmp_path / "d")
     assert json.loads((tmp_path / "d" / "manifest.json").read_text())["runtime"] == {
@@ -298,8 +313,6 @@ def test_a_close_runtime_warns_and_the_manifest_records_torch(photos, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeMismatchWarning)
         novelty.load(tmp_path / "d")  # the recorded runtime: no warning
-    if close is None:
-        pytest.skip("no registered runtime agrees with fp32 within the tolerance")
     _skip_unless_installed(close)
     with pytest.warns(RuntimeMismatchWarning, match=f"scores with '{close}'"):
         back = novelty.load(tmp_path / "d", runtime=close)
