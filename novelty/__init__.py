@@ -6,8 +6,6 @@ in-distribution images; an image is flagged when ``p_value < alpha``.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from novelty.calibration import ConformalCalibrator, MultiScorerCalibrator, conformal_p_values
 from novelty.detector import BatchVerdicts, Neighbor, NoveltyDetector, Verdict, load
 from novelty.embedder import Embedder
@@ -15,6 +13,7 @@ from novelty.head import ConditionHead
 from novelty.images import load_image
 from novelty.index import EmbeddingIndex
 from novelty.scorers import AutoencoderScorer, KNNScorer, Scorer, create_scorer, register_scorer
+from novelty.version import __version__
 from novelty.weights import create_backbone, list_offline_backbones
 
 __all__ = [

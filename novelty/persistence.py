@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from novelty import __version__
 from novelty.artifact import (
     Artifact,
     ManifestReader,
@@ -52,6 +51,7 @@ from novelty.runtimes import RUNTIME_FILE, check_runtime
 from novelty.scorers import REGISTRY as SCORERS
 from novelty.scorers import Scorer
 from novelty.trust import LEGACY_RULE, LOCAL_RULES, TrustCalibration
+from novelty.version import __version__
 
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector

@@ -84,7 +84,7 @@ def _scorers_help() -> str:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from novelty import __version__
+    from novelty.version import __version__
 
     p = argparse.ArgumentParser(
         prog="novelty",

@@ -32,7 +32,6 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from novelty import __version__
 from novelty.detector import NoveltyDetector
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
 from novelty.flags import FlagImageMissingError, FlagStore, FlagStoreError, parse_metadata
@@ -50,6 +49,7 @@ from novelty.serve.http import (
 from novelty.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from novelty.serve.schemas import FLAG_BODY, IMAGE_BODY
 from novelty.serve.service import VERSION_HEADER, ServeConfig, Service, ServiceError, plain
+from novelty.version import __version__
 
 log = logging.getLogger("novelty.serve")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from novelty.errors import InvalidInputError
 from novelty.fileio import read_regular_file
 from novelty.flywheel.dataset import _listing, now_iso
-from novelty.flywheel.labels.labelimport import LabelImportError, LabelRow, LabelsRead
+from novelty.flywheel.labels.rows import LabelImportError, LabelRow, LabelsRead
 from novelty.flywheel.selection import SelectedItem
 
 __all__ = ["annotations_xml", "common_root", "read_annotations"]

@@ -40,6 +40,8 @@ from novelty.flywheel.dataset import (
     now_iso,
     read_image_file,
 )
+from novelty.flywheel.labels import cvat, labelstudio
+from novelty.flywheel.labels.rows import LabelImportError, LabelRow, LabelsRead
 from novelty.flywheel.selection import SelectedItem, read_selection
 
 __all__ = [
@@ -57,33 +59,6 @@ __all__ = [
 ]
 
 IMPORT_FORMATS = ("auto", "label-studio", "csv", "cvat")
-
-
-class LabelImportError(InvalidInputError):
-    """A labels file cannot be read or does not fit the selection and the dataset (nothing was imported)."""
-
-
-@dataclass(frozen=True)
-class LabelRow:
-    """One label read from a labelling tool's file, before it is matched to the selection.
-    ``where`` says where it came from (``tasks.json task 17``, ``labels.csv line 5``)."""
-
-    where: str
-    label: str
-    id: str | None = None
-    path: str | None = None
-    sha256: str | None = None
-    labeller: str | None = None
-    time: str | None = None
-    group: str | None = None
-    condition: str | None = None
-    name: str | None = None  # a file name to match when the path matches no item (CVAT names files by upload)
-
-
-@dataclass(frozen=True)
-class LabelsRead:
-    rows: list[LabelRow]
-    unlabelled: list[str]  # where each image without a label is (ids when known)
 
 
 @dataclass(frozen=True)
@@ -207,11 +182,7 @@ def read_labels(path: str | os.PathLike[str], format: str = "auto") -> LabelsRea
     if fmt == "csv":
         return read_labels_csv(p)
     if fmt == "label-studio":
-        from novelty.flywheel.labels import labelstudio
-
         return labelstudio.read_export(p)
-    from novelty.flywheel.labels import cvat
-
     return cvat.read_annotations(p)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from novelty.clock import iso, parse_time
 from novelty.errors import InvalidInputError
 from novelty.fileio import read_regular_file
-from novelty.flywheel.labels.labelimport import LabelImportError, LabelRow, LabelsRead
+from novelty.flywheel.labels.rows import LabelImportError, LabelRow, LabelsRead
 from novelty.flywheel.selection import SelectedItem
 
 __all__ = [

@@ -386,7 +386,7 @@ class MlflowRegistry:
         return version
 
     def _log_and_register(self, src: Path, artifact_id: str, record: Any, note: str) -> str:
-        from novelty import __version__
+        from novelty.version import __version__
 
         tags = {"artifact_id": artifact_id, "novelty_version": __version__}
         if isinstance(record, dict) and isinstance(record.get("config_hash"), str):
