@@ -33,6 +33,7 @@ from novelty.calibration import (
 )
 from novelty.embedder import Embedder, as_source_list, parse_device
 from novelty.errors import InvalidInputError, NotFittedError
+from novelty.fileio import sorted_sha256, source_sha256
 from novelty.head import ConditionHead, check_labels
 from novelty.images import ImageSource, describe_source
 from novelty.index import EmbeddingIndex, as_embeddings
@@ -290,7 +291,9 @@ class NoveltyDetector:
                 if err is not None:
                     raise type(err)(err.source, f"{err.reason} (input #{i})")
             patches = res.features
-        return self.fit_embeddings(emb, labels, groups=groups, ids=ids, patches=patches)
+        return self.fit_embeddings(
+            emb, labels, groups=groups, ids=ids, patches=patches, sha256=source_sha256(sources)
+        )
 
     def min_training_images(self, *, labelled: bool = False) -> int:
         """The fewest training images ``fit`` accepts with these parameters (random split): enough for
@@ -306,8 +309,12 @@ class NoveltyDetector:
         groups: Sequence[Any] | None = None,
         ids: Sequence[str] | None = None,
         patches: np.ndarray | None = None,
+        sha256: Sequence[str] | None = None,
     ) -> NoveltyDetector:
         """Fit from embeddings already made by this detector's backbone (skips the image pass).
+
+        ``sha256``: the sha256 of each image's bytes, kept in the artifact (:attr:`trained_sha256_`) so that a
+        comparison can check that no test image was trained on.
 
         ``patches``: the images' spatial patch features ``(n, h, w, c)`` (:meth:`patch_features`), needed
         only by a patch scorer such as ``patch-knn``. Everything is built aside and takes effect at the end: a
@@ -317,6 +324,7 @@ class NoveltyDetector:
         n = x.shape[0]
         if ids is not None and len(ids) != n:
             raise InvalidInputError(f"ids has {len(ids)} entries for {n} embeddings")
+        trained_sha256 = None if sha256 is None else sorted_sha256(sha256, n, "sha256")
         patch_scorer = self._patch_scorer(parts.scorers)
         if patch_scorer is not None and patches is None:
             raise InvalidInputError(
@@ -405,6 +413,7 @@ class NoveltyDetector:
             split="groups" if groups is not None else "random",
             trust=trust,
             train_correct=train_correct,
+            trained_sha256=trained_sha256,
         )
         self.calibrated_runtime_ = self.runtime
         return self
@@ -435,7 +444,11 @@ class NoveltyDetector:
         if groups is not None:
             check_groups(self.alpha, int(np.unique(np.asarray(groups)).shape[0]))
         calibrator = MultiScorerCalibrator().fit({s.name: s.score(emb) for s in st.scorers})
-        self._fitted = replace(st, calibrator=calibrator, calibration_ids=ids, artifact_id=None)
+        new = source_sha256(sources)
+        seen = None if new is None or st.trained_sha256 is None else tuple(sorted({*st.trained_sha256, *new}))
+        self._fitted = replace(
+            st, calibrator=calibrator, calibration_ids=ids, artifact_id=None, trained_sha256=seen
+        )
         self.calibrated_runtime_ = self.runtime
         return self
 
@@ -513,6 +526,13 @@ class NoveltyDetector:
     @property
     def train_ids_(self) -> list[str]:
         return self._require_fitted().train_ids
+
+    @property
+    def trained_sha256_(self) -> tuple[str, ...] | None:
+        """The sha256 of every image this detector was fitted or calibrated on (sorted), or ``None`` where
+        that is unknown: fitted from embeddings without ``sha256=``, from PIL images or arrays, or saved by an
+        older release."""
+        return self._require_fitted().trained_sha256
 
     @property
     def calibration_ids_(self) -> list[str]:

@@ -25,11 +25,13 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import filelock
+
+from novelty.errors import InvalidInputError
 
 __all__ = [
     "ExclusiveFileLock",
@@ -41,9 +43,12 @@ __all__ = [
     "csv_text_cell",
     "csv_text_value",
     "fsync_dir",
+    "is_sha256",
     "read_regular_file",
     "sha256_bytes",
     "sha256_file",
+    "sorted_sha256",
+    "source_sha256",
     "temp_sibling",
 ]
 
@@ -65,6 +70,41 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while block := f.read(_CHUNK):
             h.update(block)
     return h.hexdigest()
+
+
+def is_sha256(value: object) -> bool:
+    """Whether ``value`` is a sha256 hex digest as this package writes them (64 lower-case hex digits)."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def sorted_sha256(values: Iterable[object], n: int | None = None, what: str = "sha256") -> tuple[str, ...]:
+    """``values`` checked to be sha256 digests (``n`` of them when given), sorted and without repeats."""
+    vals = list(values)
+    if n is not None and len(vals) != n:
+        raise InvalidInputError(f"{what} has {len(vals)} entries for {n} images")
+    bad = [v for v in vals if not is_sha256(v)]
+    if bad:
+        raise InvalidInputError(
+            f"{what}: {len(bad)} value(s) are not 64 lower-case hex digits, e.g. {bad[0]!r}"
+        )
+    return tuple(sorted(set(map(str, vals))))
+
+
+def source_sha256(sources: Sequence[object]) -> list[str] | None:
+    """The sha256 of each image source's bytes: a path's file, the bytes themselves; ``None`` when any source
+    is neither (a decoded image or an array has no bytes of its own) or a file cannot be read."""
+    out: list[str] = []
+    for s in sources:
+        if isinstance(s, (bytes, bytearray, memoryview)):
+            out.append(sha256_bytes(bytes(s)))
+        elif isinstance(s, (str, os.PathLike)):
+            try:
+                out.append(sha256_file(s))
+            except OSError:
+                return None
+        else:
+            return None
+    return out
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

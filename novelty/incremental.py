@@ -127,6 +127,7 @@ def update_training_set(
             if calibration_ids is not None
             else [f"#{i}" for i in range(cal.shape[0])],
             artifact_id=None,
+            trained_sha256=None,  # embeddings bring no image hashes: what the detector saw is unknown now
         )
     )
     log.info(

@@ -43,6 +43,9 @@ class FittedState:
     trust: TrustCalibration | None = None
     # (n_fit,) whether cross-fitted heads got each indexed training image right, for the local trust rules
     train_correct: np.ndarray | None = None
+    # the sha256 of the bytes of every image the fit saw (fitted or calibrated on), sorted and unique: what a
+    # test set must not contain. None where unknown (a fit from embeddings or PIL images, an older artifact)
+    trained_sha256: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from novelty.errors import (
     NoveltyError,
     UnknownNameError,
 )
+from novelty.fileio import is_sha256
 from novelty.head import ConditionHead
 from novelty.index import EmbeddingIndex
 from novelty.params import check_int, check_known_params
@@ -83,7 +84,13 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
         "index.faiss": st.index.to_bytes(),
         **({"index_vectors.npy": store} if (store := st.index.store_npy_bytes()) is not None else {}),
         "calibration.safetensors": arrays_to_bytes(st.calibrator.state_arrays()),
-        "train_ids.json": json.dumps({"train": st.train_ids, "calibration": st.calibration_ids}).encode(),
+        "train_ids.json": json.dumps(
+            {
+                "train": st.train_ids,
+                "calibration": st.calibration_ids,
+                **({"sha256": list(st.trained_sha256)} if st.trained_sha256 is not None else {}),
+            }
+        ).encode(),
     }
     runtime_state = emb.runtime_state()  # an int8 runtime's quantised backbone (ONNX), else None
     if runtime_state is not None:
@@ -277,7 +284,11 @@ def _read_calibration(
     return calibrator, split
 
 
-def _read_ids(art: Artifact, r: ManifestReader, n_train: int) -> tuple[list[str], list[str]]:
+def _read_ids(
+    art: Artifact, r: ManifestReader, n_train: int
+) -> tuple[list[str], list[str], tuple[str, ...] | None]:
+    """The training and calibration ids, and the sha256 of every image the fit saw (``None``: not recorded,
+    as in artifacts of releases before it was)."""
     name = check_file_name(
         r.get(art.manifest, "train_ids", "str", default="train_ids.json"), f"{r.source}: train_ids"
     )
@@ -288,7 +299,15 @@ def _read_ids(art: Artifact, r: ManifestReader, n_train: int) -> tuple[list[str]
         raise ArtifactIntegrityError(
             f"{art.root / name}: {len(train)} training ids for an index of {n_train} embeddings"
         )
-    return train, calibration
+    shas = None
+    if isinstance(ids, dict) and ids.get("sha256") is not None:
+        raw = _str_list(ri, ids, "sha256")
+        if not all(map(is_sha256, raw)) or list(raw) != sorted(set(raw)):
+            raise ArtifactIntegrityError(
+                f"{art.root / name}: 'sha256' must be sorted, distinct sha256 digests"
+            )
+        shas = tuple(raw)
+    return train, calibration, shas
 
 
 def _read_head(
@@ -471,7 +490,7 @@ def load_detector(
     index = _read_index(art, r)
     scorers, scorer_params = _read_scorers(art, r, index)
     calibrator, split = _read_calibration(art, r, list(scorer_params))
-    train_ids, calibration_ids = _read_ids(art, r, index.ntotal)
+    train_ids, calibration_ids, trained_sha256 = _read_ids(art, r, index.ntotal)
     dim = int(index.dim or 0)
     head, head_params = _read_head(art, r, dim)
     trust, train_correct = _read_trust(art, r, head, index.ntotal)
@@ -527,6 +546,7 @@ def load_detector(
             artifact_id=art.artifact_id,
             trust=trust,
             train_correct=train_correct,
+            trained_sha256=trained_sha256,
         )
     )
     _check_backbone(

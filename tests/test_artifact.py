@@ -21,6 +21,7 @@ from novelty.errors import (
     ArtifactError,
     ArtifactIntegrityError,
     ArtifactVersionError,
+    InvalidInputError,
     NoveltyError,
 )
 
@@ -301,3 +302,50 @@ def test_unknown_scorer_and_other_version_are_artifact_errors(two_detectors, emb
     with pytest.raises(ArtifactVersionError, match=r"'os\.system'.*not registered.*register_scorer"):
         novelty.load(out, embedder=embedder)
     assert issubclass(ArtifactVersionError, NoveltyError)
+
+
+def test_the_artifact_keeps_the_sha256_of_every_image_the_fit_saw(
+    embedder, textile_embeddings, textile_paths, tmp_path
+):
+    """What a comparison checks a test set against: recorded by fit from files, kept through save and load,
+    unknown (None) where the fit had no bytes, after an update by embeddings, and in an older artifact."""
+    from novelty.fileio import sha256_file
+    from novelty.incremental import update_training_set
+
+    paths = textile_paths["nominal"][:40]
+    det = novelty.NoveltyDetector(embedder=embedder, head=False).fit(paths)
+    want = tuple(sorted({sha256_file(p) for p in paths}))
+    assert det.trained_sha256_ == want
+    det.save(tmp_path / "a")
+    back = novelty.load(tmp_path / "a", embedder=embedder)
+    assert back.trained_sha256_ == want
+    ids = json.loads((tmp_path / "a" / "train_ids.json").read_text())
+    assert ids["sha256"] == list(want)
+    # recalibrating on more files adds theirs
+    held = textile_paths["nominal"][40:70]
+    back.recalibrate(held)
+    assert set(back.trained_sha256_) == set(want) | {sha256_file(p) for p in held}
+    # fitted from embeddings without hashes, or updated by embeddings: unknown, never a partial list
+    x = textile_embeddings["nominal"]
+    plain = novelty.NoveltyDetector(embedder=embedder, head=False).fit_embeddings(x[:40])
+    assert plain.trained_sha256_ is None
+    plain.save(tmp_path / "b")
+    assert "sha256" not in json.loads((tmp_path / "b" / "train_ids.json").read_text())
+    assert novelty.load(tmp_path / "b", embedder=embedder).trained_sha256_ is None
+    update_training_set(back, add=x[100:105], add_ids=[f"n{i}" for i in range(5)], calibration=x[200:240])
+    assert back.trained_sha256_ is None
+    with pytest.raises(InvalidInputError, match="not 64 lower-case hex"):
+        novelty.NoveltyDetector(embedder=embedder, head=False).fit_embeddings(x[:40], sha256=["x"] * 40)
+    with pytest.raises(InvalidInputError, match="39 entries for 40"):
+        novelty.NoveltyDetector(embedder=embedder, head=False).fit_embeddings(x[:40], sha256=list(want)[:39])
+
+
+def test_an_edited_image_hash_list_is_refused(embedder, textile_paths, tmp_path):
+    det = novelty.NoveltyDetector(embedder=embedder, head=False).fit(textile_paths["nominal"][:40])
+    det.save(tmp_path / "a")
+    p = tmp_path / "a" / "train_ids.json"
+    ids = json.loads(p.read_text())
+    ids["sha256"] = ids["sha256"][::-1]
+    p.write_text(json.dumps(ids))
+    with pytest.raises(ArtifactIntegrityError):  # the checksum catches it first; the reader would too
+        novelty.load(tmp_path / "a", embedder=embedder)

@@ -640,3 +640,20 @@ def test_compare_warns_when_the_test_set_lacks_a_condition_of_the_new_slice(synt
         warnings.simplefilter("always")
         compare(synth.champion, synth.seed1, synth.test, new_slice=synth.new, n_boot=100, embedder=embedder)
     assert not [w for w in caught if "holds no image of" in str(w.message)]
+
+
+def test_leakage_is_checked_from_the_artifacts_image_hashes_without_a_record(synth, embedder, tmp_path):
+    """A detector saved alone (no training record beside it, as `novelty fit DATA` writes) is still checked:
+    its artifact keeps the sha256 of its training images; one fitted from bare embeddings is not checked."""
+    alone = novelty.load(synth.champion / "detector", embedder=embedder)
+    alone.save(tmp_path / "alone")
+    leak = compare(tmp_path / "alone", synth.seed1, synth.train, n_boot=200, embedder=embedder)
+    check = next(ch for ch in leak.checks if ch.name == "no leakage")
+    assert check.passed is False and "60 test images are in the champion's training data" in check.message
+    ok = compare(tmp_path / "alone", synth.seed1, synth.test, n_boot=200, embedder=embedder)
+    assert next(ch for ch in ok.checks if ch.name == "no leakage").passed is True
+    from novelty.flywheel.comparison.compare import _leakage
+
+    bare = SimpleNamespace(trained_sha256_=None)
+    unknown = _leakage(synth.train.entries(), [("champion", None)], [bare])
+    assert unknown.passed is None and "no image hashes in its artifact" in unknown.message

@@ -140,3 +140,41 @@ def test_fit_from_a_dataset_writes_its_training_record_and_compare_finds_leakage
         assert message in capsys.readouterr().err
     assert main(["fit", "--out", str(tmp_path / "d3")]) == 2
     assert "give training images (DATA) or a labelled dataset" in capsys.readouterr().err
+
+
+def test_fit_from_images_keeps_their_sha256_so_compare_checks_leakage(
+    tmp_path, train, textile_paths, embedder, capsys
+):
+    """`novelty fit DATA` writes no training record (no dataset), but its artifact carries the sha256 of every
+    training image (files and archive members alike), and `compare` checks a test set against them."""
+    import hashlib
+    import json
+    import zipfile
+
+    import novelty
+    from novelty.fileio import sha256_file
+    from novelty.flywheel.comparison.compare import _leakage
+    from novelty.flywheel.dataset import Entry
+
+    archive = tmp_path / "more.zip"
+    extra = textile_paths["nominal"][20:24]
+    with zipfile.ZipFile(archive, "w") as z:
+        for i, p in enumerate(extra):
+            z.writestr(f"x/extra{i}.png", p.read_bytes())
+    assert main(["fit", str(train[0].parent), str(archive), "--out", str(tmp_path / "det")]) == 0
+    assert "training images' sha256 are in the artifact" in capsys.readouterr().out
+    ids = json.loads((tmp_path / "det" / "train_ids.json").read_text())
+    want = {sha256_file(p) for p in train} | {hashlib.sha256(p.read_bytes()).hexdigest() for p in extra}
+    assert set(ids["sha256"]) == want and len(want) == 10
+
+    det = novelty.load(tmp_path / "det", embedder=embedder)
+    test = Dataset.create(tmp_path / "test", ["a", "b"])
+    test.add(
+        [
+            Entry(id=f"t{i}", sha256=sha256_file(p), path=str(p), label="a", source="t", labeller="human:x")
+            for i, p in enumerate(train[:2])
+        ],
+        source="t",
+    )
+    check = _leakage(test.entries(), [("champion", None)], [det])
+    assert check.passed is False and "2 test images are in the champion's training data" in check.message

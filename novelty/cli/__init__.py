@@ -456,6 +456,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
     from novelty.batch.sources import expand_inputs
+    from novelty.fileio import sha256_bytes
 
     if args.dataset:
         return _cmd_fit_dataset(args)
@@ -485,13 +486,22 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     kept = [it for it, ok in zip(good, keep, strict=True) if ok]
     labels = None if labels_all is None else [v for v, ok in zip(labels_all, keep, strict=True) if ok]
     groups = None if groups_all is None else [v for v, ok in zip(groups_all, keep, strict=True) if ok]
-    det.fit_embeddings(res.embeddings[np.asarray(keep)], labels, groups=groups, ids=[it.key for it in kept])
+    det.fit_embeddings(
+        res.embeddings[np.asarray(keep)],
+        labels,
+        groups=groups,
+        ids=[it.key for it in kept],
+        sha256=[
+            sha256_bytes(it.read_bytes()) for it in kept
+        ],  # what `novelty compare` checks test sets against
+    )
     out = det.save(args.out)
     print(f"fitted {det!r}")
     print(f"saved to {out}" + (f" ({len(failed)} unreadable input(s) skipped)" if failed else ""))
     print(
-        "no training record: `novelty compare` cannot check this detector's training images against a test "
-        "set; fit from a labelled dataset (--dataset) to have one"
+        "its training images' sha256 are in the artifact, so `novelty compare` checks that no test image was "
+        "trained on; fit from a labelled dataset (--dataset) for a training record as well (retrain --new-only, "
+        "training windows)"
     )
     return EXIT_OK
 

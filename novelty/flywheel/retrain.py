@@ -241,6 +241,7 @@ def retrain(
         labels if labelled else None,
         groups=groups,
         ids=[e.path for e in entries],
+        sha256=[e.sha256 for e in entries],
     )
     compute_s = time.perf_counter() - t0
     parent = champ.artifact_id_ if champ.is_fitted else None

@@ -960,16 +960,26 @@ def parse_dataset_arg(text: str) -> tuple[str, int | None]:
     return text, None
 
 
-def _leakage(entries: Sequence[Entry], records: Sequence[tuple[str, TrainingRecord | None]]) -> Check:
-    """Test images (by content hash) that are also in a detector's training data (from its record)."""
+def _leakage(
+    entries: Sequence[Entry],
+    records: Sequence[tuple[str, TrainingRecord | None]],
+    detectors: Sequence[NoveltyDetector | None] = (),
+) -> Check:
+    """Test images (by content hash) that are also in a detector's training data: from its record's dataset,
+    else from the sha256 of its training images kept in the artifact (``trained_sha256_``)."""
     from novelty.flywheel.dataset import Dataset, DatasetError
 
     test = {e.sha256 for e in entries}
     found: dict[str, int] = {}
     unchecked = []
-    for who, rec in records:
+    dets = list(detectors) + [None] * (len(records) - len(detectors))
+    for (who, rec), det in zip(records, dets, strict=True):
         if rec is None or rec.dataset is None:
-            unchecked.append(f"{who} (no training record)")
+            seen = None if det is None else det.trained_sha256_
+            if seen is None:
+                unchecked.append(f"{who} (no training record, and no image hashes in its artifact)")
+            else:
+                found[who] = len(test & set(seen))
             continue
         try:
             ds = Dataset.open(rec.dataset.path)
@@ -1100,7 +1110,7 @@ def compare(
         seed=seed,
         level=level,
         rule=rule,
-        leakage=_leakage(entries, [("champion", r1), ("challenger", r2)]),
+        leakage=_leakage(entries, [("champion", r1), ("challenger", r2)], [d1, d2]),
         config_check=config_check,
     )
     return Comparison(
