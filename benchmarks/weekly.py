@@ -560,7 +560,11 @@ def _cpu() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
-                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx512", "amx")))
+                flags = sorted(
+                    f
+                    for f in line.split(":", 1)[1].split()
+                    if f.startswith(("avx512", "amx", "avx_vnni")) or f in ("avx2", "fma")
+                )
                 break
     return {"model": model, "cores": os.cpu_count(), "flags": flags}
 
