@@ -145,3 +145,36 @@ def test_novelty_serve_prints_its_reloads_without_verbose(alias, tmp_path):
     (line,) = [x for x in log.splitlines() if "trigger: POST" in x]
     assert line.startswith("INFO novelty.serve: ") and "trigger: POST /v1/admin/reload" in line
     assert f"detector {v2[:12]} now serving" in line
+
+
+def test_serve_with_another_runtime_loads_every_detector_with_it(detector_dir, tmp_path, caplog):
+    """``novelty serve --runtime openvino``: the detector (and every reload) is loaded with that runtime, which
+    /v1/detector names; an unknown runtime is a usage error before anything loads."""
+    from novelty.cli import main
+    from novelty.runtimes import RUNTIMES
+
+    info = RUNTIMES["openvino"]
+    pytest.importorskip(info.module or "openvino")
+    app = create_app(
+        ServeConfig(
+            detector_dir,
+            flag_store=str(tmp_path / "flags"),
+            api_tokens=[TOKEN],
+            watch_interval_s=0,
+            runtime="openvino",
+        )
+    )
+    with TestClient(app) as client:
+        r = client.get("/v1/detector", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200 and r.json()["runtime"] == "openvino"
+        from novelty.datasets import textile
+
+        image = Path(textile()["nominal"][100]).read_bytes()
+        scored = client.post("/v1/score", content=image, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert scored.status_code == 200 and 0.0 <= scored.json()["p_value"] <= 1.0
+    plain = create_app(ServeConfig(detector_dir, flag_store=str(tmp_path / "f2"), api_tokens=[TOKEN]))
+    with TestClient(plain) as client:
+        assert client.get("/v1/detector", headers={"Authorization": f"Bearer {TOKEN}"}).json()["runtime"] == (
+            novelty.load(detector_dir).runtime
+        )
+    assert main(["serve", str(detector_dir), "--runtime", "nope"]) == 2

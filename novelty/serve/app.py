@@ -363,6 +363,7 @@ def create_app(
                 "detector_version": loaded.version,
                 "directory": str(service.config.detector_dir),
                 "backbone": det.backbone,
+                "runtime": det.runtime,
                 "scorers": [s.name for s in det.scorers_],
                 "alpha": det.alpha,
                 "classes": None if det.head_ is None else [plain(c) for c in det.head_.classes_],

@@ -21,6 +21,12 @@ T = TypeVar("T")
 
 # --- option values, checked while the arguments are parsed: before anything is loaded ----------------------
 # (int_arg and real_arg: the argument types of every subcommand, over novelty.params' checks)
+def _runtimes() -> list[str]:
+    from novelty.runtimes import RUNTIMES  # no engine is imported by naming it
+
+    return sorted(RUNTIMES)
+
+
 def _device(text: str) -> str:
     from novelty.embedder import parse_device  # torch: only when `novelty serve` is parsed
 
@@ -153,6 +159,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", type=_device, default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument(
+        "--runtime",
+        choices=_runtimes(),
+        default=None,
+        help="score with this runtime instead of the one the detector was calibrated with (refused where its "
+        "embeddings differ beyond the tolerance; see README 'Runtimes'; optional engines: pip install "
+        "'novelty[NAME]')",
+    )
+    p.add_argument(
         "--torch-threads",
         type=_ranged(int_arg(0, 1024), "0 to 1024"),
         default=0,
@@ -208,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
             decode_threads=args.decode_threads,
             watch_interval_s=args.watch_interval,
             device=args.device,
+            runtime=args.runtime,
             torch_threads=args.torch_threads or None,
         )
     except NoveltyError as e:

@@ -126,6 +126,7 @@ class DetectorOut(BaseModel):
     detector_version: str
     directory: str
     backbone: str
+    runtime: str
     scorers: list[str]
     alpha: float
     classes: list[Any] | None

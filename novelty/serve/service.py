@@ -52,6 +52,9 @@ class ServeConfig:
     decode_threads: int = 2
     watch_interval_s: float = 2.0  # poll MANIFEST.sha256; 0 turns hot reload on change off
     device: str = "auto"
+    # score with another runtime than the one the detector was calibrated with (None: the recorded one); the
+    # load warns, and refuses one whose embeddings differ beyond the tolerance (novelty.runtimes)
+    runtime: str | None = None
     torch_threads: int | None = (
         None  # intra-op threads of the model (process-wide); None leaves torch's default
     )
@@ -117,7 +120,8 @@ class Service:
         self.admin_tokens = TokenSet(config.admin_tokens)
         self.holder = DetectorHolder(
             config.detector_dir,
-            loader=loader or (lambda d: NoveltyDetector.load(d, device=config.device)),
+            loader=loader
+            or (lambda d: NoveltyDetector.load(d, device=config.device, runtime=config.runtime)),
             warmup=self._warmup if config.warmup else None,
         )
         self.store = store
