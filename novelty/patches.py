@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from novelty.coreset import SqEuclidean, farthest_points
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
 from novelty.images import describe_source, load_image
 from novelty.params import check_int, check_real
@@ -108,21 +109,7 @@ def anomaly_maps(patch_scores: np.ndarray, size: int | tuple[int, int], sigma: f
 def _greedy(z: torch.Tensor, n_select: int, starts: np.ndarray) -> np.ndarray:
     """Farthest-point selection (exact) in each of the ``c`` chunks ``z`` ``(c, l, p)`` at once, chunk ``i``
     starting from its row ``starts[i]``: indices ``(c, n_select)`` within each chunk."""
-    c = z.shape[0]
-    rows = torch.arange(c)
-    sq = (z * z).sum(-1)  # (c, l)
-    selected = np.empty((c, n_select), dtype=np.int64)
-    i = torch.from_numpy(np.asarray(starts, dtype=np.int64))
-    with torch.inference_mode():
-        mind = torch.full_like(sq, float("inf"))
-        for j in range(n_select):
-            if j:
-                i = torch.argmax(mind, dim=1)
-            selected[:, j] = i.numpy()
-            centre = z[rows, i]  # (c, p)
-            d = sq - 2.0 * torch.bmm(z, centre[:, :, None])[..., 0] + sq[rows, i][:, None]
-            torch.minimum(mind, d.clamp_(min=0.0), out=mind)
-    return selected
+    return farthest_points(SqEuclidean(z), n_select, start=starts)[0]
 
 
 def greedy_coreset(

@@ -95,6 +95,7 @@ from typing import Any
 
 import numpy as np
 
+from novelty.coreset import Cosine, farthest_points
 from novelty.errors import InvalidInputError, NoveltyError, UnknownNameError
 from novelty.fileio import atomic_write_text, read_regular_file, sha256_bytes
 from novelty.flywheel.dataset import _listing, labelled_hashes
@@ -658,30 +659,12 @@ def k_center(
     distance to the nearest centre when it was picked (``inf`` for an uncovered first pick). Stops early when
     every point left lies within ``radius`` of a pick.
     """
-    raw = np.ascontiguousarray(embeddings, dtype=np.float32)
-    n = raw.shape[0]
-    norms = np.linalg.norm(raw, axis=1, keepdims=True)
-    x = (raw / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    x = Cosine(embeddings)
     if priority is None:
-        priority = np.random.default_rng(seed).permutation(n).astype(np.float64)
-    prio = np.asarray(priority, dtype=np.float64)
-    d_min = np.full(n, np.inf) if covered is None else np.asarray(covered, dtype=np.float64).copy()
-    alive = np.ones(n, dtype=bool)
-    picks: list[int] = []
-    dists: list[float] = []
-    for _ in range(min(budget, n)):
-        if not alive.any():
-            break
-        best = d_min[alive].max()
-        tied = np.flatnonzero(alive & (d_min == best))
-        i = int(tied[np.argmin(prio[tied])])
-        picks.append(i)
-        dists.append(float(best))
-        d_new = np.clip(1.0 - x @ x[i], 0.0, 2.0).astype(np.float64)
-        d_min = np.minimum(d_min, d_new)
-        alive &= d_new > radius
-        alive[i] = False
-    return np.asarray(picks, dtype=np.int64), np.asarray(dists)
+        priority = np.random.default_rng(seed).permutation(x.shape[1]).astype(np.float64)
+    cov = None if covered is None else np.asarray(covered, dtype=np.float64)
+    picks, dists = farthest_points(x, budget, covered=cov, radius=radius, priority=priority)
+    return picks[0], dists[0].astype(np.float64)
 
 
 # --- select -----------------------------------------------------------------------------------------------
