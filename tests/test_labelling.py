@@ -464,6 +464,37 @@ def test_cvat_export_is_well_formed_and_round_trips(work):
     assert res.unlabelled == ("img3.jpg",)
 
 
+def test_cvat_tags_carry_group_and_condition_both_ways(work):
+    """The selection's group and condition ride on each pre-annotation as attributes; a person's edit of one
+    comes back with the label, an empty one leaves the selection's."""
+    sel = json.loads((work / "selection.json").read_text())
+    for i, it in enumerate(sel["items"]):
+        it["group"], it["condition"] = f"g{i // 2}", "snow"
+    (work / "sel-groups.json").write_text(json.dumps(sel))
+    export_selection(work / "sel-groups.json", work / "cvat-g", format="cvat")
+    tree = ET.parse(work / "cvat-g" / "annotations.xml")
+    root = tree.getroot()
+    attrs = root.findall("meta/task/labels/label")[0].findall("attributes/attribute")
+    assert [a.findtext("name") for a in attrs] == ["group", "condition"]
+    images = root.findall("image")
+    tagged = [(im, it) for im, it in zip(images, sel["items"], strict=True) if it["prediction"]]
+    assert tagged
+    for im, it in tagged:
+        got = {a.get("name"): a.text for a in im.find("tag").findall("attribute")}
+        assert got == {"group": it["group"], "condition": "snow"}
+    first, _ = tagged[0]
+    next(a for a in first.find("tag").findall("attribute") if a.get("name") == "condition").text = "fog"
+    second, _ = tagged[1]
+    next(a for a in second.find("tag").findall("attribute") if a.get("name") == "group").text = ""
+    tree.write(work / "done-g.xml", encoding="utf-8", xml_declaration=True)
+    ds = Dataset.create(work / "ds-g", CLASSES)
+    res = import_labels(ds, work / "done-g.xml", work / "sel-groups.json", labeller="carol")
+    by_id = {e.id: e for e in res.added}
+    first_id, second_id = tagged[0][1]["id"], tagged[1][1]["id"]
+    assert (by_id[first_id].group, by_id[first_id].condition) == (tagged[0][1]["group"], "fog")
+    assert (by_id[second_id].group, by_id[second_id].condition) == (tagged[1][1]["group"], "snow")
+
+
 def test_cvat_files_named_by_upload_match_by_file_name(work, tmp_path):
     export_selection(work / "selection.json", work / "cvat", format="cvat")
     text = (work / "cvat" / "annotations.xml").read_text()

@@ -5,7 +5,9 @@ The export holds a ``<meta><task>`` block with one label per class (type ``tag``
 from that folder; ``width``/``height`` from the file) with the head's answer as ``<tag label=… source="auto">``.
 Create the task from the files listed in ``images.txt``, then upload ``annotations.xml`` as "CVAT for images 1.1"
 to see the pre-annotations. Exporting the task in the same format gives the file :func:`read_annotations` reads:
-the ``<tag>`` of each image is its label (an image with none is unlabelled), matched back by its name.
+the ``<tag>`` of each image is its label (an image with none is unlabelled), matched back by its name. Every label
+has two free-text attributes, ``group`` and ``condition``: a pre-annotation carries the selection's values, and
+what a person writes there comes back with the label (an empty one leaves the selection's).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from novelty.flywheel.selection import SelectedItem
 
 __all__ = ["annotations_xml", "common_root", "read_annotations"]
 
+#: the free-text attributes of every label: where the image came from, what it shows
+ATTRIBUTES = ("group", "condition")
 #: the name of the XML field that carries the image's root folder (a comment CVAT ignores)
 _ROOT_COMMENT = "novelty-image-root: "
 
@@ -67,15 +71,39 @@ def annotations_xml(items: Sequence[SelectedItem], classes: Sequence[str], root:
         lab = ET.SubElement(labels, "label")
         ET.SubElement(lab, "name").text = c
         ET.SubElement(lab, "type").text = "tag"
-        ET.SubElement(lab, "attributes")
+        attrs = ET.SubElement(lab, "attributes")
+        for attr in ATTRIBUTES:  # free text on every tag: where the image came from, what it shows
+            a = ET.SubElement(attrs, "attribute")
+            for tag, text in (
+                ("name", attr),
+                ("mutable", "False"),
+                ("input_type", "text"),
+                ("default_value", ""),
+                ("values", ""),
+            ):
+                ET.SubElement(a, tag).text = text
     for i, it in enumerate(items):
         w, h = _size(it.path)
         name = Path(os.path.abspath(it.path)).relative_to(root).as_posix()
         img = ET.SubElement(ann, "image", id=str(i), name=name, width=str(w), height=str(h))
         if it.prediction is not None and it.prediction in classes:
-            ET.SubElement(img, "tag", label=it.prediction, source="auto")
+            tag = ET.SubElement(img, "tag", label=it.prediction, source="auto")
+            for attr, value in (("group", it.group), ("condition", it.condition)):
+                if value is not None:
+                    ET.SubElement(tag, "attribute", name=attr).text = value
     ET.indent(ann)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(ann, encoding="unicode") + "\n"
+
+
+def _attributes(tags: Sequence[ET.Element]) -> dict[str, str]:
+    """The image's ``group`` and ``condition`` from its tags' attributes (the first non-empty value of each)."""
+    out: dict[str, str] = {}
+    for t in tags:
+        for a in t.findall("attribute"):
+            name, text = a.get("name"), (a.text or "").strip()
+            if name in ATTRIBUTES and text and name not in out:
+                out[name] = text
+    return out
 
 
 def read_annotations(
@@ -124,7 +152,17 @@ def read_annotations(
         if len(set(tags)) > 1:
             problems.append(f"{where}: {len(tags)} different tags {tags}; one image gets one class")
             continue
-        rows.append(LabelRow(where=where, label=str(tags[0]), path=str(root / name), name=Path(name).name))
+        attrs = _attributes(img.findall("tag"))
+        rows.append(
+            LabelRow(
+                where=where,
+                label=str(tags[0]),
+                path=str(root / name),
+                name=Path(name).name,
+                group=attrs.get("group"),
+                condition=attrs.get("condition"),
+            )
+        )
     if problems:
         raise LabelImportError(f"{p}: {len(problems)} problem(s), nothing imported: {_listing(problems)}")
     return LabelsRead(rows, unlabelled)
