@@ -4,18 +4,8 @@
   distances are ``‖q − x‖ = sqrt(2 − 2·q·x)`` on the unit sphere.
 - ``metric="euclidean"``: raw vectors, searched by L2.
 
-**Kinds** (``EmbeddingIndex(kind=…)``), resolved for the number of vectors at the first ``add``/``build``:
-
-============  ======================================  ==========================================
-kind          FAISS index                             for
-============  ======================================  ==========================================
-``flat``      ``Flat`` (exact)                        up to a few hundred thousand vectors
-``ivf-flat``  ``IVF{nlist},Flat``                     speed, same memory as flat
-``ivf-pq``    ``IVF{nlist},PQ{m}x4fs`` (fast-scan)    memory *and* speed: millions of vectors
-``opq``       ``OPQ{m},IVF{nlist},PQ{m}x4fs``         as ``ivf-pq``, codes fitted after a rotation
-``hnsw``      ``HNSW{M}``                             lowest latency per query, flat memory
-``auto``      ``flat`` below :data:`AUTO_FLAT_MAX` vectors, ``ivf-pq`` above
-============  ======================================  ==========================================
+**Kinds** (``EmbeddingIndex(kind=…)``: ``flat``, ``ivf-flat``, ``ivf-pq``, ``opq``, ``hnsw``, ``auto``), resolved
+for the number of vectors at the first ``add``/``build``: :mod:`novelty.index_plan`.
 
 Every kind returns *exact* distances for the neighbours it finds: the approximate index proposes
 ``refine × k`` candidates and their distances are recomputed in float64 from a **vector store** (the
@@ -31,211 +21,35 @@ and the items after a removed one move down, as in a list.
 :meth:`EmbeddingIndex.build` builds from a memory-mapped ``.npy`` file chunk by chunk: a training sample (for
 IVF/PQ kinds), one chunk and the index are in memory at a time; with ``store_path`` the vector store is written
 to a ``.npy`` file and memory-mapped, so the index's own memory is what stays resident.
+
+The vectors and their exact distances are :mod:`novelty.index_store`'s; saving and reading,
+:mod:`novelty.index_files`'s.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import io
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from novelty.errors import DimensionMismatchError, InvalidInputError, NotFittedError
-from novelty.fileio import atomic_write_bytes, atomic_write_text, read_regular_file, sha256_file
+from novelty.errors import InvalidInputError, NotFittedError
+from novelty.fileio import read_regular_file
+from novelty.index_files import index_from_bytes, load_index_dir, save_index
+from novelty.index_plan import AUTO_FLAT_MAX, INDEX_KINDS, OPQ_MIN_TRAIN, IndexPlan, plan_index
+from novelty.index_plan import default_nlist as default_nlist
+from novelty.index_plan import default_pq_m as default_pq_m
+from novelty.index_store import _npy_memmap, _Store, as_embeddings, brute_force, exact_distances
 
 __all__ = ["AUTO_FLAT_MAX", "INDEX_KINDS", "EmbeddingIndex", "IndexPlan", "as_embeddings", "plan_index"]
 
 _METRICS = ("cosine", "euclidean")
-INDEX_KINDS = ("flat", "ivf-flat", "ivf-pq", "opq", "hnsw", "auto")
-AUTO_FLAT_MAX = 200_000  # "auto" uses exact search up to this many vectors
-OPQ_MIN_TRAIN = 1000
-_DEFAULT_REFINE = {"flat": 0, "ivf-flat": 1, "ivf-pq": 80, "opq": 80, "hnsw": 1, "custom": 1}
-_INDEX_FILE, _STORE_FILE, _META_FILE = "index.faiss", "vectors.npy", "index.json"
 
 
-def as_embeddings(x: object, dim: int | None = None, *, name: str = "embeddings") -> np.ndarray:
-    """Validate and convert to a C-contiguous float32 ``(n, d)`` array (a copy only when needed)."""
-    arr = np.asarray(x)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise InvalidInputError(f"{name} must be a 2-D array (n, d); got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise InvalidInputError(f"{name} must be numeric; got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if dim is not None and arr.shape[1] != dim:
-        raise DimensionMismatchError(
-            f"{name} have dimension {arr.shape[1]} but the index was built for {dim}; "
-            "use embeddings from the same backbone"
-        )
-    if arr.size and not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr).all(axis=1)).sum())
-        raise InvalidInputError(f"{name} contain NaN or infinity in {bad} row(s)")
-    return arr
-
-
-# --- planning ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class IndexPlan:
-    """What an index kind resolves to for ``n`` vectors of dimension ``d``."""
-
-    kind: str  # flat, ivf-flat, ivf-pq, opq, hnsw or custom (never auto)
-    factory: str
-    nprobe: int | None = None  # IVF lists visited per query
-    ef_search: int | None = None  # HNSW candidate-list size
-    refine: int = 0  # candidates per neighbour re-ranked exactly; 0: exact index, no store
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Any, source: str) -> IndexPlan:
-        try:
-            plan = cls(**data)
-        except TypeError as e:
-            raise InvalidInputError(f"{source}: not an index plan ({e})") from e
-        if plan.kind not in (*INDEX_KINDS, "custom") or plan.kind == "auto":
-            raise InvalidInputError(f"{source}: unknown index kind {plan.kind!r}")
-        return plan
-
-
-def _pow2_near(x: float) -> int:
-    return 1 << max(0, round(math.log2(max(1.0, x))))
-
-
-def default_nlist(n: int) -> int:
-    """IVF lists for ``n`` vectors: a power of two near ``√n`` (≈ 1,000 vectors per list at a million: cheap
-    to train on a few cores), with ≥ 39 training vectors per list."""
-    nlist = _pow2_near(math.sqrt(max(1, n)))
-    while nlist > 1 and nlist * 39 > n:
-        nlist //= 2
-    return max(1, nlist)
-
-
-def default_pq_m(d: int) -> int:
-    """PQ sub-quantizers for dimension ``d``: one per 4 dimensions (4-bit codes: 1 bit per dimension, 1/32 of
-    float32), the largest even divisor of ``d`` not above ``d / 4`` (fast-scan packs codes in pairs)."""
-    for m in range(max(1, d // 4), 0, -1):
-        if d % m == 0 and (m % 2 == 0 or m == 1):
-            return m
-    return 1
-
-
-def plan_index(
-    kind: str,
-    n: int,
-    d: int,
-    *,
-    nlist: int | None = None,
-    nprobe: int | None = None,
-    pq_m: int | None = None,
-    hnsw_m: int | None = None,
-    ef_search: int | None = None,
-    refine: int | None = None,
-) -> IndexPlan:
-    """Resolve ``kind`` (one of :data:`INDEX_KINDS`) for ``n`` vectors of dimension ``d``."""
-    if kind == "auto":
-        kind = "flat" if n <= AUTO_FLAT_MAX else "ivf-pq"
-    ref = _DEFAULT_REFINE[kind] if refine is None else refine
-    if kind == "flat":
-        return IndexPlan("flat", "Flat", refine=0)
-    if kind == "hnsw":
-        m = hnsw_m or 32
-        return IndexPlan("hnsw", f"HNSW{m}", ef_search=ef_search or 128, refine=max(1, ref))
-    lists = nlist or default_nlist(n)
-    probe = min(lists, nprobe or min(128, max(8, lists // 32)))
-    if kind == "ivf-flat":
-        return IndexPlan("ivf-flat", f"IVF{lists},Flat", nprobe=probe, refine=max(1, ref))
-    m = pq_m or default_pq_m(d)
-    if d % m:
-        raise InvalidInputError(f"pq_m={m} must divide the dimension {d}")
-    factory = f"IVF{lists},PQ{m}x4fs"
-    if kind == "opq":  # rotation to d/2 dimensions, then the same code size as ivf-pq (2 dims per 4 bits)
-        d_out = max(2, (d // 2) // 2 * 2)
-        m = pq_m or default_pq_m(d_out)
-        if d_out % m:
-            raise InvalidInputError(f"pq_m={m} must divide the rotated dimension {d_out} (opq)")
-        factory = f"OPQ{m}_{d_out},IVF{lists},PQ{m}x4fs"
-    return IndexPlan(kind, factory, nprobe=probe, refine=max(1, ref))
-
-
-# --- the vector store ------------------------------------------------------------------------------------
-class _Store:
-    """The indexed vectors (normalised for cosine), as segments: in-memory arrays or memory-mapped files."""
-
-    def __init__(self, d: int):
-        self.d = d
-        self.segments: list[np.ndarray] = []
-        self.offsets = [0]
-
-    def __len__(self) -> int:
-        return self.offsets[-1]
-
-    def append(self, x: np.ndarray) -> None:
-        if x.shape[0]:
-            self.segments.append(x)
-            self.offsets.append(self.offsets[-1] + x.shape[0])
-
-    def take(self, ids: np.ndarray) -> np.ndarray:
-        flat = ids.ravel()
-        if len(self.segments) == 1:
-            return np.asarray(self.segments[0][flat], dtype=np.float32).reshape(*ids.shape, self.d)
-        out = np.empty((flat.shape[0], self.d), dtype=np.float32)
-        seg = np.searchsorted(np.asarray(self.offsets[1:]), flat, side="right")
-        for s in np.unique(seg):
-            rows = seg == s
-            out[rows] = self.segments[s][flat[rows] - self.offsets[s]]
-        return out.reshape(*ids.shape, self.d)
-
-    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first id, float32 rows)`` in id order, at most ``size`` rows at a time."""
-        for seg, off in zip(self.segments, self.offsets[:-1], strict=True):
-            for s in range(0, seg.shape[0], size):
-                yield off + s, np.ascontiguousarray(seg[s : s + size], dtype=np.float32)
-
-    def to_array(self) -> np.ndarray:
-        if len(self.segments) == 1:
-            return self.segments[0]
-        if not self.segments:
-            return np.empty((0, self.d), dtype=np.float32)
-        return np.concatenate([np.asarray(s) for s in self.segments])
-
-    def memory_mapped(self) -> bool:
-        return any(isinstance(s, np.memmap) for s in self.segments)
-
-
-def _npy_memmap(path: Path, n: int, d: int) -> np.memmap:
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
-
-
-def _array_from_npy_bytes(data: bytes, source: str) -> np.ndarray:
-    """A read-only float32 array over the bytes of a ``.npy`` file, without copying them."""
-    import io
-
-    try:
-        f = io.BytesIO(data)
-        version = np.lib.format.read_magic(f)
-        read_header = (
-            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(f)
-    except (ValueError, OSError) as e:
-        raise InvalidInputError(f"{source}: not a .npy file ({e})") from e
-    if dtype != np.float32 or fortran or len(shape) != 2:
-        raise InvalidInputError(f"{source}: expected a C-order float32 (n, d) array, got {dtype} {shape}")
-    need = f.tell() + int(np.prod(shape)) * 4
-    if len(data) != need:
-        raise InvalidInputError(f"{source}: {len(data)} bytes, the header promises {need}")
-    return np.frombuffer(data, dtype=np.float32, offset=f.tell()).reshape(shape)
-
-
-# --- the index ------------------------------------------------------------------------------------------
 class EmbeddingIndex:
     """Nearest-neighbour search over a set of embeddings (FAISS; exact by default).
 
@@ -629,7 +443,7 @@ class EmbeddingIndex:
             raw = raw[keep].reshape(qc.shape[0], k)
         xb = self._stored()
         if xb is not None:
-            dist = self._exact_distances(qc, lambda rows: xb[rows], I)
+            dist = exact_distances(qc, lambda rows: xb[rows], I)
             order = np.argsort(dist, axis=1, kind="stable")
             return np.take_along_axis(dist, order, axis=1), np.take_along_axis(I, order, axis=1)
         if self.metric == "cosine":
@@ -669,7 +483,7 @@ class EmbeddingIndex:
             I = np.take_along_axis(I, part, axis=1)
             valid = np.take_along_axis(valid, part, axis=1)
             safe = np.where(valid, I, 0)
-        dist = self._exact_distances(qc, lambda rows: store.take(rows), safe)
+        dist = exact_distances(qc, lambda rows: store.take(rows), safe)
         dist[~valid] = np.inf
         order = np.argsort(dist, axis=1, kind="stable")[:, :k]
         dist = np.take_along_axis(dist, order, axis=1)
@@ -677,36 +491,8 @@ class EmbeddingIndex:
         short = np.flatnonzero(~np.isfinite(dist[:, -1]))
         for r in short:  # fewer than k candidates came back: answer this query by brute force
             exclude = None if own is None else int(own[r, 0])
-            dist[r], I[r] = self._brute_force(qc[r], k, exclude)
+            dist[r], I[r] = brute_force(store, qc[r], k, exclude)
         return dist, I
-
-    def _brute_force(self, q: np.ndarray, k: int, exclude: int | None) -> tuple[np.ndarray, np.ndarray]:
-        assert self._store is not None
-        best_d = np.full(0, np.inf)
-        best_i = np.full(0, -1, dtype=np.int64)
-        q64 = q.astype(np.float64)
-        for start, x in self._store.chunks(65_536):
-            diff = x.astype(np.float64) - q64
-            d = np.sqrt(np.einsum("nd,nd->n", diff, diff))
-            ids = np.arange(start, start + x.shape[0])
-            if exclude is not None:
-                d[ids == exclude] = np.inf
-            best_d = np.concatenate([best_d, d])
-            best_i = np.concatenate([best_i, ids])
-            top = np.argsort(best_d, kind="stable")[:k]
-            best_d, best_i = best_d[top], best_i[top]
-        return best_d, best_i
-
-    @staticmethod
-    def _exact_distances(
-        q: np.ndarray, rows_of: Callable[[np.ndarray], np.ndarray], ids: np.ndarray
-    ) -> np.ndarray:
-        out = np.empty(ids.shape, dtype=np.float64)
-        rows = max(1, (1 << 22) // max(1, ids.shape[1] * q.shape[1]))  # ≤ 32 MB of float64 at a time
-        for s in range(0, q.shape[0], rows):
-            diff = q[s : s + rows, None, :].astype(np.float64) - rows_of(ids[s : s + rows])
-            out[s : s + rows] = np.sqrt(np.einsum("nkd,nkd->nk", diff, diff))
-        return out
 
     def vectors(self) -> np.ndarray:
         """The stored vectors (normalised for the cosine metric), in id order: a copy, or a read-only
@@ -733,8 +519,6 @@ class EmbeddingIndex:
         """The vector store as the bytes of a ``.npy`` file (None for an exact flat index, which has none)."""
         if self._store is None:
             return None
-        import io
-
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(self._store.to_array(), dtype=np.float32), allow_pickle=False)
         return buf.getvalue()
@@ -774,72 +558,13 @@ class EmbeddingIndex:
         """An index from :meth:`to_bytes` output, parsed in memory; ``source`` names it in errors.
 
         ``meta`` (:meth:`meta`) and ``store`` (an array, or ``.npy`` bytes) restore a refined kind."""
-        if meta is not None:
-            if not isinstance(meta, dict) or not isinstance(meta.get("options", {}), dict):
-                raise InvalidInputError(f"{source}: index metadata must be an object")
-            kind = meta.get("kind")
-            options = dict(meta.get("options") or {})
-            try:
-                if kind == "custom":
-                    self = cls(metric=metric, factory=factory, **options)
-                else:
-                    self = cls(metric=metric, kind=kind, **options)
-            except TypeError as e:
-                raise InvalidInputError(f"{source}: unknown index options ({e})") from e
-            plan = IndexPlan.from_json(meta.get("plan"), source) if meta.get("plan") is not None else None
-        else:
-            self = cls(metric=metric, factory=factory or "Flat")
-            plan = None if self.kind == "flat" else IndexPlan("custom", self.factory or "Flat", refine=0)
-        try:
-            self._index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        except (RuntimeError, ValueError, TypeError) as e:
-            raise InvalidInputError(f"{source}: not a readable FAISS index ({e})") from e
-        expected = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-        if self._index.metric_type != expected:
-            raise InvalidInputError(f"{source}: the index's FAISS metric does not match metric={metric!r}")
-        self.plan_ = plan or IndexPlan("flat", "Flat")
-        self._apply_search_params()
-        if self.plan_.refine:
-            if store is None:
-                raise InvalidInputError(
-                    f"{source}: the {self.plan_.kind} index needs its vector store, which is missing"
-                )
-            arr = _array_from_npy_bytes(store, source) if isinstance(store, bytes) else store
-            if arr.ndim != 2 or arr.shape != (self.ntotal, self._index.d) or arr.dtype != np.float32:
-                raise InvalidInputError(
-                    f"{source}: the vector store is {arr.dtype} {arr.shape}, the index holds "
-                    f"{self.ntotal}×{self._index.d} float32"
-                )
-            self._store = _Store(int(self._index.d))
-            self._store.append(arr)
-        return self
+        return index_from_bytes(cls, data, metric, factory, source=source, meta=meta, store=store)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index atomically. An exact flat index is one file in FAISS's binary format; a refined
         kind is a directory: ``index.faiss``, ``vectors.npy`` (the store) and ``index.json`` (kind, plan and
         the sha256 of both files, checked by :meth:`load`). No pickle."""
-        if self._store is None and self.kind in ("flat", "custom"):
-            atomic_write_bytes(path, self.to_bytes())
-            return
-        p = Path(path)
-        p.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(p / _INDEX_FILE, self.to_bytes())
-        store = self.store_npy_bytes()
-        if store is not None:
-            atomic_write_bytes(p / _STORE_FILE, store)
-        meta = {
-            "format": "novelty-index",
-            "metric": self.metric,
-            "factory": self.factory,
-            **self.meta(),
-            "n": self.ntotal,
-            "dim": self.dim,
-            "sha256": {
-                _INDEX_FILE: sha256_file(p / _INDEX_FILE),
-                **({_STORE_FILE: sha256_file(p / _STORE_FILE)} if store is not None else {}),
-            },
-        }
-        atomic_write_text(p / _META_FILE, json.dumps(meta, indent=1))
+        save_index(self, path)
 
     @classmethod
     def load(
@@ -854,41 +579,9 @@ class EmbeddingIndex:
         memory-mapped rather than read into memory."""
         p = Path(path)
         if p.is_dir():
-            return cls._load_dir(p, mmap=mmap)
+            return load_index_dir(cls, p, mmap=mmap)
         try:
             data = read_regular_file(p)
         except OSError as e:
             raise InvalidInputError(f"index file {p} cannot be read: {e.strerror or e}") from e
         return cls.from_bytes(data, metric, factory, source=str(p))
-
-    @classmethod
-    def _load_dir(cls, p: Path, *, mmap: bool) -> EmbeddingIndex:
-        from novelty.errors import ArtifactIntegrityError
-
-        try:
-            meta = json.loads(read_regular_file(p / _META_FILE))
-        except (OSError, ValueError) as e:
-            raise InvalidInputError(f"{p}: not a saved index directory ({e})") from e
-        if not isinstance(meta, dict) or meta.get("format") != "novelty-index":
-            raise InvalidInputError(f"{p / _META_FILE}: not a novelty index description")
-        sums = meta.get("sha256") or {}
-        for name, want in sums.items():
-            if name not in (_INDEX_FILE, _STORE_FILE):
-                raise InvalidInputError(f"{p / _META_FILE}: unexpected file {name!r}")
-            got = sha256_file(p / name)
-            if got != want:
-                raise ArtifactIntegrityError(
-                    f"{p / name}: sha256 {got} does not match {want} in {_META_FILE}"
-                )
-        data = read_regular_file(p / _INDEX_FILE)
-        store: np.ndarray | bytes | None = None
-        if _STORE_FILE in sums:
-            store = np.load(p / _STORE_FILE, mmap_mode="r") if mmap else read_regular_file(p / _STORE_FILE)
-        index = cls.from_bytes(
-            data, meta.get("metric", "cosine"), meta.get("factory"), source=str(p), meta=meta, store=store
-        )
-        if index.ntotal != meta.get("n") or index.dim != meta.get("dim"):
-            raise InvalidInputError(
-                f"{p}: the index holds {index.ntotal}×{index.dim}, {_META_FILE} says {meta.get('n')}×{meta.get('dim')}"
-            )
-        return index

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import novelty.index as index_mod
+import novelty.index_plan as index_plan
 from novelty.errors import ArtifactIntegrityError, InvalidInputError, NotFittedError
 from novelty.index import EmbeddingIndex, default_nlist, default_pq_m, plan_index
 
@@ -126,8 +126,8 @@ def test_build_from_npy_in_chunks_matches_add(tmp_path, data: tuple[np.ndarray, 
 
 def test_auto_picks_by_size(monkeypatch) -> None:
     assert plan_index("auto", 1000, 64).kind == "flat"
-    assert plan_index("auto", index_mod.AUTO_FLAT_MAX + 1, 1280).kind == "ivf-pq"
-    monkeypatch.setattr(index_mod, "AUTO_FLAT_MAX", 1000)
+    assert plan_index("auto", index_plan.AUTO_FLAT_MAX + 1, 1280).kind == "ivf-pq"
+    monkeypatch.setattr(index_plan, "AUTO_FLAT_MAX", 1000)
     assert EmbeddingIndex(kind="auto").add(clustered(2000)).resolved_kind == "ivf-pq"
 
 
