@@ -71,6 +71,25 @@ def test_config_paths_are_relative_to_the_file_and_defaults(tmp_path):
     assert main(["flywheel", "run", "--config", str(tmp_path / "missing.toml")]) == 2
 
 
+def test_a_key_left_out_gets_the_default_of_its_field_and_the_reference_names_every_key(tmp_path):
+    import dataclasses
+
+    import novelty.flywheel.turn as turn_module
+    from novelty.flywheel.config import _KEYS, FlywheelConfig
+
+    cfg = load_config(_write_config(tmp_path / "flywheel.toml", BASE))
+    for f in dataclasses.fields(FlywheelConfig):
+        if f.name in ("new_slice", "workdir"):  # paths: relative to the config file
+            assert getattr(cfg, f.name) == tmp_path / f.default
+        elif f.default is not dataclasses.MISSING and f.name not in ("sources", "audit"):
+            assert getattr(cfg, f.name) == f.default, f.name
+    assert cfg.audit == FlywheelConfig.audit  # auto_accept is on by default
+    reference = (turn_module.__doc__ or "").split("The config (TOML")[1]
+    for section, keys in _KEYS.items():
+        for key in keys:
+            assert f"{key} = " in reference or f"[{key}]" in reference, (section, key)
+
+
 def _copy(paths, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +28,16 @@ class FlywheelConfigError(InvalidInputError):
 
 @dataclass(frozen=True)
 class FlywheelConfig:
+    """A checked flywheel config (:func:`load_config`). Its field defaults are the defaults of the config's keys,
+    written here only: a key the file leaves out gets the default of its field (relative paths are relative to
+    the config file)."""
+
     path: Path
     registry: Path
     dataset: Path
     test: Path
-    new_slice: Path
-    workdir: Path
+    new_slice: Path = Path("new-slice")
+    workdir: Path = Path("turns")
     sources: tuple[str, ...] = ()
     flags: str | None = None
     strategy: str = "diversity"
@@ -70,6 +74,9 @@ def _resolve(base: Path, value: str) -> Path:
     q = Path(os.path.expanduser(value))
     return q if q.is_absolute() else base / q
 
+
+#: the field defaults of :class:`FlywheelConfig` by field name: what :func:`load_config` gives a key left out
+_DEFAULT: dict[str, Any] = {f.name: f.default for f in fields(FlywheelConfig) if f.default is not MISSING}
 
 _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "": {
@@ -145,24 +152,25 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         )
     sel, lab, ret, gate, cost = (raw.get(s, {}) for s in ("select", "label", "retrain", "gate", "cost"))
     base = p.resolve().parent
+    d = _DEFAULT
 
     def resolve(value: str) -> Path:
         return _resolve(base, value)
 
-    sources = sel.get("sources", [])
+    sources = sel.get("sources", list(d["sources"]))
     if not all(isinstance(s, str) and s for s in sources):
         raise FlywheelConfigError(f"{where}: [select] sources must be a list of paths")
-    nominal = gate.get("nominal", ["clean"])
+    nominal = gate.get("nominal", list(d["nominal"]))
     if not nominal or not all(isinstance(s, str) and s for s in nominal):
         raise FlywheelConfigError(f"{where}: [gate] nominal must be a non-empty list of condition names")
     from novelty.flywheel.selection import STRATEGIES
 
-    strategy = sel.get("strategy", "diversity")
+    strategy = sel.get("strategy", d["strategy"])
     if strategy not in STRATEGIES:
         raise FlywheelConfigError(
             f"{where}: [select] strategy {strategy!r} is not one of {', '.join(STRATEGIES)}"
         )
-    fmt = lab.get("format", "label-studio")
+    fmt = lab.get("format", d["label_format"])
     if fmt not in ("label-studio", "cvat", "csv"):
         raise FlywheelConfigError(f"{where}: [label] format must be label-studio, cvat or csv, got {fmt!r}")
 
@@ -173,18 +181,18 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         except InvalidInputError as e:
             raise FlywheelConfigError(f"{where}: {e}") from None
 
-    budget = check("select", "budget", check_int, sel.get("budget", 50), minimum=1)
-    seed = check("select", "seed", check_int, sel.get("seed", 0), minimum=0)
+    budget = check("select", "budget", check_int, sel.get("budget", d["budget"]), minimum=1)
+    seed = check("select", "seed", check_int, sel.get("seed", d["seed"]), minimum=0)
     if seed > 2**31:
         raise FlywheelConfigError(f"{where}: [select] seed must be ≤ 2^31, got {seed}")
     from novelty.flywheel.dataset import ON_CONFLICT
 
-    on_conflict = lab.get("on_conflict", "fail")
+    on_conflict = lab.get("on_conflict", d["on_conflict"])
     if on_conflict not in ON_CONFLICT:
         raise FlywheelConfigError(
             f"{where}: [label] on_conflict must be one of {', '.join(ON_CONFLICT)}, got {on_conflict!r}"
         )
-    audit = lab.get("audit", "auto")
+    audit = lab.get("audit", d["audit"])
     if isinstance(audit, str):
         if audit != "auto":
             raise FlywheelConfigError(
@@ -193,7 +201,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
     else:
         audit = check("label", "audit", check_real, audit, low=0.0, high=1.0)
     holdout = check(
-        "label", "holdout", check_real, lab.get("holdout", 0.2), low=0.0, high=1.0, high_open=True
+        "label", "holdout", check_real, lab.get("holdout", d["holdout"]), low=0.0, high=1.0, high_open=True
     )
     auto_min_p = (
         None
@@ -201,20 +209,20 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         else check("label", "auto_min_p", check_real, lab["auto_min_p"], low=0.0, high=1.0)
     )
     auto_min_prob = check(
-        "label", "auto_min_prob", check_real, lab.get("auto_min_prob", 0.9), low=0.0, high=1.0
+        "label", "auto_min_prob", check_real, lab.get("auto_min_prob", d["auto_min_prob"]), low=0.0, high=1.0
     )
-    auto_risk = lab.get("auto_risk")  # an error rate: strictly between 0 and 1
+    auto_risk = lab.get("auto_risk", d["auto_risk"])  # an error rate: strictly between 0 and 1
     if auto_risk is not None:
         unit = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
         auto_risk = check("label", "auto_risk", check_real, auto_risk, **unit)
-    for key in ("label", "compute_hour"):
-        check("cost", key, check_real, cost.get(key, 0.0), low=0.0)
-    n_boot = check("gate", "n_boot", check_int, gate.get("n_boot", 1000), minimum=100)
+    for key, name in (("label", "price_label"), ("compute_hour", "price_compute_hour")):
+        check("cost", key, check_real, cost.get(key, d[name]), low=0.0)
+    n_boot = check("gate", "n_boot", check_int, gate.get("n_boot", d["n_boot"]), minimum=100)
     try:
-        rule = GateRule(min_gain=gate.get("min_gain", 0.01), margin=gate.get("margin", 0.02))
+        rule = GateRule(min_gain=gate.get("min_gain", d["min_gain"]), margin=gate.get("margin", d["margin"]))
     except InvalidInputError as e:
         raise FlywheelConfigError(f"{where}: [gate] {e}") from None
-    window = ret.get("window") or None
+    window = ret.get("window", d["window"]) or None
     if window is not None:
         from novelty.flywheel.retrain import parse_window
 
@@ -230,7 +238,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
             label_studio = LabelStudioSettings.from_table(raw["label_studio"], base)
         except InvalidInputError as e:
             raise FlywheelConfigError(f"{where}: {e}") from None
-        labels_suffix = Path(lab.get("labels", "turns/{turn}/labels.json")).suffix.lower()
+        labels_suffix = Path(lab.get("labels", d["labels"])).suffix.lower()
         if fmt != "label-studio" or labels_suffix != ".json":
             raise FlywheelConfigError(
                 f"{where}: [label_studio] needs [label] format = label-studio and a .json labels path"
@@ -244,8 +252,8 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         registry=resolve(raw["registry"]),
         dataset=resolve(raw["dataset"]),
         test=resolve(raw["test"]),
-        new_slice=resolve(raw.get("new_slice", "new-slice")),
-        workdir=resolve(raw.get("workdir", "turns")),
+        new_slice=resolve(raw.get("new_slice", str(d["new_slice"]))),
+        workdir=resolve(raw.get("workdir", str(d["workdir"]))),
         sources=tuple(str(resolve(s)) for s in sources),
         flags=(
             sel["flags"]
@@ -256,24 +264,24 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         budget=budget,
         seed=seed,
         label_format=fmt,
-        labels=lab.get("labels", "turns/{turn}/labels.json"),
-        labeller=lab.get("labeller"),
+        labels=lab.get("labels", d["labels"]),
+        labeller=lab.get("labeller", d["labeller"]),
         on_conflict=on_conflict,
-        auto_accept=bool(lab.get("auto_accept", True)),
+        auto_accept=bool(lab.get("auto_accept", d["auto_accept"])),
         auto_min_p=auto_min_p,
         auto_min_prob=auto_min_prob,
         auto_risk=auto_risk,
-        audit=audit if bool(lab.get("auto_accept", True)) else 0.0,
+        audit=audit if bool(lab.get("auto_accept", d["auto_accept"])) else 0.0,
         holdout=holdout,
         window=window,
-        new_only=bool(ret.get("new_only", False)),
+        new_only=bool(ret.get("new_only", d["new_only"])),
         min_gain=rule.min_gain,
         margin=rule.margin,
         nominal=tuple(nominal),
         n_boot=n_boot,
-        currency=cost.get("currency", "USD"),
-        price_label=float(cost.get("label", 0.0)),
-        price_compute_hour=float(cost.get("compute_hour", 0.0)),
+        currency=cost.get("currency", d["currency"]),
+        price_label=float(cost.get("label", d["price_label"])),
+        price_compute_hour=float(cost.get("compute_hour", d["price_compute_hour"])),
         label_studio=label_studio,
         raw=raw,
     )

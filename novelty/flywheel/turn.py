@@ -63,11 +63,15 @@ The config (TOML; relative paths are relative to the config file)::
     [label]
     format = "label-studio"        # label-studio | cvat | csv
     labels = "turns/{turn}/labels.json"   # the finished labels of turn {turn}
+    labeller = "alice"             # optional: recorded as the labeller of every imported label, instead of
+                                   # the file's own
     auto_accept = true             # only answers the champion trusts (not novel, competent: novelty.trust)
     auto_risk = 0.05               # optional: the error rate ε auto-accepted answers are held to, one that
                                    # selection.json's trust header records (0.01, 0.02, 0.05, 0.1 or the
                                    # detector's own); default: the detector's own ε
-    auto_min_prob = 0.9            # auto_min_p defaults to the detector's alpha
+    auto_min_p = 0.05              # optional: the least p-value of an auto-accepted image; default: the
+                                   # detector's alpha (not flagged as novel)
+    auto_min_prob = 0.9            # the least head probability of an auto-accepted answer
     audit = "auto"                 # answers the rule would accept sent to people instead, so the rule's
                                    # error rate is measured every turn (turn.json "audit"): "auto", as many
                                    # as a clean audit needs to bound it by ε at 1 − δ (ceil(ln δ / ln(1 − ε)):
@@ -93,6 +97,7 @@ The config (TOML; relative paths are relative to the config file)::
     min_gain = 0.01
     margin = 0.02
     nominal = ["clean"]
+    n_boot = 1000                  # bootstrap replicates of the comparison (≥ 100)
 
     [cost]
     currency = "USD"
@@ -102,16 +107,16 @@ The config (TOML; relative paths are relative to the config file)::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from novelty.errors import NoveltyError
 from novelty.flywheel.config import FlywheelConfig, FlywheelConfigError, load_config
+from novelty.flywheel.routing import _route
 from novelty.flywheel.turn_state import (
     ACTIONS,
     STAGES,
@@ -149,57 +154,6 @@ __all__ = [
 
 
 # --- the stages -----------------------------------------------------------------------------------------
-def _group(e: Any) -> str:
-    return str(e.group or f"id:{e.id}")
-
-
-def _split_holdout(entries: Sequence[Any], share: float, seed: int) -> tuple[list[Any], list[Any]]:
-    """Split entries by group (an entry without a group is its own): ``share`` of the groups, chosen by a hash
-    of the group name and the seed (stable whatever the order), are held out."""
-    if share <= 0 or len(entries) < 2:
-        return list(entries), []
-    groups = sorted({_group(e) for e in entries})
-
-    def key(g: str) -> str:
-        return hashlib.sha256(f"{seed}:{g}".encode()).hexdigest()
-
-    n_out = min(len(groups) - 1, max(1, round(share * len(groups))))
-    out = set(sorted(groups, key=key)[:n_out])
-    train = [e for e in entries if _group(e) not in out]
-    held = [e for e in entries if _group(e) in out]
-    return train, held
-
-
-def _route(
-    entries: Sequence[Any],
-    share: float,
-    seed: int,
-    *,
-    trained: Iterable[str] = (),
-    evaluated: Iterable[str] = (),
-) -> tuple[list[Any], list[Any], list[Any]]:
-    """``(train, held, withheld)``: the new slice is drawn by group from the people's labels only
-    (:func:`_split_holdout`), so an automatic label never enters it; automatic labels go to training, except
-    those of a held-out group (``withheld``: kept out of both, so that no near-duplicate of a slice image is
-    trained on).
-
-    A group placed by an earlier turn stays where it is: ``trained`` names the groups of the training set,
-    ``evaluated`` those of the new slice and the test set. People's labels of an evaluated group join the slice,
-    of a trained group the training set; only groups new to both are split. (A group in both, placed by hand,
-    counts as evaluated: its images are kept out of training.)"""
-    ev = set(evaluated)
-    tr = set(trained) - ev
-    people = [e for e in entries if not e.auto]
-    placed_train = [e for e in people if e.group and e.group in tr]
-    placed_held = [e for e in people if e.group and e.group in ev]
-    fresh = [e for e in people if not (e.group and (e.group in tr or e.group in ev))]
-    train, held = _split_holdout(fresh, share, seed)
-    train, held = placed_train + train, placed_held + held
-    out = {_group(e) for e in held} | ev
-    auto = [e for e in entries if e.auto]
-    return train + [e for e in auto if _group(e) not in out], held, [e for e in auto if _group(e) in out]
-
-
 def run_turn(
     config: FlywheelConfig,
     *,
