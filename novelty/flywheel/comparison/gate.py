@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from novelty.flywheel.comparison.report import fmt
 
 if TYPE_CHECKING:
-    from novelty.flywheel.comparison.compare import Row
+    from novelty.flywheel.comparison.result import Row
 
 __all__ = ["JUDGED", "OPTIONS", "TRUST_LEVEL", "Check", "GateRule", "judge", "trust_check"]
 

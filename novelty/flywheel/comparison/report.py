@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from novelty.formatting import format_p_value
 
 if TYPE_CHECKING:
-    from novelty.flywheel.comparison.compare import Comparison, MetricDiff
+    from novelty.flywheel.comparison.result import Comparison, MetricDiff
 
 __all__ = ["METRICS", "fmt", "render_report"]
 
