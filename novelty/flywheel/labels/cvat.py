@@ -87,10 +87,10 @@ def annotations_xml(items: Sequence[SelectedItem], classes: Sequence[str], root:
         name = Path(os.path.abspath(it.path)).relative_to(root).as_posix()
         img = ET.SubElement(ann, "image", id=str(i), name=name, width=str(w), height=str(h))
         if it.prediction is not None and it.prediction in classes:
-            tag = ET.SubElement(img, "tag", label=it.prediction, source="auto")
+            pre = ET.SubElement(img, "tag", label=it.prediction, source="auto")
             for attr, value in (("group", it.group), ("condition", it.condition)):
                 if value is not None:
-                    ET.SubElement(tag, "attribute", name=attr).text = value
+                    ET.SubElement(pre, "attribute", name=attr).text = value
     ET.indent(ann)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(ann, encoding="unicode") + "\n"
 
