@@ -441,17 +441,17 @@ def test_interrupted_alias_swap_leaves_a_consistent_champion(reg, monkeypatch):
     assert not [p for p in reg.root.iterdir() if p.name.startswith(".novelty-tmp")]
 
     # a crash after the rename but before the history line: the next change records what happened
-    real_append = Registry._append
+    real_append = Registry.append_event
 
     def crash_on_promote(self, event, **data):
         if event == "promote":
             raise Crash()
         return real_append(self, event, **data)
 
-    monkeypatch.setattr(Registry, "_append", crash_on_promote)
+    monkeypatch.setattr(Registry, "append_event", crash_on_promote)
     with pytest.raises(Crash):
         reg.promote(3, force=True, reason="test")
-    monkeypatch.setattr(Registry, "_append", real_append)
+    monkeypatch.setattr(Registry, "append_event", real_append)
     assert reg.alias("champion") == "0003"  # the link switched; the history does not know yet
     reg.set_alias("challenger", 1)  # any change reconciles first
     recovered = [e for e in reg.history() if e.event == "recovered"]
@@ -559,7 +559,7 @@ import os, sys
 from pathlib import Path
 from novelty.flywheel.registry.store import Registry
 root, where = sys.argv[1], sys.argv[2]
-real_replace, real_append = os.replace, Registry._append
+real_replace, real_append = os.replace, Registry.append_event
 def replace(src, dst):
     if where == "before-rename" and Path(dst).name == "champion":
         os._exit(9)  # the new link exists under its temporary name; the process dies
@@ -568,7 +568,7 @@ def append(self, event, **data):
     if where == "before-history" and event == "promote":
         os._exit(9)
     return real_append(self, event, **data)
-os.replace, Registry._append = replace, append
+os.replace, Registry.append_event = replace, append
 Registry.open(root).promote(sys.argv[3], force=True, reason="test")
 """
 

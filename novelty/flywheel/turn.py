@@ -112,7 +112,7 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from novelty.errors import NoveltyError
 from novelty.flywheel.config import FlywheelConfig, FlywheelConfigError, load_config
@@ -135,6 +135,9 @@ from novelty.flywheel.turn_state import (
     next_step,
     turn_history,
 )
+
+if TYPE_CHECKING:
+    from novelty.flywheel.registry.store import Registry
 
 log = logging.getLogger("novelty.flywheel")
 
@@ -234,11 +237,11 @@ def run_turn(
     return turn
 
 
-def _champion(registry: Any, turn: Turn) -> Path:
-    return Path(registry.path(turn.champion))
+def _champion(registry: Registry, turn: Turn) -> Path:
+    return registry.path(str(turn.champion))
 
 
-def _select(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+def _select(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
     import novelty
     from novelty.flywheel.dataset import Dataset
     from novelty.flywheel.pools import build_pool
@@ -284,7 +287,7 @@ def _labelled_datasets(config: FlywheelConfig) -> list[Path]:
     return [config.dataset, config.test, config.new_slice]
 
 
-def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+def _export(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
     from novelty.flywheel.dataset import Dataset
     from novelty.flywheel.labels.labelling import export_selection
     from novelty.flywheel.selection import Selection
@@ -324,7 +327,7 @@ def _export(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
     )
 
 
-def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+def _import(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
     import shutil
 
     from novelty.flywheel.dataset import Dataset
@@ -453,7 +456,7 @@ def _import(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[st
         say(f"turn {turn.number}: different labels for one image settled: {text}")
 
 
-def _retrain(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+def _retrain(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
     import shutil
 
     from novelty.flywheel.retrain import parse_window, retrain, save_retrained
@@ -502,14 +505,14 @@ def _finished_retrain(out: Path) -> Any:
     return record if record.artifact_id == art.artifact_id else None
 
 
-def _compare(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+def _compare(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
     from novelty.flywheel.comparison.compare import GateRule, compare
 
     with _Timer(turn, "compare"):
         new_slice = config.new_slice if (config.new_slice / "dataset.json").is_file() else None
         c = compare(
-            registry.root / "versions" / str(turn.champion),
-            registry.root / "versions" / str(turn.challenger),
+            registry.version_dir(str(turn.champion)),
+            registry.version_dir(str(turn.challenger)),
             config.test,
             new_slice=new_slice,
             nominal=config.nominal,
@@ -528,9 +531,11 @@ def _compare(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[s
     )
 
 
-def _decide(config: FlywheelConfig, registry: Any, turn: Turn, say: Callable[[str], None]) -> None:
+def _decide(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
     if turn.passed:
-        registry.promote(turn.challenger, comparison=turn.dir / "comparison.json", note=f"turn {turn.number}")
+        registry.promote(
+            str(turn.challenger), comparison=turn.dir / "comparison.json", note=f"turn {turn.number}"
+        )
         turn.stage = "promoted"
         say(f"turn {turn.number}: version {turn.challenger} promoted to champion")
     else:

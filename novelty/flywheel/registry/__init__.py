@@ -1,7 +1,9 @@
 """The model registry: versions, aliases, the champion, promotion and rollback, with one policy.
 
-``store`` (the local registry directory and the event history every backend replays), ``mlflow_backend``
-(the same policy over an MLflow model registry).
+``policy`` (the champion stack replayed from the history, promote and rollback with their refusals, the recovery
+of an interrupted alias change), written once over ``backend.RegistryBackend`` (the storage operations a backend
+implements); the backends: ``store`` (a local registry directory, with ``history`` its event file and ``intake``
+the checks of what is registered) and ``mlflow_backend`` (an MLflow model registry).
 """
 
 from novelty.flywheel.registry.store import Registry, RegistryError

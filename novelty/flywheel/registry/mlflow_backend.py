@@ -9,9 +9,13 @@
   tags ``artifact_id`` and ``config_hash``. The model is saved as *code* (a two-line script that builds
   :class:`NoveltyModel`), so nothing is pickled.
 - ``promote`` / ``rollback`` move the model-version alias ``champion`` (``challenger`` is set by ``register``);
-  ``promote`` refuses without a passing comparison exactly as the local registry does.
+  what they allow and refuse is the local registry's policy, the same code
+  (:mod:`novelty.flywheel.registry.policy`); this module is only the storage
+  (:class:`~novelty.flywheel.registry.backend.RegistryBackend`).
 - The history is an event log kept as tags of the registered model, one tag per event
-  (``novelty.event.<time ns>.<random>`` → the event as JSON); rollback walks back through it.
+  (``novelty.event.<time ns>.<random>`` → the event as JSON); rollback walks back through it. An alias moved
+  without its event (the tag write failed after the alias was set) is recorded as ``recovered`` by the next
+  change, as in the local registry.
 - ``download(alias)`` fetches a version's detector directory and verifies it.
 
 Loading back: ``mlflow.pyfunc.load_model("models:/NAME@champion").predict(pd.DataFrame({"image": paths}))``.
@@ -22,6 +26,7 @@ MLflow has no lock across clients: an alias is set in one store update, and two 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -29,7 +34,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -41,29 +46,10 @@ from mlflow.pyfunc import PythonModel
 from novelty.artifact import read_artifact
 from novelty.clock import utc_now_iso
 from novelty.errors import ArtifactError
-from novelty.flywheel.comparison.compare import ComparisonError, load_comparison
-from novelty.flywheel.registry.store import (
-    CHAMPION,
-    AliasError,
-    Change,
-    Event,
-    PromotionRefusedError,
-    RegistryError,
-    RegistryNotFoundError,
-    RollbackError,
-    UnknownVersionError,
-    VersionInfo,
-    _check_alias_name,
-    _user,
-    check_alias_change,
-    check_force,
-    check_loads,
-    compared_event,
-    prepare,
-    promote_event,
-    refusal,
-    replay,
-)
+from novelty.flywheel.registry import policy
+from novelty.flywheel.registry.backend import CHAMPION, Change, Event, VersionInfo, check_alias_name
+from novelty.flywheel.registry.errors import RegistryError, RegistryNotFoundError, UnknownVersionError
+from novelty.flywheel.registry.intake import check_loads, prepare
 
 __all__ = ["EXPERIMENT", "MlflowRegistry", "NoveltyModel"]
 
@@ -160,8 +146,9 @@ def _store_errors(method: _F) -> _F:
 class MlflowRegistry:
     """A model registry on an MLflow tracking store (``sqlite:///…/mlflow.db``, a tracking server URL, …).
 
-    The verbs and return values are those of :class:`novelty.flywheel.registry.store.Registry`; versions are MLflow's
-    model-version numbers (``"1"``, ``"2"`` …).
+    The verbs and return values are those of :class:`novelty.flywheel.registry.store.Registry`, decided by the
+    same policy (:mod:`novelty.flywheel.registry.policy`); versions are MLflow's model-version numbers (``"1"``,
+    ``"2"`` …).
     """
 
     def __init__(self, tracking_uri: str, model_name: str, *, artifact_location: str | None = None):
@@ -179,6 +166,16 @@ class MlflowRegistry:
 
     def __repr__(self) -> str:
         return f"MlflowRegistry({self.tracking_uri!r}, {self.model_name!r})"
+
+    @property
+    def label(self) -> str:
+        """How messages name this registry: ``model 'NAME'``."""
+        return f"model {self.model_name!r}"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """MLflow has no lock across clients: a change is not serialised with another client's."""
+        yield
 
     # --- helpers ----------------------------------------------------------------------------------------
     def _model(self) -> Any:
@@ -218,7 +215,9 @@ class MlflowRegistry:
                 raise
             return str(exp.experiment_id)
 
-    def _append(self, event: str, **data: Any) -> Event:
+    @_store_errors
+    def append_event(self, event: str, **data: Any) -> Event:
+        """Append one event to the history: a tag of the registered model."""
         ev = Event(event=event, time=utc_now_iso(), data=data)
         key = f"{EVENT_PREFIX}{time.time_ns():020d}.{secrets.token_hex(3)}"
         value = json.dumps({"event": event, "time": ev.time, **data}, allow_nan=False)
@@ -239,7 +238,7 @@ class MlflowRegistry:
                     f"{', '.join(v.version for v in self.list_versions()) or 'none yet'}"
                 ) from None
             return version
-        _check_alias_name(text)
+        check_alias_name(text)
         v = self.alias(text)
         if v is None:
             raise UnknownVersionError(
@@ -252,7 +251,7 @@ class MlflowRegistry:
     @_store_errors
     def alias(self, name: str) -> str | None:
         """The version an alias points to, ``None`` when it does not exist."""
-        _check_alias_name(name)
+        check_alias_name(name)
         self._model()
         try:
             return str(self.client.get_model_version_by_alias(self.model_name, name).version)
@@ -262,6 +261,21 @@ class MlflowRegistry:
     @_store_errors
     def aliases(self) -> dict[str, str]:
         return dict(sorted((str(k), str(v)) for k, v in (self._model().aliases or {}).items()))
+
+    def alias_names(self) -> list[str]:
+        """Every alias of the model (MLflow keeps no alias that points nowhere)."""
+        return list(self.aliases())
+
+    def check_alias_slot(self, name: str) -> None:
+        """Nothing but an alias can take an alias's name in MLflow."""
+
+    @_store_errors
+    def write_alias(self, name: str, version: str | None) -> None:
+        """Point ``name`` at ``version`` in one store update (``None``: remove it)."""
+        if version is None:
+            self.client.delete_registered_model_alias(self.model_name, name)
+        else:
+            self.client.set_registered_model_alias(self.model_name, name, version)
 
     @_store_errors
     def list_versions(self) -> list[VersionInfo]:
@@ -297,6 +311,18 @@ class MlflowRegistry:
         raise UnknownVersionError(f"model {self.model_name!r} has no version {version}")
 
     @_store_errors
+    def has_version(self, version: str) -> bool:
+        try:
+            self.client.get_model_version(self.model_name, version)
+        except _mlflow_error():
+            return False
+        return True
+
+    def verify(self, version: str) -> str:
+        """The artifact id the version was registered with (its tag; :meth:`download` verifies the files)."""
+        return self.get(version).artifact_id
+
+    @_store_errors
     def find(self, artifact_id: str) -> str | None:
         for info in self.list_versions():
             if info.artifact_id == artifact_id:
@@ -321,27 +347,14 @@ class MlflowRegistry:
 
     @_store_errors
     def champions(self) -> list[str]:
-        """The champions a rollback can return to, oldest first (the last is the current one): the same replay
-        of the history as the local registry's."""
-        return replay(self.history())[1]
+        """The champions a rollback can return to, oldest first (the last is the current one)."""
+        return policy.champions(self)
 
     # --- changes ----------------------------------------------------------------------------------------
     @_store_errors
     def set_alias(self, name: str, version: str | int | None, *, note: str = "") -> Change:
-        _check_alias_name(name)
-        check_alias_change(name, None if version is None else self.resolve(version))
-        previous = self.alias(name)
-        if version is None:
-            if previous is not None:
-                self.client.delete_registered_model_alias(self.model_name, name)
-                self._append("alias", alias=name, version=None, previous=previous, note=note, user=_user())
-            return Change(name, "", previous, changed=previous is not None)
-        v = self.resolve(version)
-        if v == previous:
-            return Change(name, v, previous, changed=False)
-        self.client.set_registered_model_alias(self.model_name, name, v)
-        self._append("alias", alias=name, version=v, previous=previous, note=note, user=_user())
-        return Change(name, v, previous, changed=True)
+        """Point the alias ``name`` at ``version`` (``None`` removes it); the champion only by promote."""
+        return policy.set_alias(self, name, version, note=note)
 
     @_store_errors
     def register(
@@ -356,12 +369,7 @@ class MlflowRegistry:
     ) -> str:
         """Log the detector as a pyfunc model and register it as a new version (an already registered detector,
         same artifact id, returns its version). ``alias`` (e.g. ``challenger``) is pointed at it."""
-        if alias is not None:
-            _check_alias_name(alias)
-            if alias == CHAMPION:
-                raise AliasError(
-                    "register cannot set the champion; register, then promote (with a comparison, or --force)"
-                )
+        policy.check_register(alias, note)
         src, art, rec = prepare(detector_dir, record)
         if load:
             check_loads(src, src, embedder)
@@ -373,14 +381,10 @@ class MlflowRegistry:
                 self.set_alias(alias, existing)
             return existing
         version = self._log_and_register(src, art.artifact_id, rec, note)
-        self._append(
-            "register",
-            version=version,
-            artifact_id=art.artifact_id,
-            source=str(src.resolve()),
-            note=note,
-            user=_user(),
-        )
+        with policy.changing(self):
+            self.append_event(
+                "register", **policy.register_event(version, art.artifact_id, str(src.resolve()), note)
+            )
         if alias is not None:
             self.set_alias(alias, version)
         return version
@@ -441,18 +445,14 @@ class MlflowRegistry:
 
     @_store_errors
     def record_comparison(self, path: str | os.PathLike[str]) -> Event:
-        """Record a comparison file (its sha256, the two artifact ids, the verdict) as the event ``compared``,
-        as the local registry does; :meth:`promote` accepts only comparisons recorded so."""
-        comp = load_comparison(path)
-        problems = comp.problems()
-        if problems:
-            raise ComparisonError(f"refusing to record {comp.path}: " + "; ".join(problems))
+        """Record a comparison file (its sha256, the two artifact ids, the verdict) as the event ``compared``;
+        :meth:`promote` accepts only comparisons recorded so."""
         self._ensure_model()
-        return self._append("compared", **compared_event(comp), user=_user())
+        return policy.record_comparison(self, path)
 
     def recorded_comparisons(self) -> set[str]:
         """The sha256 of every comparison file recorded by :meth:`record_comparison`."""
-        return {str(ev.data.get("sha256")) for ev in self.history() if ev.event == "compared"}
+        return policy.recorded_comparisons(self.history())
 
     @_store_errors
     def promote(
@@ -467,47 +467,12 @@ class MlflowRegistry:
         """Move the ``champion`` alias to ``version``; refused as in the local registry (a recorded comparison
         that holds up and passed for this version against the current champion) unless ``force`` with a
         ``reason``."""
-        check_force(force, reason)
-        comp = load_comparison(comparison) if comparison is not None else None
-        v = self.resolve(version)
-        info = self.get(v)
-        current = self.alias(CHAMPION)
-        if current == v:
-            return Change(CHAMPION, v, current, changed=False)
-        champion_id = self.get(current).artifact_id if current is not None else None
-        why = refusal(comp, info.artifact_id, champion_id, v, current, self.recorded_comparisons())
-        if why is not None and not force:
-            raise PromotionRefusedError(why)
-        self.client.set_registered_model_alias(self.model_name, CHAMPION, v)
-        data = promote_event(v, info.artifact_id, current, comp, why, force, reason)
-        self._append("promote", **data, note=note, user=_user())
-        return Change(CHAMPION, v, current, changed=True, forced=bool(data["forced"]))
+        return policy.promote(self, version, comparison=comparison, force=force, reason=reason, note=note)
 
     @_store_errors
     def rollback(self, *, note: str = "") -> Change:
         """Move ``champion`` back to the previous champion in the history (repeatable)."""
-        current = self.alias(CHAMPION)
-        if current is None:
-            raise RollbackError(f"model {self.model_name!r} has no champion; there is nothing to roll back")
-        stack = self.champions()
-        if len(stack) < 2:
-            raise RollbackError(
-                f"model {self.model_name!r}: version {current} is the first champion in the history; there is no "
-                "earlier champion to roll back to"
-            )
-        target = stack[-2]
-        info = self.get(target)
-        self.client.set_registered_model_alias(self.model_name, CHAMPION, target)
-        self._append(
-            "rollback",
-            alias=CHAMPION,
-            version=target,
-            artifact_id=info.artifact_id,
-            previous=current,
-            note=note,
-            user=_user(),
-        )
-        return Change(CHAMPION, target, current, changed=True)
+        return policy.rollback(self, note=note)
 
     @_store_errors
     def download(self, alias: str | int = CHAMPION, dst: str | os.PathLike[str] | None = None) -> Path:
