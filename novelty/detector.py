@@ -32,6 +32,7 @@ from novelty.calibration import (
     n_calibration,
 )
 from novelty.embedder import Embedder, as_source_list, parse_device
+from novelty.embedding_layers import DEFAULT_LAYERS, check_embedding_layers
 from novelty.errors import InvalidInputError, NotFittedError
 from novelty.fileio import sorted_sha256, source_sha256
 from novelty.head import ConditionHead, check_labels
@@ -56,6 +57,7 @@ from novelty.trust import (
     FOLDS,
     LEGACY_RULE,
     LOCAL_RULES,
+    SUPPORT_FACTOR,
     TrustCalibration,
     calibrate_trust,
     out_of_fold_correct,
@@ -104,6 +106,10 @@ class NoveltyDetector:
     trust: how competence is measured (:data:`novelty.trust.RULES`); ``"not-novel"`` is the rule of
         artifacts saved before the trust decision existed (trusted = not novel, no error rate stated).
     trust_delta: δ of that guarantee (default 0.1).
+    trust_support: how far a labelled training image vouches for the head, in units of its own scale
+        (:data:`novelty.trust.SUPPORT_FACTOR`, the default, suits ``layers="final"``; saved with the detector).
+    layers: what the embedding is made of (:mod:`novelty.embedding_layers`): ``"final"`` (default) or e.g.
+        ``"final+s16"``; with ``embedder``: that embedder's. Saved with the detector.
     index: the kind of FAISS index fitted: ``None`` (exact, cosine), a FAISS factory string (``"HNSW32"``,
         cosine) or an :class:`~novelty.index.EmbeddingIndex` used as a prototype (its metric and factory;
         the prototype itself stays untouched). Scorers that use the index must share its metric.
@@ -130,6 +136,8 @@ class NoveltyDetector:
         risk: float = DEFAULT_RISK,
         trust: str = DEFAULT_RULE,
         trust_delta: float = DEFAULT_DELTA,
+        trust_support: float = SUPPORT_FACTOR,
+        layers: str | Sequence[str] = DEFAULT_LAYERS,
     ):
         if embedder is not None and not isinstance(embedder, Embedder):
             raise InvalidInputError(f"embedder must be a novelty.Embedder, got {type(embedder).__name__}")
@@ -141,6 +149,7 @@ class NoveltyDetector:
         self.num_workers = None if num_workers is None else check_int(num_workers, "num_workers", minimum=0)
         self.draft = check_bool(draft, "draft")
         self.runtime = check_runtime(runtime)
+        self.layers = check_embedding_layers(layers)
         self.calibrated_runtime_: str | None = None  # the runtime the fitted calibration was made with
         parse_device(device)
         self.device = device
@@ -159,6 +168,7 @@ class NoveltyDetector:
         self.trust_delta = check_real(
             trust_delta, "trust_delta", low=0.0, high=1.0, low_open=True, high_open=True
         )
+        self.trust_support = check_real(trust_support, "trust_support", low=1.0, high=10.0)
         self.scorers = scorers
         self.head = head
         self.index = index
@@ -181,6 +191,7 @@ class NoveltyDetector:
             ("batch_size", 32, emb.batch_size),
             ("draft", True, emb.draft),
             ("runtime", DEFAULT_RUNTIME, emb.runtime),
+            ("layers", DEFAULT_LAYERS, emb.layers),
         ):
             if getattr(self, name) not in (default, theirs):
                 raise InvalidInputError(
@@ -189,6 +200,7 @@ class NoveltyDetector:
                 )
         self.batch_size, self.draft, self.num_workers = emb.batch_size, emb.draft, emb.num_workers
         self.runtime = emb.runtime
+        self.layers = emb.layers
         self.device = str(emb.device)
         return emb.backbone_name, emb.weights
 
@@ -209,6 +221,7 @@ class NoveltyDetector:
                 num_workers=self.num_workers,
                 draft=self.draft,
                 runtime=self.runtime,
+                layers=self.layers,
             )
         return self._embedder
 
@@ -393,6 +406,7 @@ class NoveltyDetector:
                     train_correct=train_correct,
                     x_fit=x_fit,
                     groups_fit=g_fit,
+                    factor=self.trust_support,
                 )
                 log.info(
                     "trust: rule %s, threshold %s at risk %g (%.1f%% of the calibration split trusted)",

@@ -21,6 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from novelty import errors as E
+from novelty.embedding_layers import (
+    DEFAULT_LAYERS,
+    LayeredBackbone,
+    check_embedding_layers,
+    layers_fingerprint,
+    layers_name,
+)
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
 from novelty.images import DEFAULT_MAX_PIXELS, ImageSource, describe_source, load_image
 from novelty.params import check_bool, check_int
@@ -370,6 +377,7 @@ class Embedder:
     runtime: str = DEFAULT_RUNTIME
     threads: int | None = None
     decode_thread: bool = False
+    layers: tuple[str, ...] = DEFAULT_LAYERS
     _runtime: BackboneRuntime | None = None
     _runtime_state: bytes | None = None
 
@@ -387,6 +395,7 @@ class Embedder:
         runtime: str = DEFAULT_RUNTIME,
         threads: int | None = None,
         decode_thread: bool = False,
+        layers: str | Sequence[str] = DEFAULT_LAYERS,
     ):
         if not isinstance(backbone, str) or not backbone:
             raise InvalidInputError(f"backbone must be a timm model name, got {backbone!r}")
@@ -411,6 +420,12 @@ class Embedder:
                 f"runtime {runtime!r} runs on {', '.join(info.devices)}, not on {self.device.type}; "
                 "use runtime='torch' there"
             )
+        layers = check_embedding_layers(layers)
+        if layers != DEFAULT_LAYERS and runtime != "torch":
+            raise InvalidInputError(
+                f"layers={layers_name(layers)!r} runs on runtime='torch' only, not {runtime!r}; use "
+                "layers='final' with another runtime"
+            )
         if runtime != "torch" and precision != "fp32":
             raise InvalidInputError(
                 f"precision={precision!r} applies to runtime='torch'; runtime {runtime!r} sets its own precision"
@@ -421,11 +436,18 @@ class Embedder:
         self.backbone_name = backbone
         self.weights = None if weights is None else str(weights)
         self.weights_source = bb.weights_source
-        self.fingerprint = bb.fingerprint
+        self.layers = layers
+        self.weights_fingerprint = bb.fingerprint
+        # the embeddings' fingerprint: the weights' own for the default layers (as in earlier releases)
+        self.fingerprint = layers_fingerprint(bb.fingerprint, layers)
         # channels-last activations: oneDNN's depthwise/pointwise convolutions run faster on CPU with the
         # same results to ~1e-5 (speed measured in benchmarks/RESULTS.md)
         self.model = bb.model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.data_config: dict[str, Any] = dict(resolve_model_data_config(self.model))
+        # what runs: the backbone itself, or it wrapped to add its inner stages (same module, same weights)
+        self.network: torch.nn.Module = (
+            self.model if layers == DEFAULT_LAYERS else LayeredBackbone(self.model, layers, backbone).eval()
+        )
         self.data_config.update(bb.data_config_overrides)
         self.transform = create_transform(**self.data_config, is_training=False)
         self.preprocess = Preprocessor(self.transform, tuple(self.data_config["input_size"]))
@@ -449,7 +471,7 @@ class Embedder:
     def _probe_dim(self) -> int:
         x = torch.zeros((1, *self.data_config["input_size"]), device=self.device)
         with torch.inference_mode():
-            return int(self.model(x).shape[-1])
+            return int(self.network(x).shape[-1])
 
     def config(self) -> dict[str, Any]:
         """What is needed to rebuild this embedder (stored in detector manifests)."""
@@ -464,10 +486,15 @@ class Embedder:
             "precision": self.precision,
             "draft": self.draft,
             "runtime": self.runtime,
+            "layers": list(self.layers),
         }
 
     def __repr__(self) -> str:
-        return f"Embedder({self.backbone_name!r}, dim={self.dim}, device={self.device.type}, weights={self.weights_source})"
+        extra = "" if self.layers == DEFAULT_LAYERS else f", layers={layers_name(self.layers)!r}"
+        return (
+            f"Embedder({self.backbone_name!r}, dim={self.dim}, device={self.device.type}, "
+            f"weights={self.weights_source}{extra})"
+        )
 
     # ------------------------------------------------------------------------------------------------
     def embed(self, images: Any, *, progress: bool | None = None) -> np.ndarray:
@@ -616,7 +643,7 @@ class Embedder:
     def _build_runtime(self, calibration: Any = None) -> BackboneRuntime:
         return build_runtime(
             self.runtime,
-            self.model,
+            self.network,
             device=self.device,
             input_size=tuple(self.data_config["input_size"]),
             autocast=_PRECISIONS[self.precision],

@@ -35,6 +35,7 @@ from novelty.artifact import (
 )
 from novelty.calibration import MultiScorerCalibrator
 from novelty.embedder import Embedder, parse_device
+from novelty.embedding_layers import DEFAULT_LAYERS, check_embedding_layers
 from novelty.errors import (
     ArtifactError,
     ArtifactIntegrityError,
@@ -51,7 +52,7 @@ from novelty.parts import FittedState
 from novelty.runtimes import RUNTIME_FILE, check_runtime
 from novelty.scorers import REGISTRY as SCORERS
 from novelty.scorers import Scorer
-from novelty.trust import LEGACY_RULE, LOCAL_RULES, TrustCalibration
+from novelty.trust import LEGACY_RULE, LOCAL_RULES, SUPPORT_FACTOR, TrustCalibration
 from novelty.version import __version__
 
 if TYPE_CHECKING:
@@ -424,6 +425,9 @@ def describe_artifact(art: Artifact) -> ArtifactSummary:
         "seed": r.get(p, "seed", "int", where="params", default=0),
         "index": _index_params(r, idx),
     }
+    layers = _read_layers(r, bb)
+    if layers != DEFAULT_LAYERS:
+        params["layers"] = list(layers)
     trust = r.section(m, "trust", optional=True)
     if trust is not None:
         params["trust"] = {
@@ -431,6 +435,9 @@ def describe_artifact(art: Artifact) -> ArtifactSummary:
             "risk": float(r.get(trust, "risk", "number", where="trust")),
             "delta": float(r.get(trust, "delta", "number", where="trust")),
         }
+        support = r.get(trust, "support_factor", "number|null", where="trust", default=None)
+        if support is not None and float(support) != SUPPORT_FACTOR:
+            params["trust"]["support"] = float(support)
     classes = None if head is None else r.get(head, "classes", "list|null", where="head", default=None)
     return ArtifactSummary(
         artifact_id=art.artifact_id,
@@ -484,6 +491,7 @@ def load_detector(
     }
     bb = r.section(art.manifest, "backbone")
     fingerprint = r.get(bb, "fingerprint", "str", where="backbone")
+    layers = _read_layers(r, bb)
     bb_draft = r.get(bb, "draft", "bool|null", where="backbone", default=None)
     draft = p["draft"] if p["draft"] is not None else (bb_draft if bb_draft is not None else True)
 
@@ -525,8 +533,14 @@ def load_detector(
             index=EmbeddingIndex(**index.get_params()),
             embedder=embedder,
             runtime=runtime if embedder is None else embedder.runtime,
+            layers=DEFAULT_LAYERS if embedder is not None else layers,
             **(
-                {"trust": trust.rule, "risk": trust.risk, "trust_delta": trust.delta}
+                {
+                    "trust": trust.rule,
+                    "risk": trust.risk,
+                    "trust_delta": trust.delta,
+                    "trust_support": trust.factor,
+                }
                 if trust is not None
                 else {"trust": LEGACY_RULE}
                 if head is not None
@@ -550,7 +564,13 @@ def load_detector(
         )
     )
     _check_backbone(
-        det.embedder, bb_name=p["backbone"], fingerprint=fingerprint, draft=draft, dim=dim, root=art.root
+        det.embedder,
+        bb_name=p["backbone"],
+        fingerprint=fingerprint,
+        draft=draft,
+        dim=dim,
+        root=art.root,
+        layers=layers,
     )
     if det.runtime == recorded and rt_state is not None:
         det.embedder.set_runtime_state(rt_state)
@@ -558,10 +578,33 @@ def load_detector(
     return det
 
 
+def _read_layers(r: ManifestReader, bb: Mapping[str, Any]) -> tuple[str, ...]:
+    """The embedding layers a manifest records (absent: the default, as before they could be chosen)."""
+    layers = r.get(bb, "layers", "list|null", where="backbone", default=None)
+    if layers is None:
+        return DEFAULT_LAYERS
+    try:
+        return check_embedding_layers(layers)
+    except InvalidInputError as e:
+        raise ArtifactError(f"{r.source}: 'backbone.layers': {e}") from None
+
+
 def _check_backbone(
-    emb: Embedder, *, bb_name: str, fingerprint: str, draft: bool, dim: int, root: Path
+    emb: Embedder,
+    *,
+    bb_name: str,
+    fingerprint: str,
+    draft: bool,
+    dim: int,
+    root: Path,
+    layers: tuple[str, ...] = DEFAULT_LAYERS,
 ) -> None:
     """The backbone embedding new images must be the one the detector was fitted with."""
+    if emb.layers != layers:
+        raise ArtifactVersionError(
+            f"{root}: the detector's embeddings are made of layers {'+'.join(layers)!r}, the embedder given "
+            f"makes {'+'.join(emb.layers)!r}; pass an Embedder(..., layers={'+'.join(layers)!r})"
+        )
     if emb.fingerprint != fingerprint:
         raise ArtifactVersionError(
             f"{root}: backbone {bb_name!r} weights differ from those the detector was fitted with "

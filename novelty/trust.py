@@ -33,6 +33,13 @@ farther from its clean neighbours than a clean frame from another part of the vi
 global radius it was "near" them and inherited their perfect record, while the head was at chance on it. How
 each rule fares per condition over five turns is measured in ``benchmarks/RESULTS.md`` ("Trust").
 
+The factor is the detector's ``trust_support`` (default :data:`SUPPORT_FACTOR`), recorded with its trust
+decision: it moves only how far the labelled neighbourhood vouches, never the guarantee above, which holds for
+any factor because the threshold is chosen on competence measured with it. What suits a factor depends on the
+embedding: with ``layers="final+s16"`` (:mod:`novelty.embedding_layers`) the inner stage separates faint
+conditions from clean frames, and a wider factor keeps more clean frames trusted without trusting faint snow
+(``benchmarks/RESULTS.md``, "Trust").
+
 Artifacts saved before the trust decision existed keep their old rule, :data:`LEGACY_RULE` (trusted = not
 novel), named in every verdict (``trust_rule``) and in the manifest; nothing is silently reinterpreted.
 """
@@ -289,6 +296,7 @@ class TrustCalibration:
         math.inf
     )  # artifacts before neighbour scales: training images farther are no local evidence
     scales: np.ndarray | None = None  # (n_index,) each training image's scale (:func:`neighbour_scales`)
+    factor: float = SUPPORT_FACTOR  # a neighbour vouches within this many times its own scale
 
     @classmethod
     def fit(
@@ -302,8 +310,10 @@ class TrustCalibration:
         *,
         radius: float = math.inf,
         scales: np.ndarray | None = None,
+        factor: float = SUPPORT_FACTOR,
     ) -> TrustCalibration:
         check_choice(rule, "trust rule", RULES)
+        factor = check_real(factor, "support factor", low=1.0, high=10.0)
         risk = check_real(risk, "risk", low=0.0, high=1.0, low_open=True, high_open=True)
         delta = check_real(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
         c = np.asarray(competence_scores, dtype=np.float64)
@@ -318,7 +328,7 @@ class TrustCalibration:
             if scales.ndim != 1 or np.isnan(scales).any() or (scales < 0).any():
                 raise InvalidInputError("neighbour scales must be a 1-D array of distances ≥ 0")
         lam = choose_threshold(c, ok, nov, risk, delta, grid(rule, risk))
-        return cls(rule, risk, delta, c, ok, nov, lam, radius, scales)
+        return cls(rule, risk, delta, c, ok, nov, lam, radius, scales, factor)
 
     @property
     def n(self) -> int:
@@ -349,7 +359,9 @@ class TrustCalibration:
                     f"the trust decision holds {self.scales.shape[0]} neighbour scales for "
                     f"{np.shape(train_correct)[0]} training images"
                 )
-            local, _ = local_accuracy(*neighbors, train_correct, self.radius, scales=self.scales)
+            local, _ = local_accuracy(
+                *neighbors, train_correct, self.radius, scales=self.scales, factor=self.factor
+            )
         return competence(self.rule, probabilities, local)
 
     def threshold_for(self, risk: float) -> float:
@@ -376,7 +388,7 @@ class TrustCalibration:
             "radius": None if math.isinf(self.radius) else self.radius,
             # how a neighbour's support is bounded: its own scale (this release) or one radius (older artifacts)
             "support": "radius" if self.scales is None else "neighbour-scale",
-            "support_factor": None if self.scales is None else SUPPORT_FACTOR,
+            "support_factor": None if self.scales is None else self.factor,
             "n": self.n,
             "coverage": round(self.coverage(), 6),
         }
@@ -403,6 +415,9 @@ class TrustCalibration:
                 arrays["trust.novel"].astype(bool),
                 radius=math.inf if meta.get("radius") is None else float(meta["radius"]),
                 scales=arrays.get("trust.scale"),
+                factor=SUPPORT_FACTOR
+                if meta.get("support_factor") is None
+                else float(meta["support_factor"]),
             )
         except KeyError as e:
             raise InvalidInputError(f"the trust decision lacks {e}") from None
@@ -414,10 +429,9 @@ class TrustCalibration:
                 f"the trust decision's support {support!r} does not match its arrays (neighbour scales "
                 f"{'present' if t.scales is not None else 'absent'})"
             )
-        if support == "neighbour-scale" and meta.get("support_factor") != SUPPORT_FACTOR:
+        if support == "neighbour-scale" and not isinstance(meta.get("support_factor"), (int, float)):
             raise InvalidInputError(
-                f"the trust decision bounded support at {meta.get('support_factor')} times a neighbour's scale; "
-                f"this release uses {SUPPORT_FACTOR}: refit it"
+                "the trust decision bounds support by neighbour scales but records no factor"
             )
         recorded_grid = meta.get("grid")
         if recorded_grid is not None and [float(g) for g in recorded_grid] != list(grid(t.rule, t.risk)):
@@ -448,6 +462,7 @@ def calibrate_trust(
     train_correct: np.ndarray | None,
     x_fit: np.ndarray | None = None,
     groups_fit: Sequence[Any] | np.ndarray | None = None,
+    factor: float = SUPPORT_FACTOR,
 ) -> TrustCalibration:
     """The trust decision of a detector, made on its labelled calibration split (held out from the head, the
     scorers and the cross-fitted heads): the competence, correctness and leave-one-out novelty of every
@@ -469,9 +484,9 @@ def calibrate_trust(
                 f"trust rule {rule!r} needs the indexed embeddings for the neighbour scales"
             )
         scales = neighbour_scales(index, x_fit, groups_fit)
-        local, _ = local_accuracy(*search(index, x_cal, LOCAL_K), train_correct, scales=scales)
+        local, _ = local_accuracy(*search(index, x_cal, LOCAL_K), train_correct, scales=scales, factor=factor)
     else:
         scales = None
     return TrustCalibration.fit(
-        rule, risk, delta, competence(rule, proba, local), correct, novel, scales=scales
+        rule, risk, delta, competence(rule, proba, local), correct, novel, scales=scales, factor=factor
     )

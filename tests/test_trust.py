@@ -164,8 +164,15 @@ def test_an_artifact_with_one_support_radius_keeps_it():
     assert new.to_meta()["support"] == "neighbour-scale"
     with pytest.raises(InvalidInputError, match="support"):
         TrustCalibration.from_state({**new.to_meta(), "support": "radius"}, new.state_arrays())
-    with pytest.raises(InvalidInputError, match="refit"):
-        TrustCalibration.from_state({**new.to_meta(), "support_factor": 2.0}, new.state_arrays())
+    wide = TrustCalibration.from_state({**new.to_meta(), "support_factor": 2.0}, new.state_arrays())
+    assert wide.factor == 2.0 and new.factor == SUPPORT_FACTOR  # the recorded factor is the one used
+    near = np.array([[0.9] * 10])  # 1.8 times each neighbour's scale of 0.5
+    one = np.array([[1.0, 0.0]])
+    pos = np.tile(np.arange(10), (1, 1))
+    assert new.competence_for(one, (near, pos), np.ones(10, bool)).tolist() == [0.0]
+    assert wide.competence_for(one, (near, pos), np.ones(10, bool)).tolist() == [1.0]
+    with pytest.raises(InvalidInputError, match="no factor"):
+        TrustCalibration.from_state({**new.to_meta(), "support_factor": None}, new.state_arrays())
     with pytest.raises(InvalidInputError, match="neighbour scales"):
         new.competence_for(proba, (d, np.tile(np.arange(10), (2, 1))), np.ones(11, bool))
 

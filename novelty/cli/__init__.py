@@ -27,11 +27,13 @@ from novelty.cli.common import (
     EXIT_USAGE,
     UsageError,
     int_arg,
+    layers_arg,
     plain_warnings,
     real_arg,
 )
 from novelty.errors import NoveltyError
 from novelty.index import INDEX_KINDS
+from novelty.trust import SUPPORT_FACTOR
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "UsageError", "main"]
 
@@ -172,6 +174,22 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_runtime_arg(
         f, "where the backbone runs (default: torch); int8 runtimes are quantised on the training images"
+    )
+    f.add_argument(
+        "--layers",
+        type=layers_arg,
+        default=("final",),
+        metavar="LAYERS",
+        help="what embeddings are made of: final (the pooled output, default) or final+s16 (with the "
+        "stride-16 stage's average; torch runtime only), recorded with the detector",
+    )
+    f.add_argument(
+        "--trust-support",
+        type=real_arg(1.0, 10.0),
+        default=SUPPORT_FACTOR,
+        metavar="FACTOR",
+        help="how far a labelled training image vouches for the head, in units of its own scale "
+        "(default: %(default)s; README 'Trust')",
     )
 
     s = sub.add_parser(
@@ -428,6 +446,8 @@ def _detector_of(args: argparse.Namespace) -> Any:
         seed=args.seed,
         runtime=args.runtime or "torch",
         index=args.index,
+        layers=args.layers,
+        trust_support=args.trust_support,
     )
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "EXIT_USAGE",
     "UsageError",
     "int_arg",
+    "layers_arg",
     "plain_warnings",
     "real_arg",
 ]
@@ -73,6 +74,19 @@ def real_arg(
 
     parse.__name__ = "number"
     return parse
+
+
+def layers_arg(text: str) -> tuple[str, ...]:
+    """An argparse ``type``: embedding layers such as ``final+s16`` (:mod:`novelty.embedding_layers`)."""
+    from novelty.embedding_layers import check_embedding_layers
+
+    try:
+        return check_embedding_layers(text)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+layers_arg.__name__ = "layers"
 
 
 @contextlib.contextmanager

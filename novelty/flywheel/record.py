@@ -39,9 +39,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from novelty.embedding_layers import DEFAULT_LAYERS
 from novelty.errors import ArtifactError, InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_text, read_regular_file
-from novelty.trust import LEGACY_RULE
+from novelty.trust import LEGACY_RULE, SUPPORT_FACTOR
 
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector
@@ -161,8 +162,14 @@ def detector_params(detector: NoveltyDetector) -> dict[str, Any]:
         "seed": int(detector.seed),
         "index": index.get_params(),
     }
+    if emb.layers != DEFAULT_LAYERS:  # absent for the default layers, as in records made before them
+        params["layers"] = list(emb.layers)
     if head is not None and detector.trust != LEGACY_RULE:  # absent for detectors of the legacy rule
         params["trust"] = {"rule": detector.trust, "risk": detector.risk, "delta": detector.trust_delta}
+        if (
+            detector.trust_support != SUPPORT_FACTOR
+        ):  # absent for the default support, as before it was a choice
+            params["trust"]["support"] = detector.trust_support
     return json.loads(canonical_json(params))  # plain JSON: lists for tuples, checked serialisable
 
 
@@ -183,7 +190,7 @@ def check_params(params: Any, source: str = "params") -> dict[str, Any]:
     if not isinstance(params, dict):
         raise TrainingRecordError(f"{source} must be an object, got {type(params).__name__}")
     missing = [k for k in _PARAM_KEYS if k not in params]
-    extra = sorted(set(params) - set(_PARAM_KEYS) - {"trust"})
+    extra = sorted(set(params) - set(_PARAM_KEYS) - {"trust", "layers"})
     if missing or extra:
         raise TrainingRecordError(
             f"{source}: "
@@ -212,13 +219,22 @@ def check_params(params: Any, source: str = "params") -> dict[str, Any]:
     trust = params.get("trust")
     if trust is not None and not (
         isinstance(trust, dict)
-        and set(trust) == {"rule", "risk", "delta"}
+        and {"rule", "risk", "delta"} <= set(trust) <= {"rule", "risk", "delta", "support"}
         and isinstance(trust["rule"], str)
         and all(
-            isinstance(trust[k], (int, float)) and not isinstance(trust[k], bool) for k in ("risk", "delta")
+            isinstance(trust[k], (int, float)) and not isinstance(trust[k], bool)
+            for k in ("risk", "delta", "support")
+            if k in trust
         )
     ):
-        raise TrainingRecordError(f"{source}.trust must be an object of rule, risk and delta")
+        raise TrainingRecordError(
+            f"{source}.trust must be an object of rule, risk, delta and optional support"
+        )
+    layers = params.get("layers")
+    if layers is not None and not (
+        isinstance(layers, list) and layers and all(isinstance(v, str) for v in layers)
+    ):
+        raise TrainingRecordError(f"{source}.layers must be a non-empty list of layer names")
     if not params["scorers"] or not all(
         isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("params"), dict)
         for s in params["scorers"]
@@ -271,8 +287,14 @@ def build_detector(
         draft=True if embedder is not None else p["draft"],
         index=EmbeddingIndex(**p["index"]),
         embedder=embedder,
+        layers=DEFAULT_LAYERS if embedder is not None else tuple(p.get("layers", DEFAULT_LAYERS)),
         **(
-            {"trust": p["trust"]["rule"], "risk": p["trust"]["risk"], "trust_delta": p["trust"]["delta"]}
+            {
+                "trust": p["trust"]["rule"],
+                "risk": p["trust"]["risk"],
+                "trust_delta": p["trust"]["delta"],
+                "trust_support": p["trust"].get("support", SUPPORT_FACTOR),
+            }
             if p.get("trust") is not None
             else {"trust": LEGACY_RULE}
         ),
