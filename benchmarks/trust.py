@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from novelty.trust import SUPPORT_FACTOR
+
 RESULTS = Path(__file__).resolve().parent / "results"
 EPSILONS = (0.01, 0.05, 0.1)
 RISK = 0.05
@@ -71,6 +73,8 @@ AUTO_RULES = ("not-novel", "confidence", "local-accuracy", "confidence+local-acc
 CONDITIONS = ("clean", "tunnel", "ice", "fog", "snow")
 FMNIST_FIT, FMNIST_POOL = 2000, 3000
 NEAR_CLASSES = (6, 9)  # shirt, ankle boot (as benchmarks/ood)
+#: the embedding layers and the trust decision's support factor under test (``--layers``, ``--support``)
+SETTINGS: dict[str, Any] = {"layers": "final", "support": SUPPORT_FACTOR}
 _T0 = time.perf_counter()
 
 
@@ -98,12 +102,14 @@ class Outputs:
         self.local, self.kth = local_accuracy(self.dist, self.pos, st.train_correct)
         self.train_correct, self.x = st.train_correct, np.ascontiguousarray(x, dtype=np.float32)
         self.scales = st.trust.scales  # each training image's own scale (novelty.trust.neighbour_scales)
+        self.factor = st.trust.factor  # how many times its own scale a neighbour vouches within
 
     def take(self, idx: np.ndarray) -> Outputs:
         out = object.__new__(Outputs)
         for k in ("score", "proba", "y", "pred", "correct", "local", "kth", "x", "dist", "pos"):
             setattr(out, k, getattr(self, k)[idx])
         out.classes, out.train_correct, out.scales = self.classes, self.train_correct, self.scales
+        out.factor = self.factor
         return out
 
     def __len__(self) -> int:
@@ -125,8 +131,12 @@ def competences(rule: str, cal: Outputs, test: Outputs) -> tuple[np.ndarray, np.
         loc_cal, _ = local_accuracy(cal.dist, cal.pos, cal.train_correct, r)
         loc_test, _ = local_accuracy(test.dist, test.pos, test.train_correct, r)
     else:  # each neighbour vouches within its own scale (the shipped rule)
-        loc_cal, _ = local_accuracy(cal.dist, cal.pos, cal.train_correct, scales=cal.scales)
-        loc_test, _ = local_accuracy(test.dist, test.pos, test.train_correct, scales=test.scales)
+        loc_cal, _ = local_accuracy(
+            cal.dist, cal.pos, cal.train_correct, scales=cal.scales, factor=cal.factor
+        )
+        loc_test, _ = local_accuracy(
+            test.dist, test.pos, test.train_correct, scales=test.scales, factor=cal.factor
+        )
     return competence(name, cal.proba, loc_cal), competence(name, test.proba, loc_test)
 
 
@@ -273,6 +283,7 @@ def fmnist_parts(embedder: Any) -> dict[str, Any]:
 def make_detector(embedder: Any, rule: str = "confidence+local-accuracy", **kw: Any) -> Any:
     from novelty.detector import NoveltyDetector
 
+    kw.setdefault("trust_support", SETTINGS["support"])
     return NoveltyDetector(
         embedder=embedder, scorers=("knn",), alpha=0.05, calibration_fraction=1 / 3, seed=0, trust=rule, **kw
     )
@@ -361,7 +372,7 @@ def run(n_splits: int, seeds: Sequence[int], turns: int, budget: int = 50) -> di
     import novelty
     from benchmarks.flywheel import LABELS, build_data, train_groups
 
-    embedder = novelty.Embedder(num_workers=1)
+    embedder = novelty.Embedder(num_workers=1, layers=SETTINGS["layers"])
     out: dict[str, Any] = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpu_flags": _cpu_flags()},
@@ -371,6 +382,8 @@ def run(n_splits: int, seeds: Sequence[int], turns: int, budget: int = 50) -> di
             "epsilons": EPSILONS,
             "splits": n_splits,
             "seeds": list(seeds),
+            "layers": SETTINGS["layers"],
+            "support_factor": SETTINGS["support"],
         },
     }
     # 1 + 3: Fashion-MNIST
@@ -572,13 +585,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--splits", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--turns", type=int, default=5)
+    ap.add_argument("--layers", default="final", help="embedding layers, e.g. final+s16 (default final)")
+    ap.add_argument(
+        "--support",
+        type=float,
+        default=SUPPORT_FACTOR,
+        help=f"trust support factor (default {SUPPORT_FACTOR})",
+    )
     a = ap.parse_args(argv)
     splits, seeds, turns = (20, 2, 2) if a.quick else (a.splits, a.seeds, a.turns)
+    SETTINGS.update(layers=a.layers, support=a.support)
     r = run(splits, list(range(seeds)), turns)
-    r["command"] = "python -m benchmarks.trust" + (" --quick" if a.quick else "")
+    default = a.layers == "final" and a.support == SUPPORT_FACTOR
+    extra = "" if default else f" --layers {a.layers} --support {a.support:g}"
+    r["command"] = "python -m benchmarks.trust" + (" --quick" if a.quick else "") + extra
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "trust_quick" if a.quick else "trust"
+    name = ("trust_quick" if a.quick else "trust") + ("" if default else f"-{a.layers}-{a.support:g}")
     (out / f"{name}.json").write_text(json.dumps(r, indent=1, default=float) + "\n")
     (out / f"{name}.md").write_text(to_markdown(r))
     print(to_markdown(r))

@@ -12,7 +12,7 @@ import pytest
 import novelty
 from novelty.embedding_layers import DEFAULT_LAYERS, check_embedding_layers, layers_fingerprint
 from novelty.errors import ArtifactVersionError, InvalidInputError
-from novelty.flywheel.record import build_detector, detector_params, params_from_artifact
+from novelty.flywheel.record import build_detector, config_hash, detector_params, params_from_artifact
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +121,10 @@ def test_fit_on_the_command_line_records_layers_and_trust_support(tmp_path, text
     params, _ = params_from_artifact(out)
     assert params["trust"]["support"] == 1.35 and params["layers"] == ["final", "s16"]
     assert build_detector(params).trust_support == 1.35
+    # what a retrain builds: the champion's own embedder, the recorded parameters, the same config hash
+    challenger = build_detector(params, embedder=det.embedder)
+    assert challenger.layers == ("final", "s16") and challenger.trust_support == 1.35
+    assert config_hash(detector_params(challenger)) == config_hash(params)
     capsys.readouterr()
     assert main([*args, "--layers", "final+x16"]) == EXIT_USAGE
     assert "unknown embedding layer 'x16'" in capsys.readouterr().err
