@@ -4,7 +4,9 @@
 calibration scores, each scorer's and the head's arrays as safetensors, the training ids as JSON) and writes
 them with :func:`novelty.artifact.write_artifact`. :func:`load_detector` reads a verified
 :class:`~novelty.artifact.Artifact` (every file read once and checked against its sha256), type-checks every
-manifest field, parses everything from those bytes and checks the backbone's weights fingerprint.
+manifest field (each section by its reader in :mod:`novelty.manifest_sections`), parses everything from those
+bytes and checks the backbone's weights fingerprint. :func:`describe_artifact` says what a saved detector is
+without loading it.
 
 Loading never imports code named by a manifest: a scorer is rebuilt only by the class registered under its
 name in this process (:func:`novelty.register_scorer`).
@@ -12,12 +14,11 @@ name in this process (:func:`novelty.register_scorer`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,26 +34,30 @@ from novelty.artifact import (
     read_artifact,
     write_artifact,
 )
-from novelty.calibration import MultiScorerCalibrator
 from novelty.embedder import Embedder, parse_device
-from novelty.embedding_layers import DEFAULT_LAYERS, check_embedding_layers
+from novelty.embedding_layers import DEFAULT_LAYERS
 from novelty.errors import (
-    ArtifactError,
-    ArtifactIntegrityError,
     ArtifactVersionError,
     InvalidInputError,
-    NoveltyError,
     UnknownNameError,
 )
-from novelty.fileio import is_sha256
-from novelty.head import ConditionHead
 from novelty.index import EmbeddingIndex
-from novelty.params import check_int, check_known_params
+from novelty.manifest_sections import (
+    as_artifact_error,
+    index_params,
+    read_calibration,
+    read_head,
+    read_ids,
+    read_index,
+    read_layers,
+    read_scorers,
+    read_trust,
+)
+from novelty.params import check_int
 from novelty.parts import FittedState
 from novelty.runtimes import RUNTIME_FILE, check_runtime
 from novelty.scorers import REGISTRY as SCORERS
-from novelty.scorers import Scorer
-from novelty.trust import LEGACY_RULE, LOCAL_RULES, SUPPORT_FACTOR, TrustCalibration
+from novelty.trust import LEGACY_RULE, SUPPORT_FACTOR
 from novelty.version import __version__
 
 if TYPE_CHECKING:
@@ -172,191 +177,6 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
     return write_artifact(path, manifest, files)
 
 
-# --- loading ----------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _as_artifact_error(source: str, where: str) -> Iterator[None]:
-    """Whatever a manifest's values make a constructor or ``from_state`` raise becomes an ArtifactError."""
-    try:
-        yield
-    except ArtifactError:
-        raise
-    except (NoveltyError, TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
-        raise ArtifactError(f"{source}: {where}: {e}") from e
-
-
-def _str_list(r: ManifestReader, section: Any, key: str, *, required: bool = True) -> list[str]:
-    items = r.get(section, key, "list") if required else r.get(section, key, "list", default=[])
-    for i in range(len(items)):
-        r.get(items, i, "str", where=key)
-    return list(items)
-
-
-def _read_index(art: Artifact, r: ManifestReader) -> EmbeddingIndex:
-    idx = r.section(art.manifest, "index")
-    name = check_file_name(r.get(idx, "file", "str", where="index"), f"{r.source}: index.file")
-    metric = r.get(idx, "metric", "str", where="index")
-    factory = r.get(idx, "factory", "str", where="index", default="Flat")
-    n, dim = r.get(idx, "n", "int", where="index"), r.get(idx, "dim", "int", where="index")
-    kind = r.get(idx, "kind", "str|null", where="index", default=None)
-    vectors = r.get(idx, "vectors", "str|null", where="index", default=None)
-    meta = None
-    if kind is not None:
-        meta = {
-            "kind": kind,
-            "options": r.get(idx, "options", "dict", where="index", default={}),
-            "plan": r.get(idx, "plan", "dict|null", where="index", default=None),
-        }
-    store = None
-    if vectors is not None:
-        store = art.data(check_file_name(vectors, f"{r.source}: index.vectors"))
-    with _as_artifact_error(r.source, "index"):
-        try:
-            index = EmbeddingIndex.from_bytes(
-                art.data(name), metric, factory, source=str(art.root / name), meta=meta, store=store
-            )
-        except InvalidInputError as e:
-            if "not a readable" in str(e):
-                raise ArtifactIntegrityError(str(e)) from e
-            raise
-    if index.ntotal != n or index.dim != dim:
-        raise ArtifactIntegrityError(
-            f"{art.root}: the index holds {index.ntotal}×{index.dim}, the manifest says {n}×{dim}"
-        )
-    return index
-
-
-def _read_scorers(
-    art: Artifact, r: ManifestReader, index: EmbeddingIndex
-) -> tuple[list[Scorer], dict[str, dict[str, Any]]]:
-    """The scorers, each rebuilt by the class registered under its name (never one the manifest names)."""
-    scorers: list[Scorer] = []
-    params: dict[str, dict[str, Any]] = {}
-    entries = r.get(art.manifest, "scorers", "list")
-    if not entries:
-        raise ArtifactError(f"{r.source}: 'scorers' is empty; a detector has at least one scorer")
-    for i in range(len(entries)):
-        where = f"scorers[{i}]"
-        entry = r.section(entries, i, where="scorers")
-        name = r.get(entry, "name", "str", where=where)
-        recorded = r.get(entry, "class", "str|null", where=where, default=None)
-        sp = r.get(entry, "params", "dict", where=where)
-        file = r.get(entry, "file", "str|null", where=where, default=None)
-        cls = SCORERS.get(name)
-        if cls is None:
-            raise ArtifactVersionError(
-                f"{art.root}: scorer {name!r} (class {recorded or '?'}) is not registered in this process. "
-                "A detector never imports code named by its manifest: import the module that defines the "
-                "scorer and register it with @novelty.register_scorer, then load again. "
-                f"Registered: {', '.join(sorted(SCORERS))}"
-            )
-        if recorded is not None and recorded != cls.__name__:
-            raise ArtifactVersionError(
-                f"{art.root}: scorer {name!r} was saved by class {recorded}, but {cls.__qualname__} is "
-                "registered under that name here"
-            )
-        if name in params:
-            raise ArtifactError(f"{r.source}: scorer {name!r} is listed twice")
-        arrays = art.arrays(check_file_name(file, f"{r.source}: {where}.file")) if file is not None else {}
-        with _as_artifact_error(r.source, f"{where} ({name})"):
-            check_known_params(cls, sp, f"scorer {name!r}")
-            scorer = cls.from_state(sp, arrays, index=index)
-        if not isinstance(scorer, cls):
-            raise ArtifactError(
-                f"{r.source}: {cls.__qualname__}.from_state did not return a {cls.__qualname__}"
-            )
-        scorers.append(scorer)
-        params[name] = sp
-    return scorers, params
-
-
-def _read_calibration(
-    art: Artifact, r: ManifestReader, names: list[str]
-) -> tuple[MultiScorerCalibrator, str]:
-    cal = r.section(art.manifest, "calibration")
-    name = check_file_name(r.get(cal, "file", "str", where="calibration"), f"{r.source}: calibration.file")
-    split = r.get(cal, "split", "str", where="calibration", default="random")
-    n = r.get(cal, "n", "int|null", where="calibration", default=None)
-    with _as_artifact_error(r.source, "calibration"):
-        calibrator = MultiScorerCalibrator.from_state(names, art.arrays(name))
-    if n is not None and calibrator.n != n:
-        raise ArtifactIntegrityError(
-            f"{art.root}: {name} holds {calibrator.n} calibration scores, the manifest says {n}"
-        )
-    return calibrator, split
-
-
-def _read_ids(
-    art: Artifact, r: ManifestReader, n_train: int
-) -> tuple[list[str], list[str], tuple[str, ...] | None]:
-    """The training and calibration ids, and the sha256 of every image the fit saw (``None``: not recorded,
-    as in artifacts of releases before it was)."""
-    name = check_file_name(
-        r.get(art.manifest, "train_ids", "str", default="train_ids.json"), f"{r.source}: train_ids"
-    )
-    ids = art.json(name)
-    ri = ManifestReader(str(art.root / name))
-    train, calibration = _str_list(ri, ids, "train"), _str_list(ri, ids, "calibration", required=False)
-    if len(train) != n_train:
-        raise ArtifactIntegrityError(
-            f"{art.root / name}: {len(train)} training ids for an index of {n_train} embeddings"
-        )
-    shas = None
-    if isinstance(ids, dict) and ids.get("sha256") is not None:
-        raw = _str_list(ri, ids, "sha256")
-        if not all(map(is_sha256, raw)) or list(raw) != sorted(set(raw)):
-            raise ArtifactIntegrityError(
-                f"{art.root / name}: 'sha256' must be sorted, distinct sha256 digests"
-            )
-        shas = tuple(raw)
-    return train, calibration, shas
-
-
-def _read_head(
-    art: Artifact, r: ManifestReader, dim: int
-) -> tuple[ConditionHead | None, dict[str, Any] | None]:
-    meta = r.section(art.manifest, "head", optional=True)
-    if meta is None:
-        return None, None
-    name = check_file_name(r.get(meta, "file", "str", where="head"), f"{r.source}: head.file")
-    params = r.get(meta, "params", "dict", where="head")
-    r.get(meta, "classes", "list", where="head")
-    r.get(meta, "temperature", "number", where="head")
-    r.get(meta, "dim", "int", where="head")
-    with _as_artifact_error(r.source, "head"):
-        head = ConditionHead.from_state(params, meta, art.arrays(name))
-    if head.model_.dim != dim:
-        raise ArtifactIntegrityError(
-            f"{art.root}: the head takes {head.model_.dim}-d embeddings, the index {dim}-d"
-        )
-    return head, params
-
-
-def _read_trust(
-    art: Artifact, r: ManifestReader, head: ConditionHead | None, n_index: int
-) -> tuple[TrustCalibration | None, np.ndarray | None]:
-    """The trust decision (``None`` for artifacts saved before it existed: they keep the legacy rule)."""
-    meta = r.section(art.manifest, "trust", optional=True)
-    if meta is None:
-        return None, None
-    if head is None:
-        raise ArtifactIntegrityError(f"{art.root}: a trust decision without a head")
-    name = check_file_name(r.get(meta, "file", "str", where="trust"), f"{r.source}: trust.file")
-    arrays = art.arrays(name)
-    with _as_artifact_error(r.source, "trust"):
-        trust = TrustCalibration.from_state(meta, arrays)
-    correct = arrays.get("trust.train_correct")
-    if trust.rule in LOCAL_RULES and (correct is None or correct.shape != (n_index,)):
-        raise ArtifactIntegrityError(
-            f"{art.root}: trust rule {trust.rule!r} needs the cross-fitted correctness of every indexed image"
-        )
-    if trust.scales is not None and trust.scales.shape != (n_index,):
-        raise ArtifactIntegrityError(
-            f"{art.root}: the trust decision holds {trust.scales.shape[0]} neighbour scales for {n_index} "
-            "indexed images"
-        )
-    return trust, None if correct is None else correct.astype(bool)
-
-
 # --- what a saved detector is, without loading it -------------------------------------------------------
 @dataclass(frozen=True)
 class ArtifactSummary:
@@ -374,21 +194,6 @@ class ArtifactSummary:
     n_index: int | None
     metric: str
     created: str | None
-
-
-def _index_params(r: ManifestReader, idx: Mapping[str, Any]) -> dict[str, Any]:
-    """The index's constructor parameters as a saved manifest describes them (= ``index.get_params()``)."""
-    metric = r.get(idx, "metric", "str", where="index")
-    factory = r.get(idx, "factory", "str", where="index", default="Flat")
-    kind = r.get(idx, "kind", "str|null", where="index", default=None)
-    if kind is None:
-        return {"metric": metric, "factory": factory}
-    options = r.get(idx, "options", "dict", where="index", default={})
-    if kind == "custom":
-        return {"metric": metric, "factory": factory, **options}
-    if kind == "flat" and not options:
-        return {"metric": metric, "factory": "Flat"}
-    return {"metric": metric, "kind": kind, **options}
 
 
 def describe_artifact(art: Artifact) -> ArtifactSummary:
@@ -423,9 +228,9 @@ def describe_artifact(art: Artifact) -> ArtifactSummary:
         "calibration_fraction": float(r.get(p, "calibration_fraction", "number", where="params")),
         "n_neighbors": r.get(p, "n_neighbors", "int", where="params"),
         "seed": r.get(p, "seed", "int", where="params", default=0),
-        "index": _index_params(r, idx),
+        "index": index_params(r, idx),
     }
-    layers = _read_layers(r, bb)
+    layers = read_layers(r, bb)
     if layers != DEFAULT_LAYERS:
         params["layers"] = list(layers)
     trust = r.section(m, "trust", optional=True)
@@ -453,7 +258,7 @@ def describe_artifact(art: Artifact) -> ArtifactSummary:
 def calibration_scores(art: Artifact) -> np.ndarray:
     """The combined calibration scores of a verified artifact (the reference the p-values count against)."""
     r = ManifestReader(str(art.root / "manifest.json"))
-    calibrator, _ = _read_calibration(art, r, describe_artifact(art).scorers)
+    calibrator, _ = read_calibration(art, r, describe_artifact(art).scorers)
     return np.asarray(calibrator.combined_scores(calibrator.raw_), dtype=np.float64)
 
 
@@ -491,17 +296,17 @@ def load_detector(
     }
     bb = r.section(art.manifest, "backbone")
     fingerprint = r.get(bb, "fingerprint", "str", where="backbone")
-    layers = _read_layers(r, bb)
+    layers = read_layers(r, bb)
     bb_draft = r.get(bb, "draft", "bool|null", where="backbone", default=None)
     draft = p["draft"] if p["draft"] is not None else (bb_draft if bb_draft is not None else True)
 
-    index = _read_index(art, r)
-    scorers, scorer_params = _read_scorers(art, r, index)
-    calibrator, split = _read_calibration(art, r, list(scorer_params))
-    train_ids, calibration_ids, trained_sha256 = _read_ids(art, r, index.ntotal)
+    index = read_index(art, r)
+    scorers, scorer_params = read_scorers(art, r, index)
+    calibrator, split = read_calibration(art, r, list(scorer_params))
+    train_ids, calibration_ids, trained_sha256 = read_ids(art, r, index.ntotal)
     dim = int(index.dim or 0)
-    head, head_params = _read_head(art, r, dim)
-    trust, train_correct = _read_trust(art, r, head, index.ntotal)
+    head, head_params = read_head(art, r, dim)
+    trust, train_correct = read_trust(art, r, head, index.ntotal)
     _warn_versions(r.get(art.manifest, "versions", "dict", default={}), art.root)
     rt = r.get(art.manifest, "runtime", "dict", default={"name": "torch"})
     recorded = r.get(rt, "name", "str", where="runtime")
@@ -516,7 +321,7 @@ def load_detector(
     if runtime is None:
         runtime = embedder.runtime if embedder is not None else recorded
 
-    with _as_artifact_error(r.source, "params"):
+    with as_artifact_error(r.source, "params"):
         det = cls(
             backbone=None if embedder is not None else p["backbone"],
             scorers=scorer_params,
@@ -576,17 +381,6 @@ def load_detector(
         det.embedder.set_runtime_state(rt_state)
     det._use_recorded_runtime(recorded, recalibrate)
     return det
-
-
-def _read_layers(r: ManifestReader, bb: Mapping[str, Any]) -> tuple[str, ...]:
-    """The embedding layers a manifest records (absent: the default, as before they could be chosen)."""
-    layers = r.get(bb, "layers", "list|null", where="backbone", default=None)
-    if layers is None:
-        return DEFAULT_LAYERS
-    try:
-        return check_embedding_layers(layers)
-    except InvalidInputError as e:
-        raise ArtifactError(f"{r.source}: 'backbone.layers': {e}") from None
 
 
 def _check_backbone(
