@@ -7,7 +7,8 @@
 
 Scores: **higher = more novel**. ``p_value`` is the conformal p-value against held-out in-distribution
 calibration scores; ``novelty = 1 − p_value``; ``is_novel = p_value < alpha``. The result types live in
-:mod:`novelty.verdicts`, saving and loading in :mod:`novelty.persistence`.
+:mod:`novelty.verdicts`, building the fitted state in :mod:`novelty.fitting`, saving and loading in
+:mod:`novelty.persistence`.
 """
 
 from __future__ import annotations
@@ -23,21 +24,18 @@ from typing import Any
 import numpy as np
 
 from novelty.calibration import (
-    MIN_CALIBRATION,
     MultiScorerCalibrator,
     calibration_split,
-    check_alpha,
-    check_groups,
     min_training_images,
-    n_calibration,
 )
 from novelty.embedder import Embedder, as_source_list, parse_device
 from novelty.embedding_layers import DEFAULT_LAYERS, check_embedding_layers
 from novelty.errors import InvalidInputError, NotFittedError
-from novelty.fileio import sorted_sha256, source_sha256
-from novelty.head import ConditionHead, check_labels
+from novelty.fileio import source_sha256
+from novelty.fitting import fit_state, recalibrated_state
+from novelty.head import ConditionHead
 from novelty.images import ImageSource, describe_source
-from novelty.index import EmbeddingIndex, as_embeddings
+from novelty.index import EmbeddingIndex
 from novelty.params import check_bool, check_choice, check_int, check_real
 from novelty.parts import DetectorParts, FittedState, build_parts
 from novelty.patches import PatchExtractor, PatchResult
@@ -54,13 +52,9 @@ from novelty.trust import (
     DEFAULT_DELTA,
     DEFAULT_RISK,
     DEFAULT_RULE,
-    FOLDS,
     LEGACY_RULE,
-    LOCAL_RULES,
     SUPPORT_FACTOR,
     TrustCalibration,
-    calibrate_trust,
-    out_of_fold_correct,
 )
 from novelty.trust import RULES as TRUST_RULES
 from novelty.verdicts import BatchVerdicts, Neighbor, Verdict, score_state
@@ -332,102 +326,8 @@ class NoveltyDetector:
         ``patches``: the images' spatial patch features ``(n, h, w, c)`` (:meth:`patch_features`), needed
         only by a patch scorer such as ``patch-knn``. Everything is built aside and takes effect at the end: a
         failed fit (or refit) leaves the previous fitted state, consistent, in place."""
-        parts = self._parts()
-        x = as_embeddings(embeddings)
-        n = x.shape[0]
-        if ids is not None and len(ids) != n:
-            raise InvalidInputError(f"ids has {len(ids)} entries for {n} embeddings")
-        trained_sha256 = None if sha256 is None else sorted_sha256(sha256, n, "sha256")
-        patch_scorer = self._patch_scorer(parts.scorers)
-        if patch_scorer is not None and patches is None:
-            raise InvalidInputError(
-                f"scorer {patch_scorer.name!r} needs the images' patch features: call fit(images), or pass "
-                "patches=detector.patch_features(images).features"
-            )
-        if patches is not None and (np.ndim(patches) != 4 or np.shape(patches)[0] != n):
-            raise InvalidInputError(
-                f"patches must be (n, h, w, c) with one row per embedding ({n}), got shape {np.shape(patches)}"
-            )
-        y = None if labels is None else check_labels(labels, n)
-        with_head = y is not None and parts.head is not None
-        need_fit, reasons = parts.min_fit(with_head)
-        need = min_training_images(need_fit, self.calibration_fraction)
-        if n < need:
-            n_cal = n_calibration(need, self.calibration_fraction)
-            raise InvalidInputError(
-                f"need at least {need} training images, got {n}: with calibration_fraction="
-                f"{self.calibration_fraction:g}, {need} images leave {n_cal} to calibrate (≥ {MIN_CALIBRATION} "
-                f"needed) and {need - n_cal} to fit ({'; '.join(reasons)})"
-            )
-        fit_idx, cal_idx = calibration_split(n, self.calibration_fraction, groups=groups, seed=self.seed)
-        if cal_idx.shape[0] < MIN_CALIBRATION or fit_idx.shape[0] < need_fit:
-            raise InvalidInputError(
-                f"the grouped split left {fit_idx.shape[0]} images to fit and {cal_idx.shape[0]} to calibrate; "
-                f"need ≥ {need_fit} to fit ({'; '.join(reasons)}) and ≥ {MIN_CALIBRATION} to calibrate: "
-                "use more (or smaller) groups"
-            )
-        check_alpha(self.alpha, cal_idx.shape[0])
-        if groups is not None:
-            check_groups(self.alpha, int(np.unique(np.asarray(groups)[cal_idx]).shape[0]))
-        x_fit, x_cal = x[fit_idx], x[cal_idx]
-        y_fit = None if y is None else y[fit_idx]
-        index = parts.index.add(x_fit)
-        for s in parts.scorers:
-            log.info("fitting scorer %s on %d embeddings", s.name, x_fit.shape[0])
-            if s.input_kind == "patches":
-                s.fit(np.asarray(patches)[fit_idx], y_fit)
-            else:
-                s.fit(x_fit, y_fit, index=index if s.uses_index else None)
-        calibrator = MultiScorerCalibrator().fit(
-            {
-                s.name: s.score(np.asarray(patches)[cal_idx] if s.input_kind == "patches" else x_cal)
-                for s in parts.scorers
-            }
-        )
-        head = trust = train_correct = None
-        if with_head and parts.head is not None and y is not None:
-            g_fit = None if groups is None else np.asarray(groups)[fit_idx]
-            log.info("fitting condition head on %d labelled embeddings", x_fit.shape[0])
-            head = parts.head.fit(x_fit, y_fit, groups=g_fit)
-            if self.trust != LEGACY_RULE:
-                if self.trust in LOCAL_RULES:
-                    log.info("cross-fitting %d heads for the local accuracy of the head", FOLDS)
-                    train_correct = out_of_fold_correct(parts.head, x_fit, y[fit_idx], g_fit, seed=self.seed)
-                trust = calibrate_trust(
-                    rule=self.trust,
-                    risk=self.risk,
-                    delta=self.trust_delta,
-                    alpha=self.alpha,
-                    head=head,
-                    index=index,
-                    calibrator=calibrator,
-                    x_cal=x_cal,
-                    y_cal=y[cal_idx],
-                    train_correct=train_correct,
-                    x_fit=x_fit,
-                    groups_fit=g_fit,
-                    factor=self.trust_support,
-                )
-                log.info(
-                    "trust: rule %s, threshold %s at risk %g (%.1f%% of the calibration split trusted)",
-                    trust.rule,
-                    trust.threshold,
-                    trust.risk,
-                    100 * trust.coverage(),
-                )
-        all_ids = [str(i) for i in ids] if ids is not None else [f"#{i}" for i in range(n)]
-        self._fitted = FittedState(
-            index=index,
-            scorers=tuple(parts.scorers),
-            calibrator=calibrator,
-            head=head,
-            train_ids=[all_ids[i] for i in fit_idx],
-            calibration_ids=[all_ids[i] for i in cal_idx],
-            dim=int(x.shape[1]),
-            split="groups" if groups is not None else "random",
-            trust=trust,
-            train_correct=train_correct,
-            trained_sha256=trained_sha256,
+        self._fitted = fit_state(
+            self, embeddings, labels, groups=groups, ids=ids, patches=patches, sha256=sha256
         )
         self.calibrated_runtime_ = self.runtime
         return self
@@ -439,30 +339,7 @@ class NoveltyDetector:
         held out from fitting (never its training images). The index and scorers stay; the calibration scores
         are replaced, so p-values hold again for the embeddings this runtime makes (calibration and new
         images then come from the same runtime)."""
-        st = self._require_fitted()
-        if any(s.input_kind == "patches" for s in st.scorers):
-            raise InvalidInputError("recalibrate does not support patch scorers yet; refit the detector")
-        sources = as_source_list(images)
-        ids = [
-            describe_source(s) if isinstance(s, (str, os.PathLike)) else f"#{i}"
-            for i, s in enumerate(sources)
-        ]
-        overlap = sorted(set(ids) & set(st.train_ids))
-        if overlap:
-            raise InvalidInputError(
-                f"recalibrate: {len(overlap)} of the images are training images of this detector (e.g. "
-                f"{overlap[:2]}); calibrate on held-out in-distribution images"
-            )
-        emb = self.embedder.embed(sources, progress=progress)
-        check_alpha(self.alpha, emb.shape[0])
-        if groups is not None:
-            check_groups(self.alpha, int(np.unique(np.asarray(groups)).shape[0]))
-        calibrator = MultiScorerCalibrator().fit({s.name: s.score(emb) for s in st.scorers})
-        new = source_sha256(sources)
-        seen = None if new is None or st.trained_sha256 is None else tuple(sorted({*st.trained_sha256, *new}))
-        self._fitted = replace(
-            st, calibrator=calibrator, calibration_ids=ids, artifact_id=None, trained_sha256=seen
-        )
+        self._fitted = recalibrated_state(self, images, groups=groups, progress=progress)
         self.calibrated_runtime_ = self.runtime
         return self
 
