@@ -8,16 +8,16 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tomllib
 
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.flywheel.comparison.gate import GateRule
+from novelty.flywheel.dataset import ON_CONFLICT
+from novelty.flywheel.labels.labelstudio_api import LabelStudioSettings
+from novelty.flywheel.selection import STRATEGIES
 from novelty.params import check_int, check_real
-
-if TYPE_CHECKING:
-    from novelty.flywheel.labels.labelstudio_api import LabelStudioSettings
 
 __all__ = ["FlywheelConfig", "FlywheelConfigError", "load_config"]
 
@@ -163,8 +163,6 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
     nominal = gate.get("nominal", list(d["nominal"]))
     if not nominal or not all(isinstance(s, str) and s for s in nominal):
         raise FlywheelConfigError(f"{where}: [gate] nominal must be a non-empty list of condition names")
-    from novelty.flywheel.selection import STRATEGIES
-
     strategy = sel.get("strategy", d["strategy"])
     if strategy not in STRATEGIES:
         raise FlywheelConfigError(
@@ -185,8 +183,6 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
     seed = check("select", "seed", check_int, sel.get("seed", d["seed"]), minimum=0)
     if seed > 2**31:
         raise FlywheelConfigError(f"{where}: [select] seed must be ≤ 2^31, got {seed}")
-    from novelty.flywheel.dataset import ON_CONFLICT
-
     on_conflict = lab.get("on_conflict", d["on_conflict"])
     if on_conflict not in ON_CONFLICT:
         raise FlywheelConfigError(
@@ -224,7 +220,7 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
         raise FlywheelConfigError(f"{where}: [gate] {e}") from None
     window = ret.get("window", d["window"]) or None
     if window is not None:
-        from novelty.flywheel.retrain import parse_window
+        from novelty.flywheel.retrain import parse_window  # lazy: pulls in torch
 
         try:
             parse_window(window)
@@ -232,8 +228,6 @@ def load_config(path: str | os.PathLike[str]) -> FlywheelConfig:
             raise FlywheelConfigError(f"{where}: [retrain] window: {e}") from None
     label_studio = None
     if "label_studio" in raw:
-        from novelty.flywheel.labels.labelstudio_api import LabelStudioSettings
-
         try:
             label_studio = LabelStudioSettings.from_table(raw["label_studio"], base)
         except InvalidInputError as e:

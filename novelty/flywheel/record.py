@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from novelty.artifact import read_artifact
 from novelty.embedding_layers import DEFAULT_LAYERS
 from novelty.errors import ArtifactError, InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_text, read_regular_file
@@ -178,8 +179,7 @@ def params_from_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], 
 
     Equal to :func:`detector_params` of the loaded detector, without loading the backbone
     (:func:`novelty.persistence.describe_artifact`)."""
-    from novelty.artifact import read_artifact
-    from novelty.persistence import describe_artifact
+    from novelty.persistence import describe_artifact  # lazy: pulls in faiss
 
     summary = describe_artifact(read_artifact(path))
     return json.loads(canonical_json(summary.params)), summary.artifact_id
@@ -259,8 +259,8 @@ def build_detector(
     ``embedder`` shares a loaded backbone (it must be the recorded one: same name, weights fingerprint and
     draft setting); ``weights`` says where the recorded weights lie on this machine. The result's
     :func:`detector_params` equal ``params`` or :class:`ConfigMismatchError` is raised."""
-    from novelty.detector import NoveltyDetector
-    from novelty.index import EmbeddingIndex
+    from novelty.detector import NoveltyDetector  # lazy: pulls in faiss
+    from novelty.index import EmbeddingIndex  # lazy: pulls in faiss
 
     p = check_params(dict(params))
     if embedder is not None:
@@ -494,7 +494,7 @@ def load_champion(
 
     A record that names another artifact is ignored (logged); one that names this artifact but other
     parameters raises :class:`TrainingRecordError`."""
-    from novelty.detector import NoveltyDetector
+    from novelty.detector import NoveltyDetector  # lazy: pulls in faiss
 
     where = locate(path)
     det = NoveltyDetector.load(where.detector_dir, embedder=embedder, device=device)

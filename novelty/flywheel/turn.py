@@ -112,11 +112,20 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from novelty.errors import NoveltyError
+import novelty
+from novelty.artifact import read_artifact
+from novelty.errors import ArtifactError, NoveltyError
+from novelty.flywheel.comparison.compare import GateRule, compare
 from novelty.flywheel.config import FlywheelConfig, FlywheelConfigError, load_config
+from novelty.flywheel.dataset import Dataset
+from novelty.flywheel.labels.labelimport import import_labels
+from novelty.flywheel.labels.labelling import audit_result, export_selection
+from novelty.flywheel.pools import build_pool
+from novelty.flywheel.registry.store import Registry
 from novelty.flywheel.routing import _route
+from novelty.flywheel.selection import Selection, select
 from novelty.flywheel.turn_state import (
     ACTIONS,
     STAGES,
@@ -135,9 +144,6 @@ from novelty.flywheel.turn_state import (
     next_step,
     turn_history,
 )
-
-if TYPE_CHECKING:
-    from novelty.flywheel.registry.store import Registry
 
 log = logging.getLogger("novelty.flywheel")
 
@@ -176,8 +182,6 @@ def run_turn(
     (``"import"``: the people's labels are not waited for, only the automatic ones are imported;
     ``"promote"``: the turn ends rejected, the champion stays); a stage that cannot be skipped, or is not the
     next one, is refused with the reason (:class:`TurnActionError`). :func:`abort_turn` ends a turn."""
-    from novelty.flywheel.registry.store import Registry
-
     say = say or (lambda msg: log.info("%s", msg))
     registry = Registry.open(config.registry)
     config.workdir.mkdir(parents=True, exist_ok=True)
@@ -242,11 +246,6 @@ def _champion(registry: Registry, turn: Turn) -> Path:
 
 
 def _select(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
-    import novelty
-    from novelty.flywheel.dataset import Dataset
-    from novelty.flywheel.pools import build_pool
-    from novelty.flywheel.selection import select
-
     with _Timer(turn, "select"):
         det = novelty.load(_champion(registry, turn))
         pool = build_pool(
@@ -288,10 +287,6 @@ def _labelled_datasets(config: FlywheelConfig) -> list[Path]:
 
 
 def _export(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
-    from novelty.flywheel.dataset import Dataset
-    from novelty.flywheel.labels.labelling import export_selection
-    from novelty.flywheel.selection import Selection
-
     with _Timer(turn, "export"):
         sel = Selection.load(turn.dir / "selection.json")
         classes = Dataset.open(config.dataset).classes
@@ -329,10 +324,6 @@ def _export(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callabl
 
 def _import(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
     import shutil
-
-    from novelty.flywheel.dataset import Dataset
-    from novelty.flywheel.labels.labelimport import import_labels
-    from novelty.flywheel.selection import Selection
 
     labels = config.labels_path(turn.number)
     auto_file = turn.dir / "export" / "auto_labels.csv"
@@ -381,8 +372,6 @@ def _import(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callabl
             human = len(res.added) + len(res.skipped)
             conflicts += res.conflicts
         if from_people:
-            from novelty.flywheel.labels.labelling import audit_result
-
             people = {e.id: e.label for e in staging.entries() if not e.auto}
             audit = audit_result(turn.dir / "export", people)
             turn.audit = audit.to_json()
@@ -459,7 +448,7 @@ def _import(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callabl
 def _retrain(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
     import shutil
 
-    from novelty.flywheel.retrain import parse_window, retrain, save_retrained
+    from novelty.flywheel.retrain import parse_window, retrain, save_retrained  # lazy: pulls in torch
 
     out = turn.dir / "challenger"
     with _Timer(turn, "retrain"):
@@ -491,9 +480,7 @@ def _retrain(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callab
 def _finished_retrain(out: Path) -> Any:
     """The training record of a challenger saved completely in ``out`` (detector verified, record naming its
     artifact id), or ``None``."""
-    from novelty.artifact import read_artifact
-    from novelty.errors import ArtifactError
-    from novelty.flywheel.record import TrainingRecord
+    from novelty.flywheel.record import TrainingRecord  # lazy: pulls in torch
 
     if not (out / "record.json").is_file():
         return None
@@ -506,8 +493,6 @@ def _finished_retrain(out: Path) -> Any:
 
 
 def _compare(config: FlywheelConfig, registry: Registry, turn: Turn, say: Callable[[str], None]) -> None:
-    from novelty.flywheel.comparison.compare import GateRule, compare
-
     with _Timer(turn, "compare"):
         new_slice = config.new_slice if (config.new_slice / "dataset.json").is_file() else None
         c = compare(

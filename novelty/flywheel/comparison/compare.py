@@ -73,12 +73,13 @@ from novelty.flywheel.comparison.result import (
     load_comparison,
     render_report,
 )
+from novelty.flywheel.dataset import Dataset, DatasetError, embed_entries, embedder_key
 from novelty.params import check_real
 
 if TYPE_CHECKING:
     from novelty.detector import NoveltyDetector
     from novelty.embedder import Embedder
-    from novelty.flywheel.dataset import Dataset, Entry
+    from novelty.flywheel.dataset import Entry
     from novelty.flywheel.record import TrainingRecord
 
 __all__ = [
@@ -163,7 +164,7 @@ def compare_embeddings(
 
 
 def _model_info(det: NoveltyDetector, out: ModelOutputs, path: str | None = None) -> dict[str, Any]:
-    from novelty.flywheel.record import config_hash, detector_params
+    from novelty.flywheel.record import config_hash, detector_params  # lazy: pulls in torch
 
     return {
         "path": path,
@@ -179,7 +180,7 @@ def _model_info(det: NoveltyDetector, out: ModelOutputs, path: str | None = None
 
 
 def _config_check(champion: NoveltyDetector, challenger: NoveltyDetector, allow: bool) -> Check:
-    from novelty.flywheel.record import config_hash, detector_params, param_diff
+    from novelty.flywheel.record import config_hash, detector_params, param_diff  # lazy: pulls in torch
 
     p1, p2 = detector_params(champion), detector_params(challenger)
     h1, h2 = config_hash(p1), config_hash(p2)
@@ -203,7 +204,7 @@ def _config_check(champion: NoveltyDetector, challenger: NoveltyDetector, allow:
 
 def _matching(path: str | os.PathLike[str], embedder: Embedder | None) -> Embedder | None:
     """``embedder`` when it is the backbone the detector at ``path`` was fitted with, else ``None``."""
-    from novelty.flywheel.record import locate, params_from_artifact
+    from novelty.flywheel.record import locate, params_from_artifact  # lazy: pulls in torch
 
     if embedder is None:
         return None
@@ -220,7 +221,7 @@ def _load_pair(
     NoveltyDetector, TrainingRecord | None, str | None, NoveltyDetector, TrainingRecord | None, str | None
 ]:
     """Both detectors and their records; a backbone is loaded once when they (or ``embedder``) share it."""
-    from novelty.flywheel.record import load_champion
+    from novelty.flywheel.record import load_champion  # lazy: pulls in torch
 
     if isinstance(champion, (str, os.PathLike)):
         d1, r1 = load_champion(champion, embedder=_matching(champion, embedder))
@@ -239,8 +240,6 @@ def _load_pair(
 
 
 def _as_dataset(ds: Dataset | str | os.PathLike[str]) -> Dataset:
-    from novelty.flywheel.dataset import Dataset
-
     return ds if isinstance(ds, Dataset) else Dataset.open(ds)
 
 
@@ -259,8 +258,6 @@ def _leakage(
 ) -> Check:
     """Test images (by content hash) that are also in a detector's training data: from its record's dataset,
     else from the sha256 of its training images kept in the artifact (``trained_sha256_``)."""
-    from novelty.flywheel.dataset import Dataset, DatasetError
-
     test = {e.sha256 for e in entries}
     found: dict[str, int] = {}
     unchecked = []
@@ -377,8 +374,6 @@ def compare(
         slices += ["new"] * len(fresh)
         caches += [new_ds.embeddings_dir if cache else None] * len(fresh)
 
-    from novelty.flywheel.dataset import embedder_key
-
     shared = embedder_key(d1.embedder) == embedder_key(d2.embedder)
     say(
         f"embedding {len(entries)} images"
@@ -444,8 +439,6 @@ def _settings(
 
 def _embed(entries: Sequence[Entry], caches: Sequence[Path | None], embedder: Any) -> np.ndarray:
     """Embeddings of ``entries`` in order, each through its own dataset's cache."""
-    from novelty.flywheel.dataset import embed_entries
-
     out: np.ndarray | None = None
     for cache_dir in dict.fromkeys(caches):
         idx = [i for i, c in enumerate(caches) if c == cache_dir]

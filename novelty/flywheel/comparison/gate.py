@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from novelty.flywheel.comparison.report import fmt
+from novelty.params import check_real
+from novelty.trust import binomial_cdf
 
 if TYPE_CHECKING:
     from novelty.flywheel.comparison.result import Row
@@ -112,8 +114,6 @@ class GateRule:
     mcnemar_level: float = 0.05
 
     def __post_init__(self) -> None:
-        from novelty.params import check_real
-
         check_real(self.min_gain, "min_gain", low=-1.0, high=1.0)
         check_real(self.margin, "margin", low=0.0, high=1.0)
         if self.fa_tolerance is not None:
@@ -265,8 +265,6 @@ def trust_check(
     predictions must not lie significantly above its stated ε (one-sided exact binomial test at
     :data:`TRUST_LEVEL` on its ``counts`` = {row: (trusted, wrong)}), nor above the champion's by more than
     ``margin`` (point estimates). Information only for a challenger of the legacy rule (no ε stated)."""
-    from novelty.trust import binomial_cdf
-
     values: dict[str, Any] = {"risk": risk, "margin": margin, "level": TRUST_LEVEL, "counts": dict(counts)}
     if risk is None:
         return Check(

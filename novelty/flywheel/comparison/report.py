@@ -15,6 +15,8 @@ import functools
 import math
 from typing import TYPE_CHECKING, Any
 
+from novelty.batch.report import template_environment
+from novelty.batch.thumbnails import NEIGHBOR_THUMBNAIL_SIZE, load_row_thumbnail, make_thumbnail
 from novelty.formatting import format_p_value
 
 if TYPE_CHECKING:
@@ -34,8 +36,6 @@ def fmt(x: float, signed: bool = False) -> str:
 @functools.cache
 def _template() -> Any:
     """The report template, escaped as the batch report's (:func:`novelty.batch.report.template_environment`)."""
-    from novelty.batch.report import template_environment
-
     return template_environment("novelty.flywheel.comparison").get_template("compare.html.j2")
 
 
@@ -90,8 +90,6 @@ def render_report(c: Comparison) -> str:
 def _trusted_wrong(c: Comparison) -> dict[str, Any] | None:
     """The trusted-but-wrong section's data: the counts per condition of both sides and each side's images
     with their thumbnails (a placeholder with the reason where an image cannot be read here)."""
-    from novelty.batch.thumbnails import NEIGHBOR_THUMBNAIL_SIZE, load_row_thumbnail, make_thumbnail
-
     tw = c.trusted_wrong
     if tw is None:
         return None

@@ -20,6 +20,7 @@ from novelty.errors import NoveltyError
 from novelty.fileio import atomic_write_text, read_regular_file, sha256_bytes
 from novelty.flywheel.comparison.gate import JUDGED, Check, GateRule, judge, trust_check
 from novelty.flywheel.comparison.report import METRICS, fmt
+from novelty.flywheel.comparison.report import render_report as _render_report
 from novelty.params import check_real
 
 __all__ = [
@@ -458,6 +459,4 @@ def load_comparison(path: str | os.PathLike[str]) -> ComparisonFile:
 
 def render_report(c: Comparison) -> str:
     """The comparison as one self-contained HTML page (see :mod:`novelty.flywheel.comparison.report`)."""
-    from novelty.flywheel.comparison.report import render_report as render
-
-    return render(c)
+    return _render_report(c)

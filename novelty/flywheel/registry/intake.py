@@ -76,7 +76,7 @@ def prepare(
 
 def check_loads(det_dir: Path, src: Path, embedder: Any = None) -> None:
     """A full :func:`novelty.load` of ``det_dir`` (a copy of ``src``): the backbone's weights must be there."""
-    from novelty.detector import NoveltyDetector
+    from novelty.detector import NoveltyDetector  # lazy: pulls in torch
 
     try:
         NoveltyDetector.load(det_dir, device="cpu", embedder=embedder)

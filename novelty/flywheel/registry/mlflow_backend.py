@@ -43,6 +43,7 @@ import mlflow.pyfunc
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+import novelty
 from novelty.artifact import read_artifact
 from novelty.clock import utc_now_iso
 from novelty.errors import ArtifactError
@@ -50,6 +51,7 @@ from novelty.flywheel.registry import policy
 from novelty.flywheel.registry.backend import CHAMPION, Change, Event, VersionInfo, check_alias_name
 from novelty.flywheel.registry.errors import RegistryError, RegistryNotFoundError, UnknownVersionError
 from novelty.flywheel.registry.intake import check_loads, prepare
+from novelty.version import __version__
 
 __all__ = ["EXPERIMENT", "MlflowRegistry", "NoveltyModel"]
 
@@ -80,8 +82,6 @@ class NoveltyModel(PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
-        import novelty
-
         self.detector = novelty.load(context.artifacts[DETECTOR_ARTIFACT])
 
     # a DataFrame hint: MLflow derives no schema from it (one would reject bytes beside paths)
@@ -390,8 +390,6 @@ class MlflowRegistry:
         return version
 
     def _log_and_register(self, src: Path, artifact_id: str, record: Any, note: str) -> str:
-        from novelty.version import __version__
-
         tags = {"artifact_id": artifact_id, "novelty_version": __version__}
         if isinstance(record, dict) and isinstance(record.get("config_hash"), str):
             tags["config_hash"] = record["config_hash"]
