@@ -22,7 +22,7 @@ import numpy as np
 
 from novelty.drift.horizon import HorizonCurve, Recommendation, drift_by_lag, recommend
 from novelty.drift.missing import MissingCluster, what_is_missing
-from novelty.drift.monitor import DriftRun, WindowResult, monitor, parse_window, split_windows
+from novelty.drift.monitor import DriftRun, WindowResult, _iso, monitor, parse_window, split_windows
 from novelty.drift.reference import DriftReference
 from novelty.drift.stream import Stream, load_stream
 
@@ -49,8 +49,6 @@ class DriftAnalysis:
     def to_json(self) -> dict[str, Any]:
         s = self.stream
         finite = s.times[np.isfinite(s.times)]
-        from novelty.drift.monitor import _iso
-
         return {
             "results": self.results,
             "detector_id": s.detector_id,

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from novelty.drift.monitor import _iso
 from novelty.drift.reference import DriftReference
 from novelty.drift.result import as_sample, require_sklearn
 from novelty.errors import InvalidInputError
@@ -48,8 +49,6 @@ class MissingCluster:
     member_keys: list[str] = field(default_factory=list, repr=False)
 
     def to_json(self, max_members: int = 12) -> dict[str, Any]:
-        from novelty.drift.monitor import _iso
-
         return {
             "cluster": self.cluster,
             "size": self.size,

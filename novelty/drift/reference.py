@@ -26,7 +26,7 @@ import numpy as np
 
 from novelty.drift.classifier import classifier_test
 from novelty.drift.errors import DriftError
-from novelty.drift.histogram import ReferenceClusters, _tv, histogram_test
+from novelty.drift.histogram import ReferenceClusters, _sq_dist, _tv, histogram_test
 from novelty.drift.mmd import mmd_test
 from novelty.drift.pvalues import pvalue_binomial_test, pvalue_ks_test
 from novelty.drift.result import MIN_WINDOW, DriftTestResult, as_sample
@@ -183,8 +183,6 @@ class DriftReference:
         q = as_sample(x, "query", dim=self.dim, minimum=1)
         if self.index is not None and self.index.ntotal == len(self):
             return self.index.search(q, k)
-        from novelty.drift.histogram import _sq_dist
-
         d2 = np.maximum(_sq_dist(q, self.embeddings), 0.0)
         pos = np.argsort(d2, axis=1, kind="stable")[:, :k]
         return np.sqrt(np.take_along_axis(d2, pos, axis=1)), pos

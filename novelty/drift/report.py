@@ -21,10 +21,18 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from novelty.batch.report import ReportSection, report_from_files, section_environment
+from novelty.batch.thumbnails import (
+    NEIGHBOR_THUMBNAIL_SIZE,
+    THUMBNAIL_SIZE,
+    load_row_thumbnail,
+    make_thumbnail,
+)
+from novelty.batch.thumbnails import load_neighbor_thumbnail as _load_neighbor_thumbnail
+from novelty.drift.monitor import _iso
 from novelty.formatting import format_p_value
 
 if TYPE_CHECKING:
-    from novelty.batch.report import ReportSection
     from novelty.drift.analysis import DriftAnalysis
 
 __all__ = ["drift_context", "render_section", "write_report"]
@@ -165,17 +173,8 @@ def drift_context(
     load_neighbor_thumbnail: Callable[[str], bytes | None] | None = None,
 ) -> dict[str, Any]:
     """The data of the report's drift section (thumbnails loaded here, placeholders where they fail)."""
-    from novelty.batch.thumbnails import (
-        NEIGHBOR_THUMBNAIL_SIZE,
-        THUMBNAIL_SIZE,
-        load_row_thumbnail,
-        make_thumbnail,
-    )
-    from novelty.batch.thumbnails import load_neighbor_thumbnail as default_nb
-    from novelty.drift.monitor import _iso
-
     row_loader = load_thumbnail or load_row_thumbnail
-    nb_loader = load_neighbor_thumbnail or default_nb
+    nb_loader = load_neighbor_thumbnail or _load_neighbor_thumbnail
     s = analysis.stream
     clusters = []
     for c in analysis.missing[:12]:
@@ -249,8 +248,6 @@ def drift_context(
 @cache
 def _templates() -> tuple[Any, str]:
     """The section's template and its style sheet."""
-    from novelty.batch.report import section_environment
-
     env = section_environment("novelty.drift")
     return env.get_template("drift.html.j2"), env.get_template("drift.css").render()
 
@@ -262,8 +259,6 @@ def render_section(
     load_neighbor_thumbnail: Callable[[str], bytes | None] | None = None,
 ) -> ReportSection:
     """The drift section of the report: its markup and the styles it needs (see the module docstring)."""
-    from novelty.batch.report import ReportSection
-
     template, css = _templates()
     ctx = drift_context(
         analysis, load_thumbnail=load_thumbnail, load_neighbor_thumbnail=load_neighbor_thumbnail
@@ -282,8 +277,6 @@ def write_report(
     load_neighbor_thumbnail: Callable[[str], bytes | None] | None = None,
 ) -> Path:
     """The batch report of the analysis' results files with the drift section (see the module docstring)."""
-    from novelty.batch.report import report_from_files
-
     section = render_section(
         analysis, load_thumbnail=load_thumbnail, load_neighbor_thumbnail=load_neighbor_thumbnail
     )

@@ -23,6 +23,7 @@ from novelty.drift.errors import (
     WindowTooSmallError,
 )
 from novelty.errors import DimensionMismatchError, InvalidInputError
+from novelty.params import check_int
 
 __all__ = ["MIN_WINDOW", "DriftTestResult", "as_pvalues", "as_sample", "require_scipy", "require_sklearn"]
 
@@ -209,6 +210,4 @@ def sequential_p_value(
 
 
 def check_permutations(n: object, name: str = "n_permutations") -> int:
-    from novelty.params import check_int
-
     return check_int(n, name, minimum=0)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from novelty.batch.results import iter_result_columns, result_columns
+from novelty.batch.schema import decode_embedding
 from novelty.clock import check_epoch_seconds
 from novelty.drift.errors import DriftError, EmptyWindowError, MissingEmbeddingsError
 from novelty.errors import InvalidInputError
@@ -85,9 +87,6 @@ def load_stream(
     batch_rows: int = 4096,
 ) -> Stream:
     """The scored images of one or more results files, in file order (see the module docstring)."""
-    from novelty.batch.results import iter_result_columns, result_columns
-    from novelty.batch.schema import decode_embedding
-
     if not paths:
         raise InvalidInputError("no results files given")
     keys: list[str] = []
