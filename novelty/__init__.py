@@ -43,7 +43,7 @@ __all__ = [
 # The HTTP client (novelty serve); loaded on first use so that `import novelty` stays light.
 def __getattr__(name: str) -> object:
     if name == "Client":
-        from novelty.serve.client import Client
+        from novelty.serve.client import Client  # lazy: keeps http.client out of `import novelty`
 
         return Client
     raise AttributeError(f"module 'novelty' has no attribute {name!r}")

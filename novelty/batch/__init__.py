@@ -18,9 +18,9 @@ __all__ = ["BatchSummary", "detector_id", "result_rows", "results_schema", "scor
 
 
 def __getattr__(name: str) -> Any:
-    # lazy: ``novelty.batch.results`` and ``.sources`` are usable without loading the detector (and torch)
+    # ``novelty.batch.results`` and ``.sources`` are usable without loading the detector (and torch)
     if name in __all__:
-        from novelty.batch import engine
+        from novelty.batch import engine  # lazy: pulls in torch
 
         return getattr(engine, name)
     raise AttributeError(f"module 'novelty.batch' has no attribute {name!r}")

@@ -37,6 +37,7 @@ import numpy as np
 
 from novelty.batch.engine import BatchSummary, open_run, score_items, summarize
 from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES, InputItem
+from novelty.detector import NoveltyDetector
 from novelty.errors import InvalidInputError, NoveltyError
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,6 @@ class BlockScorer:
         timestamps: Mapping[str, float] | None = None,
         maps: bool = False,
     ):
-        from novelty.detector import NoveltyDetector
-
         # decoding happens in this actor's own process: one actor per core, no decoding sub-processes
         self.detector = NoveltyDetector.load(detector_path, device=device, num_workers=0, runtime=runtime)
         if batch_size:
@@ -145,8 +144,6 @@ def score_inputs_ray(
     ``runtime``: the actors' backbone runtime (default: the one the detector records).
     ``init_kwargs`` go to ``ray.init`` when this call starts or joins Ray (e.g. ``num_cpus``,
     ``object_store_memory``); a Ray already initialised in this process is used as it is."""
-    from novelty.detector import NoveltyDetector
-
     t0 = time.perf_counter()
     for name, value, low in (("block_size", block_size, 1), ("chunk_rows", chunk_rows, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

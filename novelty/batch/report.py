@@ -43,9 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from novelty.artifact import read_artifact
 from novelty.batch import thumbnails
 from novelty.batch.errors import ReportMismatchError, ResultsReadError
 from novelty.batch.histogram import fmt_number, histogram
+from novelty.batch.maps import overlay_map
 from novelty.batch.results import read_results
 from novelty.batch.thumbnails import (
     NEIGHBOR_THUMBNAIL_SIZE,
@@ -54,6 +56,8 @@ from novelty.batch.thumbnails import (
     load_row_thumbnail,
     make_thumbnail,
 )
+from novelty.calibration import ConformalCalibrator
+from novelty.errors import InvalidInputError
 from novelty.fileio import atomic_write_text
 from novelty.formatting import format_p_value
 
@@ -219,9 +223,6 @@ def _overlay(thumb: tuple[str | None, str], row: Mapping[str, Any]) -> tuple[str
     text = row.get("anomaly_map")
     if not isinstance(text, str) or not text or thumb[0] is None:
         return None
-    from novelty.batch.maps import overlay_map
-    from novelty.errors import InvalidInputError
-
     try:
         data = overlay_map(base64.b64decode(thumb[0]), text)
     except InvalidInputError as e:
@@ -289,8 +290,6 @@ def build_report(
         cal = np.asarray(calibration_scores, dtype=np.float64).ravel()
         cal = cal[np.isfinite(cal)]
         if cal.size:
-            from novelty.calibration import ConformalCalibrator
-
             threshold = ConformalCalibrator().fit(cal).threshold(alpha)
         else:
             cal = None
@@ -374,7 +373,7 @@ def _run_value(rows: Sequence[Mapping[str, Any]], column: str, path: Any) -> Any
 
 
 def _detector_summary(root: Path, art: Any, n_cal: int) -> dict[str, Any]:
-    from novelty.persistence import describe_artifact
+    from novelty.persistence import describe_artifact  # lazy: pulls in torch
 
     d = describe_artifact(art)
     info: dict[str, Any] = {
@@ -413,8 +412,7 @@ def report_from_files(
     verified; its calibration scores draw the reference histogram); a detector whose artifact id is not the
     results' ``detector_id`` raises :class:`~novelty.batch.errors.ReportMismatchError`. Several results files
     (of one run each, by the same detector) make one report; ``sections``: see :func:`build_report`."""
-    from novelty.artifact import read_artifact
-    from novelty.persistence import calibration_scores, describe_artifact
+    from novelty.persistence import calibration_scores, describe_artifact  # lazy: pulls in torch
 
     paths = [results_path] if isinstance(results_path, (str, os.PathLike)) else list(results_path)
     rows = []

@@ -25,6 +25,7 @@ from novelty.flags.base import (
     parse_metadata,
     parse_time,
 )
+from novelty.flags.postgres import PostgresFlagStore  # psycopg is imported only when PostgreSQL is used
 from novelty.flags.sqlite import SQLiteFlagStore
 
 __all__ = [
@@ -47,17 +48,7 @@ def open_flag_store(location: str) -> FlagStore:
     """Open the store at ``location``: a ``postgresql://`` URL, or a directory (``sqlite:///DIR`` or ``DIR``)
     that holds ``flags.db`` and ``images/``."""
     if location.startswith(("postgresql://", "postgres://")):
-        from novelty.flags.postgres import PostgresFlagStore
-
         return PostgresFlagStore(location)
     if location.startswith("sqlite://"):
         location = location[len("sqlite://") :]
     return SQLiteFlagStore(location)
-
-
-def __getattr__(name: str) -> object:
-    if name == "PostgresFlagStore":  # psycopg is imported only when PostgreSQL is used
-        from novelty.flags.postgres import PostgresFlagStore
-
-        return PostgresFlagStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,11 +18,11 @@ __all__ = ["Client", "ServeConfig", "create_app"]
 
 def __getattr__(name: str) -> Any:
     if name == "Client":
-        from novelty.serve.client import Client
+        from novelty.serve.client import Client  # lazy: pulls in torch
 
         return Client
     if name in ("ServeConfig", "create_app"):
-        from novelty.serve import app
+        from novelty.serve import app  # lazy: fastapi is optional
 
         return getattr(app, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

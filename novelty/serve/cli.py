@@ -13,6 +13,7 @@ from typing import NoReturn, TypeVar
 
 from novelty.cli.common import int_arg, real_arg
 from novelty.errors import InvalidInputError, NoveltyError
+from novelty.serve.auth import ADMIN_ENV, API_ENV, read_tokens
 
 __all__ = ["add_arguments", "run"]
 
@@ -22,13 +23,13 @@ T = TypeVar("T")
 # --- option values, checked while the arguments are parsed: before anything is loaded ----------------------
 # (int_arg and real_arg: the argument types of every subcommand, over novelty.params' checks)
 def _runtimes() -> list[str]:
-    from novelty.runtimes import RUNTIMES  # no engine is imported by naming it
+    from novelty.runtimes import RUNTIMES  # lazy: pulls in torch (no runtime's engine)
 
     return sorted(RUNTIMES)
 
 
 def _device(text: str) -> str:
-    from novelty.embedder import parse_device  # torch: only when `novelty serve` is parsed
+    from novelty.embedder import parse_device  # lazy: pulls in torch, only when `novelty serve` is parsed
 
     try:
         parse_device(text)
@@ -190,15 +191,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from novelty.serve.app import ServeConfig, create_app
+        from novelty.serve.app import ServeConfig, create_app  # lazy: fastapi is optional
     except ImportError as e:
         print(
             f"novelty serve: error: {e.name or e} is not installed: pip install 'novelty[serve]'",
             file=sys.stderr,
         )
         return 1
-    from novelty.serve.auth import ADMIN_ENV, API_ENV, read_tokens
-
     served = logging.getLogger("novelty.serve")
     if served.getEffectiveLevel() > logging.INFO:
         served.setLevel(logging.INFO)  # without -v too: the detector served at start-up and at each reload

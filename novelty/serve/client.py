@@ -33,6 +33,7 @@ from urllib.parse import urlencode, urlsplit
 
 from novelty.detector import Neighbor, Verdict
 from novelty.errors import NoveltyError
+from novelty.images import load_image
 
 __all__ = ["Client", "FlagReceipt", "ServedVerdict", "ServiceCallError"]
 
@@ -81,8 +82,6 @@ def _encode(image: Any) -> tuple[bytes, str]:
     except ImportError:  # pragma: no cover - both are dependencies of novelty
         raise TypeError(f"cannot send {type(image).__name__}: pass a path or encoded bytes") from None
     if isinstance(image, np.ndarray):
-        from novelty.images import load_image
-
         image = load_image(image)
     if isinstance(image, Image.Image):
         buf = io.BytesIO()

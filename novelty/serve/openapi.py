@@ -14,7 +14,7 @@ __all__ = ["openapi_spec"]
 
 
 def openapi_spec() -> dict[str, Any]:
-    from novelty.serve.app import ServeConfig, create_app
+    from novelty.serve.app import ServeConfig, create_app  # lazy: fastapi is optional
 
     return create_app(ServeConfig("DETECTOR_DIR", auth=False)).openapi()
 
