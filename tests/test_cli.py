@@ -185,12 +185,12 @@ def test_verbose_shows_the_traceback_of_an_unexpected_error(tmp_path, capsys, mo
     nothing more with -v. Now -v shows the traceback and -vv debug logging too."""
     import logging
 
-    import novelty.cli as cli
+    import novelty.cli.fit as fit_cli
 
     def boom(args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "_cmd_fit", boom)
+    monkeypatch.setattr(fit_cli, "_cmd_fit", boom)
     root = logging.getLogger()
     monkeypatch.setattr(root, "level", root.level)  # restored after the test
     monkeypatch.setattr(root, "handlers", [])  # basicConfig installs a handler on stderr for each run

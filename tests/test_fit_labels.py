@@ -94,18 +94,18 @@ def test_fit_from_a_dataset_writes_its_training_record_and_compare_finds_leakage
 ):
     """Synthetic embeddings in the dataset's cache: fit runs unchanged without a backbone pass (with a head of
     a few epochs: the default hundred make no other difference here)."""
-    import novelty.cli
+    import novelty.cli.fit
     from novelty.flywheel.comparison.compare import compare
     from novelty.flywheel.record import TrainingRecord
 
-    described = novelty.cli._detector_of
+    described = novelty.cli.fit._detector_of
 
     def small_head(args):
         det = described(args)
         det.head = {"max_epochs": 3}
         return det
 
-    monkeypatch.setattr(novelty.cli, "_detector_of", small_head)
+    monkeypatch.setattr(novelty.cli.fit, "_detector_of", small_head)
 
     rng = np.random.default_rng(0)
     ds = Dataset.create(tmp_path / "train", CLASSES)

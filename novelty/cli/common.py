@@ -1,5 +1,6 @@
-"""What every ``novelty`` subcommand shares: exit codes, :class:`UsageError`, argument types, and how a
-Python warning reads on the command line (:func:`plain_warnings`).
+"""What every ``novelty`` subcommand shares: exit codes, :class:`UsageError`, argument types, the ``--runtime``
+option, the reading of a ``path,VALUE`` CSV (:func:`read_table`), and how a Python warning reads on the command
+line (:func:`plain_warnings`).
 
 The argument types are thin argparse adapters over :mod:`novelty.params`, so a command line and the library
 refuse the same values with the same words; argparse turns the refusal into ``novelty CMD: error: argument
@@ -10,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
+from novelty.embedding_layers import check_embedding_layers
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.params import check_int, check_real
+from novelty.runtimes import RUNTIMES
 
 __all__ = [
     "EXIT_FAILURE",
@@ -24,9 +28,11 @@ __all__ = [
     "EXIT_PARTIAL",
     "EXIT_USAGE",
     "UsageError",
+    "add_runtime_arg",
     "int_arg",
     "layers_arg",
     "plain_warnings",
+    "read_table",
     "real_arg",
 ]
 
@@ -78,8 +84,6 @@ def real_arg(
 
 def layers_arg(text: str) -> tuple[str, ...]:
     """An argparse ``type``: embedding layers such as ``final+s16`` (:mod:`novelty.embedding_layers`)."""
-    from novelty.embedding_layers import check_embedding_layers
-
     try:
         return check_embedding_layers(text)
     except InvalidInputError as e:
@@ -87,6 +91,36 @@ def layers_arg(text: str) -> tuple[str, ...]:
 
 
 layers_arg.__name__ = "layers"
+
+
+def add_runtime_arg(p: argparse.ArgumentParser, text: str) -> None:
+    """``--runtime NAME``: where the backbone runs (``fit`` and ``score``), with the command's own help text."""
+    p.add_argument(
+        "--runtime",
+        choices=sorted(RUNTIMES),
+        default=None,
+        help=f"{text}; see README 'Runtimes' (optional engines: pip install 'novelty[NAME]')",
+    )
+
+
+def read_table(path: str, column: str, what: str) -> dict[str, str]:
+    """``{path: value}`` from the columns ``path`` and ``column`` of a UTF-8 CSV file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"path", column} <= set(reader.fieldnames):
+                raise NoveltyError(
+                    f"{path}: the {what} CSV needs the columns 'path' and {column!r}; "
+                    f"it has {', '.join(reader.fieldnames or []) or 'none'}"
+                )
+            return {row["path"]: row[column] for row in reader if row.get("path") is not None}
+    except UnicodeDecodeError as e:
+        raise NoveltyError(
+            f"{path}: the {what} CSV is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8"
+        ) from None
+    except csv.Error as e:
+        raise NoveltyError(f"{path}: not a readable CSV file ({e})") from None
 
 
 @contextlib.contextmanager
