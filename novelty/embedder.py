@@ -20,14 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from novelty.embedding_layers import (
-    DEFAULT_LAYERS,
-    LayeredBackbone,
-    check_embedding_layers,
-    layers_fingerprint,
-    layers_name,
-)
+from novelty.embedding_layers import DEFAULT_LAYERS, check_embedding_layers, layers_fingerprint, layers_name
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
 from novelty.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
 from novelty.params import check_bool, check_int
@@ -37,7 +32,15 @@ from novelty.weights import DEFAULT_BACKBONE, create_backbone
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbedResult", "EmbeddedBatch", "Embedder", "as_source_list", "parse_device", "resolve_device"]
+__all__ = [
+    "EmbedResult",
+    "EmbeddedBatch",
+    "Embedder",
+    "LayeredBackbone",
+    "as_source_list",
+    "parse_device",
+    "resolve_device",
+]
 
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -166,6 +169,45 @@ class EmbedResult:
     @property
     def ok(self) -> np.ndarray:
         return np.array([e is None for e in self.errors], dtype=bool)
+
+
+class LayeredBackbone(nn.Module):
+    """The backbone's pooled output and the spatial averages of inner stages, each L2-normalised and
+    concatenated (one forward pass: ``timm``'s ``forward_intermediates``). The caller normalises the result."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], backbone_name: str):
+        super().__init__()
+        info = getattr(model, "feature_info", None)
+        if not callable(getattr(model, "forward_intermediates", None)) or not info:
+            raise InvalidInputError(
+                f"backbone {backbone_name!r} cannot give inner stages (no forward_intermediates in timm); "
+                "use layers='final'"
+            )
+        reductions = [int(s["reduction"]) for s in info]
+        self.model: Any = model  # a timm model: forward_intermediates and forward_head
+        self.layers = tuple(layers)
+        self.stage_index: dict[str, int] = {}
+        for p in self.layers:
+            if p == "final":
+                continue
+            stride = int(p[1:])
+            found = [i for i, r in enumerate(reductions) if r == stride]
+            if not found:
+                raise InvalidInputError(
+                    f"backbone {backbone_name!r} has no stage of stride {stride} (its strides: "
+                    f"{sorted(set(reductions))})"
+                )
+            self.stage_index[p] = found[-1]
+        self.indices = sorted(set(self.stage_index.values()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        final_map, inner = self.model.forward_intermediates(x, indices=self.indices, intermediates_only=False)
+        pooled = {i: t.float().mean(dim=(2, 3)) for i, t in zip(self.indices, inner, strict=True)}
+        parts = []
+        for p in self.layers:
+            v = self.model.forward_head(final_map) if p == "final" else pooled[self.stage_index[p]]
+            parts.append(F.normalize(v.float(), dim=1))
+        return torch.cat(parts, dim=1)
 
 
 class Embedder:

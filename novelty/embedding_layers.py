@@ -14,6 +14,8 @@ wet frames stands apart in ``final+s16`` space, and the trust decision stops vou
 The layers are part of what an embedding means: they are recorded with a detector and folded into the
 embedder's :attr:`~novelty.embedder.Embedder.fingerprint`, so caches and artifacts of different layers never
 mix. ``("final",)`` leaves the backbone untouched: its embeddings and fingerprint are those of earlier releases.
+The names and checks live here, free of torch; the module that runs the stages is
+:class:`novelty.embedder.LayeredBackbone`.
 """
 
 from __future__ import annotations
@@ -23,13 +25,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from novelty.errors import InvalidInputError
 
-__all__ = ["DEFAULT_LAYERS", "LayeredBackbone", "check_embedding_layers", "layers_fingerprint", "layers_name"]
+__all__ = ["DEFAULT_LAYERS", "check_embedding_layers", "layers_fingerprint", "layers_name"]
 
 DEFAULT_LAYERS: tuple[str, ...] = ("final",)
 _STAGE = re.compile(r"s([1-9][0-9]*)")
@@ -70,42 +68,3 @@ def layers_fingerprint(weights_fingerprint: str, layers: Sequence[str]) -> str:
     if tuple(layers) == DEFAULT_LAYERS:
         return weights_fingerprint
     return hashlib.sha256(f"{weights_fingerprint}|layers={layers_name(layers)}".encode()).hexdigest()
-
-
-class LayeredBackbone(nn.Module):
-    """The backbone's pooled output and the spatial averages of inner stages, each L2-normalised and
-    concatenated (one forward pass: ``timm``'s ``forward_intermediates``). The caller normalises the result."""
-
-    def __init__(self, model: nn.Module, layers: Sequence[str], backbone_name: str):
-        super().__init__()
-        info = getattr(model, "feature_info", None)
-        if not callable(getattr(model, "forward_intermediates", None)) or not info:
-            raise InvalidInputError(
-                f"backbone {backbone_name!r} cannot give inner stages (no forward_intermediates in timm); "
-                "use layers='final'"
-            )
-        reductions = [int(s["reduction"]) for s in info]
-        self.model: Any = model  # a timm model: forward_intermediates and forward_head
-        self.layers = tuple(layers)
-        self.stage_index: dict[str, int] = {}
-        for p in self.layers:
-            if p == "final":
-                continue
-            stride = int(p[1:])
-            found = [i for i, r in enumerate(reductions) if r == stride]
-            if not found:
-                raise InvalidInputError(
-                    f"backbone {backbone_name!r} has no stage of stride {stride} (its strides: "
-                    f"{sorted(set(reductions))})"
-                )
-            self.stage_index[p] = found[-1]
-        self.indices = sorted(set(self.stage_index.values()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        final_map, inner = self.model.forward_intermediates(x, indices=self.indices, intermediates_only=False)
-        pooled = {i: t.float().mean(dim=(2, 3)) for i, t in zip(self.indices, inner, strict=True)}
-        parts = []
-        for p in self.layers:
-            v = self.model.forward_head(final_map) if p == "final" else pooled[self.stage_index[p]]
-            parts.append(F.normalize(v.float(), dim=1))
-        return torch.cat(parts, dim=1)
