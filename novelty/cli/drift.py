@@ -13,12 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from novelty.detector import NoveltyDetector
+from novelty.drift.analysis import analyze
+from novelty.drift.monitor import _iso, parse_window
+from novelty.drift.reference import TESTS, check_tests
+from novelty.drift.report import write_report
+from novelty.errors import NoveltyError
+from novelty.fileio import atomic_write_text
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
-    from novelty.drift.reference import TESTS
-
     d = sub.add_parser(
         "drift",
         help="test windows of scored results for drift against the detector's training data",
@@ -65,13 +71,6 @@ def add_parser(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> argp
 
 
 def run(args: argparse.Namespace) -> int:
-    from novelty.detector import NoveltyDetector
-    from novelty.drift.analysis import analyze
-    from novelty.drift.monitor import parse_window
-    from novelty.drift.reference import check_tests
-    from novelty.errors import NoveltyError
-    from novelty.fileio import atomic_write_text
-
     for flag, path in (("--out", args.out), ("--report", args.report)):
         if path and Path(path).is_dir():
             raise NoveltyError(f"{flag} {path} is a directory; give the file to write")
@@ -102,8 +101,6 @@ def run(args: argparse.Namespace) -> int:
     for c in a.missing[:8]:
         seen = ""
         if c.first_seen is not None:
-            from novelty.drift.monitor import _iso
-
             seen = f", seen {_iso(c.first_seen)} → {_iso(c.last_seen)}"
         nb = c.neighbors[0] if c.neighbors else ("—", float("nan"))
         print(
@@ -120,8 +117,6 @@ def run(args: argparse.Namespace) -> int:
         out = atomic_write_text(Path(args.out), json.dumps(a.to_json(), indent=1, ensure_ascii=False) + "\n")
         print(f"drift results written to {out}")
     if args.report:
-        from novelty.drift.report import write_report
-
         html = write_report(a, args.report, detector_dir=args.detector)
         print(f"report written to {html}")
     return 0

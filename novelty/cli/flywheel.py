@@ -10,6 +10,18 @@ import json
 import sys
 from typing import Any
 
+from novelty.cli.common import UsageError
+from novelty.flywheel import turn
+from novelty.flywheel.turn import (
+    FlywheelConfigError,
+    TurnActionError,
+    abort_turn,
+    load_config,
+    next_step,
+    run_turn,
+    turn_history,
+)
+
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS = ("flywheel",)
@@ -19,8 +31,6 @@ EXIT_WAITING = 4
 
 
 def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
-    from novelty.flywheel import turn
-
     p = sub.add_parser(
         "flywheel",
         help="run the data flywheel: select → label → retrain → compare → promote",
@@ -73,17 +83,6 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from novelty.cli import UsageError
-    from novelty.flywheel.turn import (
-        FlywheelConfigError,
-        TurnActionError,
-        abort_turn,
-        load_config,
-        next_step,
-        run_turn,
-        turn_history,
-    )
-
     if args.flywheel_command is None:
         raise UsageError("give an action: run or status (see novelty flywheel --help)")
     try:

@@ -19,10 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from novelty.cli.common import UsageError, real_arg
+from novelty.errors import InvalidInputError
+from novelty.fileio import atomic_write_text
+from novelty.flywheel.dataset import Dataset
+
+# import_labels, entries_from_csv and export_selection are looked up in their modules when called, so that a
+# function replaced there (monkeypatch) is the one that runs
+from novelty.flywheel.labels import labelimport, labelling
+from novelty.flywheel.labels.labelstudio_api import pull_labels, push_export
+from novelty.flywheel.labels.labelstudio_client import LabelStudio, LabelStudioAuthError, read_api_key
+from novelty.flywheel.selection import read_selection
 
 _KEY_HELP = """Label Studio's API key comes from the environment variable LABEL_STUDIO_API_KEY or the file --api-key-file
 (never a command-line value): a personal access token (Account & Settings) or a legacy token, which the server
@@ -265,16 +276,12 @@ def run(args: argparse.Namespace) -> int:
 def _label_studio(url: str | None, project: str | None, key_file: str | None, flag: str) -> Any:
     """The Label Studio client of ``--to/--from-label-studio`` (``None`` without it); bad arguments and a
     missing or unreadable key are usage errors, found before any work."""
-    from novelty.errors import InvalidInputError
-
     if url is None:
         if project is not None or key_file is not None:
             raise UsageError(f"--project and --api-key-file apply only with {flag}")
         return None
     if not project:
         raise UsageError(f"{flag} needs --project NAME (the Label Studio project)")
-    from novelty.flywheel.labels.labelstudio_client import LabelStudio, LabelStudioAuthError, read_api_key
-
     try:
         return LabelStudio(url, read_api_key(key_file))
     except (LabelStudioAuthError, InvalidInputError) as e:
@@ -297,8 +304,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
-    from novelty.flywheel.labels.labelling import export_selection
-
     if (
         args.auto_min_p is not None
         or args.auto_min_prob != 0.9
@@ -308,7 +313,7 @@ def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
         raise UsageError(
             "--auto-risk, --auto-min-p, --auto-min-prob and --audit only apply with --auto-accept"
         )
-    res = export_selection(
+    res = labelling.export_selection(
         args.selection,
         out,
         format=args.format,
@@ -327,8 +332,6 @@ def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
         f"{', '.join(f.name for f in res.files)}"
     )
     if client is not None:
-        from novelty.flywheel.labels.labelstudio_api import push_export
-
         print(push_export(client, res.out_dir, args.project).summary(args.project))
     if res.n_already_labelled:
         print(f"left out {res.n_already_labelled} image(s) the dataset already labels")
@@ -358,15 +361,13 @@ def _export_to(args: argparse.Namespace, out: str, client: Any) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from novelty.flywheel.labels.labelimport import import_labels
-
     client = _label_studio(args.from_label_studio, args.project, args.api_key_file, "--from-label-studio")
     if client is None:
         if args.file is None:
             raise UsageError("give the labels FILE, or --from-label-studio URL --project NAME")
         if args.save is not None:
             raise UsageError("--save applies only with --from-label-studio")
-        res = import_labels(
+        res = labelimport.import_labels(
             args.dataset,
             args.file,
             args.selection,
@@ -391,21 +392,13 @@ def _import(args: argparse.Namespace) -> int:
 def _import_from_label_studio(args: argparse.Namespace, client: Any) -> Any:
     """Pull the selection's tasks from the project, write them as a Label Studio JSON export (``--save FILE``,
     else a temporary file) and import that file: one reader of Label Studio's JSON."""
-    import tempfile
-    from pathlib import Path
-
-    from novelty.fileio import atomic_write_text
-    from novelty.flywheel.labels.labelimport import import_labels
-    from novelty.flywheel.labels.labelstudio_api import pull_labels
-    from novelty.flywheel.selection import read_selection
-
     sel = read_selection(args.selection)
     pulled = pull_labels(client, args.project, sel.items)
     print(pulled.summary(args.project))
 
     def run(path: Path) -> Any:
         atomic_write_text(path, pulled.to_json_text())
-        return import_labels(
+        return labelimport.import_labels(
             args.dataset,
             path,
             sel,
@@ -423,18 +416,14 @@ def _import_from_label_studio(args: argparse.Namespace, client: Any) -> Any:
 
 
 def _dataset(args: argparse.Namespace) -> int:
-    from novelty.flywheel.dataset import Dataset
-
     action = args.dataset_command
     if action == "create":
         ds = Dataset.create(args.dataset, args.classes)
         print(f"created {ds.path} with classes {', '.join(ds.classes)}")
         return 0
     if action == "add-csv":
-        from novelty.flywheel.labels.labelimport import entries_from_csv
-
         ds = Dataset.open(args.dataset)  # a missing dataset fails before any file is hashed
-        entries = entries_from_csv(
+        entries = labelimport.entries_from_csv(
             args.csv, source=args.source, labeller=args.labeller, allow_outside_root=args.allow_outside_root
         )
         res = ds.add_entries(entries, source=f"csv:{args.csv}", note=args.note, on_conflict=args.on_conflict)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from novelty.cli.common import UsageError
+from novelty.flywheel.registry.store import Registry, RegistryError, RegistryNotFoundError
 
 __all__ = ["COMMANDS", "add_parsers", "backend_options", "open_backend", "run"]
 
@@ -120,12 +121,10 @@ def open_backend(args: argparse.Namespace, *, create: bool = False) -> Any:
         if not args.model:
             raise UsageError("--mlflow needs --model NAME (the registered model's name)")
         try:
-            from novelty.flywheel.registry.mlflow_backend import MlflowRegistry
+            from novelty.flywheel.registry.mlflow_backend import MlflowRegistry  # lazy: mlflow (~1.5 s)
         except ImportError as e:
             if "mlflow" not in str(e):
                 raise
-            from novelty.flywheel.registry.store import RegistryError
-
             raise RegistryError(
                 f"the MLflow backend needs mlflow: pip install 'novelty[mlflow]' ({e})"
             ) from None
@@ -134,8 +133,6 @@ def open_backend(args: argparse.Namespace, *, create: bool = False) -> Any:
         raise UsageError("--model goes with --mlflow URI")
     if args.registry is None:
         raise UsageError("give the REGISTRY directory (or --mlflow URI --model NAME)")
-    from novelty.flywheel.registry.store import Registry
-
     path = Path(args.registry)
     if create and (not path.exists() or (path.is_dir() and not any(path.iterdir()))):
         reg = Registry.create(path)
@@ -153,8 +150,6 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def _cmd_register(args: argparse.Namespace) -> int:
     reg = open_backend(args, create=True)
-    from novelty.flywheel.registry.store import RegistryNotFoundError
-
     try:
         before = {v.version for v in reg.list_versions()}
     except RegistryNotFoundError:  # an MLflow model not created yet

@@ -16,8 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from novelty.artifact import registry_root
 from novelty.cli.common import UsageError, int_arg, real_arg
 from novelty.cli.registry import backend_options, open_backend
+from novelty.errors import InvalidInputError
+from novelty.flywheel.comparison.compare import GateRule, compare, parse_dataset_arg
+from novelty.flywheel.retrain import parse_window, retrain, save_retrained
 
 __all__ = ["COMMANDS", "EXIT_GATE_FAILED", "add_parsers", "run"]
 
@@ -44,9 +48,6 @@ def _versions(text: str) -> list[int]:
 
 
 def _window(text: str) -> float:
-    from novelty.errors import InvalidInputError
-    from novelty.flywheel.retrain import parse_window
-
     try:
         return parse_window(text)
     except InvalidInputError as e:
@@ -165,8 +166,6 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
 
 def _comparison_registry(args: argparse.Namespace) -> Any:
     """The registry to record the comparison in: --registry / --mlflow, else the one the detectors lie in."""
-    from novelty.artifact import registry_root
-
     if args.registry is None and not args.mlflow:
         if args.model:
             raise UsageError("--model goes with --mlflow URI")
@@ -197,9 +196,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from novelty.artifact import registry_root
-    from novelty.flywheel.retrain import save_retrained
-
     out = Path(args.out)
     reg = registry_root(out)
     if reg is not None:
@@ -211,8 +207,6 @@ def _retrain(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} is a file; give a directory (it will hold detector/ and record.json)")
     if (out / "manifest.json").exists():
         raise UsageError(f"--out {out} is a detector directory; give a new directory")
-    from novelty.flywheel.retrain import retrain
-
     det, rec = retrain(
         args.champion,
         args.dataset,
@@ -235,8 +229,6 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from novelty.flywheel.comparison.compare import GateRule, compare, parse_dataset_arg
-
     for flag, path in (("--out", args.out), ("--report", args.report)):
         if path and Path(path).is_dir():
             raise UsageError(f"{flag} {path} is a directory; give the file to write")

@@ -18,6 +18,19 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from novelty.cli.common import EXIT_OK, EXIT_PARTIAL, UsageError
+from novelty.clock import parse_time
+from novelty.detector import NoveltyDetector
+from novelty.errors import InvalidInputError
+from novelty.flywheel import selection as S
+from novelty.flywheel.selection import (
+    DEFAULT_OVERSAMPLE,
+    DEFAULT_RADIUS,
+    DEFAULT_WEIGHTS,
+    STRATEGIES,
+    UNCERTAINTY_MEASURES,
+)
+
 __all__ = ["COMMANDS", "add_parsers", "images_folder", "run"]
 
 COMMANDS: tuple[str, ...] = ("select",)
@@ -84,14 +97,6 @@ def _weights(text: str) -> dict[str, float]:
 
 
 def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
-    from novelty.flywheel.selection import (
-        DEFAULT_OVERSAMPLE,
-        DEFAULT_RADIUS,
-        DEFAULT_WEIGHTS,
-        STRATEGIES,
-        UNCERTAINTY_MEASURES,
-    )
-
     weights = ",".join(f"{k}={v:g}" for k, v in DEFAULT_WEIGHTS.items())
     s = sub.add_parser(
         "select",
@@ -178,8 +183,6 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from novelty.cli import EXIT_OK, EXIT_PARTIAL, UsageError
-
     if not args.sources and not args.flags:
         raise UsageError("no source of candidates: give results files or image folders, or --flags STORE")
     out = Path(args.out)
@@ -199,16 +202,10 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(src) and not any(ch in src for ch in "*?["):
             raise UsageError(f"source {src}: no such file or folder")
 
-    from novelty.detector import NoveltyDetector
-    from novelty.flywheel import selection as S
-
     for d in args.dataset:
         if not os.path.isfile(os.path.join(d, "dataset.json")):
             raise UsageError(f"--dataset {d}: not a labelled dataset (no dataset.json)")
     if args.flags_since:
-        from novelty.clock import parse_time
-        from novelty.errors import InvalidInputError
-
         try:  # a bad or out-of-range time fails before the detector loads
             parse_time(args.flags_since, "--flags-since")
         except InvalidInputError as e:
