@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from novelty.discovery import image_files
 from novelty.embedding_layers import DEFAULT_LAYERS, check_embedding_layers, layers_fingerprint, layers_name
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
 from novelty.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
@@ -123,8 +124,6 @@ def as_source_list(images: Any) -> list[Any]:
     ``novelty fit FOLDER`` (hidden entries and non-images skipped, names in order)."""
     if isinstance(images, (str, os.PathLike)):
         if os.path.isdir(images):  # the folder rule of novelty.discovery, shared with `novelty fit/score`
-            from novelty.discovery import image_files
-
             return list(image_files(images))
         return [images]
     if isinstance(images, np.ndarray):
