@@ -117,6 +117,35 @@ def test_the_package_has_no_import_circle():
     assert circles(edges) == []
 
 
+def local_imports(root: Path = PACKAGE) -> list[tuple[str, int, str]]:
+    """``(file, line, text)`` of every ``novelty`` import written inside a function (outside TYPE_CHECKING)."""
+    out = []
+    for p in _modules(root).values():
+        src = p.read_text(encoding="utf-8")
+        lines = src.splitlines()
+        for fn in ast.walk(ast.parse(src)):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("novelty")) or (
+                        isinstance(node, ast.Import) and any(a.name.startswith("novelty") for a in node.names)
+                    ):
+                        text = " ".join(lines[node.lineno - 1 : node.end_lineno])
+                        out.append((str(p.relative_to(root.parent)), node.lineno, text))
+    return out
+
+
+def test_every_import_inside_a_function_says_why_it_is_lazy():
+    """An import stays inside a function only to keep something heavy or optional out of an import (torch,
+    faiss, FastAPI, MLflow…), and says so on its line (``# lazy: …``); never to dodge a circle."""
+    unexplained = [f"{f}:{n}: {t.strip()}" for f, n, t in local_imports() if "# lazy:" not in t]
+    assert unexplained == []
+
+
+def test_no_module_is_over_600_lines():
+    sizes = {n: sum(1 for _ in p.open(encoding="utf-8")) for n, p in _modules(PACKAGE).items()}
+    assert {n: k for n, k in sizes.items() if k > 600} == {}
+
+
 def test_a_circle_is_found():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"b"}, "b": set()}) == []
