@@ -37,6 +37,8 @@ from novelty.cli.common import (
     plain_warnings,
     read_table,
 )
+
+# the fit command's table readers and detector, importable from novelty.cli too
 from novelty.cli.fit import _detector_of as _detector_of
 from novelty.cli.fit import _groups_table as _groups_table
 from novelty.cli.fit import _labels_table as _labels_table
