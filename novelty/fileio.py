@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,7 +36,9 @@ from novelty.errors import InvalidInputError
 
 __all__ = [
     "ExclusiveFileLock",
+    "JsonlLineError",
     "NotARegularFileError",
+    "append_jsonl",
     "atomic_open",
     "atomic_write",
     "atomic_write_bytes",
@@ -44,6 +47,7 @@ __all__ = [
     "csv_text_value",
     "fsync_dir",
     "is_sha256",
+    "read_jsonl",
     "read_regular_file",
     "sha256_bytes",
     "sha256_file",
@@ -54,6 +58,15 @@ __all__ = [
 
 TMP_PREFIX = ".novelty-tmp-"
 _CHUNK = 1 << 20
+
+
+class JsonlLineError(ValueError):
+    """A complete line of an append-only JSON-lines log that is no JSON object (the file was damaged or edited);
+    ``line`` counts from 1."""
+
+    def __init__(self, path: Path, line: int, reason: str):
+        super().__init__(f"{path}, line {line}: {reason}")
+        self.path, self.line, self.reason = path, line, reason
 
 
 class NotARegularFileError(OSError):
@@ -360,3 +373,56 @@ def csv_text_value(cell: str) -> str:
     """The text of a cell written by :func:`csv_text_cell` (one leading ``'`` removed before a formula
     character; any other cell unchanged): ``csv_text_value(csv_text_cell(s)) == s`` for every string."""
     return cell[1:] if _NEUTRALISED.match(cell) else cell
+
+
+# --- append-only JSON-lines logs ---------------------------------------------------------------------------
+# One torn-line policy for every log the package appends to (the registry's history, the flywheel's turns): a
+# crash while a line is written leaves a last line without its newline. Reads skip it (even when it parses: it
+# may be cut short), and the next append cuts it off first, so it never merges with the new line. Any other line
+# that is no JSON object is damage, raised as JsonlLineError.
+def append_jsonl(
+    path: str | os.PathLike[str], obj: Mapping[str, Any], *, log: Any = None, allow_nan: bool = False
+) -> None:
+    """Append ``obj`` as one JSON line to ``path`` (created when missing) and fsync it, after cutting off a torn
+    last line left by a crash (``log``, a logger, is told how many bytes). Call it under the log's own lock.
+    ``allow_nan``: write NaN as ``NaN`` (not strict JSON) instead of refusing it."""
+    line = (json.dumps(dict(obj), allow_nan=allow_nan) + "\n").encode()
+    with open(path, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        if size:
+            fh.seek(size - 1)
+            if fh.read(1) != b"\n":
+                fh.seek(0)
+                keep = fh.read().rfind(b"\n") + 1
+                if log is not None:
+                    log.warning("%s: cutting off a torn last line (%d bytes)", path, size - keep)
+                fh.truncate(keep)
+        fh.seek(0, os.SEEK_END)
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: str | os.PathLike[str], *, log: Any = None) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of every JSON object of the log ``path``, in order (none when it is missing); a
+    torn last line is skipped (``log`` is told), a damaged complete line raises :class:`JsonlLineError`."""
+    try:
+        data = read_regular_file(path)
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    if lines[-1] and log is not None:
+        log.warning("%s: skipping a torn last line", path)
+    out = []
+    for i, raw in enumerate(lines[:-1]):
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise JsonlLineError(Path(path), i + 1, f"not JSON ({e})") from None
+        if not isinstance(doc, dict):
+            raise JsonlLineError(Path(path), i + 1, f"a JSON {type(doc).__name__}, not an object")
+        out.append((i + 1, doc))
+    return out

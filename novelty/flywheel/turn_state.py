@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from novelty.errors import InvalidInputError, NoveltyError
-from novelty.fileio import atomic_write_text
+from novelty.fileio import JsonlLineError, append_jsonl, atomic_write_text, read_jsonl
 from novelty.flywheel.config import FlywheelConfig
 
 log = logging.getLogger("novelty.flywheel")
@@ -278,13 +277,11 @@ def next_step(config: FlywheelConfig, turn: Turn | None) -> str:
 
 def _log_turn(config: FlywheelConfig, turn: Turn) -> None:
     path = config.workdir / LOG_FILE
-    seen = set()
-    if path.is_file():
-        for text in path.read_text(encoding="utf-8").splitlines():
-            try:
-                seen.add(json.loads(text).get("turn"))
-            except ValueError:
-                continue
+    try:
+        seen = {doc.get("turn") for _, doc in read_jsonl(path, log=log)}
+    except JsonlLineError as e:  # a line edited by hand: the turn is logged again rather than lost
+        log.warning("%s; logging turn %d anyway", e, turn.number)
+        seen = set()
     if turn.number in seen:
         return
     line: dict[str, Any] = {
@@ -299,7 +296,4 @@ def _log_turn(config: FlywheelConfig, turn: Turn) -> None:
         "compute_by_stage_s": turn.compute_s,
         **turn.cost(config),
     }
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(line) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_jsonl(path, line, log=log, allow_nan=True)
