@@ -55,6 +55,7 @@ from novelty.trust import (
     LEGACY_RULE,
     SUPPORT_FACTOR,
     TrustCalibration,
+    check_support_factor,
 )
 from novelty.trust import RULES as TRUST_RULES
 from novelty.verdicts import BatchVerdicts, Neighbor, Verdict, score_state
@@ -162,7 +163,7 @@ class NoveltyDetector:
         self.trust_delta = check_real(
             trust_delta, "trust_delta", low=0.0, high=1.0, low_open=True, high_open=True
         )
-        self.trust_support = check_real(trust_support, "trust_support", low=1.0, high=10.0)
+        self.trust_support = check_support_factor(trust_support)
         self.scorers = scorers
         self.head = head
         self.index = index

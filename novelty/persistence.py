@@ -35,7 +35,7 @@ from novelty.artifact import (
     write_artifact,
 )
 from novelty.embedder import Embedder, parse_device
-from novelty.embedding_layers import DEFAULT_LAYERS
+from novelty.embedding_layers import DEFAULT_LAYERS, layers_name
 from novelty.errors import (
     ArtifactVersionError,
     InvalidInputError,
@@ -396,8 +396,8 @@ def _check_backbone(
     """The backbone embedding new images must be the one the detector was fitted with."""
     if emb.layers != layers:
         raise ArtifactVersionError(
-            f"{root}: the detector's embeddings are made of layers {'+'.join(layers)!r}, the embedder given "
-            f"makes {'+'.join(emb.layers)!r}; pass an Embedder(..., layers={'+'.join(layers)!r})"
+            f"{root}: the detector's embeddings are made of layers {layers_name(layers)!r}, the embedder given "
+            f"makes {layers_name(emb.layers)!r}; pass an Embedder(..., layers={layers_name(layers)!r})"
         )
     if emb.fingerprint != fingerprint:
         raise ArtifactVersionError(

@@ -70,9 +70,12 @@ __all__ = [
     "LOCAL_K",
     "LOCAL_RULES",
     "RULES",
+    "SUPPORT_FACTOR",
+    "SUPPORT_FACTOR_RANGE",
     "TrustCalibration",
     "binomial_cdf",
     "calibrate_trust",
+    "check_support_factor",
     "choose_threshold",
     "class_indices",
     "competence",
@@ -101,10 +104,18 @@ FOLDS = 5
 #: chosen on seed 0 of the five-turn windshield benchmark (1.2: 0.92 of clean frames trusted, no faint-condition
 #: frame; 1.25: 0.95 and faint snow trusted at 70 % wrong) and fixed before the other seeds were run
 SUPPORT_FACTOR = 1.2
+#: the factors a detector accepts (``trust_support``): a neighbour never vouches nearer than its own scale
+SUPPORT_FACTOR_RANGE = (1.0, 10.0)
 #: the most neighbours searched to find ``LOCAL_K`` of another group; a scale not found among them is the
 #: distance of the farthest one searched (smaller than the true one: fewer images vouched for, never more)
 SCALE_SEARCH_MAX = 1024
 _STEPS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0)
+
+
+def check_support_factor(value: object, name: str = "trust_support") -> float:
+    """``value`` when it is a support factor in :data:`SUPPORT_FACTOR_RANGE`; else InvalidInputError."""
+    low, high = SUPPORT_FACTOR_RANGE
+    return check_real(value, name, low=low, high=high)
 
 
 def grid(rule: str, risk: float) -> np.ndarray:
@@ -313,7 +324,7 @@ class TrustCalibration:
         factor: float = SUPPORT_FACTOR,
     ) -> TrustCalibration:
         check_choice(rule, "trust rule", RULES)
-        factor = check_real(factor, "support factor", low=1.0, high=10.0)
+        factor = check_support_factor(factor, "support factor")
         risk = check_real(risk, "risk", low=0.0, high=1.0, low_open=True, high_open=True)
         delta = check_real(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
         c = np.asarray(competence_scores, dtype=np.float64)

@@ -32,7 +32,7 @@ from novelty.flywheel.labels.labelimport import read_labels_csv, resolve_csv_pat
 from novelty.flywheel.retrain import retrain, save_retrained
 from novelty.index import INDEX_KINDS
 from novelty.scorers import REGISTRY
-from novelty.trust import SUPPORT_FACTOR
+from novelty.trust import SUPPORT_FACTOR, SUPPORT_FACTOR_RANGE
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
@@ -140,7 +140,7 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     )
     f.add_argument(
         "--trust-support",
-        type=real_arg(1.0, 10.0),
+        type=real_arg(*SUPPORT_FACTOR_RANGE),
         default=SUPPORT_FACTOR,
         metavar="FACTOR",
         help="how far a labelled training image vouches for the head, in units of its own scale "

@@ -167,9 +167,8 @@ def detector_params(detector: NoveltyDetector) -> dict[str, Any]:
         params["layers"] = list(emb.layers)
     if head is not None and detector.trust != LEGACY_RULE:  # absent for detectors of the legacy rule
         params["trust"] = {"rule": detector.trust, "risk": detector.risk, "delta": detector.trust_delta}
-        if (
-            detector.trust_support != SUPPORT_FACTOR
-        ):  # absent for the default support, as before it was a choice
+        # absent for the default support, as in records made before it was a choice
+        if detector.trust_support != SUPPORT_FACTOR:
             params["trust"]["support"] = detector.trust_support
     return json.loads(canonical_json(params))  # plain JSON: lists for tuples, checked serialisable
 
