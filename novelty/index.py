@@ -174,7 +174,8 @@ class EmbeddingIndex:
     # --- building ---------------------------------------------------------------------------------------
     def _plan(self, n: int, d: int) -> IndexPlan:
         if self.kind == "custom":
-            assert self.factory is not None
+            if self.factory is None:
+                raise InvalidInputError("a custom index needs a FAISS factory string")
             return IndexPlan(
                 "custom",
                 self.factory,
@@ -237,7 +238,8 @@ class EmbeddingIndex:
         return self
 
     def _train(self, sample: np.ndarray) -> None:
-        assert self._index is not None and self.plan_ is not None
+        if self._index is None or self.plan_ is None:
+            raise NotFittedError("the index is not built: add vectors first")
         if self._index.is_trained:
             return
         if self.plan_.factory.startswith("OPQ") and sample.shape[0] < OPQ_MIN_TRAIN:
@@ -254,7 +256,8 @@ class EmbeddingIndex:
             ) from e
 
     def _add_prepared(self, x: np.ndarray) -> None:
-        assert self._index is not None
+        if self._index is None:
+            raise NotFittedError("the index is not built: add vectors first")
         try:
             self._index.add(x)
         except RuntimeError as e:
@@ -308,7 +311,8 @@ class EmbeddingIndex:
         self = cls(metric=metric, kind=kind, **options)
         plan = self._plan(n, d)
         self._create(plan, d)
-        assert self._index is not None
+        if self._index is None:
+            raise NotFittedError("the index could not be created")
         if not self._index.is_trained:
             ivf = faiss.try_extract_index_ivf(self._index)
             want = train_size or max(64 * (ivf.nlist if ivf is not None else 1), 50_000)
@@ -431,7 +435,8 @@ class EmbeddingIndex:
         return D, ids
 
     def _search_direct(self, qc: np.ndarray, k: int, own: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        assert self._index is not None
+        if self._index is None:
+            raise NotFittedError("the index is not built: add vectors first")
         kk = k + (1 if own is not None else 0)
         raw, I = self._index.search(qc, kk)
         if own is not None:
@@ -453,7 +458,8 @@ class EmbeddingIndex:
     def _search_refined(
         self, qc: np.ndarray, k: int, own: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        assert self._index is not None and self._store is not None and self.plan_ is not None
+        if self._index is None or self._store is None or self.plan_ is None:
+            raise NotFittedError("the index is not built: add vectors first")
         kk = k + (1 if own is not None else 0)
         cand = min(self.ntotal, kk * max(1, self.plan_.refine))
         _, I = self._index.search(qc, cand)

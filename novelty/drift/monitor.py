@@ -152,7 +152,8 @@ def split_windows(n: int, spec: WindowSpec, times: np.ndarray | None = None) -> 
                 f"{int((~np.isfinite(t)).sum())} image(s) have no timestamp; a time window ({spec.text}) needs one "
                 "for every image (score with --embeddings, or give --timestamps), or use a count window"
             )
-        assert spec.seconds is not None
+        if spec.seconds is None:
+            raise InvalidInputError(f"time window {spec.text!r} has no length; make it with parse_window")
         step = spec.seconds
         unit = 86400.0 if step >= 86400.0 else (3600.0 if step >= 3600.0 else 60.0)
         origin = math.floor(float(t.min()) / unit) * unit
@@ -164,7 +165,8 @@ def split_windows(n: int, spec: WindowSpec, times: np.ndarray | None = None) -> 
             start = origin + w * step
             out.append(Window(_iso(start) or str(w), idx, start, start + step))
         return out
-    assert spec.size is not None
+    if spec.size is None:
+        raise InvalidInputError(f"count window {spec.text!r} has no size; make it with parse_window")
     order = np.arange(n) if t is None or not np.isfinite(t).all() else np.argsort(t, kind="stable")
     out = []
     for j, s in enumerate(range(0, n, spec.size)):
