@@ -100,10 +100,10 @@ test: lint typecheck unit
 test-fast: $(STAMP)
 	env $(VIDEOENV) $(BIN)/pytest -q -m "not slow"
 
-# the wheel holds the library and training, never the benchmark harness or the tests
+# the wheel holds the library with training inside it (novelty.training), never the benchmark harness or the tests
 wheel-check: $(STAMP)
 	rm -rf .cache/wheel && $(BIN)/pip wheel -q --no-deps --no-build-isolation -w .cache/wheel .
-	$(BIN)/python -c "import sys, zipfile, glob; names = zipfile.ZipFile(glob.glob('.cache/wheel/novelty-*.whl')[0]).namelist(); bad = [n for n in names if n.startswith(('benchmarks/', 'tests/', 'notebooks/'))]; print(len(names), 'files in the wheel;', 'harness:', bad or 'none'); sys.exit(1 if bad else 0)"
+	$(BIN)/python -c "import sys, zipfile, glob; names = zipfile.ZipFile(glob.glob('.cache/wheel/novelty-*.whl')[0]).namelist(); bad = sorted({n.split('/')[0] for n in names} - {'novelty'} - {n.split('/')[0] for n in names if '.dist-info/' in n}); print(len(names), 'files in the wheel; top-level names besides novelty:', bad or 'none'); sys.exit(1 if bad else 0)"
 
 # --- benchmarks ---------------------------------------------------------------------------------------
 bench: $(STAMP)
@@ -118,7 +118,7 @@ bench-data: $(STAMP)
 
 # regenerate the shipped windshield detector and its model card numbers
 checkpoints: $(STAMP)
-	$(BIN)/python -m training.windshield --out checkpoints/windshield
+	$(BIN)/python -m novelty.training.windshield --out checkpoints/windshield
 
 clean:
 	rm -rf $(VENV) .venv-ls .venv-anomalib out .cache .pytest_cache .ruff_cache .mypy_cache

@@ -26,7 +26,7 @@ import novelty
 from novelty.datasets import textile_splits
 from novelty.datasets.windshield import windshield_scenario
 from novelty.metrics import auroc
-from training.windshield import embed_scenario, evaluate, fit_detector
+from novelty.training.windshield import embed_scenario, evaluate, fit_detector
 
 SCORERS = ("knn", "autoencoder", "combined")
 

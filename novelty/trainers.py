@@ -1,7 +1,7 @@
 """The one place where the inference library reaches the training layer.
 
-``training/`` (a package of its own, beside ``novelty/``) holds the PyTorch Lightning systems and data
-modules that fit the plain modules of :mod:`novelty.models`. Fitting a scorer or a head calls
+``training/`` (a folder of its own beside ``novelty/``, installed as ``novelty.training``) holds the PyTorch
+Lightning systems and data modules that fit the plain modules of :mod:`novelty.models`. Fitting a scorer or a head calls
 :func:`training_api`, which imports it only then: scoring and loading never import Lightning, and an
 install without the ``train`` extra gets a message that says what to install.
 """
@@ -21,9 +21,9 @@ class TrainingNotInstalledError(NoveltyError, ImportError):
 
 
 def training_api(what: str) -> ModuleType:
-    """The ``training`` package, imported on first use; ``what`` names the caller for the error message."""
+    """The ``novelty.training`` package, imported on first use; ``what`` names the caller for the error message."""
     try:
-        return importlib.import_module("training")
+        return importlib.import_module("novelty.training")
     except ImportError as e:
         raise TrainingNotInstalledError(
             f"training {what} needs PyTorch Lightning ({e}); install it: pip install 'novelty[train]'"

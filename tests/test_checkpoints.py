@@ -24,7 +24,7 @@ def card() -> dict:
 
 @pytest.fixture(scope="module")
 def reproduced(card):
-    from training.windshield import Embedded, evaluate
+    from novelty.training.windshield import Embedded, evaluate
 
     det = novelty.load(ROOT / "windshield")
     sc = windshield_scenario(seed=card["seed"])

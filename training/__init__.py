@@ -3,6 +3,6 @@
 Imported only when something is trained; inference (``import novelty``, ``novelty.load``) never needs it.
 """
 
-from training.fit import TrainConfig, TrainResult, train_autoencoder, train_classifier
+from .fit import TrainConfig, TrainResult, train_autoencoder, train_classifier
 
 __all__ = ["TrainConfig", "TrainResult", "train_autoencoder", "train_classifier"]

@@ -22,8 +22,9 @@ from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import CSVLogger
 
 from novelty.models import ClassifierHead, EmbeddingAutoencoder
-from training.data import EmbeddingDataModule
-from training.systems import AutoencoderSystem, ClassifierSystem
+
+from .data import EmbeddingDataModule
+from .systems import AutoencoderSystem, ClassifierSystem
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The windshield story end to end: fit the detector (kNN + autoencoder + condition head) on clean daytime
 frames, then measure what happens on held-out clean frames and on the never-seen production conditions.
 
-    python -m training.windshield --out checkpoints/windshield     # regenerates the shipped detector + metrics
+    python -m novelty.training.windshield --out checkpoints/windshield     # regenerates the shipped detector + metrics
 
 The same functions drive ``novelty demo windshield``.
 """

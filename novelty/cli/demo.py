@@ -100,7 +100,7 @@ def textile_main(out: str | None = "out/textile.json", save_dir: str | None = No
 
 def windshield_main(out: str | None = "out/windshield.json", save_dir: str | None = None) -> int:
     try:
-        from training.windshield import format_story, run
+        from novelty.training.windshield import format_story, run  # lazy: Lightning, the train extra
     except ImportError as e:
         raise NoveltyError(
             f"the windshield demo trains a head and an autoencoder: pip install 'novelty[train,windshield]' ({e})"
