@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from novelty import identity
 from novelty.errors import ArtifactChangedError, ArtifactError, ArtifactIntegrityError, ArtifactVersionError
 from novelty.fileio import TMP_PREFIX, fsync_dir, read_regular_file, sha256_bytes, temp_sibling
 from novelty.manifest import ManifestReader, json_type
@@ -264,7 +265,7 @@ def _read(d: _Directory) -> Artifact:
         d, MANIFEST_HASH, missing=f"{MANIFEST_HASH} is missing; the artifact is incomplete"
     )
     recorded = recorded_raw.decode("utf-8", errors="replace").split()[:1]
-    artifact_id = sha256_bytes(data)
+    artifact_id = identity.artifact_id(data)
     if recorded != [artifact_id]:
         raise ArtifactIntegrityError(
             f"{mpath}: sha256 {artifact_id[:16]}… does not match {MANIFEST_HASH}; the manifest was modified"
@@ -423,7 +424,7 @@ def write_artifact(
         data = _json.dumps(full, indent=2, allow_nan=False).encode()
     except (TypeError, ValueError) as e:
         raise ArtifactError(f"cannot save {target}: the manifest is not plain JSON ({e})") from e
-    artifact_id = sha256_bytes(data)
+    artifact_id = identity.artifact_id(data)
     tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -322,12 +322,12 @@ def test_a_close_runtime_warns_and_the_manifest_records_torch(photos, tmp_path):
 
 def test_a_resumed_scoring_run_tells_runtimes_apart():
     """``novelty score`` resumes only the same run: the fitted fingerprint names a non-default runtime."""
-    from novelty.batch.engine import _fitted_fingerprint
+    from novelty.identity import fitted_fingerprint
 
     x = np.random.default_rng(0).standard_normal((60, 1280)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     fps = {}
     for name in ("torch", "openvino"):
         det = novelty.NoveltyDetector(runtime=name, device="cpu").fit_embeddings(x)
-        fps[name] = _fitted_fingerprint(det)
+        fps[name] = fitted_fingerprint(det)
     assert fps["torch"] != fps["openvino"]

@@ -39,6 +39,7 @@ from novelty.batch.sources import expand_inputs
 from novelty.batch.timestamps import image_timestamp
 from novelty.detector import BatchVerdicts, NoveltyDetector
 from novelty.errors import InvalidInputError
+from novelty.identity import detector_id
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ __all__ = [
     "results_schema",
     "score_inputs",
 ]
-
-UNSAVED_PREFIX = "unsaved-"
 
 
 @dataclass
@@ -82,46 +81,6 @@ def results_schema(
         embeddings=embeddings,
         maps=maps,
     )
-
-
-def _hash_arrays(h: Any, arrays: Mapping[str, np.ndarray]) -> None:
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-
-
-def _fitted_fingerprint(detector: NoveltyDetector) -> str:
-    """sha256 of everything a fitted detector scores with: backbone weights, parameters, index vectors,
-    scorer and calibration states, head, training ids. Stable across processes for the same fitted state."""
-    h = hashlib.sha256()
-    params = {
-        "backbone": detector.backbone,
-        "weights_fingerprint": detector.embedder.fingerprint,
-        "n_neighbors": detector.n_neighbors,
-        "draft": detector.draft,
-        # another runtime makes other embeddings: a resume must not mix them (torch: the key as before)
-        **({"runtime": detector.runtime} if detector.runtime != "torch" else {}),
-        "scorers": [[s.name, s.get_params()] for s in detector.scorers_],
-        "train_ids": list(detector.train_ids_),
-    }
-    h.update(json.dumps(params, sort_keys=True, default=str).encode())
-    _hash_arrays(h, {"index": detector.index_.vectors()})
-    for s in detector.scorers_:
-        _hash_arrays(h, {f"{s.name}.{k}": v for k, v in s.state_arrays().items()})
-    _hash_arrays(h, detector.calibrator_.state_arrays())
-    if detector.head_ is not None:
-        h.update(json.dumps(detector.head_.state_meta(), sort_keys=True, default=str).encode())
-        _hash_arrays(h, {f"head.{k}": v for k, v in detector.head_.state_arrays().items()})
-    return h.hexdigest()
-
-
-def detector_id(detector: NoveltyDetector) -> str:
-    """The identity written with the results: the artifact id of a saved or loaded detector, else
-    ``unsaved-`` and a fingerprint of its fitted state (a report can then not be checked against a saved
-    detector: save it before scoring to get reports with calibration)."""
-    aid = getattr(detector, "artifact_id_", None)
-    return str(aid) if aid else UNSAVED_PREFIX + _fitted_fingerprint(detector)
 
 
 def result_rows(

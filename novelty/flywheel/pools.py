@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from novelty import identity
 from novelty.errors import InvalidInputError
 from novelty.flywheel.candidates import (
     Candidate,
@@ -272,8 +273,6 @@ def score_pool(
 ) -> Pool:
     """A :class:`Pool` of embeddings made by ``detector``'s backbone, scored by ``detector`` (with the head's
     answers and the trust decision when it has them)."""
-    from novelty.batch.engine import detector_id  # lazy: pulls in torch
-
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:
         raise PoolError(f"no candidate to score (embeddings of shape {x.shape})")
@@ -295,7 +294,7 @@ def score_pool(
         is_novel=v.is_novel,
         timestamps=list(timestamps) if timestamps is not None else [None] * x.shape[0],
         alpha=float(detector.alpha),
-        detector_id=detector_id(detector),
+        detector_id=identity.detector_id(detector),
         train_distance=np.asarray(d[:, 0], dtype=np.float64) ** 2 / 2.0,  # ‖a − b‖² / 2 = 1 − cos
         predictions=v.predictions,
         probabilities=v.probabilities,
@@ -326,12 +325,10 @@ def build_pool(
     ``embedding_cache``: a folder of embeddings by image sha256 (a dataset's ``embeddings_dir``, shared with
     :func:`~novelty.flywheel.dataset.embed_entries`): a candidate embedded before by the same backbone is not
     embedded again, and new embeddings are added, so a pool that grows week by week costs only its new images."""
-    from novelty.batch.engine import detector_id  # lazy: pulls in torch
-
     srcs = [os.fspath(s) for s in sources]
     if not srcs and flags is None:
         raise InvalidInputError("no source of candidates: give results files, image folders or a flag store")
-    det_id = detector_id(detector)
+    det_id = identity.detector_id(detector)
     found: list[Candidate] = []
     skipped: list[tuple[str, str]] = []
     for s in srcs:

@@ -6,13 +6,9 @@
     det, rec = load_champion("REGISTRY/champion")   # the detector and its record (None when absent)
 
 A retrained detector must have *exactly* its champion's parameters — only the data may change — and
-:func:`config_hash` is the proof. It covers the backbone and the identity of its weights (their fingerprint,
-not where the file lies), JPEG draft decoding, every scorer with its parameters, the head's parameters (or
-``None`` for a detector without a head), ``alpha``, ``calibration_fraction``, ``n_neighbors`` and the kind
-of FAISS index. **It leaves out the random seeds** (the detector's ``seed`` and any ``seed`` of a scorer or
-of the head): a seed is the noise a comparison has to see through, not a hyper-parameter, so retraining
-with another seed keeps the hash (the ceteris-paribus check of :mod:`novelty.flywheel.comparison.compare` does exactly
-that). The seeds are still recorded in ``params``.
+:func:`~novelty.identity.config_hash` is the proof (:mod:`novelty.identity` says what it covers). It leaves out
+the random seeds, so retraining with another seed keeps the hash (the ceteris-paribus check of
+:mod:`novelty.flywheel.comparison.compare` does exactly that); the seeds are still recorded in ``params``.
 
 Layout: a retrained detector is saved as ``DIR/detector/`` (the verified artifact, which must hold nothing
 else) and ``DIR/record.json`` — the layout of a registry version. :func:`locate` accepts ``DIR``, the
@@ -28,8 +24,6 @@ artifact's manifest, and they equal :func:`detector_params` of the loaded detect
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import logging
 import math
@@ -41,8 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 from novelty.artifact import read_artifact
 from novelty.embedding_layers import DEFAULT_LAYERS
-from novelty.errors import ArtifactError, InvalidInputError, NoveltyError
+from novelty.errors import ArtifactError, NoveltyError
 from novelty.fileio import atomic_write_text, read_regular_file
+from novelty.identity import (
+    canonical_json,
+    config_hash,
+    detector_params,
+    hashed_params,
+    param_diff,
+    with_seed,
+)
 from novelty.trust import LEGACY_RULE, SUPPORT_FACTOR
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ __all__ = [
     "hashed_params",
     "load_champion",
     "locate",
+    "param_diff",
     "params_from_artifact",
     "with_seed",
 ]
@@ -97,80 +100,6 @@ class TrainingRecordError(NoveltyError, ValueError):
 
 class ConfigMismatchError(NoveltyError, ValueError):
     """Two detectors (or a detector and its record) were trained with different parameters."""
-
-
-# --- parameters -------------------------------------------------------------------------------------
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no whitespace (NaN and infinity refused): the text that is hashed."""
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise InvalidInputError(f"parameters are not plain JSON: {e}") from e
-
-
-def hashed_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` without the random seeds (the detector's, each scorer's, the head's): what is hashed."""
-    out = {k: copy.deepcopy(v) for k, v in params.items() if k != "seed"}
-    for s in out.get("scorers") or []:
-        if isinstance(s, dict) and isinstance(s.get("params"), dict):
-            s["params"].pop("seed", None)
-    if isinstance(out.get("head"), dict):
-        out["head"].pop("seed", None)
-    return out
-
-
-def config_hash(params: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of :func:`hashed_params` (every parameter but the seeds)."""
-    return hashlib.sha256(canonical_json(hashed_params(params)).encode("utf-8")).hexdigest()
-
-
-def with_seed(params: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """``params`` with every seed (the detector's, each scorer's that has one, the head's) set to ``seed``."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
-    out = copy.deepcopy(dict(params))
-    out["seed"] = seed
-    for s in out.get("scorers") or []:
-        if "seed" in s.get("params", {}):
-            s["params"]["seed"] = seed
-    if isinstance(out.get("head"), dict) and "seed" in out["head"]:
-        out["head"]["seed"] = seed
-    return out
-
-
-def detector_params(detector: NoveltyDetector) -> dict[str, Any]:
-    """The constructor parameters that define ``detector``'s training, as plain JSON.
-
-    A fitted detector answers with its fitted parts (a detector fitted without labels has ``head: None``);
-    an unfitted one with the parts it would build. Runtime settings (device, batch size, workers, weights
-    location) are not part of it: they do not change what is learnt.
-    """
-    emb = detector.embedder
-    if detector.is_fitted:
-        scorers, head, index = detector.scorers_, detector.head_, detector.index_
-    else:
-        parts = detector._parts()
-        scorers, head, index = parts.scorers, parts.head, parts.index
-    params: dict[str, Any] = {
-        "backbone": emb.backbone_name,
-        "weights_fingerprint": emb.fingerprint,
-        "draft": bool(emb.draft),
-        "scorers": [{"name": s.name, "params": s.get_params()} for s in scorers],
-        "head": None if head is None else head.get_params(),
-        "alpha": float(detector.alpha),
-        "calibration_fraction": float(detector.calibration_fraction),
-        "n_neighbors": int(detector.n_neighbors),
-        "seed": int(detector.seed),
-        "index": index.get_params(),
-    }
-    if emb.layers != DEFAULT_LAYERS:  # absent for the default layers, as in records made before them
-        params["layers"] = list(emb.layers)
-    if head is not None and detector.trust != LEGACY_RULE:  # absent for detectors of the legacy rule
-        params["trust"] = {"rule": detector.trust, "risk": detector.risk, "delta": detector.trust_delta}
-        # absent for the default support, as in records made before it was a choice
-        if detector.trust_support != SUPPORT_FACTOR:
-            params["trust"]["support"] = detector.trust_support
-    return json.loads(canonical_json(params))  # plain JSON: lists for tuples, checked serialisable
 
 
 def params_from_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
@@ -300,24 +229,9 @@ def build_detector(
     )
     got = detector_params(det)
     if canonical_json(got) != canonical_json(p):
-        diff = _param_diff(p, got)
+        diff = param_diff(p, got, seeds=True)
         raise ConfigMismatchError(f"the detector built differs from the recorded parameters: {diff}")
     return det
-
-
-def _param_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
-    keys = sorted(set(a) | set(b))
-    diffs = [
-        f"{k}: {a.get(k)!r} → {b.get(k)!r}"
-        for k in keys
-        if canonical_json(a.get(k)) != canonical_json(b.get(k))
-    ]
-    return "; ".join(diffs) or "(none)"
-
-
-def param_diff(a: Mapping[str, Any], b: Mapping[str, Any], *, seeds: bool = False) -> str:
-    """Which parameters differ between ``a`` and ``b`` (``"k: a → b; …"``); the seeds only if ``seeds``."""
-    return _param_diff(a, b) if seeds else _param_diff(hashed_params(a), hashed_params(b))
 
 
 # --- the record -------------------------------------------------------------------------------------
@@ -503,7 +417,7 @@ def load_champion(
         if canonical_json(rec.params) != canonical_json(params):
             raise TrainingRecordError(
                 f"{where.record_path}: the record's parameters differ from the detector's "
-                f"({_param_diff(rec.params, params)})"
+                f"({param_diff(rec.params, params, seeds=True)})"
             )
     return det, rec
 

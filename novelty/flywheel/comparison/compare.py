@@ -74,6 +74,7 @@ from novelty.flywheel.comparison.result import (
     render_report,
 )
 from novelty.flywheel.dataset import Dataset, DatasetError, embed_entries, embedder_key
+from novelty.identity import config_hash, detector_params, param_diff
 from novelty.params import check_real
 
 if TYPE_CHECKING:
@@ -164,8 +165,6 @@ def compare_embeddings(
 
 
 def _model_info(det: NoveltyDetector, out: ModelOutputs, path: str | None = None) -> dict[str, Any]:
-    from novelty.flywheel.record import config_hash, detector_params  # lazy: pulls in torch
-
     return {
         "path": path,
         "artifact_id": det.artifact_id_,
@@ -180,8 +179,6 @@ def _model_info(det: NoveltyDetector, out: ModelOutputs, path: str | None = None
 
 
 def _config_check(champion: NoveltyDetector, challenger: NoveltyDetector, allow: bool) -> Check:
-    from novelty.flywheel.record import config_hash, detector_params, param_diff  # lazy: pulls in torch
-
     p1, p2 = detector_params(champion), detector_params(challenger)
     h1, h2 = config_hash(p1), config_hash(p2)
     if h1 == h2:
