@@ -500,10 +500,12 @@ def test_pool_errors_name_the_source(textile_detector, tmp_path, textile_paths):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--budget", "0"], "must be a positive number"),
+        (["--budget", "0"], "argument --budget: must be an integer ≥ 1, got 0"),
+        (["--budget", "5", "--seed", "-1"], "argument --seed: must be an integer ≥ 0, got -1"),
+        (["--budget", "5", "--oversample", "nan"], "argument --oversample: must lie in [1, inf), got nan"),
         (["--budget", "5", "--strategy", "coreset"], "invalid choice"),
         (["--budget", "five"], "not an integer"),
-        (["--budget", "5", "--radius", "-1"], "must be in"),
+        (["--budget", "5", "--radius", "-1"], "argument --radius: must lie in [0, 2], got -1"),
         (["--budget", "5", "--weights", "novel=1"], "give weights as"),
         (["--budget", "5"], "the following arguments are required: --strategy"),
     ],

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from novelty.cli.common import EXIT_OK, EXIT_PARTIAL, UsageError
+from novelty.cli.common import EXIT_OK, EXIT_PARTIAL, UsageError, int_arg, real_arg
 from novelty.clock import parse_time
 from novelty.detector import NoveltyDetector
 from novelty.errors import InvalidInputError
@@ -41,41 +41,6 @@ def images_folder(out: Path) -> Path:
     selection file ``out`` (a folder named after it, so it is never a folder of the user's)."""
     out = out.resolve()
     return out.parent / f"{out.stem}.images"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive number of images, got {value}")
-    return value
-
-
-def _positive_int_or_zero(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
-    return value
-
-
-def _number(low: float, high: float | None = None) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value >= low or (high is not None and value > high):
-            where = f"≥ {low:g}" if high is None else f"in [{low:g}, {high:g}]"
-            raise argparse.ArgumentTypeError(f"must be {where}, got {text}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
 
 
 def _weights(text: str) -> dict[str, float]:
@@ -116,9 +81,7 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         metavar="SOURCE",
         help="results files of `novelty score` (.parquet/.csv/.jsonl), folders, globs, path lists, archives",
     )
-    s.add_argument(
-        "--budget", type=_positive_int, required=True, metavar="N", help="how many images to label"
-    )
+    s.add_argument("--budget", type=int_arg(1), required=True, metavar="N", help="how many images to label")
     s.add_argument(
         "--strategy",
         choices=STRATEGIES,
@@ -126,10 +89,10 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         help="random; novelty (lowest p-value first); uncertainty (the head's); diversity (k-center from the "
         "training data's coverage); hybrid (novel and uncertain by --weights, then diversified)",
     )
-    s.add_argument("--seed", type=_positive_int_or_zero, default=0, help="random seed (default: 0)")
+    s.add_argument("--seed", type=int_arg(0), default=0, help="random seed (default: 0)")
     s.add_argument(
         "--radius",
-        type=_number(0.0, 2.0),
+        type=real_arg(0.0, 2.0),
         default=None,
         help="diversity and hybrid: skip candidates within this cosine distance of a chosen image "
         f"(near-duplicates; default {DEFAULT_RADIUS:g})",
@@ -144,7 +107,7 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     )
     s.add_argument(
         "--oversample",
-        type=_number(1.0),
+        type=real_arg(1.0),
         default=None,
         help=f"hybrid: k-center chooses among the top OVERSAMPLE × budget candidates (default {DEFAULT_OVERSAMPLE:g})",
     )
@@ -177,9 +140,7 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         help="where images without a file of their own (flags, archive members) are written (default: the "
         "selection's own folder, <out stem>.images/ beside --out)",
     )
-    s.add_argument(
-        "--show", type=_positive_int_or_zero, default=20, help="rows of the table printed (default 20)"
-    )
+    s.add_argument("--show", type=int_arg(0), default=20, help="rows of the table printed (default 20)")
 
 
 def run(args: argparse.Namespace) -> int:
