@@ -36,7 +36,9 @@ def fmt(x: float, signed: bool = False) -> str:
 @functools.cache
 def _template() -> Any:
     """The report template, escaped as the batch report's (:func:`novelty.batch.report.template_environment`)."""
-    return template_environment("novelty.flywheel.comparison").get_template("compare.html.j2")
+    return template_environment("novelty.flywheel.comparison", "novelty.batch").get_template(
+        "compare.html.j2"
+    )
 
 
 def render_report(c: Comparison) -> str:
@@ -139,29 +141,28 @@ _TITLES = {
 _BETTER = {"accuracy": 1, "ece": -1, "coverage": 1, "selective_risk": -1, "auroc": 1, "false_alarm_rate": -1}
 
 
-def _ci_bar(d: MetricDiff, span: float, *, better: int, width: int = 160, height: int = 18) -> Any:
-    """An inline SVG: the interval of the difference as a bar around 0, the point estimate as a tick;
-    green when the whole interval is on the better side of 0, red when on the worse side, grey otherwise."""
-    from markupsafe import Markup
-
+def _ci_bar(
+    d: MetricDiff, span: float, *, better: int, width: int = 160, height: int = 18
+) -> dict[str, Any] | None:
+    """Where the interval bar of a difference lies (drawn by the ``ci_bar`` macro of ``macros.html.j2``):
+    centred on zero, ``span`` (the largest |bound| of the column) at the edges; green when the interval is on
+    the better side of zero, red on the worse, grey across it. ``None`` for an interval that is not finite."""
     if not (math.isfinite(d.ci_low) and math.isfinite(d.ci_high)):
-        return ""
-    s = span if span > 0 else 1.0
-    s *= 1.1
+        return None
+    s = (span if span > 0 else 1.0) * 1.1
 
     def x(v: float) -> float:
         return width / 2 + (v / s) * (width / 2 - 4)
 
-    lo, hi, mid = x(d.ci_low), x(d.ci_high), x(d.diff)
+    lo, hi = x(d.ci_low), x(d.ci_high)
     good = d.ci_low > 0 if better > 0 else d.ci_high < 0
     bad = d.ci_high < 0 if better > 0 else d.ci_low > 0
-    color = "#2e7d32" if good else "#c62828" if bad else "#757575"
-    title = f"{d.diff:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]"
-    return Markup(
-        f'<svg class="ci" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
-        f"<title>{title}</title>"
-        f'<line x1="{width / 2:.1f}" y1="1" x2="{width / 2:.1f}" y2="{height - 1}" stroke="#999" stroke-dasharray="2,2"/>'
-        f'<rect x="{lo:.1f}" y="{height / 2 - 3:.1f}" width="{max(hi - lo, 1.0):.1f}" height="6" fill="{color}" opacity="0.55"/>'
-        f'<line x1="{mid:.1f}" y1="2" x2="{mid:.1f}" y2="{height - 2}" stroke="{color}" stroke-width="2"/>'
-        "</svg>"
-    )
+    return {
+        "width": width,
+        "height": height,
+        "lo": lo,
+        "span": max(hi - lo, 1.0),
+        "mid": x(d.diff),
+        "colour": "#2e7d32" if good else "#c62828" if bad else "#757575",
+        "title": f"{d.diff:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]",
+    }
