@@ -131,12 +131,12 @@ postgres:
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	else echo "note: the PostgreSQL flag-store tests skip without Debian's postgresql; as root: apt-get install -y postgresql"; fi
 
-# the service's OpenAPI spec, committed and checked by tests/test_serve_app.py
+# the service's OpenAPI spec, committed and checked by tests/serve/test_serve_app.py
 openapi: $(STAMP)
 	$(BIN)/python -m novelty.serve.openapi docs/openapi.json
 
 # Label Studio (the labelling tool of the flywheel's export/import) in its own venv .venv-ls: it pins its own
-# Django and friends, so it never shares the library's environment. tests/test_label_studio.py starts a throwaway
+# Django and friends, so it never shares the library's environment. tests/flywheel/test_label_studio.py starts a throwaway
 # server from it (tests/label_studio_server.py) and skips only when .venv-ls is absent.
 label-studio:
 	@if [ -x .venv-ls/bin/label-studio ]; then :; \

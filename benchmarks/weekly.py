@@ -1,7 +1,7 @@
 """The flywheel as a weekly routine, unattended, as cron would run it: two turns a week for four weeks.
 
     .venv/bin/python -m benchmarks.weekly            # → benchmarks/results/weekly.json and weekly.md
-    .venv/bin/python -m benchmarks.weekly --small    # reduced size (tests/test_weekly_routine.py)
+    .venv/bin/python -m benchmarks.weekly --small    # reduced size (tests/flywheel/test_weekly_routine.py)
 
 The windshield scenario (:mod:`novelty.datasets.windshield`): street video frames cut into 25-frame blocks dealt
 to train / calibration / test parts, half the frames of every block wet (water drops), the rest dry.

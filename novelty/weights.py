@@ -70,7 +70,7 @@ class OfflineWeights:
         return path
 
 
-# An explicit registry: name -> where its weights come from. Checked by tests/test_weights.py.
+# An explicit registry: name -> where its weights come from. Checked by tests/core/test_weights.py.
 REGISTRY: dict[str, OfflineWeights] = {
     "tf_efficientnet_lite0": OfflineWeights(
         timm_name="tf_efficientnet_lite0",

@@ -1,4 +1,4 @@
-"""Helpers of tests/test_retrain.py and tests/test_compare.py: labelled datasets of real image files whose
+"""Helpers of tests/flywheel/test_retrain.py and tests/flywheel/test_compare.py: labelled datasets of real image files whose
 embeddings are either made by the backbone (real data) or placed in the dataset's own embedding cache
 (synthetic vectors for the fast tier: the retrain and compare code then runs unchanged, without a backbone
 pass, because :func:`novelty.flywheel.dataset.embed_entries` finds every image in the cache)."""

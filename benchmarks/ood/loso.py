@@ -249,7 +249,7 @@ def make_split(sc: Scenario, feats: Features, layer: str) -> Split:
 def fast_single_scores(split: Split, sets: Sequence[np.ndarray]) -> dict[ScorerSpec, list[np.ndarray]]:
     """Scores of every single method on each array of ``sets``, computed with one neighbour search per class
     and one eigendecomposition per covariance instead of one per parameter value. Equal to fitting each
-    registered scorer (tests/test_loso.py checks it against the scorer classes)."""
+    registered scorer (tests/project/test_loso.py checks it against the scorer classes)."""
     from novelty.index import EmbeddingIndex
     from novelty.scorers import create_scorer
     from novelty.scorers.mahalanobis import class_codes

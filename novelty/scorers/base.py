@@ -15,7 +15,7 @@ __all__ = ["Scorer"]
 class Scorer(ABC):
     """Scores embeddings by how far they lie from the fitted (training) distribution.
 
-    Contract, checked for every registered scorer by ``tests/test_scorers.py``:
+    Contract, checked for every registered scorer by ``tests/core/test_scorers.py``:
     - ``__init__`` checks and stores parameters (a bad value raises ``InvalidInputError`` there);
       ``fit(embeddings, labels=None)`` learns state and returns ``self``;
     - ``score(embeddings)`` returns a float64 array of shape ``(n,)``; **higher means more novel**;

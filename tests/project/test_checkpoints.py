@@ -11,7 +11,7 @@ import pytest
 import novelty
 from novelty.datasets.windshield import windshield_scenario
 
-ROOT = Path(__file__).resolve().parents[1] / "checkpoints"
+ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 pytestmark = pytest.mark.slow  # reproduces the shipped detector: embeds the windshield scenario

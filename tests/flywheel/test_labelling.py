@@ -1,6 +1,6 @@
 """Export of a selection to Label Studio / CVAT / CSV, import of finished labels (all or nothing), assisted
 labelling and its measurement, and the CLI verbs. Real image files (textile) are hashed; the Label Studio
-exports here are written the way the real server writes them (see tests/test_label_studio.py for the server)."""
+exports here are written the way the real server writes them (see tests/flywheel/test_label_studio.py for the server)."""
 
 from __future__ import annotations
 

@@ -192,7 +192,7 @@ def test_an_image_part_without_a_filename_is_an_image(client, jpegs):
     assert r.json()["image"]["sha256"] == raw["image"]["sha256"]
 
 
-# --- 14: what schemathesis found (the bounded run itself is tests/test_schemathesis.py, slow) --------------
+# --- 14: what schemathesis found (the bounded run itself is tests/serve/test_schemathesis.py, slow) --------------
 def test_405_names_the_allowed_methods(client):
     for method, path, allowed in (
         ("GET", "/v1/score", "POST"),

@@ -1,6 +1,6 @@
 """Label Studio's API client without a Label Studio server: command-line checks, an unreachable URL, the key's
 sources, answers a stub server gives (403, a redirect, an HTML error page), storage folders, task states and the
-flywheel's [label_studio] section. The real server's tests: tests/test_label_studio.py."""
+flywheel's [label_studio] section. The real server's tests: tests/flywheel/test_label_studio.py."""
 
 from __future__ import annotations
 

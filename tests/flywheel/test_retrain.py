@@ -2,7 +2,7 @@
 
 Fast tier: datasets of real image files whose embeddings sit in the dataset's cache (synthetic vectors), so
 retrain runs unchanged without a backbone pass; the detectors are kNN + a head trained for a few epochs.
-The retrain on real frames (the windshield scenario) is in tests/test_compare.py.
+The retrain on real frames (the windshield scenario) is in tests/flywheel/test_compare.py.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def test_build_detector_is_the_inverse_of_detector_params(embedder):
 
 def test_params_from_artifact_equal_the_loaded_detectors(tmp_path, embedder):
     # the shipped windshield detector: kNN + autoencoder + head, saved before the draft field existed
-    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "windshield"
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "windshield"
     params, artifact_id = params_from_artifact(shipped)
     det = novelty.load(shipped, embedder=embedder)
     assert params == detector_params(det) and artifact_id == det.artifact_id_

@@ -103,7 +103,7 @@ APP = create_app(
         warmup=False,
     )
 )
-# the committed spec (tests/test_serve_app.py checks that it is the one the app serves)
+# the committed spec (tests/serve/test_serve_app.py checks that it is the one the app serves)
 schema = schemathesis.openapi.from_dict(
     json.loads((REPO / "docs" / "openapi.json").read_text()), config=CONFIG
 )

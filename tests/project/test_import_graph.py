@@ -2,7 +2,7 @@
 import it back, directly or through others. Imports under ``if TYPE_CHECKING:`` are left out (never run);
 function-local imports count, so a circle cannot hide inside a function.
 
-Also the command that prints the graph's numbers: ``python tests/test_import_graph.py``."""
+Also the command that prints the graph's numbers: ``python tests/project/test_import_graph.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import ast
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "novelty"
+PACKAGE = Path(__file__).resolve().parents[2] / "novelty"
 
 
 def _modules(root: Path) -> dict[str, Path]:

@@ -32,7 +32,7 @@ from novelty.batch.schema import ResultSchema
 from novelty.errors import InvalidInputError, NoveltyError
 
 FORMATS = [".parquet", ".csv", ".jsonl"]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # subprocesses import novelty.batch.results without novelty/__init__ (which imports torch): they start in ~0.2 s
 STUB_IMPORT = textwrap.dedent(
     """

@@ -35,7 +35,7 @@ from novelty.flywheel.registry.store import (
     UnknownVersionError,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- fixtures: real small detectors on real textile embeddings ---------------------------------------------

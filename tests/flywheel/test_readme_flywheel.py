@@ -34,7 +34,7 @@ from novelty.cli import main
 
 lss = pytest.importorskip("label_studio_server")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECTION = "## The flywheel: select, label, retrain, compare, promote"
 #: the walkthrough's verbs, in order: the block must keep them (a new one is run too; a missing one fails)
 VERBS = (

@@ -32,7 +32,7 @@ from novelty.trust import (
     neighbour_scales,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- the statistics -----------------------------------------------------------------------------------------
