@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,7 @@ from novelty.patches import PatchExtractor, PatchResult
 from novelty.persistence import load_detector, save_detector
 from novelty.runtimes import (
     DEFAULT_RUNTIME,
-    RuntimeMismatchError,
-    RuntimeMismatchWarning,
     check_runtime,
-    runtimes_agree,
 )
 from novelty.scorers import PatchKNNScorer, Scorer
 from novelty.trust import (
@@ -58,7 +54,7 @@ from novelty.trust import (
     check_support_factor,
 )
 from novelty.trust import RULES as TRUST_RULES
-from novelty.verdicts import BatchVerdicts, Neighbor, Verdict, score_state
+from novelty.verdicts import BatchVerdicts, Neighbor, ScoredBatch, Verdict, score_state
 from novelty.weights import DEFAULT_BACKBONE
 
 log = logging.getLogger(__name__)
@@ -344,29 +340,6 @@ class NoveltyDetector:
         self.calibrated_runtime_ = self.runtime
         return self
 
-    def _use_recorded_runtime(self, recorded: str, recalibrate: Any = None) -> None:
-        """After loading: warn when scoring with another runtime than the calibration's; refuse where the
-        two runtimes' embeddings differ beyond the tolerance, unless ``recalibrate`` images redo it."""
-        self.calibrated_runtime_ = recorded
-        if recalibrate is not None:
-            self.recalibrate(recalibrate)
-            return
-        if self.runtime == recorded:
-            return
-        if not runtimes_agree(self.runtime, recorded):
-            raise RuntimeMismatchError(
-                f"the detector was calibrated with runtime {recorded!r}; runtime {self.runtime!r} gives embeddings "
-                "that differ from it beyond the tolerance, so its p-values would not hold. Load it with "
-                f"runtime={recorded!r}, or redo the calibration: load(..., runtime={self.runtime!r}, "
-                "recalibrate=HELD_OUT_IMAGES)"
-            )
-        warnings.warn(
-            f"the detector was calibrated with runtime {recorded!r} and scores with {self.runtime!r}: their "
-            "embeddings agree within the tolerance, but scores move slightly; recalibrate for exact p-values",
-            RuntimeMismatchWarning,
-            stacklevel=4,
-        )
-
     # --- fitted state ---------------------------------------------------------------------------------
     @property
     def is_fitted(self) -> bool:
@@ -470,22 +443,48 @@ class NoveltyDetector:
 
         ``anomaly_maps=True`` (with a patch scorer) fills ``BatchVerdicts.anomaly_maps``: large, on request."""
         self._require_fitted()
-        sources = as_source_list(images)
-        res = self.embedder.embed_with_errors(sources, progress=progress)
-        errs = list(res.errors)
-        patches = None
-        if self.needs_patches:
-            pres = self.patch_features(sources)
-            errs = [e if e is not None else pe for e, pe in zip(errs, pres.errors, strict=True)]
-            patches = pres.features
-        errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in errs]
-        return self.score_embeddings(
-            res.embeddings,
-            sources=[describe_source(s) for s in sources],
-            errors=errors,
-            patches=patches,
-            anomaly_maps=anomaly_maps,
-        )
+        parts = [
+            b.verdicts
+            for b in self.iter_score(as_source_list(images), progress=progress, anomaly_maps=anomaly_maps)
+        ]
+        if not parts:  # no images: the empty result, with this detector's columns
+            return self.score_embeddings(
+                np.empty((0, self.dim_), np.float32), sources=[], anomaly_maps=anomaly_maps
+            )
+        return BatchVerdicts.concat(parts)
+
+    def iter_score(
+        self,
+        sources: Sequence[Any],
+        *,
+        names: Sequence[str] | None = None,
+        progress: bool | None = None,
+        anomaly_maps: bool = False,
+    ) -> Iterator[ScoredBatch]:
+        """The one scoring loop, batch by batch in input order: embed (unreadable images get an error row), run
+        the patch scorer's own pass when there is one, score. :meth:`score_batch`, the batch engine (local and
+        Ray) and so every results file go through here; the service batches requests that are decoded already
+        and scores them with the same :meth:`score_embeddings`. ``names``: what each row's ``source`` says
+        (default: :func:`~novelty.images.describe_source`)."""
+        self._require_fitted()
+        for b in self.embedder.iter_batches(sources, progress=progress):
+            batch = [sources[i] for i in b.indices]
+            errs = list(b.errors)
+            patches = None
+            if self.needs_patches:
+                pres = self.patch_features(batch)
+                errs = [e if e is not None else pe for e, pe in zip(errs, pres.errors, strict=True)]
+                patches = pres.features
+            v = self.score_embeddings(
+                b.embeddings,
+                sources=[describe_source(s) for s in batch]
+                if names is None
+                else [names[i] for i in b.indices],
+                errors=[None if e is None else f"{e.reason_code}: {e.reason}" for e in errs],
+                patches=patches,
+                anomaly_maps=anomaly_maps,
+            )
+            yield ScoredBatch(b.indices, v, b.sizes, b.embeddings)
 
     def score_embeddings(
         self,

@@ -55,7 +55,13 @@ from novelty.manifest_sections import (
 )
 from novelty.params import check_int
 from novelty.parts import FittedState
-from novelty.runtimes import RUNTIME_FILE, check_runtime
+from novelty.runtimes import (
+    RUNTIME_FILE,
+    RuntimeMismatchError,
+    RuntimeMismatchWarning,
+    check_runtime,
+    runtimes_agree,
+)
 from novelty.scorers import REGISTRY as SCORERS
 from novelty.trust import LEGACY_RULE, SUPPORT_FACTOR
 from novelty.version import __version__
@@ -379,8 +385,32 @@ def load_detector(
     )
     if det.runtime == recorded and rt_state is not None:
         det.embedder.set_runtime_state(rt_state)
-    det._use_recorded_runtime(recorded, recalibrate)
+    _use_recorded_runtime(det, recorded, recalibrate)
     return det
+
+
+def _use_recorded_runtime(det: NoveltyDetector, recorded: str, recalibrate: Any = None) -> None:
+    """After loading: warn when scoring with another runtime than the calibration's; refuse where the
+    two runtimes' embeddings differ beyond the tolerance, unless ``recalibrate`` images redo it."""
+    det.calibrated_runtime_ = recorded
+    if recalibrate is not None:
+        det.recalibrate(recalibrate)
+        return
+    if det.runtime == recorded:
+        return
+    if not runtimes_agree(det.runtime, recorded):
+        raise RuntimeMismatchError(
+            f"the detector was calibrated with runtime {recorded!r}; runtime {det.runtime!r} gives embeddings "
+            "that differ from it beyond the tolerance, so its p-values would not hold. Load it with "
+            f"runtime={recorded!r}, or redo the calibration: load(..., runtime={det.runtime!r}, "
+            "recalibrate=HELD_OUT_IMAGES)"
+        )
+    warnings.warn(
+        f"the detector was calibrated with runtime {recorded!r} and scores with {det.runtime!r}: their "
+        "embeddings agree within the tolerance, but scores move slightly; recalibrate for exact p-values",
+        RuntimeMismatchWarning,
+        stacklevel=4,
+    )
 
 
 def _check_backbone(

@@ -107,6 +107,29 @@ class BatchVerdicts:
             out &= np.nan_to_num(self.competence, nan=-np.inf) >= self.trust_threshold
         return out
 
+    @classmethod
+    def concat(cls, parts: Sequence[BatchVerdicts]) -> BatchVerdicts:
+        """One result of consecutive ``parts`` scored by the same detector (the batches of
+        :meth:`~novelty.detector.NoveltyDetector.iter_score`), rows in the parts' order."""
+        if not parts:
+            raise InvalidInputError("no verdicts to join")
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        joined: dict[str, Any] = {}
+        for name in _ROW_ARRAYS:
+            values = [getattr(p, name) for p in parts]
+            joined[name] = None if values[0] is None else np.concatenate(values)
+        for name in _ROW_LISTS:
+            values = [getattr(p, name) for p in parts]
+            joined[name] = None if values[0] is None else [x for value in values for x in value]
+        for name in _ROW_DICTS:
+            joined[name] = {
+                k: np.concatenate([getattr(p, name)[k] for p in parts]) for k in getattr(first, name)
+            }
+        joined.update({name: getattr(first, name) for name in _SHARED})
+        return cls(**joined)
+
     def __len__(self) -> int:
         return len(self.sources)
 
@@ -285,3 +308,32 @@ def score_state(
         trust_threshold=None if st.trust is None else st.trust.threshold,
         trust_rule=rule,
     )
+
+
+#: how :meth:`BatchVerdicts.concat` joins each field: one row per input (arrays, lists, dicts of arrays), or
+#: the same for every part (tests/core/test_detector.py checks that every field is named here)
+_ROW_ARRAYS = (
+    "novelty",
+    "p_value",
+    "is_novel",
+    "score",
+    "neighbor_ids",
+    "neighbor_distances",
+    "probabilities",
+    "anomaly_maps",
+    "competence",
+)
+_ROW_LISTS = ("sources", "errors", "predictions")
+_ROW_DICTS = ("scores", "p_values")
+_SHARED = ("train_ids", "classes", "trust_threshold", "trust_rule")
+
+
+@dataclass
+class ScoredBatch:
+    """One batch of :meth:`~novelty.detector.NoveltyDetector.iter_score`: the positions of its images in the
+    input, their verdicts, full-size ``(width, height)`` (``-1`` where unreadable) and embeddings (NaN rows)."""
+
+    indices: np.ndarray
+    verdicts: BatchVerdicts
+    sizes: np.ndarray
+    embeddings: np.ndarray

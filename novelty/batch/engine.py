@@ -224,23 +224,10 @@ def score_items(
         empty = np.full((len(unreadable), detector.dim_), np.nan, dtype=np.float32)
         v = detector.score_embeddings(empty, sources=[it.key for it in unreadable], errors=reasons)
         yield unreadable, rows_for(unreadable, v, np.full((len(unreadable), 2), -1))
-    for b in detector.embedder.iter_batches(readable, progress=progress):
+    keys = [it.key for it in readable]
+    for b in detector.iter_score(readable, names=keys, progress=progress, anomaly_maps=maps):
         batch_items = [readable[i] for i in b.indices]
-        errs = list(b.errors)
-        patches = None
-        if detector.needs_patches:  # the patch scorer's own pass over the same images
-            pres = detector.patch_features(batch_items)
-            errs = [e if e is not None else pe for e, pe in zip(errs, pres.errors, strict=True)]
-            patches = pres.features
-        errors = [None if e is None else f"{e.reason_code}: {e.reason}" for e in errs]
-        v = detector.score_embeddings(
-            b.embeddings,
-            sources=[it.key for it in batch_items],
-            errors=errors,
-            patches=patches,
-            anomaly_maps=maps,
-        )
-        yield batch_items, rows_for(batch_items, v, b.sizes, b.embeddings)
+        yield batch_items, rows_for(batch_items, b.verdicts, b.sizes, b.embeddings)
 
 
 def open_run(

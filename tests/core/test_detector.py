@@ -321,3 +321,16 @@ def test_a_shared_embedder_and_an_index_kind_round_trip(embedder, textile_embedd
         embedder=embedder, scorers={"knn": {"metric": "euclidean"}}, index=novelty.EmbeddingIndex("euclidean")
     ).fit_embeddings(x)
     assert euclid.index_.metric == "euclidean"
+
+
+def test_joining_verdicts_names_every_field():
+    """BatchVerdicts.concat joins each field by its kind: a field it does not name would be lost."""
+    import dataclasses
+
+    from novelty import verdicts
+
+    groups = (verdicts._ROW_ARRAYS, verdicts._ROW_LISTS, verdicts._ROW_DICTS, verdicts._SHARED)
+    named = [n for g in groups for n in g]
+    assert sorted(named) == sorted(f.name for f in dataclasses.fields(verdicts.BatchVerdicts))
+    with pytest.raises(InvalidInputError, match="no verdicts"):
+        verdicts.BatchVerdicts.concat([])

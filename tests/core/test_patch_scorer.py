@@ -344,3 +344,63 @@ def test_score_help_offers_maps(capsys):
     assert main(["score", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "--maps" in text and "patch scorer" in text
+
+
+def _same_verdicts(a, b) -> None:
+    """Every field of two BatchVerdicts equal (NaN equal to NaN); numbers within float noise, as the backbone's
+    and the patch pass's arithmetic depends slightly on which images share a forward pass."""
+    import dataclasses
+
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, dict):
+            assert x.keys() == y.keys(), f.name
+            for k in x:
+                _same_array(x[k], y[k], f"{f.name}[{k}]")
+        elif isinstance(x, np.ndarray):
+            _same_array(x, y, f.name)
+        else:
+            assert list(x) == list(y) if isinstance(x, (list, tuple)) else x == y, f.name
+
+
+def _same_array(x: np.ndarray, y: np.ndarray, name: str) -> None:
+    if np.issubdtype(x.dtype, np.floating):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6, equal_nan=True, err_msg=name)
+    else:
+        np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+@pytest.mark.slow
+def test_score_batch_runs_the_one_loop_batch_by_batch(patch_detector, textile_paths, tmp_path):
+    """score_batch is iter_score's batches joined, and gives what embedding everything at once and scoring it in
+    one call gives (the patch pass included), whatever the batch size."""
+    from novelty.images import describe_source
+
+    det = patch_detector
+    bad = tmp_path / "broken.jpg"
+    data = textile_paths["local"][0].read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    inputs = [*textile_paths["local"][:3], bad, *textile_paths["nominal"][-3:], tmp_path / "missing.jpg"]
+    size = det.embedder.batch_size
+    try:
+        det.embedder.batch_size = 3  # the backbone's numbers depend on its batch: the same for both
+        res = det.embedder.embed_with_errors(inputs)
+        pres = det.patch_features(inputs)
+        errs = [e if e is not None else pe for e, pe in zip(res.errors, pres.errors, strict=True)]
+        reference = det.score_embeddings(
+            res.embeddings,
+            sources=[describe_source(s) for s in inputs],
+            errors=[None if e is None else f"{e.reason_code}: {e.reason}" for e in errs],
+            patches=pres.features,
+            anomaly_maps=True,
+        )
+        batches = list(det.iter_score(inputs, anomaly_maps=True))
+        assert [b.indices.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+        joined = det.score_batch(inputs, anomaly_maps=True)
+    finally:
+        det.embedder.batch_size = size
+    _same_verdicts(joined, reference)
+    assert joined.errors[3].startswith("truncated") and joined.errors[7].startswith("not_found")
+    named = next(det.iter_score(inputs[:2], names=["a", "b"]))
+    assert named.verdicts.sources == ["a", "b"] and named.sizes.shape == (2, 2)
+    assert len(det.score_batch([])) == 0
