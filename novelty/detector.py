@@ -166,7 +166,7 @@ class NoveltyDetector:
         self._embedder: Embedder | None = embedder
         self._patch_extractor: PatchExtractor | None = None
         self._fitted: FittedState | None = None
-        self._parts()  # every argument checked here, not at the end of a long fit
+        self.parts()  # every argument checked here, not at the end of a long fit
 
     def _adopt(
         self, emb: Embedder, backbone: str | None, weights: str | os.PathLike[str] | None
@@ -195,8 +195,9 @@ class NoveltyDetector:
         self.device = str(emb.device)
         return emb.backbone_name, emb.weights
 
-    def _parts(self) -> DetectorParts:
-        """Fresh scorers, head and index prototype from the parameters, checking them all."""
+    def parts(self) -> DetectorParts:
+        """Fresh (unfitted) scorers, head and index prototype built from the parameters, checking them all: what
+        a fit starts from and what the detector's configuration is made of (:func:`novelty.identity.detector_params`)."""
         return build_parts(self.scorers, self.head, self.index, self.seed)
 
     # --- the backbone ---------------------------------------------------------------------------------
@@ -216,21 +217,21 @@ class NoveltyDetector:
             )
         return self._embedder
 
-    def _patch_scorer(self, scorers: Sequence[Scorer] | None = None) -> Scorer | None:
+    def patch_scorer(self, scorers: Sequence[Scorer] | None = None) -> Scorer | None:
         """The scorer of spatial patch features, if any (at most one: each scorer name appears once)."""
         if scorers is None:
-            scorers = self._fitted.scorers if self._fitted is not None else self._parts().scorers
+            scorers = self._fitted.scorers if self._fitted is not None else self.parts().scorers
         return next((s for s in scorers if s.input_kind == "patches"), None)
 
     @property
     def needs_patches(self) -> bool:
         """Whether a scorer works on spatial patch features (then fit and score run a patch pass too)."""
-        return self._patch_scorer() is not None
+        return self.patch_scorer() is not None
 
     def patch_extractor(self) -> PatchExtractor:
         """What turns images into this detector's patch features (its patch scorer's layers, size and padding);
         :class:`~novelty.errors.InvalidInputError` for a detector without a patch scorer."""
-        s = self._patch_scorer()
+        s = self.patch_scorer()
         if not isinstance(s, PatchKNNScorer):
             raise InvalidInputError("this detector has no patch scorer; add one, e.g. scorers=('patch-knn',)")
         spec = (s.layers, s.image_size, s.pad)
@@ -258,7 +259,7 @@ class NoveltyDetector:
         ``calibration_fraction`` of them (by ``groups`` when given), fit the index and scorers on the rest and
         calibrate on the held-out part. Any unreadable training image raises its specific error. A failed fit
         leaves the detector as it was."""
-        self._parts()
+        self.parts()
         sources = as_source_list(images)
         if ids is None:
             ids = [
@@ -302,7 +303,7 @@ class NoveltyDetector:
     def min_training_images(self, *, labelled: bool = False) -> int:
         """The fewest training images ``fit`` accepts with these parameters (random split): enough for
         ``MIN_CALIBRATION`` calibration images after the split and for every scorer (and the head) to fit."""
-        need, _ = self._parts().min_fit(labelled)
+        need, _ = self.parts().min_fit(labelled)
         return min_training_images(need, self.calibration_fraction)
 
     def fit_embeddings(

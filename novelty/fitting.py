@@ -54,13 +54,13 @@ def fit_state(
     grouped calibration split, the index and scorers on the fitting part, the calibration, and with labels the
     head, its cross-fitted correctness and the trust decision. Nothing of ``det`` changes here; see
     :meth:`NoveltyDetector.fit_embeddings`."""
-    parts = det._parts()
+    parts = det.parts()
     x = as_embeddings(embeddings)
     n = x.shape[0]
     if ids is not None and len(ids) != n:
         raise InvalidInputError(f"ids has {len(ids)} entries for {n} embeddings")
     trained_sha256 = None if sha256 is None else sorted_sha256(sha256, n, "sha256")
-    patch_scorer = det._patch_scorer(parts.scorers)
+    patch_scorer = det.patch_scorer(parts.scorers)
     if patch_scorer is not None and patches is None:
         raise InvalidInputError(
             f"scorer {patch_scorer.name!r} needs the images' patch features: call fit(images), or pass "
@@ -158,7 +158,7 @@ def recalibrated_state(
 ) -> FittedState:
     """``det``'s fitted state with its calibration redone on ``images`` (held-out in-distribution images, never
     its training images) embedded by its current runtime; see :meth:`NoveltyDetector.recalibrate`."""
-    st = det._require_fitted()
+    st = det.state_
     if any(s.input_kind == "patches" for s in st.scorers):
         raise InvalidInputError("recalibrate does not support patch scorers yet; refit the detector")
     sources = as_source_list(images)

@@ -112,7 +112,7 @@ def detector_params(detector: NoveltyDetector) -> dict[str, Any]:
     if detector.is_fitted:
         scorers, head, index = detector.scorers_, detector.head_, detector.index_
     else:
-        parts = detector._parts()
+        parts = detector.parts()
         scorers, head, index = parts.scorers, parts.head, parts.index
     params: dict[str, Any] = {
         "backbone": emb.backbone_name,

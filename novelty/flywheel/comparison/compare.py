@@ -231,8 +231,7 @@ def _load_pair(
         path2: str | None = os.fspath(challenger)
     else:
         d2, r2, path2 = challenger, None, None
-    d1._require_fitted()
-    d2._require_fitted()
+    _ = d1.state_, d2.state_  # NotFittedError before any work
     return d1, r1, path1, d2, r2, path2
 
 
