@@ -21,10 +21,12 @@ from novelty.drift.report import write_report
 from novelty.errors import NoveltyError
 from novelty.fileio import atomic_write_text
 
-__all__ = ["add_parser", "run"]
+__all__ = ["COMMANDS", "add_parsers", "run"]
+
+COMMANDS = ("drift",)
 
 
-def add_parser(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
+def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
     d = sub.add_parser(
         "drift",
         help="test windows of scored results for drift against the detector's training data",
@@ -67,7 +69,6 @@ def add_parser(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> argp
         help="reference images for MMD and the classifier (default 1000)",
     )
     d.add_argument("--seed", type=int, default=0)
-    return d
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """``novelty serve DETECTOR_DIR``: the scoring and flagging service (FastAPI on uvicorn).
 
-Registered in :mod:`novelty.cli` with :func:`add_arguments` and :func:`run`.
+Registered in :mod:`novelty.cli` like every command module: ``COMMANDS``, :func:`add_parsers` and :func:`run`.
 """
 
 from __future__ import annotations
@@ -9,13 +9,15 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from novelty.cli.common import int_arg, real_arg
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.serve.auth import ADMIN_ENV, API_ENV, read_tokens
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["COMMANDS", "add_arguments", "add_parsers", "run"]
+
+COMMANDS = ("serve",)
 
 T = TypeVar("T")
 
@@ -184,6 +186,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     # a bad value ends the command at once with one line naming the option and its range (exit 2)
     p.error = _one_line_error(p)  # type: ignore[method-assign,assignment]
+
+
+def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
+    """``novelty serve`` (its options: :func:`add_arguments`); no epilog, the service has its own exit codes."""
+    add_arguments(
+        sub.add_parser(
+            "serve", help="serve a detector over HTTP: scoring, flags, metrics", description=DESCRIPTION
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:

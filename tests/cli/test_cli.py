@@ -314,3 +314,20 @@ def test_resume_and_report_refuse_another_detector(detector_dir, tmp_path, texti
     assert (
         "flagged: the rows the run found novel (p-value &lt; α = 0.1)" in (tmp_path / "ok.html").read_text()
     )
+
+
+def test_every_subcommand_is_registered_one_way():
+    """Each module of COMMAND_MODULES has COMMANDS, add_parsers(sub, epilog, fmt) and run(args); the parser's
+    subcommands are exactly the names they declare, each owned by one module."""
+    import importlib
+
+    import novelty.cli as cli
+
+    declared: list[str] = []
+    for name in cli.COMMAND_MODULES:
+        mod = importlib.import_module(name)
+        assert callable(mod.add_parsers) and callable(mod.run), name
+        declared += list(mod.COMMANDS)
+    assert len(declared) == len(set(declared))
+    sub = next(a for a in cli._build_parser()._actions if a.dest == "command")
+    assert list(sub.choices) == declared

@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 
-import novelty.cli as cli
 from novelty.calibration import check_alpha
 from novelty.cli import EXIT_OK, main
+from novelty.cli import score as score_cli
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def warning_command(monkeypatch, tmp_path):
         check_alpha(0.05, 3)
         return EXIT_OK
 
-    monkeypatch.setattr(cli, "_cmd_report", report)
+    monkeypatch.setattr(score_cli, "_cmd_report", report)
     return ["report", str(tmp_path / "r.parquet"), "--out", str(tmp_path / "r.html")]
 
 
