@@ -48,6 +48,17 @@ def iso(t: datetime, timespec: str = "seconds") -> str:
     return t.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
+def iso_seconds(seconds: float | None, timespec: str = "seconds") -> str | None:
+    """Seconds since the epoch as ISO 8601 in UTC with ``Z``; ``None`` for a missing or non-finite time, or one
+    beyond the years a datetime holds."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    try:
+        return iso(datetime.fromtimestamp(seconds, tz=timezone.utc), timespec)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def utc_now_iso(timespec: str = "seconds") -> str:
     """The current UTC time as ISO 8601 with ``Z``: what every record of the package writes."""
     return iso(utc_now(), timespec)

@@ -20,7 +20,6 @@ import platform
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +33,7 @@ from novelty.artifact import (
     read_artifact,
     write_artifact,
 )
+from novelty.clock import utc_now_iso
 from novelty.embedder import Embedder, parse_device
 from novelty.embedding_layers import DEFAULT_LAYERS, layers_name
 from novelty.errors import (
@@ -134,7 +134,7 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
         files["trust.safetensors"] = arrays_to_bytes(arrays)
         trust = {"file": "trust.safetensors", **st.trust.to_meta()}
     manifest: dict[str, Any] = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now_iso(),
         "versions": {
             "novelty": __version__,
             "python": platform.python_version(),

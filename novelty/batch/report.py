@@ -36,7 +36,6 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from novelty.batch.thumbnails import (
     make_thumbnail,
 )
 from novelty.calibration import ConformalCalibrator
+from novelty.clock import utc_now
 from novelty.errors import InvalidInputError
 from novelty.fileio import atomic_write_text
 from novelty.formatting import format_p_value
@@ -332,7 +332,7 @@ def build_report(
         )
     page = _template().render(
         title=title,
-        generated=datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        generated=utc_now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),  # local time, for a reader
         alpha=f"{alpha:g}",
         n_total=len(rows),
         n_scored=len(scored),

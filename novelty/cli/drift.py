@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from novelty.clock import iso_seconds
 from novelty.detector import NoveltyDetector
 from novelty.drift.analysis import analyze
-from novelty.drift.monitor import _iso, parse_window
+from novelty.drift.monitor import parse_window
 from novelty.drift.reference import TESTS, check_tests
 from novelty.drift.report import write_report
 from novelty.errors import NoveltyError
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     for c in a.missing[:8]:
         seen = ""
         if c.first_seen is not None:
-            seen = f", seen {_iso(c.first_seen)} → {_iso(c.last_seen)}"
+            seen = f", seen {iso_seconds(c.first_seen)} → {iso_seconds(c.last_seen)}"
         nb = c.neighbors[0] if c.neighbors else ("—", float("nan"))
         print(
             f"missing: cluster {c.cluster}: {c.size} novel images like {c.medoid_key}, "

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from novelty.clock import iso_seconds
 from novelty.drift.horizon import HorizonCurve, Recommendation, drift_by_lag, recommend
 from novelty.drift.missing import MissingCluster, what_is_missing
-from novelty.drift.monitor import DriftRun, WindowResult, _iso, monitor, parse_window, split_windows
+from novelty.drift.monitor import DriftRun, WindowResult, monitor, parse_window, split_windows
 from novelty.drift.reference import DriftReference
 from novelty.drift.stream import Stream, load_stream
 
@@ -56,7 +57,9 @@ class DriftAnalysis:
             "scored": len(s),
             "unreadable_or_without_embedding": s.n_errors,
             "alpha": s.alpha,
-            "time_range": [_iso(float(finite.min())), _iso(float(finite.max()))] if finite.size else None,
+            "time_range": [iso_seconds(float(finite.min())), iso_seconds(float(finite.max()))]
+            if finite.size
+            else None,
             "reference": "the detector's fitting embeddings (its index): calibration embeddings are not stored",
             "drift": self.run.to_json(),
             "missing": [c.to_json() for c in self.missing],

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from novelty.drift.monitor import _iso
+from novelty.clock import iso_seconds
 from novelty.drift.reference import DriftReference
 from novelty.drift.result import as_sample, require_sklearn
 from novelty.errors import InvalidInputError
@@ -55,8 +55,8 @@ class MissingCluster:
             "medoid": self.medoid_key,
             "neighbors": [{"id": i, "distance": round(d, 6)} for i, d in self.neighbors],
             "distance": round(self.distance, 6),
-            "first_seen": _iso(self.first_seen),
-            "last_seen": _iso(self.last_seen),
+            "first_seen": iso_seconds(self.first_seen),
+            "last_seen": iso_seconds(self.last_seen),
             "members": self.member_keys[:max_members],
         }
 

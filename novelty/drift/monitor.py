@@ -25,12 +25,11 @@ import re
 import reprlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from novelty.clock import MAX_TIME, MIN_TIME, check_epoch_seconds
+from novelty.clock import MAX_TIME, MIN_TIME, check_epoch_seconds, iso_seconds
 from novelty.drift.errors import DriftError, EmptyWindowError
 from novelty.drift.predictions import prediction_test
 from novelty.drift.reference import EMBEDDING_TESTS, PVALUE_TESTS, DriftReference, check_tests
@@ -103,15 +102,6 @@ class Window:
     end: float | None = None
 
 
-def _iso(t: float | None) -> str | None:
-    if t is None or not math.isfinite(t):
-        return None
-    try:
-        return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):  # beyond datetime's years; check_times keeps them out
-        return None
-
-
 def check_times(times: object, n: int) -> np.ndarray | None:
     """``times`` (seconds since the epoch, one per image; NaN where unknown) as float64, or ``None``.
 
@@ -163,7 +153,7 @@ def split_windows(n: int, spec: WindowSpec, times: np.ndarray | None = None) -> 
             idx = np.flatnonzero(wid == w)
             idx = idx[np.argsort(t[idx], kind="stable")]
             start = origin + w * step
-            out.append(Window(_iso(start) or str(w), idx, start, start + step))
+            out.append(Window(iso_seconds(start) or str(w), idx, start, start + step))
         return out
     if spec.size is None:
         raise InvalidInputError(f"count window {spec.text!r} has no size; make it with parse_window")
@@ -223,8 +213,8 @@ class WindowResult:
     def to_json(self, level: float) -> dict[str, Any]:
         return {
             "window": self.label,
-            "start": _iso(self.start),
-            "end": _iso(self.end),
+            "start": iso_seconds(self.start),
+            "end": iso_seconds(self.end),
             "n": self.n,
             "novel_share": self.novel_share,
             "drift": self.drift(level),

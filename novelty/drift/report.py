@@ -29,7 +29,7 @@ from novelty.batch.thumbnails import (
     make_thumbnail,
 )
 from novelty.batch.thumbnails import load_neighbor_thumbnail as _load_neighbor_thumbnail
-from novelty.drift.monitor import _iso
+from novelty.clock import iso_seconds
 from novelty.formatting import format_p_value
 
 if TYPE_CHECKING:
@@ -184,8 +184,8 @@ def drift_context(
                 "cluster": c.cluster,
                 "size": c.size,
                 "distance": f"{c.distance:.3f}",
-                "first": (_iso(c.first_seen) or "—").replace("T", " ").replace("Z", ""),
-                "last": (_iso(c.last_seen) or "—").replace("T", " ").replace("Z", ""),
+                "first": (iso_seconds(c.first_seen) or "—").replace("T", " ").replace("Z", ""),
+                "last": (iso_seconds(c.last_seen) or "—").replace("T", " ").replace("Z", ""),
                 "medoid": {
                     "key": s.keys[c.medoid],
                     "thumb": make_thumbnail(row_loader, s.row(c.medoid), THUMBNAIL_SIZE),

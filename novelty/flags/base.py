@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
-from novelty.clock import parse_time
+from novelty.clock import iso, parse_time
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import sha256_bytes
 
@@ -126,7 +126,7 @@ def from_us(us: int) -> datetime:
 
 
 def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return iso(t, "auto")
 
 
 @dataclass(frozen=True)

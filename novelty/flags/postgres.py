@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from novelty.clock import utc_now
 from novelty.errors import InvalidInputError
 from novelty.flags.base import (
     COLUMNS,
@@ -172,7 +173,7 @@ class PostgresFlagStore:
                         new.sha256,
                         new.source,
                         new.size,
-                        to_us(datetime.now(timezone.utc)),
+                        to_us(utc_now()),
                         None if new.captured_at is None else to_us(new.captured_at),
                         new.prediction,
                         new.report,

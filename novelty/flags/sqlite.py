@@ -22,10 +22,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from novelty.clock import utc_now
 from novelty.errors import InvalidInputError
 from novelty.fileio import TMP_PREFIX, atomic_write_bytes
 from novelty.flags.base import (
@@ -182,7 +183,7 @@ class SQLiteFlagStore:
                         new.sha256,
                         new.source,
                         new.size,
-                        to_us(datetime.now(timezone.utc)),
+                        to_us(utc_now()),
                         None if new.captured_at is None else to_us(new.captured_at),
                         new.prediction,
                         new.report,

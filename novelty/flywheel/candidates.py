@@ -19,11 +19,10 @@ Sources:
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ from novelty.batch.results import iter_result_columns, result_columns
 from novelty.batch.schema import decode_embedding
 from novelty.batch.sources import expand_inputs, item_for_row
 from novelty.batch.timestamps import image_timestamp
+from novelty.clock import iso, iso_seconds
 from novelty.discovery import IMAGE_SUFFIXES
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import atomic_write_bytes, sha256_bytes, sha256_file
@@ -84,14 +84,13 @@ class Candidate:
 
 # --- helpers ----------------------------------------------------------------------------------------------
 def iso_time(seconds: float | None) -> str | None:
-    """Seconds since the epoch as ISO 8601 UTC (``2026-11-28T10:00:00Z``); ``None`` for a missing time."""
-    if seconds is None or not math.isfinite(seconds):
-        return None
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    """Seconds since the epoch as ISO 8601 UTC (``2026-11-28T10:00:00Z``, sub-seconds kept); ``None`` for a
+    missing time."""
+    return iso_seconds(seconds, "auto")
 
 
 def _iso_dt(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if t is None else iso(t, "auto")
 
 
 def image_suffix(data: bytes, name: str = "") -> str:

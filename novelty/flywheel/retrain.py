@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from novelty.artifact import registry_root
+from novelty.clock import iso, utc_now
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.flywheel.dataset import Dataset, Entry, embed_entries, now_iso
 from novelty.flywheel.record import (
@@ -129,7 +130,7 @@ def select_entries(
     if window_days is not None:
         if isinstance(window_days, bool) or not isinstance(window_days, (int, float)) or not window_days > 0:
             raise InvalidInputError(f"window_days must be a number > 0, got {window_days!r}")
-        t_now = now or datetime.now(timezone.utc)
+        t_now = now or utc_now()
         if t_now.tzinfo is None:
             t_now = t_now.replace(tzinfo=timezone.utc)
         since = t_now - timedelta(days=float(window_days))
@@ -139,7 +140,7 @@ def select_entries(
     if not entries:
         raise RetrainError(
             f"the training window ({window or f'version {v}'}) of {dataset.path} holds no entries"
-            + (f" labelled since {since.isoformat(timespec='seconds')}" if since is not None else "")
+            + (f" labelled since {iso(since)}" if since is not None else "")
         )
     return entries, window, v
 

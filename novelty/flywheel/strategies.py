@@ -60,11 +60,11 @@ import logging
 import math
 import warnings
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
+from novelty.clock import utc_now_iso
 from novelty.coreset import Cosine, farthest_points
 from novelty.errors import InvalidInputError, UnknownNameError
 from novelty.flywheel.dataset import labelled_hashes
@@ -378,7 +378,7 @@ def select(
         classes=[str(c) for c in pool.classes],
         alpha=float(pool.alpha),
         items=items,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        created=utc_now_iso(),
         radius=radius if strategy in ("diversity", "hybrid") else None,
         pool_size=n_all,
         n_skipped=pool.n_skipped,

@@ -10,10 +10,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from novelty.clock import utc_now_iso
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.fileio import JsonlLineError, append_jsonl, atomic_write_text, read_jsonl
 from novelty.flywheel.config import FlywheelConfig
@@ -73,7 +73,7 @@ class TurnActionError(InvalidInputError):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return utc_now_iso()
 
 
 @dataclass

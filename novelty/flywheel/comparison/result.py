@@ -12,10 +12,10 @@ import os
 import re
 import textwrap
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from novelty.clock import utc_now_iso
 from novelty.errors import NoveltyError
 from novelty.fileio import atomic_write_text, read_regular_file, sha256_bytes
 from novelty.flywheel.comparison.gate import JUDGED, Check, GateRule, judge, trust_check
@@ -145,7 +145,7 @@ class Comparison:
     new_slice: dict[str, Any] | None = None
     embeddings: dict[str, Any] = field(default_factory=dict)
     trusted_wrong: dict[str, Any] | None = None  # see trusted_wrong(); shown, never judged
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=utc_now_iso)
 
     @property
     def passed(self) -> bool:

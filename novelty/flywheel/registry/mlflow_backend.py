@@ -45,7 +45,7 @@ from mlflow.pyfunc import PythonModel
 
 import novelty
 from novelty.artifact import read_artifact
-from novelty.clock import utc_now_iso
+from novelty.clock import iso_seconds, utc_now_iso
 from novelty.errors import ArtifactError
 from novelty.flywheel.registry import policy
 from novelty.flywheel.registry.backend import CHAMPION, Change, Event, VersionInfo, check_alias_name
@@ -287,7 +287,7 @@ class MlflowRegistry:
         out = []
         for mv in sorted(mvs, key=lambda m: int(m.version)):
             tags = dict(mv.tags or {})
-            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((mv.creation_timestamp or 0) / 1000))
+            created = iso_seconds((mv.creation_timestamp or 0) / 1000) or ""
             out.append(
                 VersionInfo(
                     version=str(mv.version),
