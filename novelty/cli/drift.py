@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from novelty.cli.common import int_arg, real_arg
 from novelty.clock import iso_seconds
 from novelty.detector import NoveltyDetector
 from novelty.drift.analysis import analyze
@@ -59,17 +60,22 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         choices=("holm", "bonferroni", "none"),
         help="multiple-testing correction over all windows and tests (default: holm)",
     )
-    d.add_argument("--level", type=float, default=0.05, help="family-wise error level (default: 0.05)")
     d.add_argument(
-        "--clusters", type=int, default=16, help="k-means clusters of the histogram test (default 16)"
+        "--level",
+        type=real_arg(0.0, 1.0, low_open=True, high_open=True),
+        default=0.05,
+        help="family-wise error level (default: 0.05)",
+    )
+    d.add_argument(
+        "--clusters", type=int_arg(2), default=16, help="k-means clusters of the histogram test (default 16)"
     )
     d.add_argument(
         "--max-reference",
-        type=int,
+        type=int_arg(2),
         default=1000,
         help="reference images for MMD and the classifier (default 1000)",
     )
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int_arg(0), default=0)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from novelty.cli.common import (
     EXIT_OK,
     UsageError,
     add_runtime_arg,
+    int_arg,
     layers_arg,
     read_table,
     real_arg,
@@ -119,7 +120,7 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         action="store_true",
         help="leave out unreadable training images instead of failing",
     )
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=int_arg(0), default=0)
     f.add_argument(
         "--index",
         choices=INDEX_KINDS,

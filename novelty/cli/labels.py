@@ -67,14 +67,7 @@ def _classes(text: str) -> list[str]:
     return names
 
 
-def _unit(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
-    return v
+_unit = real_arg(0.0, 1.0)
 
 
 def _audit(text: str) -> float | str:

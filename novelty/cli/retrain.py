@@ -54,10 +54,6 @@ def _window(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _number(low: float, high: float) -> Any:
-    return real_arg(low, high)
-
-
 def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> None:
     r = sub.add_parser(
         "retrain",
@@ -70,7 +66,9 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
     )
     r.add_argument("champion", metavar="CHAMPION", help="the champion: a detector directory or DIR/detector/")
     r.add_argument("--dataset", required=True, metavar="DS", help="the labelled dataset directory")
-    r.add_argument("--version", type=int, default=None, help="the dataset version to read (default: latest)")
+    r.add_argument(
+        "--version", type=int_arg(1), default=None, help="the dataset version to read (default: latest)"
+    )
     r.add_argument(
         "--window",
         type=_window,
@@ -127,19 +125,21 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         default="clean",
         help="comma-separated nominal conditions: their flags are false alarms (default: clean)",
     )
-    c.add_argument("--alpha", type=_number(1e-6, 0.999999), default=None, help="default: each detector's own")
     c.add_argument(
-        "--min-gain", type=_number(-1.0, 1.0), default=0.01, help="minimum overall gain (default 0.01)"
+        "--alpha", type=real_arg(1e-6, 0.999999), default=None, help="default: each detector's own"
+    )
+    c.add_argument(
+        "--min-gain", type=real_arg(-1.0, 1.0), default=0.01, help="minimum overall gain (default 0.01)"
     )
     c.add_argument(
         "--margin",
-        type=_number(0.0, 1.0),
+        type=real_arg(0.0, 1.0),
         default=0.02,
         help="largest drop allowed on any condition (default 0.02)",
     )
     c.add_argument(
         "--fa-tolerance",
-        type=_number(0.0, 1.0),
+        type=real_arg(0.0, 1.0),
         default=None,
         help="false alarms allowed above max(alpha, champion's); default the binomial 95 %% margin",
     )

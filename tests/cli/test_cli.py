@@ -331,3 +331,19 @@ def test_every_subcommand_is_registered_one_way():
     assert len(declared) == len(set(declared))
     sub = next(a for a in cli._build_parser()._actions if a.dest == "command")
     assert list(sub.choices) == declared
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["drift", "d", "r", "--level", "2"], "argument --level: must lie in (0, 1), got 2.0"),
+        (["drift", "d", "r", "--clusters", "1"], "argument --clusters: must be an integer ≥ 2, got 1"),
+        (["drift", "d", "r", "--seed", "-1"], "argument --seed: must be an integer ≥ 0, got -1"),
+        (["fit", "x", "--out", "y", "--seed", "-2"], "argument --seed: must be an integer ≥ 0, got -2"),
+        (["retrain", "a", "b", "--version", "0"], "argument --version: must be an integer ≥ 1, got 0"),
+        (["export", "s", "--auto-min-prob", "nan"], "argument --auto-min-prob: must lie in [0, 1], got nan"),
+    ],
+)
+def test_numbers_are_checked_by_the_common_argument_types(args, message, capsys):
+    assert main(args) == EXIT_USAGE
+    assert message in capsys.readouterr().err
