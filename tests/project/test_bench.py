@@ -352,3 +352,18 @@ def test_resplit_false_alarm_is_near_alpha_for_exchangeable_scores(rng):
     grouped = resplit_false_alarm(blocky_cal, blocky_test, 0.05, cal_groups=g_cal, test_groups=g_test)
     assert 0.03 < grouped["mean"] < 0.07
     assert grouped["q95"] - grouped["q05"] > r["q95"] - r["q05"]
+
+
+def test_ood_diff_reports_changed_values_and_leaves_out_timings(tmp_path, capsys):
+    from benchmarks.ood import diff
+
+    before = {"date": "x", "results": [{"auroc": 0.91, "seconds": 3.0, "peer": "knn", "fpr": float("nan")}]}
+    after = {"date": "y", "results": [{"auroc": 0.91, "seconds": 4.5, "peer": "knn", "fpr": float("nan")}]}
+    assert diff.differences(before, after) == (3, [])
+    after["results"][0]["auroc"] = 0.9100001
+    assert diff.differences(before, after)[1] == [("/results[0]/auroc", 0.91, 0.9100001)]
+    assert diff.differences(before, after, tolerance=1e-6)[1] == []
+    (tmp_path / "a.json").write_text(json.dumps(before))
+    (tmp_path / "b.json").write_text(json.dumps(after))
+    assert diff.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    assert "auroc: 0.91 → 0.9100001" in capsys.readouterr().out
