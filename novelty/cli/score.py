@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from novelty.batch import score_inputs
-from novelty.batch.engine import check_results_path
+from novelty.batch.engine import BatchSummary, check_results_path
 from novelty.batch.errors import ResultsDependencyError, ResultsError
 from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES
 from novelty.batch.ray_engine import score_inputs_ray
@@ -185,11 +185,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             timestamps=stamps,
             maps=args.maps,
         )
-        print(
-            f"{summary.n_inputs} inputs → {summary.out}: {summary.n_novel} novel, {summary.n_errors} unreadable; "
-            f"{summary.n_scored_now} scored now at {summary.images_per_second:.1f} img/s (Ray)"
-        )
-        return EXIT_PARTIAL if summary.n_errors else EXIT_OK
+        return _said(summary, " (Ray)")
     det = NoveltyDetector.load(
         args.detector, device=args.device, num_workers=args.workers, runtime=args.runtime
     )
@@ -206,9 +202,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
         timestamps=stamps,
         maps=args.maps,
     )
+    return _said(summary)
+
+
+def _said(summary: BatchSummary, engine: str = "") -> int:
+    """Print the one-line summary of a run; its exit code (3 when some inputs were unreadable)."""
     print(
         f"{summary.n_inputs} inputs → {summary.out}: {summary.n_novel} novel, {summary.n_errors} unreadable; "
-        f"{summary.n_scored_now} scored now at {summary.images_per_second:.1f} img/s"
+        f"{summary.n_scored_now} scored now at {summary.images_per_second:.1f} img/s{engine}"
     )
     return EXIT_PARTIAL if summary.n_errors else EXIT_OK
 
