@@ -1,6 +1,7 @@
 """Load test of `novelty serve`: 1 client one image at a time vs 8 concurrent clients, same server, same run.
 
-    python benchmarks/bench_serve.py [--images 2000] [--clients 8] [--rounds 4] [--out benchmarks/results/serve_load.json]
+    python benchmarks/bench_serve.py [--images 2000] [--clients 8] [--rounds 4] [--runtime torch --runtime openvino]
+        [--out benchmarks/results/serve_load.json]
 
 The server runs the shipped windshield detector (checkpoints/windshield) in a subprocess on 127.0.0.1; the
 images are frames of the street video (Debian's opencv-doc, 768×576) encoded as JPEG, cycling through its
@@ -129,17 +130,8 @@ def batch_stats(url: str) -> tuple[float, float]:
     return count, total
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=2000)
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--max-batch", type=int, default=32)
-    ap.add_argument("--max-wait-ms", type=float, default=5.0)
-    ap.add_argument("--out", default="benchmarks/results/serve_load.json")
-    args = ap.parse_args()
-
-    frames = video_jpegs(795)
+def measure(args: argparse.Namespace, frames: list[bytes], runtime: str) -> dict:
+    """One server on ``runtime``: 1 client and ``--clients`` clients alternating over ``--rounds`` slices."""
     images = [frames[i % len(frames)] for i in range(args.images)]
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     token = new_token()
@@ -148,7 +140,13 @@ def main() -> int:
         flag_store=str(work / "flags"),
         token=token,
         log_path=work / "server.log",
-        extra_args=["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
+        extra_args=[
+            "--max-batch",
+            str(args.max_batch),
+            "--max-wait-ms",
+            str(args.max_wait_ms),
+            *(["--runtime", runtime] if runtime != "torch" else []),
+        ],
     )
     t0 = time.perf_counter()
     srv.start()
@@ -169,11 +167,12 @@ def main() -> int:
                 passes[n][1] += after[1] - before[1]
                 runs[n].append(res)
                 print(
-                    f"round {r + 1}: {n} client(s), {len(idx)} images, {len(idx) / res['seconds']:.1f} img/s",
+                    f"{runtime} round {r + 1}: {n} client(s), {len(idx)} images, {len(idx) / res['seconds']:.1f} img/s",
                     flush=True,
                 )
     finally:
         srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
     results = {f"{n}_clients": summarise(n, runs[n], *passes[n]) for n in runs}
     for n in runs:  # the server's CPU time per image: what batching saves, whatever else runs on the machine
         results[f"{n}_clients"]["server_cpu_ms_per_image"] = round(1000 * cpu[n] / len(images), 1)
@@ -181,37 +180,85 @@ def main() -> int:
     def rate(run: dict) -> float:
         return len(run["latencies"]) / run["seconds"]
 
-    per_round = [round(rate(b) / rate(a), 2) for a, b in zip(runs[1], runs[args.clients], strict=True)]
     one, many = results["1_clients"], results[f"{args.clients}_clients"]
+    return {
+        "runtime": runtime,
+        "server_startup_s": round(startup, 1),
+        "results": results,
+        "speedup": round(many["images_per_s"] / one["images_per_s"], 2),
+        "speedup_per_round": [
+            round(rate(b) / rate(a), 2) for a, b in zip(runs[1], runs[args.clients], strict=True)
+        ],
+    }
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's SIMD flags that decide which runtime is fastest (avx2, avx512*, amx*, vnni)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = re.search(r"^flags\s*:(.*)$", text, re.M)
+    keep = ("avx2", "fma", "avx512", "amx", "vnni")
+    return sorted({f for f in (flags.group(1).split() if flags else []) if f.startswith(keep)})
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument(
+        "--runtime",
+        action="append",
+        default=None,
+        help="serve with this runtime (repeat to measure several, one server after the other; default torch)",
+    )
+    ap.add_argument("--out", default="benchmarks/results/serve_load.json")
+    args = ap.parse_args()
+
+    frames = video_jpegs(795)
+    measured = [measure(args, frames, rt) for rt in (args.runtime or ["torch"])]
     summary = {
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "cpu_flags": cpu_flags(),
         "detector": str(WINDSHIELD.relative_to(WINDSHIELD.parent.parent)),
         "image": f"street video frames 768x576, JPEG q90, ~{np.mean([len(f) for f in frames]) / 1024:.0f} KB",
-        "server_startup_s": round(startup, 1),
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms,
-        "results": results,
         "rounds": args.rounds,
-        "speedup": round(many["images_per_s"] / one["images_per_s"], 2),
-        "speedup_per_round": per_round,
+        # one runtime: its numbers at the top, as before; several: one entry each
+        **(measured[0] if len(measured) == 1 else {"runtimes": measured}),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-    shutil.rmtree(work, ignore_errors=True)
     print(
-        "\n| clients | images | errors | p50 ms | p90 ms | p99 ms | images/s | mean batch | server CPU ms/image |"
+        "\n| runtime | clients | images | errors | p50 ms | p90 ms | p99 ms | images/s | mean batch | server CPU ms/image |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in results.values():
-        lat = r["latency_ms"]
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for m in measured:
+        for r in m["results"].values():
+            lat = r["latency_ms"]
+            print(
+                f"| {m['runtime']} | {r['clients']} | {r['images']} | {r['errors']} | {lat.get('p50')} | "
+                f"{lat.get('p90')} | {lat.get('p99')} | {r['images_per_s']} | {r['mean_batch']} | "
+                f"{r['server_cpu_ms_per_image']} |"
+            )
+    for m in measured:
         print(
-            f"| {r['clients']} | {r['images']} | {r['errors']} | {lat.get('p50')} | {lat.get('p90')} | "
-            f"{lat.get('p99')} | {r['images_per_s']} | {r['mean_batch']} | {r['server_cpu_ms_per_image']} |"
+            f"{m['runtime']}: {args.clients} clients / 1 client {m['speedup']}x (per round: {m['speedup_per_round']})"
         )
-    print(f"\n{args.clients} clients / 1 client: {summary['speedup']}x images/s (per round: {per_round})")
-    return 0 if one["errors"] == 0 and many["errors"] == 0 else 1
+    if len(measured) > 1:
+        base = measured[0]["results"]
+        for m in measured[1:]:
+            ratios = {k: round(m["results"][k]["images_per_s"] / base[k]["images_per_s"], 2) for k in base}
+            print(f"{m['runtime']} / {measured[0]['runtime']} images/s: {ratios}")
+    errors = sum(r["errors"] for m in measured for r in m["results"].values())
+    return 0 if errors == 0 else 1
 
 
 if __name__ == "__main__":
