@@ -3,6 +3,7 @@ goes in as ``novelty.training``, and the package list in ``pyproject.toml`` name
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -35,6 +36,14 @@ def test_the_package_list_names_every_package_and_maps_training_under_novelty():
 
 
 def test_the_wheel_holds_novelty_alone_with_training_inside(tmp_path):
+    src = (
+        tmp_path / "src"
+    )  # a clean copy: no build/ left over from an earlier build, nothing written to the repo
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("novelty", "training"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     out = subprocess.run(
         [
             sys.executable,
@@ -46,7 +55,7 @@ def test_the_wheel_holds_novelty_alone_with_training_inside(tmp_path):
             "--no-build-isolation",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(src),
         ],
         capture_output=True,
         text=True,
