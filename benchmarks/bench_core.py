@@ -49,7 +49,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: benchmarks.machine
+
 import novelty
+from benchmarks.machine import cpu_model
 from novelty import Embedder, EmbeddingIndex
 
 #: skimage.data photos used for the large-photo set (those that need a download are skipped).
@@ -108,16 +111,6 @@ def log(msg: str) -> None:
 
 # ----------------------------------------------------------------------------------------------------------
 # machine
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 class CpuMonitor:
     """CPU seconds that *other* processes used while the benchmark ran (from /proc/stat, Linux only).
 

@@ -38,9 +38,7 @@ import argparse
 import io
 import json
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,6 +51,7 @@ import torch
 from PIL import Image
 
 import novelty
+from benchmarks.machine import cpu_flags, cpu_model
 from novelty.images import load_image
 
 BATCH = 32
@@ -85,21 +84,9 @@ class Candidate:
 
 
 def cpu_info() -> dict[str, Any]:
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "Model name":
-                model = value.strip()
-            elif key.strip() == "Flags":
-                flags = set(value.split())
-    except (OSError, subprocess.CalledProcessError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
+    flags = set(cpu_flags(simd_only=False))
     return {
-        "model": model,
+        "model": cpu_model(),
         "cpus": os.cpu_count(),
         "flags": {f: f in flags for f in FLAGS},
         "all_flags": sorted(flags),

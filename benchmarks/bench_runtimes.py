@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ import torch
 
 import novelty
 from benchmarks.bench_batch import make_photos
+from benchmarks.machine import cpu_model
 from novelty.batch import score_inputs
 from novelty.images import load_image
 from novelty.runtimes import CANDIDATES, RUNTIMES, runtime_info
@@ -51,16 +51,6 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # --- 1. peak -------------------------------------------------------------------------------------------
@@ -212,7 +202,7 @@ def main() -> int:
             )
     report: dict[str, Any] = {
         "machine": {
-            "cpu": cpu_name(),
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,

@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: benchmarks.machine
 
 from serve_support import WINDSHIELD, ServerProcess, new_token
 
 import novelty
+from benchmarks.machine import cpu_flags
 
 
 def video_jpegs(n_frames: int, quality: int = 90) -> list[bytes]:
@@ -190,17 +192,6 @@ def measure(args: argparse.Namespace, frames: list[bytes], runtime: str) -> dict
             round(rate(b) / rate(a), 2) for a, b in zip(runs[1], runs[args.clients], strict=True)
         ],
     }
-
-
-def cpu_flags() -> list[str]:
-    """The CPU's SIMD flags that decide which runtime is fastest (avx2, avx512*, amx*, vnni)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = re.search(r"^flags\s*:(.*)$", text, re.M)
-    keep = ("avx2", "fma", "avx512", "amx", "vnni")
-    return sorted({f for f in (flags.group(1).split() if flags else []) if f.startswith(keep)})
 
 
 def main() -> int:

@@ -73,6 +73,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine import cpu_flags
+
 LABELS = np.array(["dry", "wet"])
 CONDITIONS = ("tunnel", "ice", "fog", "snow")
 ALL_CONDITIONS = ("clean", *CONDITIONS)
@@ -1141,7 +1143,7 @@ def run_pools(
             **machine_description(),
             "torch_threads_refit": 1,
             "jobs": jobs,
-            "cpu_flags": _cpu_flags(),
+            "cpu_flags": " ".join(cpu_flags(simd_only=False)),
         },
         "seconds": round(total, 1),
         "data": {**data_info, "pool": len(bench.pool), "eval": len(ev)},
@@ -1170,16 +1172,6 @@ def run_pools(
         "refits": refits.fitted,
         "runs": [{k: v for k, v in r.items()} for r in tune_runs + runs],
     }
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def _need_text(n: dict[str, Any], top: int) -> str:

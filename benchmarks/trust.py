@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine import cpu_flags
 from novelty.trust import SUPPORT_FACTOR
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -375,7 +376,7 @@ def run(n_splits: int, seeds: Sequence[int], turns: int, budget: int = 50) -> di
     embedder = novelty.Embedder(num_workers=1, layers=SETTINGS["layers"])
     out: dict[str, Any] = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpu_flags": _cpu_flags()},
+        "machine": {"python": platform.python_version(), "cpu_flags": cpu_flags()},
         "settings": {
             "risk": RISK,
             "delta": DELTA,
@@ -452,17 +453,6 @@ def run(n_splits: int, seeds: Sequence[int], turns: int, budget: int = 50) -> di
     out["five_turns"] = {str(s): five_turns(parts, embedder, s, turns, budget) for s in seeds}
     out["seconds"] = round(time.perf_counter() - _T0, 1)
     return out
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
-    )
-    return sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2")))
 
 
 def _f(x: Any, digits: int = 3) -> str:

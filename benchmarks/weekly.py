@@ -58,7 +58,6 @@ import csv
 import io
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -76,6 +75,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine import cpu_flags, cpu_model
 from novelty.fileio import sha256_bytes, sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -553,20 +553,7 @@ class Checker:
 
 # --- the routine ------------------------------------------------------------------------------------------------------
 def _cpu() -> dict[str, Any]:
-    flags: list[str] = []
-    model = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = sorted(
-                    f
-                    for f in line.split(":", 1)[1].split()
-                    if f.startswith(("avx512", "amx", "avx_vnni")) or f in ("avx2", "fma")
-                )
-                break
-    return {"model": model, "cores": os.cpu_count(), "flags": flags}
+    return {"model": cpu_model(), "cores": os.cpu_count(), "flags": cpu_flags()}
 
 
 def _git() -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine import cpu_flags, cpu_model
 from benchmarks.ood.peers import PEERS, PeerNotInstalledError, run_peer
 from benchmarks.ood.scenarios import Pool, Scenario
 from novelty.calibration import ConformalCalibrator
@@ -381,16 +382,9 @@ def machine_description() -> dict[str, Any]:
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": sys.version.split()[0],
