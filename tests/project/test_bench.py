@@ -367,3 +367,14 @@ def test_ood_diff_reports_changed_values_and_leaves_out_timings(tmp_path, capsys
     (tmp_path / "b.json").write_text(json.dumps(after))
     assert diff.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
     assert "auroc: 0.91 → 0.9100001" in capsys.readouterr().out
+
+
+def test_combination_rules_of_the_combine_benchmark():
+    from benchmarks.ood.combine import RULES, combine
+
+    z = np.array([[0.0, 1.0, 8.0, -1.0], [0.5, 0.0, 0.0, -2.0]])
+    np.testing.assert_allclose(combine("mean-z", z), [0.25, 0.5, 4.0, -1.5])
+    np.testing.assert_allclose(combine("max-z", z), [0.5, 1.0, 8.0, -1.0])
+    c = combine("cauchy", z)
+    assert np.all(np.isfinite(c)) and c[2] == c.max() and c[3] == c.min()  # one extreme member dominates
+    assert set(RULES) == {"mean-z", "max-z", "cauchy"}
