@@ -33,10 +33,15 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from benchmarks.ood.runner import OUR_SCORERS, EmbeddingCache, machine_description
+from benchmarks.ood.runner import (
+    OUR_SCORERS,
+    EmbeddingCache,
+    fit_ours,
+    machine_description,
+    scenario_embeddings,
+)
 from benchmarks.ood.scenarios import build_scenarios, scenario_names
 from novelty.calibration import ConformalCalibrator
-from novelty.detector import NoveltyDetector
 from novelty.embedder import Embedder
 from novelty.metrics import auroc, false_alarm_rate
 from novelty.weights import DEFAULT_BACKBONE
@@ -58,23 +63,10 @@ def combine(rule: str, z: np.ndarray) -> np.ndarray:
 
 
 def measure(scenario: Any, cache: EmbeddingCache, alpha: float) -> dict[str, Any]:
-    x_all = cache.get(scenario.fit.pool, scenario.fit.index)
-    x_in = cache.get(scenario.test_in.pool, scenario.test_in.index)
-    x_out = {k: cache.get(p.pool, p.index) for k, p in scenario.test_out.items()}
-    det = NoveltyDetector(
-        cache.embedder.backbone_name,
-        scorers=OUR_SCORERS,
-        alpha=alpha,
-        calibration_fraction=scenario.calibration_fraction,
-        seed=scenario.seed,
-    )
+    x_all, x_in, x_out = scenario_embeddings(scenario, cache)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        det.fit_embeddings(
-            x_all,
-            groups=None if scenario.fit.groups is None else list(scenario.fit.groups),
-            ids=[str(i) for i in range(x_all.shape[0])],
-        )
+        det = fit_ours(scenario, x_all, cache.embedder.backbone_name, alpha)
     cal = det.calibrator_
     raw_cal = cal.raw_
     v_in = det.score_embeddings(x_in)

@@ -45,9 +45,11 @@ __all__ = [
     "BenchmarkRun",
     "EmbeddingCache",
     "ScenarioResult",
+    "fit_ours",
     "resplit_false_alarm",
     "run_benchmark",
     "run_scenario",
+    "scenario_embeddings",
 ]
 
 log = logging.getLogger(__name__)
@@ -233,6 +235,33 @@ def _method(
     )
 
 
+def scenario_embeddings(
+    scenario: Scenario, cache: EmbeddingCache
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The embeddings of a scenario's fitting images, in-distribution test images and each novel set (cached)."""
+    x_all = cache.get(scenario.fit.pool, scenario.fit.index)
+    x_in = cache.get(scenario.test_in.pool, scenario.test_in.index)
+    x_out = {k: cache.get(p.pool, p.index) for k, p in scenario.test_out.items()}
+    return x_all, x_in, x_out
+
+
+def fit_ours(scenario: Scenario, x_all: np.ndarray, backbone: str, alpha: float) -> NoveltyDetector:
+    """novelty's detector of a scenario (:data:`OUR_SCORERS`), fitted on its embeddings as a user would: the
+    scenario's calibration fraction, by group where it has groups."""
+    det = NoveltyDetector(
+        backbone,
+        scorers=OUR_SCORERS,
+        alpha=alpha,
+        calibration_fraction=scenario.calibration_fraction,
+        seed=scenario.seed,
+    )
+    return det.fit_embeddings(
+        x_all,
+        groups=None if scenario.fit.groups is None else list(scenario.fit.groups),
+        ids=[str(i) for i in range(x_all.shape[0])],
+    )
+
+
 def run_scenario(
     scenario: Scenario,
     cache: EmbeddingCache,
@@ -245,24 +274,11 @@ def run_scenario(
     if not 0.0 < alpha < 1.0:
         raise InvalidInputError(f"alpha must lie in (0, 1), got {alpha}")
     t0 = time.perf_counter()
-    x_all = cache.get(scenario.fit.pool, scenario.fit.index)
-    x_in = cache.get(scenario.test_in.pool, scenario.test_in.index)
-    x_out = {k: cache.get(p.pool, p.index) for k, p in scenario.test_out.items()}
+    x_all, x_in, x_out = scenario_embeddings(scenario, cache)
     embed_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    det = NoveltyDetector(
-        cache.embedder.backbone_name,
-        scorers=OUR_SCORERS,
-        alpha=alpha,
-        calibration_fraction=scenario.calibration_fraction,
-        seed=scenario.seed,
-    )
-    det.fit_embeddings(
-        x_all,
-        groups=None if scenario.fit.groups is None else list(scenario.fit.groups),
-        ids=[str(i) for i in range(x_all.shape[0])],
-    )
+    det = fit_ours(scenario, x_all, cache.embedder.backbone_name, alpha)
     fit_idx = np.array([int(i) for i in det.train_ids_], dtype=np.int64)
     cal_idx = np.array([int(i) for i in det.calibration_ids_], dtype=np.int64)
     v_in = det.score_embeddings(x_in)

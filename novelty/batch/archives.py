@@ -155,9 +155,10 @@ class _TarArchive(_Archive):
         self._tf: tarfile.TarFile | None = None
         self._by_name: dict[str, list[tarfile.TarInfo]] | None = None
 
-    def _lookup(self, item: InputItem) -> tarfile.TarInfo:
-        """Find a member by name and occurrence (archive changed since listing, or sparse): one full scan."""
-        if self._by_name is None:
+    def _lookup(self, item: InputItem) -> tuple[tarfile.TarFile, tarfile.TarInfo]:
+        """Find a member by name and occurrence (archive changed since listing, or sparse): one full scan, then
+        the open archive and the member."""
+        if self._tf is None or self._by_name is None:
             self.f.seek(0)
             self._tf = tarfile.open(fileobj=self.f, mode="r:")  # noqa: SIM115 - closed with the handle
             self._by_name = {}
@@ -167,7 +168,7 @@ class _TarArchive(_Archive):
         same = self._by_name.get(item.member or "", [])
         if len(same) < item.occurrence:
             raise _missing(item)
-        return same[item.occurrence - 1]
+        return self._tf, same[item.occurrence - 1]
 
     def read(self, item: InputItem) -> bytes:
         try:
@@ -177,11 +178,10 @@ class _TarArchive(_Archive):
                 self.f.seek(item.offset)
                 data = self.f.read(size)
             else:
-                ti = self._lookup(item)
+                tf, ti = self._lookup(item)
                 size = ti.size
                 _too_large(item, size)
-                assert self._tf is not None  # set by _lookup
-                fh = self._tf.extractfile(ti)
+                fh = tf.extractfile(ti)
                 data = fh.read() if fh is not None else b""
         except ImageError:
             raise

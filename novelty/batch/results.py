@@ -305,7 +305,8 @@ class ResultWriter:
 
     @property
     def _schema(self) -> ResultSchema:
-        assert self.schema is not None  # set by _open_parts
+        if self.schema is None:  # _open_parts sets it when the writer opens
+            raise ResultsError(f"the ResultWriter of {self.out_path} has no schema: it was never opened")
         return self.schema
 
     # -- API --
