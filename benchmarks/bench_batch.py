@@ -48,6 +48,7 @@ def make_photos(n: int) -> list[Path]:
     if len(files) == n:
         return files
     shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".street-jpeg-"))
     cap = cv2.VideoCapture(str(find_video()))
     frames = []

@@ -11,9 +11,10 @@ and accuracy against fp32 — every runtime beside the fp32 default and the naiv
 4. End to end: ``novelty.batch.score_inputs`` (the whole ``novelty score`` job) on ``--n`` street JPEGs with a
    kNN detector fitted with each runtime on 200 of them (int8: quantised on those 200), and the naive loop of
    ``benchmarks/bench_batch.py`` in its own process (plain timm + PIL, batch 32); runs alternate.
-5. Accuracy against fp32 PyTorch: embedding cosine on the street JPEGs; AUROC and the false-alarm rate at
-   alpha = 0.05 on the ``textile`` and ``street`` scenarios of ``benchmarks/ood`` (kNN and knn-local,
-   combined; int8 quantised on each scenario's fitting images).
+5. Accuracy against fp32 PyTorch: embedding cosine on the street JPEGs; on the ``textile`` and ``street``
+   scenarios of ``benchmarks/ood``, the detectors each runtime makes, judged by ``benchmarks/runtime_quality.py``
+   (AUROC and false alarms at alpha = 0.05; int8 quantised on each scenario's fitting images). That script
+   judges every scenario.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from benchmarks.bench_batch import make_photos
 from benchmarks.machine import cpu_model
 from novelty.batch import score_inputs
 from novelty.images import load_image
-from novelty.runtimes import CANDIDATES, RUNTIMES, runtime_info
+from novelty.runtimes import CANDIDATES, RUNTIMES
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -131,56 +132,14 @@ def naive_rate(work: Path, paths: list[Path], train: np.ndarray) -> float:
 
 
 # --- 5. accuracy ---------------------------------------------------------------------------------------------
-def scenario_accuracy(runtimes: list[str], size: str, seed: int = 0) -> dict[str, Any]:
-    """AUROC and false alarms of a kNN + knn-local detector per runtime, on the same images and splits.
-
-    fp32 (``torch``) embeddings come from the OOD benchmark's cache (the scenarios' images are enlarged to
-    the input size, where the preprocessing is the timm transform itself, so they are the same inputs);
-    every other runtime embeds afresh."""
-    from benchmarks.ood.runner import EmbeddingCache
+def scenario_accuracy(runtimes: list[str], size: str) -> dict[str, Any]:
+    """The detectors each runtime makes on the textile and street scenarios, judged against fp32 (the rule and
+    the numbers of :mod:`benchmarks.runtime_quality`, which judges every scenario)."""
     from benchmarks.ood.scenarios import build_scenarios
-    from novelty.metrics import auroc
+    from benchmarks.runtime_quality import runtime_quality
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-runtimes-emb-"))
-    out: dict[str, Any] = {}
-    for scenario in build_scenarios(["textile", "street"], size=size, seed=seed):
-        res: dict[str, Any] = {}
-        ref: np.ndarray | None = None
-        for name in runtimes:
-            emb = novelty.Embedder(device="cpu", runtime=name)
-            t = time.perf_counter()
-            if runtime_info(name).needs_calibration:  # int8: quantised on this scenario's fitting images
-                emb.calibrate_runtime(scenario.fit.pool.images(scenario.fit.index))
-            cache = EmbeddingCache(emb, None if name == "torch" else tmp / f"{name}-{scenario.name}")
-            x_fit = cache.get(scenario.fit.pool, scenario.fit.index)
-            x_in = cache.get(scenario.test_in.pool, scenario.test_in.index)
-            x_out = {k: cache.get(p.pool, p.index) for k, p in scenario.test_out.items()}
-            seconds = time.perf_counter() - t
-            det = novelty.NoveltyDetector(
-                scorers=("knn", "knn-local"),
-                calibration_fraction=scenario.calibration_fraction,
-                seed=scenario.seed,
-                embedder=emb,
-            )
-            groups = None if scenario.fit.groups is None else list(scenario.fit.groups)
-            det.fit_embeddings(x_fit, groups=groups)
-            v_in = det.score_embeddings(x_in)
-            row: dict[str, Any] = {
-                "false_alarm": float(np.mean(v_in.is_novel)),
-                "seconds": seconds,
-                "embedded": cache.embedded,
-            }
-            for k, x in x_out.items():
-                row[f"auroc {k}"] = float(auroc(v_in.score, det.score_embeddings(x).score))
-            all_emb = np.concatenate([x_fit, x_in, *x_out.values()])
-            ref = all_emb if ref is None else ref
-            cos = (all_emb * ref).sum(axis=1)
-            row["cosine_min"], row["cosine_mean"] = float(cos.min()), float(cos.mean())
-            res[name] = row
-            print(f"  {scenario.name} {name}: {json.dumps(row)}", flush=True)
-        out[scenario.name] = res
-    shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    with tempfile.TemporaryDirectory(prefix="bench-runtimes-emb-") as work:
+        return runtime_quality(runtimes, build_scenarios(["textile", "street"], size=size), Path(work))
 
 
 def main() -> int:

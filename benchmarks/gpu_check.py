@@ -17,6 +17,8 @@ Parts:
    cropped there, against the CPU decoding path: img/s, and cosine of the embeddings to the CPU pipeline's.
 6. ``faiss_gpu``: exact kNN search on the GPU (``faiss.index_cpu_to_gpu``) against the CPU index.
 7. ``cpu_runtimes``: model-only img/s of each installed CPU runtime (novelty.runtimes) on this host's CPU.
+8. ``runtime_auto``: what ``runtime="auto"`` measures and chooses on CUDA (PyTorch: the only runtime there) and on
+   this host's CPU (every installed runtime, with its CPU flags: bf16 engines need ``avx512_bf16``/``amx_bf16``).
 """
 
 from __future__ import annotations
@@ -223,6 +225,17 @@ def cpu_runtimes(paths: list[Path], ref: np.ndarray, repeats: int) -> list[dict]
     return rows
 
 
+def runtime_auto() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for device in ("cuda", "cpu"):
+        if device == "cuda" and cuda_missing():
+            out[device] = skipped(str(cuda_missing()))
+            continue
+        emb = novelty.Embedder(device=device, runtime="auto")
+        out[device] = emb.runtime_choice.to_meta() if emb.runtime_choice is not None else None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", type=Path)
@@ -262,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         ("cuda_decode", lambda: cuda_decode(paths, cpu, args.repeats)),
         ("faiss_gpu", lambda: faiss_gpu(args.repeats)),
         ("cpu_runtimes", lambda: cpu_runtimes(paths, ref, args.repeats)),
+        ("runtime_auto", runtime_auto),
     ]
     for name, part in parts:
         t = time.perf_counter()

@@ -85,8 +85,10 @@ class NoveltyDetector:
     embedder: an existing :class:`~novelty.embedder.Embedder` to use (and share between detectors: the
         backbone loads once). Its own settings (backbone, weights, device, batch size, workers, draft) apply;
         the artifact records them, and ``load(..., embedder=...)`` can share one again.
-    runtime: where the backbone runs (:mod:`novelty.runtimes`; default ``"torch"``, fp32 PyTorch). An int8
-        runtime is quantised on this detector's own training images during ``fit``. Saved with the
+    runtime: where the backbone runs (:mod:`novelty.runtimes`; default ``"torch"``, fp32 PyTorch; ``"auto"``:
+        the fastest registered runtime measured on this machine when the backbone loads, after which
+        ``runtime`` names it). An int8 runtime is quantised on this detector's own training images during
+        ``fit``. Saved with the
         detector: loading with another runtime warns, and is refused where that runtime's embeddings differ
         beyond the tolerance (:func:`novelty.runtimes.runtimes_agree`) unless calibration is redone
         (``load(..., runtime=..., recalibrate=images)`` or :meth:`recalibrate`).
@@ -139,7 +141,7 @@ class NoveltyDetector:
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.num_workers = None if num_workers is None else check_int(num_workers, "num_workers", minimum=0)
         self.draft = check_bool(draft, "draft")
-        self.runtime = check_runtime(runtime)
+        self.runtime = check_runtime(runtime, auto=True)
         self.layers = check_embedding_layers(layers)
         self.calibrated_runtime_: str | None = None  # the runtime the fitted calibration was made with
         parse_device(device)
@@ -215,6 +217,7 @@ class NoveltyDetector:
                 runtime=self.runtime,
                 layers=self.layers,
             )
+            self.runtime = self._embedder.runtime  # "auto" resolved: the runtime chosen on this machine
         return self._embedder
 
     def patch_scorer(self, scorers: Sequence[Scorer] | None = None) -> Scorer | None:
@@ -542,6 +545,8 @@ class NoveltyDetector:
         ``runtime``: score with another runtime than the recorded one (``None``: the recorded one). That
         warns, and is refused where the embeddings differ beyond the tolerance unless ``recalibrate`` gives
         held-out in-distribution images to redo the calibration with (see :meth:`recalibrate`).
+        ``"auto"``: the fastest on this machine among the runtimes whose embeddings stand in for the recorded
+        one (any registered runtime when ``recalibrate`` is given).
 
         ``weights`` overrides the recorded weights location (e.g. a local file on another machine);
         ``embedder`` uses an existing :class:`~novelty.embedder.Embedder` (checked to be the backbone the
@@ -549,7 +554,7 @@ class NoveltyDetector:
         raises :class:`~novelty.errors.ArtifactChangedError`: read it again.
         """
         if runtime is not None:
-            check_runtime(runtime)
+            check_runtime(runtime, auto=True)
         return load_detector(
             cls,
             path,

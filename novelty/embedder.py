@@ -26,9 +26,21 @@ from novelty.discovery import image_files
 from novelty.embedding_layers import DEFAULT_LAYERS, check_embedding_layers, layers_fingerprint, layers_name
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
 from novelty.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
+from novelty.machine import usable_cpus
 from novelty.params import check_bool, check_int
 from novelty.preprocessing import ERROR_TYPES, ImageDataset, Preprocessor, collate, decode_ahead
-from novelty.runtimes import DEFAULT_RUNTIME, BackboneRuntime, build_runtime, runtime_info
+from novelty.runtimes import (
+    AUTO,
+    DEFAULT_RUNTIME,
+    RUNTIMES,
+    BackboneRuntime,
+    RuntimeChoice,
+    build_runtime,
+    check_runtime,
+    choose_runtime,
+    runtime_info,
+)
+from novelty.threads import AdaptiveThreads, check_threads
 from novelty.weights import DEFAULT_BACKBONE, create_backbone
 
 log = logging.getLogger(__name__)
@@ -85,13 +97,6 @@ def tune_glibc_malloc() -> bool:
     _MALLOC_TUNED = ok
     log.debug("glibc malloc tuned for large tensors: %s", ok)
     return ok
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def parse_device(device: object) -> torch.device | None:
@@ -220,11 +225,19 @@ class Embedder:
     batch_size: images per forward pass.
     num_workers: decoding processes; ``None`` chooses (see :meth:`workers_for`; none on a 2-core machine).
     precision: ``"fp32"`` (default, reproducible), ``"bf16"`` or ``"fp16"`` autocast (faster, slightly different).
-    runtime: where the forward pass runs (:mod:`novelty.runtimes`): ``"torch"`` (default, fp32 PyTorch) or
-        an optional faster engine; an int8 runtime is quantised on calibration images
-        (:meth:`calibrate_runtime`, done by ``NoveltyDetector.fit``). Saved with the detector.
-    threads: compute threads of a runtime engine (``None``: as many as PyTorch uses); ``"torch"`` itself
-        follows ``torch.set_num_threads``.
+    runtime: where the forward pass runs (:mod:`novelty.runtimes`): ``"torch"`` (default, fp32 PyTorch), an
+        optional faster engine, or ``"auto"``: the fastest of ``runtimes`` (default: every registered one that
+        runs here) measured on this machine at construction (:func:`novelty.runtimes.choose_runtime`; what was
+        measured is in :attr:`runtime_choice`, and :attr:`runtime` names the one chosen). An int8 runtime is
+        quantised on calibration images (:meth:`calibrate_runtime`, done by ``NoveltyDetector.fit``). Saved with
+        the detector.
+    runtimes: with ``runtime="auto"``, the runtimes to choose among.
+    threads: compute threads of the forward pass: ``None`` (default: as many as PyTorch uses, see
+        ``torch.set_num_threads``; reproducible to the bit), a number (for this embedder's passes only), or
+        ``"auto"``: all of them while the machine is otherwise idle and, while other processes keep a core
+        busy, all, half or one, whichever the measured speed favours, so that they do not stall every step of
+        the pass (:mod:`novelty.threads`, CPU only). A different count can change an embedding in its last
+        bits (1e-6), which is why ``"auto"`` is not the default.
     decode_thread: without decoding processes, decode the next batch in a thread while the model runs this
         one (pays where the model leaves a core free, e.g. ``threads=1`` on 2 cores; measured in
         benchmarks/RESULTS.md, "Runtimes").
@@ -236,10 +249,12 @@ class Embedder:
 
     # defaults for subclasses that stand in for a backbone without calling __init__
     runtime: str = DEFAULT_RUNTIME
-    threads: int | None = None
+    threads: int | str | None = None
     decode_thread: bool = False
     layers: tuple[str, ...] = DEFAULT_LAYERS
     _runtime: BackboneRuntime | None = None
+    _threads_policy: AdaptiveThreads | None = None
+    runtime_choice: RuntimeChoice | None = None
     _runtime_state: bytes | None = None
 
     def __init__(
@@ -254,9 +269,10 @@ class Embedder:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         draft: bool = True,
         runtime: str = DEFAULT_RUNTIME,
-        threads: int | None = None,
+        threads: int | str | None = None,
         decode_thread: bool = False,
         layers: str | Sequence[str] = DEFAULT_LAYERS,
+        runtimes: Sequence[str] | None = None,
     ):
         if not isinstance(backbone, str) or not backbone:
             raise InvalidInputError(f"backbone must be a timm model name, got {backbone!r}")
@@ -275,19 +291,31 @@ class Embedder:
             tune_glibc_malloc()
         if precision == "fp16" and self.device.type != "cuda":
             raise InvalidInputError("precision='fp16' needs a CUDA device; use 'bf16' on CPU")
-        info = runtime_info(runtime)
-        if self.device.type not in info.devices:
-            raise InvalidInputError(
-                f"runtime {runtime!r} runs on {', '.join(info.devices)}, not on {self.device.type}; "
-                "use runtime='torch' there"
-            )
+        runtime = check_runtime(runtime, auto=True)
         layers = check_embedding_layers(layers)
-        if layers != DEFAULT_LAYERS and runtime != "torch":
+        among: list[str] | None = None
+        if runtime == AUTO:
+            among = [check_runtime(r) for r in (runtimes if runtimes is not None else RUNTIMES)]
+            if layers != DEFAULT_LAYERS or precision != "fp32":  # inner stages and autocast: PyTorch only
+                among = [r for r in among if r == "torch"]
+            if not among:
+                raise InvalidInputError(
+                    f"runtime='auto' has nothing to choose among: runtimes={runtimes!r}, layers="
+                    f"{layers_name(layers)!r}, precision={precision!r} (inner stages and autocast run on 'torch')"
+                )
+        elif runtimes is not None:
+            raise InvalidInputError("runtimes= chooses among runtimes for runtime='auto' only")
+        if among is None and self.device.type not in runtime_info(runtime).devices:
+            raise InvalidInputError(
+                f"runtime {runtime!r} runs on {', '.join(runtime_info(runtime).devices)}, not on "
+                f"{self.device.type}; use runtime='torch' there"
+            )
+        if layers != DEFAULT_LAYERS and runtime not in ("torch", AUTO):
             raise InvalidInputError(
                 f"layers={layers_name(layers)!r} runs on runtime='torch' only, not {runtime!r}; use "
                 "layers='final' with another runtime"
             )
-        if runtime != "torch" and precision != "fp32":
+        if runtime not in ("torch", AUTO) and precision != "fp32":
             raise InvalidInputError(
                 f"precision={precision!r} applies to runtime='torch'; runtime {runtime!r} sets its own precision"
             )
@@ -324,10 +352,21 @@ class Embedder:
         self.precision = precision
         self.max_pixels = max_pixels
         self.runtime = runtime
-        self.threads = None if threads is None else check_int(threads, "threads", minimum=1)
+        self.threads = check_threads(threads)
+        self._threads_policy = None
         self.decode_thread = check_bool(decode_thread, "decode_thread")
         self._runtime: BackboneRuntime | None = None
         self._runtime_state: bytes | None = None
+        self.runtime_choice: RuntimeChoice | None = None
+        if among is not None:
+            self.runtime_choice, self._runtime = choose_runtime(
+                self.network,
+                device=self.device,
+                input_size=tuple(self.data_config["input_size"]),
+                among=among,
+                threads=self.threads if isinstance(self.threads, int) else None,
+            )
+            self.runtime = self.runtime_choice.chosen
 
     def _probe_dim(self) -> int:
         x = torch.zeros((1, *self.data_config["input_size"]), device=self.device)
@@ -396,7 +435,7 @@ class Embedder:
             return self.num_workers
         if n < 2 * self.batch_size:
             return 0
-        return max(0, min(4, (_usable_cpus() - 2) // 2))
+        return max(0, min(4, (usable_cpus() - 2) // 2))
 
     def iter_batches(
         self, sources: Sequence[Any], *, progress: bool | None = None
@@ -510,7 +549,7 @@ class Embedder:
             autocast=_PRECISIONS[self.precision],
             calibration=calibration,
             state=self._runtime_state,
-            threads=self.threads,
+            threads=self.threads if isinstance(self.threads, int) else None,
         )
 
     def _backend(self) -> BackboneRuntime:
@@ -518,9 +557,31 @@ class Embedder:
             self._runtime = self._build_runtime()
         return self._runtime
 
+    def threads_policy(self, fresh: bool = False) -> AdaptiveThreads | None:
+        """The per-batch thread choice of ``threads="auto"`` on CPU (``None`` otherwise); ``fresh``: forget
+        what it measured so far (as a new process would)."""
+        if self.threads != "auto" or self.device.type != "cpu":
+            return None
+        if self._threads_policy is None or fresh:
+            backend = self._backend()
+            self._threads_policy = AdaptiveThreads(
+                getattr(backend, "threads", None) or torch.get_num_threads()
+            )
+        return self._threads_policy
+
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """Embed an already preprocessed ``(n, 3, H, W)`` batch."""
-        feats = F.normalize(self._backend().run(batch).float(), dim=1)
+        policy = self.threads_policy()
+        if policy is None:
+            out = self._backend().run(batch, threads=self.threads if isinstance(self.threads, int) else None)
+        else:
+            n = policy.pick()
+            policy.load.start()
+            start = time.perf_counter()
+            out = self._backend().run(batch, threads=n)
+            seconds = time.perf_counter() - start
+            policy.record(n, int(batch.shape[0]), seconds, others=policy.load.stop())
+        feats = F.normalize(out.float(), dim=1)
         emb = feats.cpu().numpy().astype(np.float32, copy=False)
         if not np.isfinite(emb).all():
             raise NoveltyError(

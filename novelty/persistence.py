@@ -56,7 +56,9 @@ from novelty.manifest_sections import (
 from novelty.params import check_int
 from novelty.parts import FittedState
 from novelty.runtimes import (
+    AUTO,
     RUNTIME_FILE,
+    RUNTIMES,
     RuntimeMismatchError,
     RuntimeMismatchWarning,
     check_runtime,
@@ -178,6 +180,8 @@ def save_detector(det: NoveltyDetector, path: str | os.PathLike[str]) -> Artifac
         "runtime": {
             "name": det.calibrated_runtime_ or emb.runtime,  # the runtime the calibration belongs to
             "file": RUNTIME_FILE if runtime_state is not None else None,
+            # runtime="auto": what was measured on the machine that fitted it (information only)
+            **({"auto": emb.runtime_choice.to_meta()} if emb.runtime_choice is not None else {}),
         },
     }
     return write_artifact(path, manifest, files)
@@ -326,6 +330,18 @@ def load_detector(
         ) from None
     if runtime is None:
         runtime = embedder.runtime if embedder is not None else recorded
+    if runtime == AUTO and embedder is None:  # measured here, among the runtimes that may score this detector
+        embedder = Embedder(
+            p["backbone"],
+            weights=weights if weights is not None else p["weights"],
+            device=device,
+            batch_size=p["batch_size"],
+            num_workers=num_workers,
+            draft=draft,
+            layers=layers,
+            runtime=AUTO,
+            runtimes=[n for n in RUNTIMES if recalibrate is not None or runtimes_agree(n, recorded)],
+        )
 
     with as_artifact_error(r.source, "params"):
         det = cls(

@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,25 +31,31 @@ import torch
 from torch import nn
 
 from novelty.errors import NoveltyError, UnknownNameError
+from novelty.machine import BF16_FLAGS, cpu_flags, cpu_model, has_bf16
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "AUTO",
     "CANDIDATES",
     "DEFAULT_RUNTIME",
     "RUNTIMES",
     "BackboneRuntime",
+    "RuntimeChoice",
     "RuntimeInfo",
     "RuntimeMismatchError",
     "RuntimeMismatchWarning",
     "RuntimeNotInstalledError",
     "build_runtime",
     "check_runtime",
+    "choose_runtime",
     "runtime_info",
     "runtimes_agree",
 ]
 
 DEFAULT_RUNTIME = "torch"
+#: ``runtime="auto"``: the fastest registered runtime on the machine at hand, measured (:func:`choose_runtime`)
+AUTO = "auto"
 #: the file of a saved detector that holds an int8 runtime's quantised backbone (ONNX)
 RUNTIME_FILE = "runtime_int8.onnx"
 
@@ -82,6 +89,7 @@ class RuntimeInfo:
     min_cosine: float  # the embeddings' smallest cosine to fp32 PyTorch that this runtime is held to
     needs_calibration: bool = False  # int8: quantised from the detector's own training images
     devices: tuple[str, ...] = ("cpu",)
+    cpu_flags: tuple[str, ...] = ()  # any one of these CPU flags is needed (bf16: avx512_bf16 or amx_bf16)
 
 
 class BackboneRuntime:
@@ -90,7 +98,9 @@ class BackboneRuntime:
 
     info: RuntimeInfo
 
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
+    def run(self, batch: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        """The features of ``batch``, computed with ``threads`` compute threads (``None``: the runtime's own
+        count; :mod:`novelty.threads` chooses one per batch)."""
         raise NotImplementedError
 
     def state(self) -> bytes | None:
@@ -106,13 +116,21 @@ class TorchRuntime(BackboneRuntime):
         self.device = device
         self.autocast = autocast
 
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            if self.autocast is not None:
-                with torch.autocast(device_type=self.device.type, dtype=self.autocast):
-                    return self.model(x).float()
-            return self.model(x).float()
+    def run(self, batch: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        # PyTorch's thread count is the process's: set for this pass only, then given back
+        before = torch.get_num_threads()
+        if threads is not None and threads != before and self.device.type == "cpu":
+            torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                x = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                if self.autocast is not None:
+                    with torch.autocast(device_type=self.device.type, dtype=self.autocast):
+                        return self.model(x).float()
+                return self.model(x).float()
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
 
 
 # --- export ---------------------------------------------------------------------------------------
@@ -164,18 +182,29 @@ class OpenVINORuntime(BackboneRuntime):
             path = os.path.join(tmp, "model.onnx")
             with open(path, "wb") as f:
                 f.write(onnx)
-            ov_model = core.read_model(path)
-        config = {
-            "INFERENCE_PRECISION_HINT": precision,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": threads or _threads(),
-        }
-        self._compiled = core.compile_model(ov_model, "CPU", config)
-        self._request = self._compiled.create_infer_request()
+            self._model = core.read_model(path)
+        self._core = core
+        self._precision = precision
+        self.threads = threads or _threads()
+        self._requests: dict[int, Any] = {}
+        self._request(self.threads)
 
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
+    def _request(self, threads: int) -> Any:
+        """An inference request of the model compiled for ``threads`` threads (compiled on first use: OpenVINO
+        fixes the count at compile time)."""
+        if threads not in self._requests:
+            config = {
+                "INFERENCE_PRECISION_HINT": self._precision,
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads,
+            }
+            compiled = self._core.compile_model(self._model, "CPU", config)
+            self._requests[threads] = compiled.create_infer_request()
+        return self._requests[threads]
+
+    def run(self, batch: torch.Tensor, threads: int | None = None) -> torch.Tensor:
         x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        out = self._request.infer({0: x})[0]
+        out = self._request(threads or self.threads).infer({0: x})[0]
         return torch.from_numpy(np.array(out, dtype=np.float32))
 
     def state(self) -> bytes | None:
@@ -188,15 +217,26 @@ class OnnxRuntime(BackboneRuntime):
         ort = _require("onnxruntime", info.name, info.extra or "onnxruntime")
         self.info = info
         self._onnx = onnx
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or _threads()
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        self._session = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
+        self._ort = ort
+        self.threads = threads or _threads()
+        self._sessions: dict[int, Any] = {}
+        self._session(self.threads)
 
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
+    def _session(self, threads: int) -> Any:
+        if threads not in self._sessions:  # the count is fixed per session
+            so = self._ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            so.log_severity_level = 3
+            self._sessions[threads] = self._ort.InferenceSession(
+                self._onnx, so, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[threads]
+
+    def run(self, batch: torch.Tensor, threads: int | None = None) -> torch.Tensor:
         x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(np.asarray(self._session.run(None, {"images": x})[0], dtype=np.float32))
+        out = self._session(threads or self.threads).run(None, {"images": x})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
     def state(self) -> bytes | None:
         return self._onnx if self.info.needs_calibration else None
@@ -264,7 +304,12 @@ CANDIDATES: dict[str, tuple[RuntimeInfo, str]] = {
     for info, why in (
         (
             RuntimeInfo(
-                "openvino-bf16", "OpenVINO CPU plugin, bf16 (AMX / AVX512-BF16)", "openvino", "openvino", 0.98
+                "openvino-bf16",
+                "OpenVINO CPU plugin, bf16 (AMX / AVX512-BF16)",
+                "openvino",
+                "openvino",
+                0.98,
+                cpu_flags=BF16_FLAGS,
             ),
             "its embeddings fall below the cosine of 0.999 to fp32 that bf16 must keep",
         ),
@@ -291,18 +336,111 @@ def _candidates_enabled() -> bool:
     return os.environ.get("NOVELTY_RUNTIME_CANDIDATES", "") == "1"
 
 
-def check_runtime(name: object) -> str:
+def check_runtime(name: object, *, auto: bool = False) -> str:
     """The runtime's name, or :class:`~novelty.errors.UnknownNameError` listing the registered ones (and
-    saying why, for a runtime that was measured and dropped)."""
+    saying why, for a runtime that was measured and dropped). ``auto``: :data:`AUTO` is accepted too."""
     if isinstance(name, str) and (name in RUNTIMES or (name in CANDIDATES and _candidates_enabled())):
         return name
-    known = ", ".join(sorted(RUNTIMES))
+    if auto and name == AUTO:
+        return AUTO
+    known = ", ".join(sorted(RUNTIMES)) + (f" (or {AUTO!r})" if auto else "")
     if isinstance(name, str) and name in CANDIDATES:
         raise UnknownNameError(
             f"runtime {name!r} was measured and dropped: {CANDIDATES[name][1]} (benchmarks/RESULTS.md, "
             f"'Runtimes'); registered: {known}"
         )
     raise UnknownNameError(f"unknown runtime {name!r}; registered: {known}")
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """What ``runtime="auto"`` measured and chose: each runtime's img/s on the model, why the others were not
+    measured, and the CPU it ran on (model, SIMD flags, native bf16 or not)."""
+
+    chosen: str
+    img_s: dict[str, float]
+    skipped: dict[str, str]
+    cpu: str
+    cpu_flags: tuple[str, ...]
+    bf16: bool
+
+    def describe(self) -> str:
+        rates = ", ".join(f"{k} {v:.1f} img/s" for k, v in sorted(self.img_s.items(), key=lambda kv: -kv[1]))
+        skipped = "; ".join(f"{k}: {v}" for k, v in self.skipped.items())
+        return (
+            f"runtime 'auto' chose {self.chosen!r} ({rates}) on {self.cpu} "
+            f"[{' '.join(self.cpu_flags) or 'no SIMD flags read'}; native bf16: {'yes' if self.bf16 else 'no'}]"
+            + (f"; not measured: {skipped}" if skipped else "")
+        )
+
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen,
+            "img_s": {k: round(v, 1) for k, v in self.img_s.items()},
+            "skipped": dict(self.skipped),
+            "cpu": self.cpu,
+            "cpu_flags": list(self.cpu_flags),
+            "bf16": self.bf16,
+        }
+
+
+#: images per timed batch, and timed batches (after one warm-up) per runtime, when ``"auto"`` measures
+CHOICE_BATCH = 8
+CHOICE_REPEATS = 3
+
+
+def choose_runtime(
+    model: nn.Module,
+    *,
+    device: torch.device,
+    input_size: tuple[int, int, int],
+    among: Iterable[str] | None = None,
+    threads: int | None = None,
+) -> tuple[RuntimeChoice, BackboneRuntime]:
+    """The fastest of ``among`` (default: every registered runtime) for ``model`` on this machine, measured on
+    a batch of :data:`CHOICE_BATCH` images (median of :data:`CHOICE_REPEATS` after a warm-up), with the built
+    runtime. A runtime is left out, with the reason, when it does not run on ``device``, its engine is not
+    installed, or the CPU lacks the flags it needs; ``torch`` always qualifies."""
+    flags = cpu_flags()
+    names = list(RUNTIMES) if among is None else [check_runtime(n) for n in among]
+    if not names:
+        raise NoveltyError("runtime 'auto' has no runtime to choose among")
+    x = torch.randn((CHOICE_BATCH, *input_size), generator=torch.Generator().manual_seed(0))
+    built: dict[str, BackboneRuntime] = {}
+    rates: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        info = runtime_info(name)
+        if device.type not in info.devices:
+            skipped[name] = f"runs on {', '.join(info.devices)}, not {device.type}"
+            continue
+        if info.cpu_flags and not set(info.cpu_flags) & set(flags):
+            skipped[name] = f"needs one of the CPU flags {', '.join(info.cpu_flags)}"
+            continue
+        if info.needs_calibration:
+            skipped[name] = "quantised from training images: name it explicitly"
+            continue
+        try:
+            rt = build_runtime(name, model, device=device, input_size=input_size, threads=threads)
+        except RuntimeNotInstalledError as e:
+            skipped[name] = str(e)
+            continue
+        rt.run(x)  # warm-up: first-call allocations, lazy compilation
+        times = []
+        for _ in range(CHOICE_REPEATS):
+            start = time.perf_counter()
+            rt.run(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+        built[name] = rt
+        rates[name] = CHOICE_BATCH / sorted(times)[len(times) // 2]
+    if not rates:
+        raise NoveltyError(f"runtime 'auto': no runtime can run here ({'; '.join(skipped.values())})")
+    chosen = max(rates, key=lambda n: (rates[n], n == DEFAULT_RUNTIME))
+    choice = RuntimeChoice(chosen, rates, skipped, cpu_model(), tuple(flags), has_bf16())
+    log.info("%s", choice.describe())
+    return choice, built[chosen]
 
 
 def runtime_info(name: str) -> RuntimeInfo:

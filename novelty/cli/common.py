@@ -20,7 +20,7 @@ from typing import TextIO
 from novelty.embedding_layers import check_embedding_layers
 from novelty.errors import InvalidInputError, NoveltyError
 from novelty.params import check_int, check_real
-from novelty.runtimes import RUNTIMES
+from novelty.runtimes import AUTO, RUNTIMES
 
 __all__ = [
     "EXIT_FAILURE",
@@ -97,9 +97,10 @@ def add_runtime_arg(p: argparse.ArgumentParser, text: str) -> None:
     """``--runtime NAME``: where the backbone runs (``fit`` and ``score``), with the command's own help text."""
     p.add_argument(
         "--runtime",
-        choices=sorted(RUNTIMES),
+        choices=[*sorted(RUNTIMES), AUTO],
         default=None,
-        help=f"{text}; see README 'Runtimes' (optional engines: pip install 'novelty[NAME]')",
+        help=f"{text}; auto: the fastest measured on this machine; see README 'Runtimes' (optional engines: pip "
+        "install 'novelty[NAME]')",
     )
 
 

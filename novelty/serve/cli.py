@@ -25,9 +25,9 @@ T = TypeVar("T")
 # --- option values, checked while the arguments are parsed: before anything is loaded ----------------------
 # (int_arg and real_arg: the argument types of every subcommand, over novelty.params' checks)
 def _runtimes() -> list[str]:
-    from novelty.runtimes import RUNTIMES  # lazy: pulls in torch (no runtime's engine)
+    from novelty.runtimes import AUTO, RUNTIMES  # lazy: pulls in torch (no runtime's engine)
 
-    return sorted(RUNTIMES)
+    return [*sorted(RUNTIMES), AUTO]
 
 
 def _device(text: str) -> str:
@@ -166,8 +166,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=_runtimes(),
         default=None,
         help="score with this runtime instead of the one the detector was calibrated with (refused where its "
-        "embeddings differ beyond the tolerance; see README 'Runtimes'; optional engines: pip install "
-        "'novelty[NAME]')",
+        "embeddings differ beyond the tolerance; auto: the fastest measured here among those that may stand in; "
+        "see README 'Runtimes'; optional engines: pip install 'novelty[NAME]')",
     )
     p.add_argument(
         "--torch-threads",

@@ -94,6 +94,30 @@ def test_resume_after_kill_gives_the_same_rows(detector_dir, tmp_path, textile_p
 
 
 @pytest.mark.slow
+def test_score_with_auto_runtime_and_threads_gives_the_same_rows(detector_dir, tmp_path, textile_paths):
+    data = tmp_path / "in"
+    data.mkdir()
+    for p in textile_paths["nominal"][400:420] + textile_paths["global"][:10]:
+        (data / p.name).symlink_to(p)
+    ref, fast = tmp_path / "ref.csv", tmp_path / "fast.csv"
+    assert main(["score", str(detector_dir), str(data), "--out", str(ref)]) == EXIT_OK
+    args = [
+        "score",
+        str(detector_dir),
+        str(data),
+        "--out",
+        str(fast),
+        "--runtime",
+        "auto",
+        "--threads",
+        "auto",
+    ]
+    assert main(args) == EXIT_OK
+    a, b = read_results(ref), read_results(fast)
+    assert [r["path"] for r in a] == [r["path"] for r in b] and len(a) == 30
+    assert max(abs(x["score"] - y["score"]) for x, y in zip(a, b, strict=True)) < 2e-3
+
+
 def test_report_from_results(detector_dir, tmp_path, textile_paths):
     data = tmp_path / "d"
     data.mkdir()
@@ -145,6 +169,9 @@ def test_usage_errors_exit_2_before_any_work(tmp_path, capsys):
         ([*score, "r.csv", "--batch-size", "-1"], "--batch-size: must be an integer ≥ 1, got -1"),
         ([*score, "r.csv", "--workers", "-1"], "--workers: must be an integer ≥ 0, got -1"),
         ([*score, "r.csv", "--chunk-rows", "0"], "--chunk-rows: must be an integer ≥ 1"),
+        ([*score, "r.csv", "--threads", "fast"], "--threads: must be an integer ≥ 1 or 'auto', got 'fast'"),
+        ([*score, "r.csv", "--threads", "0"], "--threads: must be an integer ≥ 1 or 'auto', got '0'"),
+        ([*score, "r.csv", "--runtime", "fastest"], "invalid choice: 'fastest'"),
         ([*score, "r.csv", "--max-member-bytes", "lots"], "is not a size"),
         ([*score, str(tmp_path)], "is a directory"),  # an existing directory as the results file
         ([*score, str(tmp_path / "r.xlsx")], "unknown results format"),

@@ -36,6 +36,7 @@ def test_gpu_check_runs_on_cpu_with_the_gpu_parts_skipped(jpegs, tmp_path, capsy
         "cuda_decode",
         "faiss_gpu",
         "cpu_runtimes",
+        "runtime_auto",
     )
     assert all(p in report for p in parts)
     assert not any(isinstance(report[p], dict) and "error" in report[p] for p in parts), report
@@ -51,6 +52,10 @@ def test_gpu_check_runs_on_cpu_with_the_gpu_parts_skipped(jpegs, tmp_path, capsy
     assert rows["torch"]["min_cosine_vs_torch"] > 0.99999 and rows["torch"]["model_only_img_s"] > 0
     for r in rows.values():
         assert "skipped" in r or r["model_only_img_s"] > 0
+    auto = report["runtime_auto"]
+    assert auto["cpu"]["chosen"] in rows and auto["cpu"]["img_s"]["torch"] > 0
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in auto["cuda"]["skipped"]
 
 
 def test_gpu_check_require_gpu_exits_2_without_cuda(jpegs, capsys):
