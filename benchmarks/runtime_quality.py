@@ -98,7 +98,9 @@ def runtime_quality(
             t = time.perf_counter()
             if runtime_info(name).needs_calibration:  # int8: quantised on this scenario's fitting images
                 emb.calibrate_runtime(scenario.fit.pool.images(scenario.fit.index))
-            cache = EmbeddingCache(emb, None if name == "torch" else work / name, progress=progress)
+            # fp32: the OOD benchmark's cache; an int8 runtime is quantised per scenario, so its cache is too
+            own = work / (f"{name}-{scenario.name}" if runtime_info(name).needs_calibration else name)
+            cache = EmbeddingCache(emb, None if name == "torch" else own, progress=progress)
             x_fit, x_in, x_out = scenario_embeddings(scenario, cache)
             row: dict[str, Any] = {"seconds": time.perf_counter() - t, "embedded": cache.embedded}
             row["detectors"] = detector_rows(scenario, x_fit, x_in, x_out)

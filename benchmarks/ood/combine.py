@@ -11,7 +11,11 @@ from the same raw scores and the robust scales fitted on the calibration images 
 - ``max-z`` — the largest of the members' robust z-scores (a min-p rule on a continuous scale: a strong member is
   never averaged away, a weak one adds only its own tail);
 - ``cauchy`` — the Cauchy combination of the members' conformal p-values (Liu & Xie, 2020), continuous beyond
-  the calibration range through each member's z-score.
+  the calibration range through each member's z-score;
+- ``fisher`` — Fisher's combination, ``−2 Σ log p``, of the same p-values;
+- ``tail-mean`` — a mean weighted from the calibration images alone: each member's z-score divided by its own
+  ``1 − alpha`` quantile on the calibration images, so that every member counts in units of its own alarm
+  threshold and a member whose in-distribution tail is heavy (often extreme on ordinary images) counts less.
 
 Each combined score is calibrated like any score (conformal p-values on the calibration images). Printed and
 written (``combine.json`` / ``combine.md``): AUROC per novel set for each rule and for the best member, the
@@ -46,19 +50,25 @@ from novelty.embedder import Embedder
 from novelty.metrics import auroc, false_alarm_rate
 from novelty.weights import DEFAULT_BACKBONE
 
-RULES = ("mean-z", "max-z", "cauchy")
+RULES = ("mean-z", "max-z", "cauchy", "fisher", "tail-mean")
 
 
-def combine(rule: str, z: np.ndarray) -> np.ndarray:
-    """One score per row from the members' robust z-scores ``z`` (members × images); higher = more novel."""
+def combine(rule: str, z: np.ndarray, z_cal: np.ndarray, alpha: float) -> np.ndarray:
+    """One score per row from the members' robust z-scores ``z`` (members × images); higher = more novel.
+    ``z_cal``: the same members' z-scores on the calibration images (the only data a weight may come from)."""
     if rule == "mean-z":
         return z.mean(axis=0)
     if rule == "max-z":
         return z.max(axis=0)
+    # a member's upper-tail p under a standard normal on its z: continuous beyond the calibration range
+    p = np.clip(stats.norm.sf(z), 1e-300, 1.0 - 1e-16)
     if rule == "cauchy":
-        # a member's upper-tail p under a standard normal on its z: continuous beyond the calibration range
-        p = np.clip(stats.norm.sf(z), 1e-300, 1.0 - 1e-16)
         return np.tan((0.5 - p) * np.pi).mean(axis=0)
+    if rule == "fisher":
+        return (-2.0 * np.log(p)).sum(axis=0)
+    if rule == "tail-mean":
+        tail = np.maximum(np.quantile(z_cal, 1.0 - alpha, axis=1), 1e-6)
+        return (z / tail[:, None]).mean(axis=0)
     raise ValueError(f"unknown rule {rule!r}")
 
 
@@ -83,11 +93,15 @@ def measure(scenario: Any, cache: EmbeddingCache, alpha: float) -> dict[str, Any
             best_member = {
                 k: max(auroc(v_in.scores[m], v.scores[m]) for m in members) for k, v in v_out.items()
             }
+            z_cal = z_of(members, raw_cal)
             for rule in RULES:
-                s_cal = combine(rule, z_of(members, raw_cal))
-                s_in = combine(rule, z_of(members, v_in.scores))
+                s_cal = combine(rule, z_cal, z_cal, alpha)
+                s_in = combine(rule, z_of(members, v_in.scores), z_cal, alpha)
                 p_in = ConformalCalibrator().fit(s_cal).p_values(s_in)
-                aurocs = {k: auroc(s_in, combine(rule, z_of(members, v.scores))) for k, v in v_out.items()}
+                aurocs = {
+                    k: auroc(s_in, combine(rule, z_of(members, v.scores), z_cal, alpha))
+                    for k, v in v_out.items()
+                }
                 rows.append(
                     {
                         "members": list(members),

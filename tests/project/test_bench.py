@@ -373,8 +373,16 @@ def test_combination_rules_of_the_combine_benchmark():
     from benchmarks.ood.combine import RULES, combine
 
     z = np.array([[0.0, 1.0, 8.0, -1.0], [0.5, 0.0, 0.0, -2.0]])
-    np.testing.assert_allclose(combine("mean-z", z), [0.25, 0.5, 4.0, -1.5])
-    np.testing.assert_allclose(combine("max-z", z), [0.5, 1.0, 8.0, -1.0])
-    c = combine("cauchy", z)
+    # calibration z-scores: 0.95 quantiles 0.9 and 3.6 (the second member has a heavy in-distribution tail)
+    z_cal = np.stack([np.linspace(-1.0, 1.0, 21), np.linspace(-4.0, 4.0, 21)])
+    tail = np.quantile(z_cal, 0.95, axis=1)
+    np.testing.assert_allclose(combine("mean-z", z, z_cal, 0.05), [0.25, 0.5, 4.0, -1.5])
+    np.testing.assert_allclose(combine("max-z", z, z_cal, 0.05), [0.5, 1.0, 8.0, -1.0])
+    c = combine("cauchy", z, z_cal, 0.05)
     assert np.all(np.isfinite(c)) and c[2] == c.max() and c[3] == c.min()  # one extreme member dominates
-    assert set(RULES) == {"mean-z", "max-z", "cauchy"}
+    f = combine("fisher", z, z_cal, 0.05)
+    assert np.all(np.isfinite(f)) and f[2] == f.max() and f[3] == f.min()
+    t = combine("tail-mean", z, z_cal, 0.05)
+    np.testing.assert_allclose(t, (z / tail[:, None]).mean(axis=0))
+    assert t[1] > t[0]  # one tail-unit from the light-tailed member outweighs half a z of the heavy one
+    assert set(RULES) == {"mean-z", "max-z", "cauchy", "fisher", "tail-mean"}
