@@ -177,6 +177,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default)",
     )
     p.add_argument(
+        "--adaptive-threads",
+        action="store_true",
+        help="use fewer compute threads while other processes keep cores busy and fewer are measured faster "
+        "(scores may differ in their last bits; see README 'Runtimes')",
+    )
+    p.add_argument(
         "--max-connections",
         type=int_arg(1),
         default=1000,
@@ -234,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             runtime=args.runtime,
             torch_threads=args.torch_threads or None,
+            adaptive_threads=args.adaptive_threads,
         )
     except NoveltyError as e:
         print(f"novelty serve: error: {e}", file=sys.stderr)

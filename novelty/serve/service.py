@@ -58,6 +58,9 @@ class ServeConfig:
     torch_threads: int | None = (
         None  # intra-op threads of the model (process-wide); None leaves torch's default
     )
+    # fewer compute threads while other processes keep cores busy and fewer are measured faster
+    # (Embedder(threads="auto"), novelty.threads); scores may then differ in their last bits
+    adaptive_threads: bool = False
     warmup: bool = True  # forward passes at batch sizes 1, 2, 4, 8 before serving
 
     def __post_init__(self) -> None:
@@ -120,8 +123,7 @@ class Service:
         self.admin_tokens = TokenSet(config.admin_tokens)
         self.holder = DetectorHolder(
             config.detector_dir,
-            loader=loader
-            or (lambda d: NoveltyDetector.load(d, device=config.device, runtime=config.runtime)),
+            loader=loader or self._load,
             warmup=self._warmup if config.warmup else None,
         )
         self.store = store
@@ -137,6 +139,12 @@ class Service:
         self.recent_novel: deque[bool] = deque(maxlen=1000)
         self.ready = False
         self._watcher: asyncio.Task[None] | None = None
+
+    def _load(self, path: Path) -> NoveltyDetector:
+        det = NoveltyDetector.load(path, device=self.config.device, runtime=self.config.runtime)
+        if self.config.adaptive_threads:
+            det.embedder.threads = "auto"
+        return det
 
     # --- life cycle -----------------------------------------------------------------------------------
     def open(self) -> None:

@@ -99,6 +99,15 @@ def test_score_equals_the_library_in_process(client, detector, detector_dir, jpe
         assert body["alpha"] == detector.alpha
 
 
+def test_adaptive_threads_score_as_the_library_does(detector_dir, detector, tmp_path, jpegs):
+    with TestClient(_app(detector_dir, tmp_path / "store", adaptive_threads=True)) as c:
+        r = c.post("/v1/score", content=jpegs[0], headers={**AUTH, "Content-Type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+        served = c.app.state.service.holder.current.detector
+        assert served.embedder.threads == "auto" and served.embedder.threads_policy() is not None
+    np.testing.assert_allclose(r.json()["score"], detector.score(jpegs[0]).score, rtol=1e-4, atol=1e-6)
+
+
 def test_multipart_and_raw_bodies_give_the_same_verdict(client, jpegs):
     raw = client.post("/v1/score", content=jpegs[0], headers=AUTH).json()
     form = client.post("/v1/score", files={"image": ("f.jpg", jpegs[0], "image/jpeg")}, headers=AUTH).json()
