@@ -141,7 +141,11 @@ def result_rows(
 
 
 def _run_meta(
-    detector: NoveltyDetector, items: Sequence[InputItem], det_id: str, timestamps: str | None = None
+    detector: NoveltyDetector,
+    items: Sequence[InputItem],
+    det_id: str,
+    timestamps: str | None = None,
+    runtime: str = "torch",
 ) -> dict[str, Any]:
     h = hashlib.sha256()
     for it in items:
@@ -151,6 +155,8 @@ def _run_meta(
         "alpha": detector.alpha,
         "n_neighbors": detector.n_neighbors,
         "inputs": f"{len(items)} inputs, key list sha256 {h.hexdigest()}",
+        # another runtime makes other embeddings: a resume must not mix them (torch: the meta as before)
+        **({"runtime": runtime} if runtime != "torch" else {}),
     }
     if timestamps is not None:  # only with --embeddings: runs without them keep their earlier meta
         meta["timestamps"] = timestamps
@@ -241,9 +247,11 @@ def open_run(
     embeddings: bool = False,
     timestamps: Mapping[str, float] | None = None,
     maps: bool = False,
+    runtime: str | None = None,
 ) -> tuple[list[InputItem], str, ResultWriter]:
     """Check the arguments, list the inputs and open the crash-safe writer of a run (resuming the parts of
-    an interrupted run of the same detector, alpha and inputs): ``(items, detector id, writer)``."""
+    an interrupted run of the same detector, runtime, alpha and inputs): ``(items, detector id, writer)``.
+    ``runtime``: the backbone runtime that scores (default: the detector's)."""
     out = check_results_path(out)
     if maps and not detector.needs_patches:
         raise InvalidInputError(
@@ -269,7 +277,7 @@ def open_run(
         schema=results_schema(detector, embeddings=embeddings, maps=maps),
         chunk_rows=chunk_rows,
         resume=resume,
-        run_meta=_run_meta(detector, items, det_id, stamp_meta),
+        run_meta=_run_meta(detector, items, det_id, stamp_meta, runtime or detector.runtime),
     )
     return items, det_id, writer
 

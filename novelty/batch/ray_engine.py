@@ -39,6 +39,7 @@ from novelty.batch.engine import BatchSummary, open_run, score_items, summarize
 from novelty.batch.items import DEFAULT_MAX_MEMBER_BYTES, InputItem
 from novelty.detector import NoveltyDetector
 from novelty.errors import InvalidInputError, NoveltyError
+from novelty.runtimes import AUTO
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,11 @@ def score_inputs_ray(
         raise InvalidInputError(f"actors must be a positive integer, got {actors!r}")
     if not cpus_per_actor or cpus_per_actor <= 0:
         raise InvalidInputError(f"cpus_per_actor must be > 0, got {cpus_per_actor!r}")
+    if runtime == AUTO:
+        raise InvalidInputError(
+            "runtime 'auto' is measured by each process: Ray's actors could choose differently and mix runtimes "
+            "in one results file; name the runtime"
+        )
     path = Path(detector_path).resolve()
     detector = NoveltyDetector.load(path, device="cpu", num_workers=0)
     if detector.artifact_id_ is None:
@@ -166,6 +172,7 @@ def score_inputs_ray(
         embeddings=embeddings,
         timestamps=timestamps,
         maps=maps,
+        runtime=runtime,
     )
     # blocks are whole embedder batches: an actor then runs the model on exactly the batches the local engine
     # would, so the rows are bit for bit the same (a batch's composition can move a float32 in its last digit)

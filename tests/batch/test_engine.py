@@ -127,6 +127,17 @@ def test_resume_refuses_another_detector(photos, tmp_path):
     assert s.n_scored_now == 10
 
 
+def test_resume_refuses_another_runtime(photos, tmp_path):
+    out = tmp_path / "r.jsonl"
+    det = make_detector(0)
+    interrupted_run(det, [photos], out)
+    det.runtime = "openvino"  # the same fitted detector scoring with another engine makes other embeddings
+    with pytest.raises(ResumeMismatchError, match="runtime"):
+        score_inputs(det, [photos], out)
+    det.runtime = "torch"
+    assert score_inputs(det, [photos], out).n_scored_now == 6
+
+
 def test_resume_refuses_changed_files(photos, tmp_path):
     out = tmp_path / "r.parquet"
     det = make_detector(0)

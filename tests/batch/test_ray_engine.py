@@ -131,6 +131,8 @@ def test_ray_engine_arguments(detector_dir, inputs, tmp_path) -> None:
         score_inputs_ray(detector_dir, [inputs], tmp_path / "x.parquet", block_size=0)
     with pytest.raises(InvalidInputError, match="actors"):
         score_inputs_ray(detector_dir, [inputs], tmp_path / "x.parquet", actors=0)
+    with pytest.raises(InvalidInputError, match="name the runtime"):
+        score_inputs_ray(detector_dir, [inputs], tmp_path / "x.parquet", runtime="auto")
 
 
 def test_cli_engine_ray(detector_dir, inputs, tmp_path, capsys) -> None:
