@@ -186,21 +186,23 @@ class OpenVINORuntime(BackboneRuntime):
         self._core = core
         self._precision = precision
         self.threads = threads or _threads()
-        self._requests: dict[int, Any] = {}
+        # per thread count: the compiled model and its inference request, both kept alive together (a request
+        # must never outlive the compiled model it runs)
+        self._compiled: dict[int, tuple[Any, Any]] = {}
         self._request(self.threads)
 
     def _request(self, threads: int) -> Any:
         """An inference request of the model compiled for ``threads`` threads (compiled on first use: OpenVINO
         fixes the count at compile time)."""
-        if threads not in self._requests:
+        if threads not in self._compiled:
             config = {
                 "INFERENCE_PRECISION_HINT": self._precision,
                 "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_NUM_THREADS": threads,
             }
             compiled = self._core.compile_model(self._model, "CPU", config)
-            self._requests[threads] = compiled.create_infer_request()
-        return self._requests[threads]
+            self._compiled[threads] = (compiled, compiled.create_infer_request())
+        return self._compiled[threads][1]
 
     def run(self, batch: torch.Tensor, threads: int | None = None) -> torch.Tensor:
         x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
