@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
+from own_process import run_in_own_process, skip_unless_own_process  # tests/own_process.py
 from skimage import data
 
 import novelty
@@ -125,30 +123,13 @@ def test_auto_detectors_in_a_process_of_their_own():
     """The detector test below builds OpenVINO several times and discards some; in the full suite, the pytest
     process then died of a segmentation fault at its next fork (``subprocess.run`` in a later test), which this
     test alone or beside ``test_runtimes.py`` never showed: it runs in a child process of its own."""
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            __file__,
-            "-k",
-            "records_the_choice",
-        ],
-        env={**os.environ, _OWN_PROCESS: "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    r = run_in_own_process(__file__, _OWN_PROCESS, "-k", "records_the_choice", timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "1 passed" in r.stdout, r.stdout[-2000:]
 
 
 def test_a_detector_fitted_with_auto_records_the_choice_and_loads_with_it(photos, tmp_path):
-    if os.environ.get(_OWN_PROCESS) != "1":
-        pytest.skip("runs in a process of its own (test_auto_detectors_in_a_process_of_their_own)")
+    skip_unless_own_process(_OWN_PROCESS, "test_auto_detectors_in_a_process_of_their_own")
     det = novelty.NoveltyDetector(runtime=AUTO, seed=0)
     assert det.runtime == AUTO  # chosen when the backbone loads
     det.fit(photos[:30])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from own_process import run_in_own_process, skip_unless_own_process  # tests/own_process.py
 from PIL import Image
 
 import novelty
@@ -243,31 +243,12 @@ def _quantised_in_own_process() -> None:
     """Static quantisation (ONNX Runtime's tools) leaves the process in a state where later PyTorch inference
     can crash it (a segmentation fault seen in the full suite, in a test run after these): the tests that
     quantise run in a child process of their own (:func:`test_quantised_runtimes_in_a_process_of_their_own`)."""
-    if os.environ.get(_OWN_PROCESS) != "1":
-        pytest.skip("runs in a process of its own (test_quantised_runtimes_in_a_process_of_their_own)")
+    skip_unless_own_process(_OWN_PROCESS, "test_quantised_runtimes_in_a_process_of_their_own")
 
 
 @pytest.mark.slow
 def test_quantised_runtimes_in_a_process_of_their_own():
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            __file__,
-            "-k",
-            "int8",
-            "-m",
-            "slow",
-        ],
-        env={**os.environ, _OWN_PROCESS: "1"},
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    r = run_in_own_process(__file__, _OWN_PROCESS, "-k", "int8", "-m", "slow")
     assert r.returncode in (0, 5), r.stdout[-4000:] + r.stderr[-2000:]  # 5: nothing installed to test
 
 
