@@ -41,7 +41,7 @@ from benchmarks.machine import cpu_flags, cpu_model
 from novelty.batch import score_inputs
 from novelty.images import load_image
 from novelty.machine import has_bf16
-from novelty.runtimes import CANDIDATES, RUNTIMES
+from novelty.runtimes import CANDIDATES, RUNTIMES, why_not_here
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -164,7 +164,12 @@ def main() -> int:
             ap.error(
                 f"unknown runtime {r!r}; registered: {', '.join(RUNTIMES)}, dropped: {', '.join(CANDIDATES)}"
             )
+    not_here = {r: why for r in runtimes if (why := why_not_here(r, torch.device("cpu"))) is not None}
+    for r, why in not_here.items():
+        print(f"not measured: {r}: {why}", flush=True)
+    runtimes = [r for r in runtimes if r not in not_here]
     report: dict[str, Any] = {
+        "not_measured": not_here,
         "machine": {
             "cpu": cpu_model(),
             "cpu_flags": cpu_flags(),
@@ -172,7 +177,7 @@ def main() -> int:
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        }
+        },
     }
     print(json.dumps(report["machine"]), flush=True)
     paths = make_photos(args.n)

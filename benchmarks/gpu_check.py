@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 import novelty
 from novelty.index import EmbeddingIndex
-from novelty.runtimes import RUNTIMES
+from novelty.runtimes import RUNTIMES, why_not_here
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -214,6 +214,9 @@ def cpu_runtimes(paths: list[Path], ref: np.ndarray, repeats: int) -> list[dict]
                     **skipped(f"{info.module} not installed: pip install 'novelty[{info.extra}]'"),
                 }
             )
+            continue
+        if (why := why_not_here(name, torch.device("cpu"))) is not None:
+            rows.append({"runtime": name, **skipped(why)})
             continue
         emb = novelty.Embedder(device="cpu", runtime=name)
         emb.calibrate_runtime(paths[: min(len(paths), 128)])

@@ -39,6 +39,7 @@ from novelty.runtimes import (
     check_runtime,
     choose_runtime,
     runtime_info,
+    why_not_here,
 )
 from novelty.threads import AdaptiveThreads, check_threads
 from novelty.weights import DEFAULT_BACKBONE, create_backbone
@@ -305,10 +306,11 @@ class Embedder:
                 )
         elif runtimes is not None:
             raise InvalidInputError("runtimes= chooses among runtimes for runtime='auto' only")
-        if among is None and self.device.type not in runtime_info(runtime).devices:
+        why = None if among is not None else why_not_here(runtime, self.device)
+        if why is not None:
             raise InvalidInputError(
-                f"runtime {runtime!r} runs on {', '.join(runtime_info(runtime).devices)}, not on "
-                f"{self.device.type}; use runtime='torch' there"
+                f"runtime {runtime!r} cannot run here: it {why}. Use runtime='torch' or 'auto' (a detector "
+                "calibrated with it: load(path, runtime='auto', recalibrate=held_out_images))"
             )
         if layers != DEFAULT_LAYERS and runtime not in ("torch", AUTO):
             raise InvalidInputError(

@@ -32,6 +32,7 @@ from novelty.runtimes import (
     RuntimeNotInstalledError,
     build_runtime,
     runtimes_agree,
+    why_not_here,
 )
 
 
@@ -117,6 +118,27 @@ def test_a_dropped_runtime_is_refused_with_the_reason(monkeypatch):
             novelty.NoveltyDetector(runtime=name)
         with pytest.raises(UnknownNameError, match=re.escape(why[:20])):
             novelty.Embedder(device="cpu", runtime=name)
+
+
+def test_a_runtime_is_refused_on_a_cpu_without_the_flags_it_needs(monkeypatch):
+    """A bf16 engine on a CPU without native bf16 would compute in another arithmetic than the one it was
+    judged in: refused by name, with the flags it needs and the way out; ``auto`` leaves it out."""
+    import novelty.runtimes as rts
+
+    needy = {n: info for n, info in RUNTIMES.items() if info.cpu_flags}
+    assert needy, f"no registered runtime needs CPU flags (the bf16 one): {sorted(RUNTIMES)}"
+    monkeypatch.setattr(rts, "cpu_flags", lambda: ["sse2", "avx2"])
+    cpu = torch.device("cpu")
+    for name, info in needy.items():
+        why = rts.why_not_here(name, cpu)
+        assert why is not None and all(f in why for f in info.cpu_flags) and "avx2" in why
+        with pytest.raises(InvalidInputError, match=rf"{re.escape(name)}.*cannot run here.*recalibrate"):
+            novelty.Embedder(device="cpu", runtime=name)
+        with pytest.raises(NoveltyError, match="cannot run here"):
+            build_runtime(name, torch.nn.Identity(), device=cpu, input_size=(3, 8, 8))
+    monkeypatch.setattr(rts, "cpu_flags", lambda: ["avx2", *next(iter(needy.values())).cpu_flags[:1]])
+    assert rts.why_not_here(next(iter(needy)), cpu) is None
+    assert rts.why_not_here("torch", cpu) is None
 
 
 def test_precision_belongs_to_the_torch_runtime():
@@ -207,6 +229,8 @@ def test_runtime_embeddings_agree_with_fp32(name, photos, fp32, candidates):
     """Each runtime (kept or measured and dropped) agrees with fp32 PyTorch as well as it claims."""
     _skip_unless_installed(name)
     info = _info(name)
+    if (why := why_not_here(name, torch.device("cpu"))) is not None:
+        pytest.skip(f"{name}: {why}")
     if name.endswith("int8") and "vnni" not in Path("/proc/cpuinfo").read_text(errors="replace"):
         # the dropped int8 candidate's cosine was measured on CPUs with VNNI; without it the quantised kernels
         # take another path (measured on an AVX2-only AMD EPYC: below the recorded bound)
