@@ -34,7 +34,7 @@ from novelty.artifact import (
     write_artifact,
 )
 from novelty.clock import utc_now_iso
-from novelty.embedder import Embedder, parse_device
+from novelty.embedder import Embedder, parse_device, resolve_device
 from novelty.embedding_layers import DEFAULT_LAYERS, layers_name
 from novelty.errors import (
     ArtifactVersionError,
@@ -63,6 +63,7 @@ from novelty.runtimes import (
     RuntimeMismatchWarning,
     check_runtime,
     runtimes_agree,
+    why_not_here,
 )
 from novelty.scorers import REGISTRY as SCORERS
 from novelty.trust import LEGACY_RULE, SUPPORT_FACTOR
@@ -330,6 +331,8 @@ def load_detector(
         ) from None
     if runtime is None:
         runtime = embedder.runtime if embedder is not None else recorded
+    if embedder is None:
+        _check_runs_here(art.root, recorded, runtime, device, recalibrate is not None)
     if runtime == AUTO and embedder is None:  # measured here, among the runtimes that may score this detector
         embedder = Embedder(
             p["backbone"],
@@ -403,6 +406,26 @@ def load_detector(
         det.embedder.set_runtime_state(rt_state)
     _use_recorded_runtime(det, recorded, recalibrate)
     return det
+
+
+def _check_runs_here(root: Path, recorded: str, runtime: str, device: Any, recalibrating: bool) -> None:
+    """Refuse, before anything is built, a load whose runtime cannot run on this machine (a detector fitted
+    with bf16 on a CPU that has it, loaded on one that has not), saying how to go on."""
+    dev = resolve_device(device)
+    among = (
+        [n for n in RUNTIMES if recalibrating or runtimes_agree(n, recorded)]
+        if runtime == AUTO
+        else [runtime]
+    )
+    why = {n: why_not_here(n, dev) for n in among}
+    if any(w is None for w in why.values()):
+        return
+    reasons = "; ".join(f"{n!r} {w}" for n, w in why.items())
+    raise RuntimeMismatchError(
+        f"{root}: the detector was calibrated with runtime {recorded!r} and no runtime that may score it runs "
+        f"here ({reasons}). Redo the calibration with one that does: load(..., runtime='auto', "
+        "recalibrate=HELD_OUT_IMAGES)"
+    )
 
 
 def _use_recorded_runtime(det: NoveltyDetector, recorded: str, recalibrate: Any = None) -> None:

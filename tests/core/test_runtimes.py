@@ -24,6 +24,7 @@ from novelty.embedder import Preprocessor
 from novelty.errors import InvalidInputError, NoveltyError, UnknownNameError
 from novelty.runtimes import (
     AGREEMENT_TOLERANCE,
+    AUTO,
     CANDIDATES,
     RUNTIME_FILE,
     RUNTIMES,
@@ -323,6 +324,35 @@ def test_a_close_runtime_warns_and_the_manifest_records_torch(photos, tmp_path):
         back = novelty.load(tmp_path / "d", runtime=close)
     a, b = det.score_batch(photos[30:]), back.score_batch(photos[30:])
     np.testing.assert_allclose(b.scores["knn"], a.scores["knn"], rtol=0, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_a_detector_fitted_where_its_runtime_runs_loads_elsewhere_only_recalibrated(
+    photos, tmp_path, monkeypatch
+):
+    """A detector fitted with a runtime that needs CPU flags (bf16), moved to a CPU without them: refused
+    before anything is built, with the way out; recalibrated, it scores with a runtime that runs there."""
+    import novelty.runtimes as rts
+
+    name = next((n for n, info in RUNTIMES.items() if info.cpu_flags), None)
+    assert name is not None, f"no registered runtime needs CPU flags (the bf16 one): {sorted(RUNTIMES)}"
+    _skip_unless_installed(name)
+    if (why := why_not_here(name, torch.device("cpu"))) is not None:
+        pytest.skip(f"{name} cannot be fitted here: it {why}")
+    det = novelty.NoveltyDetector(runtime=name, seed=0, device="cpu").fit(photos[:30])
+    det.save(tmp_path / "d")
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["runtime"]["name"] == name
+    assert novelty.load(tmp_path / "d", device="cpu").runtime == name  # on its own CPU: as fitted
+
+    monkeypatch.setattr(rts, "cpu_flags", lambda: ["avx2", "fma"])  # another CPU: no bf16 unit
+    for runtime in (None, AUTO):
+        with pytest.raises(RuntimeMismatchError, match=rf"calibrated with runtime '{name}'.*recalibrate="):
+            novelty.load(tmp_path / "d", device="cpu", runtime=runtime)
+    with pytest.raises(RuntimeMismatchError, match="recalibrate="):
+        novelty.load(tmp_path / "d", device="cpu", runtime="torch")  # runs, but not with this calibration
+    back = novelty.load(tmp_path / "d", device="cpu", runtime=AUTO, recalibrate=photos[30:42])
+    assert back.runtime != name and back.calibrated_runtime_ == back.runtime
+    assert np.isfinite(back.score_batch(photos[42:]).scores["knn"]).all()
 
 
 def test_a_resumed_scoring_run_tells_runtimes_apart():
