@@ -167,8 +167,7 @@ def measure(args: argparse.Namespace, frames: list[bytes], runtime: str) -> dict
         extra_args=[
             "--max-batch",
             str(args.max_batch),
-            "--max-wait-ms",
-            str(args.max_wait_ms),
+            *(["--max-wait-ms", str(args.max_wait_ms)] if args.max_wait_ms is not None else []),
             *(["--runtime", runtime] if runtime != "torch" else []),
         ],
     )
@@ -180,6 +179,10 @@ def measure(args: argparse.Namespace, frames: list[bytes], runtime: str) -> dict
     cpu = {1: 0.0, args.clients: 0.0}
     slices = np.array_split(np.arange(len(images)), args.rounds)
     try:
+        import urllib.request
+
+        ready = json.loads(urllib.request.urlopen(srv.url + "/readyz", timeout=10).read())
+        wait_ms = ready["batcher"]["max_wait_ms"]  # the server's own choice unless --max-wait-ms was given
         run_clients(srv.url, token, frames[:16], 1)  # warm the connection path
         for r, idx in enumerate(slices):
             for n in (1, args.clients):
@@ -208,6 +211,7 @@ def measure(args: argparse.Namespace, frames: list[bytes], runtime: str) -> dict
     return {
         "runtime": runtime,
         "recalibrated_on_frames": recalibrated,  # 0: served as shipped
+        "max_wait_ms": wait_ms,
         "server_startup_s": round(startup, 1),
         "results": results,
         "speedup": round(many["images_per_s"] / one["images_per_s"], 2),
@@ -223,7 +227,9 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--max-batch", type=int, default=32)
-    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument(
+        "--max-wait-ms", type=float, default=None, help="default: the server's (the runtime's own)"
+    )
     ap.add_argument(
         "--runtime",
         action="append",

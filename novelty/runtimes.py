@@ -91,6 +91,10 @@ class RuntimeInfo:
     needs_calibration: bool = False  # int8: quantised from the detector's own training images
     devices: tuple[str, ...] = ("cpu",)
     cpu_flags: tuple[str, ...] = ()  # any one of these CPU flags is needed (bf16: avx512_bf16 or amx_bf16)
+    # how long `novelty serve`'s micro-batcher waits, by default, for images still decoding to join a batch:
+    # a fast forward pass leaves batches small unless it waits longer (measured in benchmarks/RESULTS.md, "The
+    # service with bf16"); a slow one gains nothing from waiting and loses latency
+    serve_wait_ms: float = 5.0
 
 
 class BackboneRuntime:
@@ -308,6 +312,7 @@ RUNTIMES: dict[str, RuntimeInfo] = {
             "openvino",
             0.97,
             cpu_flags=BF16_FLAGS,
+            serve_wait_ms=20.0,
         ),
     )
 }

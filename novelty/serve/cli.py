@@ -138,8 +138,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-wait-ms",
         type=real_arg(0.0, 60_000.0),
-        default=5.0,
-        help="milliseconds to wait for a batch to fill, 0 to 60000 (default: %(default)s)",
+        default=None,
+        help="milliseconds a batch waits for images still decoding, 0 to 60000 (default: the runtime's, "
+        "measured: 5; 20 for openvino-bf16)",
     )
     p.add_argument(
         "--max-queue",

@@ -20,6 +20,7 @@ from novelty.errors import InvalidInputError
 from novelty.fileio import sha256_bytes
 from novelty.flags import FlagStore, open_flag_store
 from novelty.images import load_image
+from novelty.runtimes import DEFAULT_RUNTIME, runtime_info
 from novelty.serve.auth import TokenSet
 from novelty.serve.batcher import MicroBatcher, OverloadedError
 from novelty.serve.detectors import DetectorHolder, Loaded
@@ -47,7 +48,9 @@ class ServeConfig:
     request_timeout_s: float = 30.0  # decoding + waiting for the model + scoring
     body_timeout_s: float = 15.0  # to receive the whole request body
     max_batch: int = 32  # images per forward pass
-    max_wait_ms: float = 5.0  # how long the first image of a batch waits for company
+    # how long the first image of a batch waits for images still decoding; None: the runtime's own
+    # (novelty.runtimes.RuntimeInfo.serve_wait_ms: 5 ms, 20 for openvino-bf16)
+    max_wait_ms: float | None = None
     max_queue: int = 512  # images waiting for the model before requests are refused (503)
     decode_threads: int = 2
     watch_interval_s: float = 2.0  # poll MANIFEST.sha256; 0 turns hot reload on change off
@@ -131,7 +134,12 @@ class Service:
         self.metrics = _make_metrics(self)
         self.batcher = MicroBatcher(
             max_batch=config.max_batch,
-            max_wait_s=config.max_wait_ms / 1000.0,
+            max_wait_s=(
+                config.max_wait_ms
+                if config.max_wait_ms is not None
+                else runtime_info(DEFAULT_RUNTIME).serve_wait_ms  # until the detector loads
+            )
+            / 1000.0,
             max_queue=config.max_queue,
             on_batch=lambda n, dt: self.metrics.observe("novelty_batch_size", n),
         )
@@ -144,6 +152,8 @@ class Service:
         det = NoveltyDetector.load(path, device=self.config.device, runtime=self.config.runtime)
         if self.config.adaptive_threads:
             det.embedder.threads = "auto"
+        if self.config.max_wait_ms is None:  # the wait measured best for the runtime that scores
+            self.batcher.max_wait_s = runtime_info(det.runtime).serve_wait_ms / 1000.0
         return det
 
     # --- life cycle -----------------------------------------------------------------------------------

@@ -108,6 +108,26 @@ def test_adaptive_threads_score_as_the_library_does(detector_dir, detector, tmp_
     np.testing.assert_allclose(r.json()["score"], detector.score(jpegs[0]).score, rtol=1e-4, atol=1e-6)
 
 
+def test_the_batch_wait_is_the_runtimes_unless_given(detector_dir, tmp_path, monkeypatch):
+    """``--max-wait-ms`` defaults to the wait measured best for the runtime that scores (a fast forward pass
+    wants a longer wait to fill its batches); a value given is kept whatever the runtime."""
+    import dataclasses
+
+    import novelty.serve.service as service_module
+    from novelty.runtimes import runtime_info
+
+    with TestClient(_app(detector_dir, tmp_path / "a")) as c:
+        svc = c.app.state.service
+        assert svc.holder.current.detector.runtime == "torch"
+        assert svc.batcher.max_wait_s == pytest.approx(runtime_info("torch").serve_wait_ms / 1000)
+    fast = dataclasses.replace(runtime_info("torch"), serve_wait_ms=20.0)
+    monkeypatch.setattr(service_module, "runtime_info", lambda name: fast)
+    with TestClient(_app(detector_dir, tmp_path / "b")) as c:
+        assert c.app.state.service.batcher.describe()["max_wait_ms"] == pytest.approx(20.0)
+    with TestClient(_app(detector_dir, tmp_path / "c", max_wait_ms=2.0)) as c:
+        assert c.app.state.service.batcher.describe()["max_wait_ms"] == pytest.approx(2.0)
+
+
 def test_multipart_and_raw_bodies_give_the_same_verdict(client, jpegs):
     raw = client.post("/v1/score", content=jpegs[0], headers=AUTH).json()
     form = client.post("/v1/score", files={"image": ("f.jpg", jpegs[0], "image/jpeg")}, headers=AUTH).json()
