@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -174,6 +175,22 @@ def _threads() -> int:
 
 
 # --- OpenVINO -------------------------------------------------------------------------------------
+_OV_CORE: Any = None
+_OV_CORE_LOCK = threading.Lock()
+
+
+def _ov_core(ov: Any) -> Any:
+    """The process's one OpenVINO ``Core``, created on first use and never destroyed: every compiled model
+    comes from it. A Core per runtime, destroyed with it (as ``runtime="auto"`` does with the runtimes it
+    measured and did not keep), left the process to die of a segmentation fault later, in unrelated native
+    code (scikit-learn's k-means, a fork), in the test suite."""
+    global _OV_CORE
+    with _OV_CORE_LOCK:
+        if _OV_CORE is None:
+            _OV_CORE = ov.Core()
+        return _OV_CORE
+
+
 class OpenVINORuntime(BackboneRuntime):
     """OpenVINO's CPU plugin. ``precision`` ``"f32"`` or ``"bf16"`` (AMX/AVX512-BF16 where the CPU has it).
     ``onnx``: the model to compile (the backbone exported, or its int8-quantised form)."""
@@ -182,7 +199,7 @@ class OpenVINORuntime(BackboneRuntime):
         ov = _require("openvino", info.name, info.extra or "openvino")
         self.info = info
         self._onnx = onnx
-        core = ov.Core()
+        core = _ov_core(ov)
         with tempfile.TemporaryDirectory(prefix="novelty-ov-") as tmp:  # read_model takes a path for ONNX
             path = os.path.join(tmp, "model.onnx")
             with open(path, "wb") as f:

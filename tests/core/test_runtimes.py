@@ -142,6 +142,21 @@ def test_a_runtime_is_refused_on_a_cpu_without_the_flags_it_needs(monkeypatch):
     assert rts.why_not_here("torch", cpu) is None
 
 
+def test_openvino_runtimes_share_the_process_core():
+    """Every OpenVINO runtime compiles from the process's one Core, which is never destroyed: a Core per runtime,
+    destroyed with a runtime that ``auto`` measured and dropped, left the pytest process to die of a segmentation
+    fault later in scikit-learn's k-means (reproduced with this file, test_trust.py and the drift tests)."""
+    _skip_unless_installed("openvino")
+    cpu = torch.device("cpu")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    a = build_runtime("openvino", net, device=cpu, input_size=(3, 16, 16))
+    core = a._core
+    del a
+    b = build_runtime("openvino", net, device=cpu, input_size=(3, 16, 16))
+    assert b._core is core
+    assert b.run(torch.zeros((2, 3, 16, 16))).shape == (2, 4)
+
+
 def test_precision_belongs_to_the_torch_runtime():
     others = [n for n in RUNTIMES if n != "torch"]
     assert others, f"only the torch runtime is registered: {sorted(RUNTIMES)}"
