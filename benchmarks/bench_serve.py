@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +125,6 @@ def cpu_seconds(pid: int) -> float:
 
 def batch_stats(url: str) -> tuple[float, float]:
     """(forward passes, images) from the server's novelty_batch_size histogram."""
-    import urllib.request
-
     text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
     count = float(re.search(r"^novelty_batch_size_count (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
     total = float(re.search(r"^novelty_batch_size_sum (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
@@ -179,8 +178,6 @@ def measure(args: argparse.Namespace, frames: list[bytes], runtime: str) -> dict
     cpu = {1: 0.0, args.clients: 0.0}
     slices = np.array_split(np.arange(len(images)), args.rounds)
     try:
-        import urllib.request
-
         ready = json.loads(urllib.request.urlopen(srv.url + "/readyz", timeout=10).read())
         wait_ms = ready["batcher"]["max_wait_ms"]  # the server's own choice unless --max-wait-ms was given
         run_clients(srv.url, token, frames[:16], 1)  # warm the connection path

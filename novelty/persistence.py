@@ -331,8 +331,11 @@ def load_detector(
         ) from None
     if runtime is None:
         runtime = embedder.runtime if embedder is not None else recorded
+    # the runtimes that may score this detector: those that stand in for the recorded one, or any when the
+    # calibration is redone
+    may_score = [n for n in RUNTIMES if recalibrate is not None or runtimes_agree(n, recorded)]
     if embedder is None:
-        _check_runs_here(art.root, recorded, runtime, device, recalibrate is not None)
+        _check_runs_here(art.root, recorded, may_score if runtime == AUTO else [runtime], device)
     if runtime == AUTO and embedder is None:  # measured here, among the runtimes that may score this detector
         embedder = Embedder(
             p["backbone"],
@@ -343,7 +346,7 @@ def load_detector(
             draft=draft,
             layers=layers,
             runtime=AUTO,
-            runtimes=[n for n in RUNTIMES if recalibrate is not None or runtimes_agree(n, recorded)],
+            runtimes=may_score,
         )
 
     with as_artifact_error(r.source, "params"):
@@ -408,15 +411,10 @@ def load_detector(
     return det
 
 
-def _check_runs_here(root: Path, recorded: str, runtime: str, device: Any, recalibrating: bool) -> None:
-    """Refuse, before anything is built, a load whose runtime cannot run on this machine (a detector fitted
-    with bf16 on a CPU that has it, loaded on one that has not), saying how to go on."""
+def _check_runs_here(root: Path, recorded: str, among: list[str], device: Any) -> None:
+    """Refuse, before anything is built, a load none of whose runtimes ``among`` can run on this machine (a
+    detector fitted with bf16 on a CPU that has it, loaded on one that has not), saying how to go on."""
     dev = resolve_device(device)
-    among = (
-        [n for n in RUNTIMES if recalibrating or runtimes_agree(n, recorded)]
-        if runtime == AUTO
-        else [runtime]
-    )
     why = {n: why_not_here(n, dev) for n in among}
     if any(w is None for w in why.values()):
         return
