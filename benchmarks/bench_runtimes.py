@@ -10,7 +10,9 @@ and accuracy against fp32 — every runtime beside the fp32 default and the naiv
    (naive), JPEG draft + timm transform (before this change), JPEG draft + the fused preprocessing (now).
 4. End to end: ``novelty.batch.score_inputs`` (the whole ``novelty score`` job) on ``--n`` street JPEGs with a
    kNN detector fitted with each runtime on 200 of them (int8: quantised on those 200), and the naive loop of
-   ``benchmarks/bench_batch.py`` in its own process (plain timm + PIL, batch 32); runs alternate.
+   ``benchmarks/bench_batch.py`` in its own process (plain timm + PIL, batch 32); runs alternate. Each runtime
+   runs as it ships (the next batch decoded, stacked and laid out in a thread), with no decode thread (one
+   thing after the other, as before), and for ``--overlap`` runtimes with one compute thread.
 5. Accuracy against fp32 PyTorch: embedding cosine on the street JPEGs; on the ``textile`` and ``street``
    scenarios of ``benchmarks/ood``, the detectors each runtime makes, judged by ``benchmarks/runtime_quality.py``
    (AUROC and false alarms at alpha = 0.05; int8 quantised on each scenario's fitting images). That script
@@ -199,6 +201,9 @@ def main() -> int:
     # detectors, one per runtime, fitted on the first 200 images (int8 quantised on them); and each engine
     # again with one compute thread while the next batch decodes in a thread on the other core
     dets = {r: novelty.NoveltyDetector(seed=0, runtime=r).fit(paths[:200]) for r in runtimes}
+    for r in runtimes:  # the default decodes the next batch in a thread; one thing after the other, beside it
+        emb = novelty.Embedder(device="cpu", runtime=r, decode_thread=False)
+        dets[f"{r}, no decode thread"] = novelty.NoveltyDetector(seed=0, embedder=emb).fit(paths[:200])
     overlap = runtimes[1:] if args.overlap is None else [r for r in args.overlap.split(",") if r]
     for r in overlap:
         emb = novelty.Embedder(device="cpu", runtime=r, threads=1, decode_thread=True)

@@ -239,9 +239,10 @@ class Embedder:
         busy, all, half or one, whichever the measured speed favours, so that they do not stall every step of
         the pass (:mod:`novelty.threads`, CPU only). A different count can change an embedding in its last
         bits (1e-6), which is why ``"auto"`` is not the default.
-    decode_thread: without decoding processes, decode the next batch in a thread while the model runs this
-        one (pays where the model leaves a core free, e.g. ``threads=1`` on 2 cores; measured in
-        benchmarks/RESULTS.md, "Runtimes").
+    decode_thread: on CPU without decoding processes, decode, stack and lay out the next batch in a thread
+        while the model runs this one (default; the same embeddings). On 2 cores it paid with every runtime
+        measured: 1.03–1.15× end to end, and with ``openvino-bf16`` 1.27× when the model also keeps to one thread
+        (``threads=1``; benchmarks/RESULTS.md, "Runtimes"). ``False``: one thing after the other.
     draft: decode large JPEGs at reduced DCT scale (1/2, 1/4, 1/8) as long as both sides stay above the resize
         target — several times less decoding work; embeddings differ slightly from a full-size decode
         (measured in benchmarks/RESULTS.md), so fit and score with the same setting (saved with the detector).
@@ -251,7 +252,7 @@ class Embedder:
     # defaults for subclasses that stand in for a backbone without calling __init__
     runtime: str = DEFAULT_RUNTIME
     threads: int | str | None = None
-    decode_thread: bool = False
+    decode_thread: bool = True
     layers: tuple[str, ...] = DEFAULT_LAYERS
     _runtime: BackboneRuntime | None = None
     _threads_policy: AdaptiveThreads | None = None
@@ -271,7 +272,7 @@ class Embedder:
         draft: bool = True,
         runtime: str = DEFAULT_RUNTIME,
         threads: int | str | None = None,
-        decode_thread: bool = False,
+        decode_thread: bool = True,
         layers: str | Sequence[str] = DEFAULT_LAYERS,
         runtimes: Sequence[str] | None = None,
     ):
@@ -452,8 +453,20 @@ class Embedder:
         workers = self.workers_for(n)
         ds = ImageDataset(sources, self.preprocess, self.min_size, self.max_pixels)
         loader: Iterable[tuple[list[Any], list[int], list, list]]
-        if workers == 0 and self.decode_thread:
-            loader = decode_ahead(ds, self.batch_size)
+        ahead = workers == 0 and self.decode_thread and self.device.type == "cpu"
+        if ahead:
+            # the decode thread also stacks, normalises and lays out the batch for the runtime, leaving the
+            # model's thread nothing but the model (measured in benchmarks/RESULTS.md, "Runtimes")
+            backend = self._backend()
+
+            def finish(
+                items: tuple[list[Any], list[int], list, list],
+            ) -> tuple[list[Any], list[int], list, list]:
+                batch, idx, errs, sizes = items
+                ok = [batch[j] for j, e in enumerate(errs) if e is None]
+                return ([backend.prepare(self.preprocess.batch(ok))] if ok else [], idx, errs, sizes)
+
+            loader = decode_ahead(ds, self.batch_size, finish)
         else:
             loader = torch.utils.data.DataLoader(
                 ds,
@@ -490,7 +503,11 @@ class Embedder:
                         cls, src, reason = e
                         errs[j] = ERROR_TYPES.get(cls, ImageError)(src, reason)
                 if ok:
-                    x = self.preprocess.batch([batch[j] for j in ok], device=self.device)
+                    x = (
+                        batch[0]
+                        if ahead
+                        else self.preprocess.batch([batch[j] for j in ok], device=self.device)
+                    )
                     emb[ok] = self.embed_tensor(x)
                 bar.update(len(idx))
                 yield EmbeddedBatch(
@@ -571,8 +588,9 @@ class Embedder:
             )
         return self._threads_policy
 
-    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
-        """Embed an already preprocessed ``(n, 3, H, W)`` batch."""
+    def embed_tensor(self, batch: Any) -> np.ndarray:
+        """Embed an already preprocessed ``(n, 3, H, W)`` batch (a tensor, or what the runtime's ``prepare``
+        made of one)."""
         policy = self.threads_policy()
         if policy is None:
             out = self._backend().run(batch, threads=self.threads if isinstance(self.threads, int) else None)

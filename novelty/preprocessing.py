@@ -8,7 +8,7 @@ that stops the batch; :func:`decode_ahead` decodes the next batch in a thread wh
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -174,15 +174,22 @@ def _to_uint8_hwc(x: torch.Tensor, plan: dict[str, Any]) -> np.ndarray:
     return px.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def decode_ahead(ds: ImageDataset, batch_size: int) -> Iterator[tuple[list[Any], list[int], list, list]]:
+def decode_ahead(
+    ds: ImageDataset,
+    batch_size: int,
+    finish: Callable[[tuple[list[Any], list[int], list, list]], tuple[list[Any], list[int], list, list]]
+    | None = None,
+) -> Iterator[tuple[list[Any], list[int], list, list]]:
     """Batches of ``ds`` in order, the next one decoded in a thread while the caller runs the model on this
-    one (PIL decodes and resizes, and the runtimes compute, with the GIL released)."""
+    one (PIL decodes and resizes, NumPy and PyTorch stack and normalise, and the runtimes compute, with the GIL
+    released). ``finish``, when given, runs on each collated batch in that thread too."""
     from concurrent.futures import ThreadPoolExecutor
 
     starts = range(0, len(ds), batch_size)
 
     def load(s: int) -> tuple[list[Any], list[int], list, list]:
-        return collate([ds[i] for i in range(s, min(s + batch_size, len(ds)))])
+        items = collate([ds[i] for i in range(s, min(s + batch_size, len(ds)))])
+        return items if finish is None else finish(items)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="novelty-decode") as pool:
         pending = pool.submit(load, starts[0])

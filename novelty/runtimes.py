@@ -104,9 +104,15 @@ class BackboneRuntime:
 
     info: RuntimeInfo
 
-    def run(self, batch: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-        """The features of ``batch``, computed with ``threads`` compute threads (``None``: the runtime's own
-        count; :mod:`novelty.threads` chooses one per batch)."""
+    def prepare(self, batch: torch.Tensor) -> Any:
+        """``batch`` in the memory layout :meth:`run` computes on. :meth:`run` prepares what it is given, and
+        preparing twice costs nothing, so a decode thread may do this part ahead of the model."""
+        return batch
+
+    def run(self, batch: Any, threads: int | None = None) -> torch.Tensor:
+        """The features of ``batch`` (a preprocessed tensor, or what :meth:`prepare` made of one), computed
+        with ``threads`` compute threads (``None``: the runtime's own count; :mod:`novelty.threads` chooses one
+        per batch)."""
         raise NotImplementedError
 
     def state(self) -> bytes | None:
@@ -121,6 +127,11 @@ class TorchRuntime(BackboneRuntime):
         self.model = model
         self.device = device
         self.autocast = autocast
+
+    def prepare(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cpu":
+            return batch
+        return batch.contiguous(memory_format=torch.channels_last)
 
     def run(self, batch: torch.Tensor, threads: int | None = None) -> torch.Tensor:
         # PyTorch's thread count is the process's: set for this pass only, then given back
@@ -191,6 +202,13 @@ def _ov_core(ov: Any) -> Any:
         return _OV_CORE
 
 
+def _contiguous_f32(batch: Any) -> np.ndarray:
+    """A C-contiguous float32 NCHW array of ``batch`` (a tensor, or an array already in that form: no copy)."""
+    if isinstance(batch, torch.Tensor):
+        batch = batch.detach().cpu().numpy()
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
 class OpenVINORuntime(BackboneRuntime):
     """OpenVINO's CPU plugin. ``precision`` ``"f32"`` or ``"bf16"`` (AMX/AVX512-BF16 where the CPU has it).
     ``onnx``: the model to compile (the backbone exported, or its int8-quantised form)."""
@@ -226,9 +244,12 @@ class OpenVINORuntime(BackboneRuntime):
             self._compiled[threads] = (compiled, compiled.create_infer_request())
         return self._compiled[threads][1]
 
-    def run(self, batch: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-        x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        out = self._request(threads or self.threads).infer({0: x})[0]
+    def prepare(self, batch: Any) -> np.ndarray:
+        return _contiguous_f32(batch)
+
+    def run(self, batch: Any, threads: int | None = None) -> torch.Tensor:
+        # the array is the request's input for this call only, read in place rather than copied
+        out = self._request(threads or self.threads).infer({0: _contiguous_f32(batch)}, share_inputs=True)[0]
         return torch.from_numpy(np.array(out, dtype=np.float32))
 
     def state(self) -> bytes | None:
@@ -257,9 +278,11 @@ class OnnxRuntime(BackboneRuntime):
             )
         return self._sessions[threads]
 
-    def run(self, batch: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-        x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        out = self._session(threads or self.threads).run(None, {"images": x})[0]
+    def prepare(self, batch: Any) -> np.ndarray:
+        return _contiguous_f32(batch)
+
+    def run(self, batch: Any, threads: int | None = None) -> torch.Tensor:
+        out = self._session(threads or self.threads).run(None, {"images": _contiguous_f32(batch)})[0]
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
     def state(self) -> bytes | None:

@@ -61,6 +61,22 @@ def test_bad_inputs_raise_specific_errors_or_are_recorded(embedder, textile_path
         embedder.embed(42)
 
 
+def test_the_decode_thread_changes_no_embedding_and_loses_no_error(textile_paths, tmp_path):
+    """The default decodes, stacks and lays out the next batch in a thread: the same numbers as one thing after
+    the other, and a batch with only unreadable images is still a batch of error records."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff" + b"\0" * 40)
+    good = textile_paths["nominal"][:5]
+    inputs = [bad, bad, *good[:3], bad, *good[3:]]  # batch of 2: all bad; then mixed batches
+    ahead = novelty.Embedder(num_workers=0, batch_size=2)
+    plain = novelty.Embedder(num_workers=0, batch_size=2, decode_thread=False)
+    assert ahead.decode_thread and not plain.decode_thread
+    a, b = ahead.embed_with_errors(inputs), plain.embed_with_errors(inputs)
+    assert a.ok.tolist() == b.ok.tolist() == [False, False, True, True, True, False, True, True]
+    np.testing.assert_array_equal(a.embeddings[a.ok], b.embeddings[b.ok])
+    assert all("bad.jpg" in str(a.errors[i]) for i in (0, 1, 5))
+
+
 @pytest.mark.slow
 def test_errors_survive_worker_processes(tmp_path, textile_paths):
     bad = tmp_path / "bad.png"

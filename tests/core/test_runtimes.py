@@ -157,6 +157,21 @@ def test_openvino_runtimes_share_the_process_core():
     assert b.run(torch.zeros((2, 3, 16, 16))).shape == (2, 4)
 
 
+@pytest.mark.parametrize("name", ["torch", "openvino"])
+def test_a_prepared_batch_runs_as_the_batch_itself(name):
+    """A decode thread prepares the runtime's input ahead of the model: preparing what is prepared copies
+    nothing, and the features are those of the plain batch."""
+    _skip_unless_installed(name)
+    cpu = torch.device("cpu")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    rt = build_runtime(name, net, device=cpu, input_size=(3, 16, 16))
+    batch = torch.rand((2, 16, 16, 3)).permute(0, 3, 1, 2)  # channels-last, as preprocessing makes it
+    ready = rt.prepare(batch)
+    again = rt.prepare(ready)
+    assert again is ready or again.data_ptr() == ready.data_ptr()
+    torch.testing.assert_close(rt.run(ready), rt.run(batch), rtol=0, atol=0)
+
+
 def test_precision_belongs_to_the_torch_runtime():
     others = [n for n in RUNTIMES if n != "torch"]
     assert others, f"only the torch runtime is registered: {sorted(RUNTIMES)}"
