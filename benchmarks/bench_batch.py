@@ -8,7 +8,7 @@ reused with a horizontal flip to reach ``--n`` files. A detector (kNN) is fitted
 - naive: plain timm + PIL, one image decoded at a time in the main process, batches of 32: ``Image.open``,
   ``convert("RGB")``, the model's own eval transform, forward, L2-normalise, then the same FAISS kNN score.
   It runs in a child process of this benchmark, as a plain script would: without the allocator tuning
-  that ``novelty`` applies to its own process (``tune_glibc_malloc``). It also runs in this process, after
+  that ``novelty`` applies to its own process (``novelty.machine.tune_glibc_malloc``). It also runs in this process, after
   that tuning, to show what the rest of the pipeline is worth on its own ("naive, tuned allocator").
 - novelty: ``novelty.batch.score_inputs`` — the whole ``novelty score`` job: input discovery, decoding in
   worker processes with JPEG draft mode, channels-last inference, kNN + calibration, results written to

@@ -165,7 +165,7 @@ def build_data(embedder: Any, cache_dir: Path | None = None) -> tuple[dict[str, 
 
     video = find_video()
     root = cache_dir or cache_root("flywheel")
-    key = f"v{DATA_VERSION}-{embedder.backbone_name}-{embedder.fingerprint[:12]}-{video.stat().st_size}"
+    key = f"v{DATA_VERSION}-{embedder.backbone_name}-{embedder.cache_key}-{video.stat().st_size}"
     path = root / f"windshield-{key}.npz"
     info: dict[str, Any] = {"cache": str(path)}
     if path.is_file():

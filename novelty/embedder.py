@@ -26,9 +26,9 @@ from novelty.discovery import image_files
 from novelty.embedding_layers import DEFAULT_LAYERS, check_embedding_layers, layers_fingerprint, layers_name
 from novelty.errors import ImageError, InvalidInputError, NoveltyError
 from novelty.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
-from novelty.machine import usable_cpus
+from novelty.machine import tune_glibc_malloc, usable_cpus
 from novelty.params import check_bool, check_int
-from novelty.preprocessing import ERROR_TYPES, ImageDataset, Preprocessor, collate, decode_ahead
+from novelty.preprocessing import ERROR_TYPES, ImageDataset, Preprocessor, batch_loader
 from novelty.runtimes import (
     AUTO,
     DEFAULT_RUNTIME,
@@ -57,47 +57,6 @@ __all__ = [
 ]
 
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-_MALLOC_TUNED = False
-
-
-def tune_glibc_malloc() -> bool:
-    """Keep freed memory in the heap instead of returning it to the OS after every forward pass.
-
-    glibc serves PyTorch's large activation buffers with ``mmap`` and gives them back with ``munmap`` each
-    time, so every batch pays for fresh page faults (on 2 cores, half the CPU went to the kernel; the
-    speed-up is measured in benchmarks/RESULTS.md, "Core"). The cost is a process that keeps up to ~2 GB of
-    freed memory for reuse. Applied once per process by
-    :class:`Embedder` on CPU; set ``NOVELTY_MALLOC_TUNING=0`` to leave the allocator alone. Returns whether
-    the settings were applied (only on Linux with glibc).
-    """
-    global _MALLOC_TUNED
-    if (
-        _MALLOC_TUNED
-        or os.environ.get("NOVELTY_MALLOC_TUNING", "1") == "0"
-        or not sys.platform.startswith("linux")
-    ):
-        return _MALLOC_TUNED
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl or another libc: nothing to tune
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    ok = all(
-        mallopt(param, value) == 1
-        for param, value in (
-            (m_mmap_threshold, 1 << 30),
-            (m_trim_threshold, (1 << 31) - 1),
-            (m_top_pad, 1 << 30),
-        )
-    )
-    _MALLOC_TUNED = ok
-    log.debug("glibc malloc tuned for large tensors: %s", ok)
-    return ok
 
 
 def parse_device(device: object) -> torch.device | None:
@@ -376,6 +335,18 @@ class Embedder:
         with torch.inference_mode():
             return int(self.network(x).shape[-1])
 
+    @property
+    def cache_key(self) -> str:
+        """A short key for files of this embedder's embeddings: the embeddings' fingerprint (weights and
+        layers), and the runtime and precision where they are not PyTorch fp32's (another arithmetic, other
+        numbers)."""
+        key = self.fingerprint[:12]
+        if self.runtime != DEFAULT_RUNTIME:
+            key += f"-{self.runtime}"
+        if self.precision != "fp32":
+            key += f"-{self.precision}"
+        return key
+
     def config(self) -> dict[str, Any]:
         """What is needed to rebuild this embedder (stored in detector manifests)."""
         return {
@@ -452,31 +423,17 @@ class Embedder:
             return
         workers = self.workers_for(n)
         ds = ImageDataset(sources, self.preprocess, self.min_size, self.max_pixels)
-        loader: Iterable[tuple[list[Any], list[int], list, list]]
+        # without decoding processes on CPU, a thread decodes, stacks and lays out the next batch for the runtime,
+        # leaving the model's thread nothing but the model (measured in benchmarks/RESULTS.md, "Runtimes")
         ahead = workers == 0 and self.decode_thread and self.device.type == "cpu"
+        prepare = None
         if ahead:
-            # the decode thread also stacks, normalises and lays out the batch for the runtime, leaving the
-            # model's thread nothing but the model (measured in benchmarks/RESULTS.md, "Runtimes")
             backend = self._backend()
 
-            def finish(
-                items: tuple[list[Any], list[int], list, list],
-            ) -> tuple[list[Any], list[int], list, list]:
-                batch, idx, errs, sizes = items
-                ok = [batch[j] for j, e in enumerate(errs) if e is None]
-                return ([backend.prepare(self.preprocess.batch(ok))] if ok else [], idx, errs, sizes)
+            def prepare(items: list[Any]) -> Any:
+                return backend.prepare(self.preprocess.batch(items))
 
-            loader = decode_ahead(ds, self.batch_size, finish)
-        else:
-            loader = torch.utils.data.DataLoader(
-                ds,
-                batch_size=self.batch_size,
-                shuffle=False,
-                num_workers=workers,
-                collate_fn=collate,
-                persistent_workers=False,
-                prefetch_factor=4 if workers else None,
-            )
+        loader = batch_loader(ds, self.batch_size, workers, prepare)
         show = progress if progress is not None else (sys.stderr.isatty() and n > 4 * self.batch_size)
         if show:
             from tqdm.auto import tqdm

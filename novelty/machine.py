@@ -3,8 +3,10 @@ VNNI). The one reader of ``/proc/cpuinfo`` for the library (``runtime="auto"``) 
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -16,8 +18,11 @@ __all__ = [
     "cpu_model",
     "has_bf16",
     "machine_busy_seconds",
+    "tune_glibc_malloc",
     "usable_cpus",
 ]
+
+log = logging.getLogger(__name__)
 
 #: the flags worth recording with a timing
 SIMD_PREFIXES = ("avx2", "fma", "avx512", "amx", "avx_vnni")
@@ -96,3 +101,44 @@ class OtherLoad:
         if busy is None or self._busy0 is None or wall <= 0:
             return None
         return max(0.0, (busy - self._busy0) - (time.process_time() - self._cpu0)) / wall
+
+
+_MALLOC_TUNED = False
+
+
+def tune_glibc_malloc() -> bool:
+    """Keep freed memory in the heap instead of returning it to the OS after every forward pass.
+
+    glibc serves PyTorch's large activation buffers with ``mmap`` and gives them back with ``munmap`` each
+    time, so every batch pays for fresh page faults (on 2 cores, half the CPU went to the kernel; the
+    speed-up is measured in benchmarks/RESULTS.md, "Core"). The cost is a process that keeps up to ~2 GB of
+    freed memory for reuse. Applied once per process by
+    :class:`Embedder` on CPU; set ``NOVELTY_MALLOC_TUNING=0`` to leave the allocator alone. Returns whether
+    the settings were applied (only on Linux with glibc).
+    """
+    global _MALLOC_TUNED
+    if (
+        _MALLOC_TUNED
+        or os.environ.get("NOVELTY_MALLOC_TUNING", "1") == "0"
+        or not sys.platform.startswith("linux")
+    ):
+        return _MALLOC_TUNED
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc: nothing to tune
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    ok = all(
+        mallopt(param, value) == 1
+        for param, value in (
+            (m_mmap_threshold, 1 << 30),
+            (m_trim_threshold, (1 << 31) - 1),
+            (m_top_pad, 1 << 30),
+        )
+    )
+    _MALLOC_TUNED = ok
+    log.debug("glibc malloc tuned for large tensors: %s", ok)
+    return ok

@@ -8,7 +8,7 @@ that stops the batch; :func:`decode_ahead` decodes the next batch in a thread wh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -174,22 +174,44 @@ def _to_uint8_hwc(x: torch.Tensor, plan: dict[str, Any]) -> np.ndarray:
     return px.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+Batch = tuple[list[Any], list[int], list, list]  # items, positions, error records, original sizes
+
+
+def batch_loader(
+    ds: ImageDataset, batch_size: int, workers: int, prepare: Callable[[list[Any]], Any] | None = None
+) -> Iterable[Batch]:
+    """Batches of ``ds`` in order: from ``workers`` decoding processes, or, with ``prepare`` and no workers, from
+    a thread that decodes the next batch and makes its readable items into the model's input
+    (``prepare(items)``, the batch's only item then) while the caller runs the model on this one."""
+    if workers == 0 and prepare is not None:
+        return decode_ahead(ds, batch_size, prepare)
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+
+
 def decode_ahead(
-    ds: ImageDataset,
-    batch_size: int,
-    finish: Callable[[tuple[list[Any], list[int], list, list]], tuple[list[Any], list[int], list, list]]
-    | None = None,
-) -> Iterator[tuple[list[Any], list[int], list, list]]:
+    ds: ImageDataset, batch_size: int, prepare: Callable[[list[Any]], Any] | None = None
+) -> Iterator[Batch]:
     """Batches of ``ds`` in order, the next one decoded in a thread while the caller runs the model on this
     one (PIL decodes and resizes, NumPy and PyTorch stack and normalise, and the runtimes compute, with the GIL
-    released). ``finish``, when given, runs on each collated batch in that thread too."""
+    released). ``prepare``, when given, makes the readable items into the model's input in that thread too."""
     from concurrent.futures import ThreadPoolExecutor
 
     starts = range(0, len(ds), batch_size)
 
-    def load(s: int) -> tuple[list[Any], list[int], list, list]:
-        items = collate([ds[i] for i in range(s, min(s + batch_size, len(ds)))])
-        return items if finish is None else finish(items)
+    def load(s: int) -> Batch:
+        items, idx, errs, sizes = collate([ds[i] for i in range(s, min(s + batch_size, len(ds)))])
+        if prepare is None:
+            return items, idx, errs, sizes
+        ok = [it for it, e in zip(items, errs, strict=True) if e is None]
+        return ([prepare(ok)] if ok else []), idx, errs, sizes
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="novelty-decode") as pool:
         pending = pool.submit(load, starts[0])

@@ -77,6 +77,15 @@ def test_the_decode_thread_changes_no_embedding_and_loses_no_error(textile_paths
     assert all("bad.jpg" in str(a.errors[i]) for i in (0, 1, 5))
 
 
+def test_cache_keys_tell_other_arithmetic_apart(embedder):
+    """Files of embeddings are keyed by what made the numbers: PyTorch fp32 by the fingerprint alone (as
+    before), another precision or runtime beside it, never in its place."""
+    assert embedder.cache_key == embedder.fingerprint[:12]
+    bf16 = novelty.Embedder(device="cpu", precision="bf16")
+    assert bf16.fingerprint == embedder.fingerprint
+    assert bf16.cache_key == f"{embedder.fingerprint[:12]}-bf16"
+
+
 @pytest.mark.slow
 def test_errors_survive_worker_processes(tmp_path, textile_paths):
     bad = tmp_path / "bad.png"
