@@ -11,12 +11,14 @@ Candidates (the competence score each thresholds; :mod:`novelty.trust`), every o
   never fitted on them) got right and that lie within 1.2 times their own scale (their distance to their 10th
   nearest training image of another group), its thresholds starting at 1 − ε; ``local-accuracy/0.5``: the
   same with thresholds from 0.5 (to show what the floor does);
-- ``confidence+local-accuracy``: the smaller of ``confidence`` and ``local-accuracy`` (the shipped default);
+- ``confidence+local-accuracy``: the smaller of ``confidence`` and ``local-accuracy`` (the shipped rule before
+  the class margin);
   ``confidence+local-accuracy/radius``: the previous release's form, one support radius for every neighbour
   (the 0.99 quantile of the calibration images' distance to their 10th nearest training image);
-- ``confidence+local-accuracy+margin``: the shipped rule, trusting only rows whose *class margin* (the trust
-  score of Jiang et al. 2018: distance to the nearest training image of another class over distance to the
-  nearest one of the predicted class) is at least :data:`MARGIN`; the threshold chosen with the margin in place;
+- ``confidence+local-accuracy+margin`` (**the shipped default**): the same, trusting only rows whose *class
+  margin* (:func:`novelty.trust.class_margin`, the trust score of Jiang et al. 2018: distance to the nearest
+  training image of another class over distance to the nearest one of the predicted class, among the
+  ``MARGIN_K`` nearest) is at least :data:`novelty.trust.MARGIN`; the threshold chosen with the margin in place;
 - ``aps-singleton``: split-conformal prediction sets (APS, level 1 − ε) on the same calibration split;
   trusted when the set holds one class (a coverage guarantee, not a selective-risk one: measured, not offered).
 - ``mondrian-confidence``: k-means clusters of the calibration split (~60 images each) with a confidence
@@ -57,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import cpu_flags
-from novelty.trust import SUPPORT_FACTOR
+from novelty.trust import MARGIN, SUPPORT_FACTOR
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EPSILONS = (0.01, 0.05, 0.1)
@@ -81,9 +83,6 @@ AUTO_RULES = (
     "confidence+local-accuracy",
     "confidence+local-accuracy+margin",
 )
-#: the margin candidate trusts only rows whose class margin (:func:`class_margin`) reaches this: tried at 1.1 and
-#: 1.2 on the near-OOD split (benchmarks/trust_near.py) and fixed before the five-turn runs
-MARGIN = 1.2
 CONDITIONS = ("clean", "tunnel", "ice", "fog", "snow")
 FMNIST_FIT, FMNIST_POOL = 2000, 3000
 NEAR_CLASSES = (6, 9)  # shirt, ankle boot (as benchmarks/ood)
@@ -103,7 +102,7 @@ class Outputs:
     score, the head's probabilities, and the labels of the 10 nearest labelled training images."""
 
     def __init__(self, det: Any, x: np.ndarray, y: np.ndarray):
-        from novelty.trust import LOCAL_K, class_indices, local_accuracy, search
+        from novelty.trust import LOCAL_K, MARGIN_K, class_indices, class_margin, local_accuracy, search
 
         st = det.state_
         raw = {s.name: s.score(x) for s in st.scorers}
@@ -118,7 +117,8 @@ class Outputs:
         self.train_correct, self.x = st.train_correct, np.ascontiguousarray(x, dtype=np.float32)
         self.scales = st.trust.scales  # each training image's own scale (novelty.trust.neighbour_scales)
         self.factor = st.trust.factor  # how many times its own scale a neighbour vouches within
-        self.margin = class_margin(self.x, self.pred, self.classes, det._bench_train)
+        # the class margin as the detector reads it (novelty.trust.class_margin, its MARGIN_K nearest images)
+        self.margin = class_margin(*search(st.index, x, MARGIN_K), st.trust.labels, self.pred)
 
     def take(self, idx: np.ndarray) -> Outputs:
         out = object.__new__(Outputs)
@@ -316,29 +316,7 @@ def fit(det: Any, x: np.ndarray, y: Sequence[Any], groups: Sequence[str] | None 
         det.fit_embeddings(
             x, list(y), groups=None if groups is None else list(groups), ids=[str(i) for i in range(len(y))]
         )
-    # the head's fitting rows and their labels, for the margin candidate (novelty.trust keeps no labels)
-    pos = np.array([int(i) for i in det.state_.train_ids])
-    det._bench_train = (
-        np.ascontiguousarray(np.asarray(x)[pos], dtype=np.float32),
-        np.asarray(y, dtype=object)[pos],
-    )
     return det
-
-
-def class_margin(
-    x: np.ndarray, pred: np.ndarray, classes: list, train: tuple[np.ndarray, np.ndarray]
-) -> np.ndarray:
-    """The trust score of Jiang et al. (2018): each row's distance to the nearest training image of another class
-    over its distance to the nearest one of the class the head predicts (exact, on the head's fitting rows)."""
-    tx, ty = train
-    out = np.empty(x.shape[0])
-    for s in range(0, x.shape[0], 1024):
-        d = np.sqrt(np.maximum(2.0 - 2.0 * x[s : s + 1024] @ tx.T, 0.0))
-        same = ty[None, :] == np.asarray([classes[p] for p in pred[s : s + 1024]], dtype=object)[:, None]
-        out[s : s + 1024] = np.where(~same, d, np.inf).min(1) / np.maximum(
-            np.where(same, d, np.inf).min(1), 1e-12
-        )
-    return out
 
 
 # --- 4. five turns ----------------------------------------------------------------------------------------------

@@ -49,8 +49,10 @@ from novelty.trust import (
     DEFAULT_RISK,
     DEFAULT_RULE,
     LEGACY_RULE,
+    MARGIN,
     SUPPORT_FACTOR,
     TrustCalibration,
+    check_margin,
     check_support_factor,
 )
 from novelty.trust import RULES as TRUST_RULES
@@ -101,6 +103,10 @@ class NoveltyDetector:
     trust_delta: δ of that guarantee (default 0.1).
     trust_support: how far a labelled training image vouches for the head, in units of its own scale
         (:data:`novelty.trust.SUPPORT_FACTOR`, the default, suits ``layers="final"``; saved with the detector).
+    trust_margin: the *class margin* a trusted prediction needs (:func:`novelty.trust.class_margin`: its distance
+        to the nearest training image of another class over that to the nearest of its predicted class;
+        default :data:`novelty.trust.MARGIN`), ``None`` for none (artifacts saved before it). Saved with the
+        detector; it keeps near-duplicates of classes nobody labelled from being trusted.
     layers: what the embedding is made of (:mod:`novelty.embedding_layers`): ``"final"`` (default) or e.g.
         ``"final+s16"``; with ``embedder``: that embedder's. Saved with the detector.
     index: the kind of FAISS index fitted: ``None`` (exact, cosine), a FAISS factory string (``"HNSW32"``,
@@ -130,6 +136,7 @@ class NoveltyDetector:
         trust: str = DEFAULT_RULE,
         trust_delta: float = DEFAULT_DELTA,
         trust_support: float = SUPPORT_FACTOR,
+        trust_margin: float | None = MARGIN,
         layers: str | Sequence[str] = DEFAULT_LAYERS,
     ):
         if embedder is not None and not isinstance(embedder, Embedder):
@@ -162,6 +169,7 @@ class NoveltyDetector:
             trust_delta, "trust_delta", low=0.0, high=1.0, low_open=True, high_open=True
         )
         self.trust_support = check_support_factor(trust_support)
+        self.trust_margin = check_margin(trust_margin)
         self.scorers = scorers
         self.head = head
         self.index = index

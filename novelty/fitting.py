@@ -129,6 +129,8 @@ def fit_state(
                 x_fit=x_fit,
                 groups_fit=g_fit,
                 factor=det.trust_support,
+                margin=det.trust_margin,
+                y_fit=y[fit_idx],
             )
             log.info(
                 "trust: rule %s, threshold %s at risk %g (%.1f%% of the calibration split trusted)",

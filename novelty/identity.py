@@ -133,6 +133,9 @@ def detector_params(detector: NoveltyDetector) -> dict[str, Any]:
         # absent for the default support, as in records made before it was a choice
         if detector.trust_support != SUPPORT_FACTOR:
             params["trust"]["support"] = detector.trust_support
+        # absent for no margin, as in records made before it was a choice
+        if detector.trust_margin is not None:
+            params["trust"]["margin"] = detector.trust_margin
     return json.loads(canonical_json(params))  # plain JSON: lists for tuples, checked serialisable
 
 

@@ -254,6 +254,9 @@ def describe_artifact(art: Artifact) -> ArtifactSummary:
         support = r.get(trust, "support_factor", "number|null", where="trust", default=None)
         if support is not None and float(support) != SUPPORT_FACTOR:
             params["trust"]["support"] = float(support)
+        margin = r.get(trust, "margin", "number|null", where="trust", default=None)
+        if margin is not None:
+            params["trust"]["margin"] = float(margin)
     classes = None if head is None else r.get(head, "classes", "list|null", where="head", default=None)
     return ArtifactSummary(
         artifact_id=art.artifact_id,
@@ -373,6 +376,7 @@ def load_detector(
                     "risk": trust.risk,
                     "trust_delta": trust.delta,
                     "trust_support": trust.factor,
+                    "trust_margin": trust.margin,
                 }
                 if trust is not None
                 else {"trust": LEGACY_RULE}

@@ -40,6 +40,13 @@ embedding: with ``layers="final+s16"`` (:mod:`novelty.embedding_layers`) the inn
 conditions from clean frames, and a wider factor keeps more clean frames trusted without trusting faint snow
 (``benchmarks/RESULTS.md``, "Trust").
 
+**Near-duplicates of classes nobody labelled.** A shirt among T-shirts, an ankle boot among sneakers: close to
+one labelled class, with neighbours the heads got right, and the head confident. A trusted prediction therefore
+also needs a *class margin* (:func:`class_margin`, the trust score of Jiang et al. 2018) of at least the
+detector's ``trust_margin`` (default :data:`MARGIN`): its nearest training image of another class lies that many
+times farther than its nearest one of the predicted class. The margin gates competence (below it, competence is
+0) before the threshold is chosen, so the guarantee above holds with it; artifacts saved before it keep none.
+
 Artifacts saved before the trust decision existed keep their old rule, :data:`LEGACY_RULE` (trusted = not
 novel), named in every verdict (``trust_rule``) and in the manifest; nothing is silently reinterpreted.
 """
@@ -69,15 +76,20 @@ __all__ = [
     "LEGACY_RULE",
     "LOCAL_K",
     "LOCAL_RULES",
+    "MARGIN",
+    "MARGIN_K",
+    "MARGIN_RANGE",
     "RULES",
     "SUPPORT_FACTOR",
     "SUPPORT_FACTOR_RANGE",
     "TrustCalibration",
     "binomial_cdf",
     "calibrate_trust",
+    "check_margin",
     "check_support_factor",
     "choose_threshold",
     "class_indices",
+    "class_margin",
     "competence",
     "grid",
     "local_accuracy",
@@ -106,6 +118,14 @@ FOLDS = 5
 SUPPORT_FACTOR = 1.2
 #: the factors a detector accepts (``trust_support``): a neighbour never vouches nearer than its own scale
 SUPPORT_FACTOR_RANGE = (1.0, 10.0)
+#: a trusted prediction's *class margin* (:func:`class_margin`) is at least this by default (``trust_margin``):
+#: tried at 1.1 and 1.2 on near-OOD Fashion-MNIST (benchmarks/trust_near.py) and fixed before the five-turn
+#: windshield runs (benchmarks/RESULTS.md, "Trust")
+MARGIN = 1.2
+#: the margins a detector accepts: below 1 the predicted class would not even be the nearer one
+MARGIN_RANGE = (1.0, 10.0)
+#: the nearest training images the class margin reads
+MARGIN_K = 100
 #: the most neighbours searched to find ``LOCAL_K`` of another group; a scale not found among them is the
 #: distance of the farthest one searched (smaller than the true one: fewer images vouched for, never more)
 SCALE_SEARCH_MAX = 1024
@@ -116,6 +136,36 @@ def check_support_factor(value: object, name: str = "trust_support") -> float:
     """``value`` when it is a support factor in :data:`SUPPORT_FACTOR_RANGE`; else InvalidInputError."""
     low, high = SUPPORT_FACTOR_RANGE
     return check_real(value, name, low=low, high=high)
+
+
+def check_margin(value: object, name: str = "trust_margin") -> float | None:
+    """``value`` when it is ``None`` (no margin asked) or a margin in :data:`MARGIN_RANGE`; else
+    InvalidInputError."""
+    if value is None:
+        return None
+    low, high = MARGIN_RANGE
+    return check_real(value, name, low=low, high=high)
+
+
+def class_margin(
+    distances: np.ndarray, positions: np.ndarray, train_labels: np.ndarray, predicted: np.ndarray
+) -> np.ndarray:
+    """The *class margin* of each row (the trust score of Jiang et al. 2018), from a search of the training
+    index: the distance to the nearest training image of another class over the distance to the nearest one of
+    the class the head predicts (``predicted``, positions in the head's classes; ``train_labels`` likewise for
+    the indexed images). ``inf`` when no other class is among the images searched, ``0`` when the predicted
+    class is not. Low: the image lies as near another class as its own, where a near-duplicate of an unseen
+    class (a shirt beside T-shirts, an ankle boot beside sneakers) sits."""
+    d, pos = np.asarray(distances, dtype=np.float64), np.asarray(positions)
+    labels = np.asarray(train_labels, dtype=np.int64)
+    lab = np.where(pos >= 0, labels[np.clip(pos, 0, None)], -2)
+    pred = np.asarray(predicted, dtype=np.int64)[:, None]
+    d_same = np.where((pos >= 0) & (lab == pred), d, np.inf).min(axis=1, initial=np.inf)
+    d_other = np.where((pos >= 0) & (lab != pred), d, np.inf).min(axis=1, initial=np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = d_other / np.maximum(d_same, 1e-12)
+    out[~np.isfinite(d_same)] = 0.0
+    return out
 
 
 def grid(rule: str, risk: float) -> np.ndarray:
@@ -308,6 +358,10 @@ class TrustCalibration:
     )  # artifacts before neighbour scales: training images farther are no local evidence
     scales: np.ndarray | None = None  # (n_index,) each training image's scale (:func:`neighbour_scales`)
     factor: float = SUPPORT_FACTOR  # a neighbour vouches within this many times its own scale
+    # the class margin a trusted prediction needs (None: none, as in artifacts saved before it), and the class
+    # (position in the head's classes) of every indexed training image it is read from
+    margin: float | None = None
+    labels: np.ndarray | None = None
 
     @classmethod
     def fit(
@@ -322,9 +376,20 @@ class TrustCalibration:
         radius: float = math.inf,
         scales: np.ndarray | None = None,
         factor: float = SUPPORT_FACTOR,
+        margin: float | None = None,
+        labels: np.ndarray | None = None,
     ) -> TrustCalibration:
+        """The threshold chosen on the calibration split's competence (already zero where a row's class margin
+        falls below ``margin``)."""
         check_choice(rule, "trust rule", RULES)
         factor = check_support_factor(factor, "support factor")
+        margin = check_margin(margin, "class margin")
+        if (margin is None) != (labels is None):
+            raise InvalidInputError("a class margin needs the classes of the indexed images, and only it")
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64)
+            if labels.ndim != 1:
+                raise InvalidInputError("the classes of the indexed images must be a 1-D array")
         risk = check_real(risk, "risk", low=0.0, high=1.0, low_open=True, high_open=True)
         delta = check_real(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
         c = np.asarray(competence_scores, dtype=np.float64)
@@ -339,7 +404,7 @@ class TrustCalibration:
             if scales.ndim != 1 or np.isnan(scales).any() or (scales < 0).any():
                 raise InvalidInputError("neighbour scales must be a 1-D array of distances ≥ 0")
         lam = choose_threshold(c, ok, nov, risk, delta, grid(rule, risk))
-        return cls(rule, risk, delta, c, ok, nov, lam, radius, scales, factor)
+        return cls(rule, risk, delta, c, ok, nov, lam, radius, scales, factor, margin, labels)
 
     @property
     def n(self) -> int:
@@ -348,7 +413,7 @@ class TrustCalibration:
     @property
     def neighbors_needed(self) -> int:
         """How many nearest training images :meth:`competence_for` reads (0: none)."""
-        return LOCAL_K if self.rule in LOCAL_RULES else 0
+        return max(LOCAL_K if self.rule in LOCAL_RULES else 0, MARGIN_K if self.margin is not None else 0)
 
     def competence_for(
         self,
@@ -373,7 +438,18 @@ class TrustCalibration:
             local, _ = local_accuracy(
                 *neighbors, train_correct, self.radius, scales=self.scales, factor=self.factor
             )
-        return competence(self.rule, probabilities, local)
+        c = competence(self.rule, probabilities, local)
+        if self.margin is not None and self.labels is not None:
+            if neighbors is None:
+                raise InvalidInputError("a class margin needs the training neighbours")
+            if train_correct is not None and self.labels.shape != np.shape(train_correct):
+                raise InvalidInputError(
+                    f"the trust decision holds {self.labels.shape[0]} classes of indexed images for "
+                    f"{np.shape(train_correct)[0]} training images"
+                )
+            pred = np.asarray(probabilities).argmax(axis=1)
+            c = np.where(class_margin(*neighbors, self.labels, pred) >= self.margin, c, 0.0)
+        return c
 
     def threshold_for(self, risk: float) -> float:
         """The threshold at another ε (auto-accept uses its own), from the same calibration split."""
@@ -400,6 +476,9 @@ class TrustCalibration:
             # how a neighbour's support is bounded: its own scale (this release) or one radius (older artifacts)
             "support": "radius" if self.scales is None else "neighbour-scale",
             "support_factor": None if self.scales is None else self.factor,
+            # absent or null: no class margin (artifacts saved before it)
+            "margin": self.margin,
+            "margin_k": None if self.margin is None else MARGIN_K,
             "n": self.n,
             "coverage": round(self.coverage(), 6),
         }
@@ -412,6 +491,8 @@ class TrustCalibration:
         }
         if self.scales is not None:
             out["trust.scale"] = self.scales.astype(np.float64)
+        if self.labels is not None:
+            out["trust.label"] = self.labels.astype(np.int64)
         return out
 
     @classmethod
@@ -429,6 +510,8 @@ class TrustCalibration:
                 factor=SUPPORT_FACTOR
                 if meta.get("support_factor") is None
                 else float(meta["support_factor"]),
+                margin=None if meta.get("margin") is None else float(meta["margin"]),
+                labels=arrays.get("trust.label"),
             )
         except KeyError as e:
             raise InvalidInputError(f"the trust decision lacks {e}") from None
@@ -447,6 +530,10 @@ class TrustCalibration:
         recorded_grid = meta.get("grid")
         if recorded_grid is not None and [float(g) for g in recorded_grid] != list(grid(t.rule, t.risk)):
             raise InvalidInputError("the trust decision was made on another grid of thresholds; refit it")
+        if t.margin is not None and meta.get("margin_k") != MARGIN_K:
+            raise InvalidInputError(
+                f"the class margin read {meta.get('margin_k')} neighbours; this release reads {MARGIN_K}"
+            )
         if meta.get("local_k") not in (None, LOCAL_K):
             raise InvalidInputError(
                 f"the trust decision asked {meta.get('local_k')} neighbours; this release asks {LOCAL_K}"
@@ -474,11 +561,13 @@ def calibrate_trust(
     x_fit: np.ndarray | None = None,
     groups_fit: Sequence[Any] | np.ndarray | None = None,
     factor: float = SUPPORT_FACTOR,
+    margin: float | None = None,
+    y_fit: Sequence[Any] | np.ndarray | None = None,
 ) -> TrustCalibration:
     """The trust decision of a detector, made on its labelled calibration split (held out from the head, the
     scorers and the cross-fitted heads): the competence, correctness and leave-one-out novelty of every
     calibration image. The local rules need ``x_fit`` (the indexed embeddings, in order) and ``groups_fit``
-    for the neighbour scales."""
+    for the neighbour scales; a class ``margin`` needs ``y_fit``, the labels of the indexed images."""
     proba = head.predict_proba(x_cal)
     classes = list(head.classes_)
     pred = np.asarray([classes[j] for j in proba.argmax(axis=1)], dtype=object)
@@ -498,6 +587,14 @@ def calibrate_trust(
         local, _ = local_accuracy(*search(index, x_cal, LOCAL_K), train_correct, scales=scales, factor=factor)
     else:
         scales = None
+    c = competence(rule, proba, local)
+    labels = None
+    if margin is not None:
+        if y_fit is None:
+            raise InvalidInputError("a class margin needs the labels of the indexed images")
+        labels = class_indices(y_fit, classes)
+        kept = class_margin(*search(index, x_cal, MARGIN_K), labels, proba.argmax(axis=1)) >= margin
+        c = np.where(kept, c, 0.0)
     return TrustCalibration.fit(
-        rule, risk, delta, competence(rule, proba, local), correct, novel, scales=scales, factor=factor
+        rule, risk, delta, c, correct, novel, scales=scales, factor=factor, margin=margin, labels=labels
     )

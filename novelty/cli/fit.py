@@ -33,7 +33,7 @@ from novelty.flywheel.labels.labelimport import read_labels_csv, resolve_csv_pat
 from novelty.flywheel.retrain import retrain, save_retrained
 from novelty.index import INDEX_KINDS
 from novelty.scorers import REGISTRY
-from novelty.trust import SUPPORT_FACTOR, SUPPORT_FACTOR_RANGE
+from novelty.trust import MARGIN, MARGIN_RANGE, SUPPORT_FACTOR, SUPPORT_FACTOR_RANGE
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
@@ -147,6 +147,18 @@ def add_parsers(sub: Any, epilog: str, fmt: type[argparse.HelpFormatter]) -> Non
         help="how far a labelled training image vouches for the head, in units of its own scale "
         "(default: %(default)s; README 'Trust')",
     )
+    f.add_argument(
+        "--trust-margin",
+        type=_margin_arg,
+        default=MARGIN,
+        metavar="MARGIN|none",
+        help="the class margin a trusted prediction needs: its distance to the nearest training image of another "
+        "class over that to the nearest of its predicted class (default: %(default)s; none: no margin)",
+    )
+
+
+def _margin_arg(text: str) -> float | None:
+    return None if text.strip().lower() == "none" else real_arg(*MARGIN_RANGE)(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -243,6 +255,7 @@ def _detector_of(args: argparse.Namespace) -> NoveltyDetector:
         index=args.index,
         layers=args.layers,
         trust_support=args.trust_support,
+        trust_margin=args.trust_margin,
     )
 
 

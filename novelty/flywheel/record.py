@@ -222,6 +222,7 @@ def build_detector(
                 "risk": p["trust"]["risk"],
                 "trust_delta": p["trust"]["delta"],
                 "trust_support": p["trust"].get("support", SUPPORT_FACTOR),
+                "trust_margin": p["trust"].get("margin"),
             }
             if p.get("trust") is not None
             else {"trust": LEGACY_RULE}

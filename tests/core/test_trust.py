@@ -21,11 +21,14 @@ from novelty.trust import (
     DEFAULT_RULE,
     LEGACY_RULE,
     LOCAL_RULES,
+    MARGIN,
+    MARGIN_K,
     RULES,
     SUPPORT_FACTOR,
     TrustCalibration,
     binomial_cdf,
     choose_threshold,
+    class_margin,
     grid,
     local_accuracy,
     loo_p_values,
@@ -177,6 +180,46 @@ def test_an_artifact_with_one_support_radius_keeps_it():
         new.competence_for(proba, (d, np.tile(np.arange(10), (2, 1))), np.ones(11, bool))
 
 
+def test_class_margin_is_the_nearest_other_class_over_the_nearest_own():
+    d = np.array([[1.0, 1.1, 1.5, 2.0], [1.0, 1.3, 1.4, 1.6], [0.5, 0.6, 0.7, 0.8], [0.5, 0.6, 0.7, -1]])
+    pos = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, -1]])
+    labels = np.array([0, 1, 0, 1])
+    pred = np.array([0, 1, 1, 2])
+    m = class_margin(d, pos, labels, pred)
+    # own class first, other at 1.1 | other first (1.0), own at 1.3 | own at 0.6, other at 0.5 | class 2 unseen
+    np.testing.assert_allclose(m, [1.1, 1.0 / 1.3, 0.5 / 0.6, 0.0])
+    only_own = class_margin(d[:1, [0, 2]], pos[:1, [0, 2]], labels, np.array([0]))
+    assert only_own.tolist() == [np.inf]  # no other class among those searched
+
+
+def test_a_class_margin_gates_trust_and_is_kept_by_the_artifact():
+    """Below the margin nothing is trusted whatever its competence; the margin and the classes it reads travel
+    with the decision, and a decision saved before margins existed keeps none."""
+    rng = np.random.default_rng(5)
+    c = rng.uniform(0.96, 1.0, size=400)
+    labels = np.array([0] * 5 + [1] * 5)
+    t = TrustCalibration.fit(
+        "confidence", 0.05, 0.1, c, np.ones(400, bool), np.zeros(400, bool), margin=MARGIN, labels=labels
+    )
+    assert t.neighbors_needed == MARGIN_K and t.to_meta()["margin"] == MARGIN
+    proba = np.array([[0.99, 0.01], [0.99, 0.01]])
+    pos = np.tile(np.arange(10), (2, 1))
+    d = np.vstack([np.linspace(1.0, 1.9, 10), np.r_[np.linspace(1.0, 1.4, 5), np.linspace(1.1, 1.5, 5)]])
+    # row 0: own class (0) at 1.0, the other from 1.5 → margin 1.5; row 1: the other class at 1.1 → 1.1
+    assert t.competence_for(proba, (d, pos), None).tolist() == [0.99, 0.0]
+    again = TrustCalibration.from_state(json.loads(json.dumps(t.to_meta())), t.state_arrays())
+    assert again.margin == MARGIN and again.labels.tolist() == labels.tolist()
+    before = {k: v for k, v in t.to_meta().items() if k not in ("margin", "margin_k")}
+    arrays = {k: v for k, v in t.state_arrays().items() if k != "trust.label"}
+    old = TrustCalibration.from_state(before, arrays)
+    assert old.margin is None and old.neighbors_needed == 0
+    assert old.competence_for(proba).tolist() == [0.99, 0.99]
+    with pytest.raises(InvalidInputError, match="classes of the indexed images"):
+        TrustCalibration.from_state(before, t.state_arrays())
+    with pytest.raises(InvalidInputError, match="neighbours"):
+        TrustCalibration.from_state({**t.to_meta(), "margin_k": 10}, t.state_arrays())
+
+
 # --- the decision in a detector, on real embeddings ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def labelled(textile_embeddings):
@@ -247,6 +290,7 @@ def test_a_stricter_risk_trusts_no_more(labelled, embedder):
             head={"max_epochs": 30},
             risk=risk,
             trust="confidence",
+            trust_margin=None,  # competence is the top probability itself (a margin zeroes it where it fails)
         ).fit_embeddings(x, y)
         np.testing.assert_allclose(
             det.score_embeddings(test).competence, det.score_embeddings(test).probabilities.max(axis=1)
