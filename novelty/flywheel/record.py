@@ -147,16 +147,16 @@ def check_params(params: Any, source: str = "params") -> dict[str, Any]:
     trust = params.get("trust")
     if trust is not None and not (
         isinstance(trust, dict)
-        and {"rule", "risk", "delta"} <= set(trust) <= {"rule", "risk", "delta", "support"}
+        and {"rule", "risk", "delta"} <= set(trust) <= {"rule", "risk", "delta", "support", "margin"}
         and isinstance(trust["rule"], str)
         and all(
             isinstance(trust[k], (int, float)) and not isinstance(trust[k], bool)
-            for k in ("risk", "delta", "support")
+            for k in ("risk", "delta", "support", "margin")
             if k in trust
         )
     ):
         raise TrainingRecordError(
-            f"{source}.trust must be an object of rule, risk, delta and optional support"
+            f"{source}.trust must be an object of rule, risk, delta and optional support and margin"
         )
     layers = params.get("layers")
     if layers is not None and not (

@@ -120,6 +120,7 @@ def test_fit_on_the_command_line_records_layers_and_trust_support(tmp_path, text
     assert det.trust_support == 1.35 and det.state_.trust.factor == 1.35 and det.layers == ("final", "s16")
     params, _ = params_from_artifact(out)
     assert params["trust"]["support"] == 1.35 and params["layers"] == ["final", "s16"]
+    assert params["trust"]["margin"] == det.trust_margin == det.state_.trust.margin == 1.2  # default
     assert build_detector(params).trust_support == 1.35
     # what a retrain builds: the champion's own embedder, the recorded parameters, the same config hash
     challenger = build_detector(params, embedder=det.embedder)
@@ -129,3 +130,7 @@ def test_fit_on_the_command_line_records_layers_and_trust_support(tmp_path, text
     assert main([*args, "--layers", "final+x16"]) == EXIT_USAGE
     assert "unknown embedding layer 'x16'" in capsys.readouterr().err
     assert main([*args, "--trust-support", "0.5"]) == EXIT_USAGE
+    assert main([*args, "--trust-margin", "0.9"]) == EXIT_USAGE
+    assert main([*args, "--trust-margin", "none"]) == EXIT_OK
+    assert novelty.NoveltyDetector.load(out).trust_margin is None
+    assert "margin" not in params_from_artifact(out)[0]["trust"]
