@@ -112,13 +112,14 @@ class Outputs:
         self.y = class_indices(np.asarray(y, dtype=object), self.classes)
         self.pred = self.proba.argmax(axis=1)
         self.correct = self.pred == self.y
-        self.dist, self.pos = search(st.index, x, LOCAL_K)
+        # one search for the local accuracy (its LOCAL_K nearest) and the class margin (its MARGIN_K nearest)
+        d, pos = search(st.index, x, max(LOCAL_K, MARGIN_K))
+        self.dist, self.pos = d[:, :LOCAL_K], pos[:, :LOCAL_K]
         self.local, self.kth = local_accuracy(self.dist, self.pos, st.train_correct)
         self.train_correct, self.x = st.train_correct, np.ascontiguousarray(x, dtype=np.float32)
         self.scales = st.trust.scales  # each training image's own scale (novelty.trust.neighbour_scales)
         self.factor = st.trust.factor  # how many times its own scale a neighbour vouches within
-        # the class margin as the detector reads it (novelty.trust.class_margin, its MARGIN_K nearest images)
-        self.margin = class_margin(*search(st.index, x, MARGIN_K), st.trust.labels, self.pred)
+        self.margin = class_margin(d[:, :MARGIN_K], pos[:, :MARGIN_K], st.trust.labels, self.pred)
 
     def take(self, idx: np.ndarray) -> Outputs:
         out = object.__new__(Outputs)
@@ -216,13 +217,11 @@ def decide(rule: str, cal: Outputs, test: Outputs, alpha: float, eps: float) -> 
         return ~novel_test & mondrian(cal, test, alpha, eps)
 
     novel_cal = loo_p_values(cal.score) < alpha
-    if rule.endswith("+margin"):  # the shipped rule, and a class margin of at least MARGIN
-        c_cal, c_test = competences(rule.removesuffix("+margin"), cal, test)
+    base = rule.removesuffix("+margin")
+    c_cal, c_test = competences(base, cal, test)
+    if base != rule:  # and a class margin of at least MARGIN, gating the calibration rows too
         c_cal, c_test = c_cal * (cal.margin >= MARGIN), c_test * (test.margin >= MARGIN)
-        lam = choose_threshold(c_cal, cal.correct, novel_cal, eps, DELTA, grid("local-accuracy", eps))
-        return ~novel_test & (c_test >= lam)
-    c_cal, c_test = competences(rule, cal, test)
-    name = rule.split("/")[0]
+    name = base.split("/")[0]
     thresholds = grid("confidence", eps) if rule.endswith("/0.5") else grid(name, eps)
     lam = choose_threshold(c_cal, cal.correct, novel_cal, eps, DELTA, thresholds)
     return ~novel_test & (c_test >= lam)

@@ -12,8 +12,12 @@ the held-out pool split in random halves for calibration and test; ε = 0.05, δ
   least ``need`` of them predict what the head predicts;
 - **class-conditional novelty** (a Mondrian conformal p-value per predicted class): the novelty score against
   the calibration images the head assigns to the same class; trusted only when that p-value is ≥ ``a``;
-- **trust score** (Jiang et al. 2018): the distance to the nearest training image of another class over the
-  distance to the nearest one of the predicted class; trusted only when ≥ ``q``.
+- **class margin** (the trust score of Jiang et al. 2018, as the library reads it:
+  :func:`novelty.trust.class_margin` over the ``MARGIN_K`` nearest training images): the distance to the nearest
+  training image of another class over the distance to the nearest one of the predicted class; trusted only
+  when ≥ ``q``.
+
+The rule the signals are added to is the shipped one without its margin (``confidence+local-accuracy``).
 
 Each signal gates the competence of the calibration rows as well (a row it stops counts as not trusted), so the
 threshold, chosen again on the calibration half, keeps the guarantee.
@@ -38,16 +42,16 @@ from benchmarks import trust as T
 
 
 def class_p_values(cal: T.Outputs, rows: T.Outputs, leave_one_out: bool = False) -> np.ndarray:
-    """Each row's novelty p-value against the calibration rows the head predicts the same class for."""
+    """Each row's novelty p-value against the calibration rows the head predicts the same class for
+    (``leave_one_out``: ``rows`` are those calibration rows, each against the others)."""
+    from novelty.calibration import conformal_p_values
+    from novelty.trust import loo_p_values
+
     p = np.ones(len(rows))
     for c in np.unique(rows.pred):
-        s = np.sort(cal.score[cal.pred == c])
         m = rows.pred == c
-        at_least = s.size - np.searchsorted(s, rows.score[m], side="left")
-        n = s.size
-        if leave_one_out:  # a calibration row against the others
-            at_least, n = at_least - 1, n - 1
-        p[m] = (1 + at_least) / (1 + max(n, 0))
+        ref = cal.score[cal.pred == c]
+        p[m] = loo_p_values(rows.score[m]) if leave_one_out else conformal_p_values(ref, rows.score[m])
     return p
 
 
@@ -75,13 +79,6 @@ def fold_votes(det: Any, x_fit: np.ndarray, y_fit: np.ndarray, rows: list[T.Outp
     return out
 
 
-def trust_score(rows: T.Outputs, x_train: np.ndarray, y_train: np.ndarray, classes: list) -> np.ndarray:
-    pred = np.asarray([classes[p] for p in rows.pred])
-    d = np.sqrt(np.maximum(2.0 - 2.0 * rows.x @ x_train.T, 0.0))
-    same = y_train[None, :] == pred[:, None]
-    return np.where(~same, d, np.inf).min(1) / np.maximum(np.where(same, d, np.inf).min(1), 1e-12)
-
-
 class Case:
     """One detector, the held-out rows of known classes (split in calibration and test halves by ``units``) and,
     where there are any, rows of classes nobody labelled; with each extra signal worked out for every row."""
@@ -99,9 +96,6 @@ class Case:
         self.name, self.det, self.known, self.novel, self.units = name, det, known, novel, np.asarray(units)
         rows = [known] if novel is None else [known, novel]
         self.votes = fold_votes(det, x_fit, y_fit, rows)
-        st = det.state_
-        pos = np.array([int(i) for i in st.train_ids])
-        self.ts = [trust_score(o, x_fit[pos], y_fit[pos], list(st.head.classes_)) for o in rows]
 
 
 def evaluate(case: Case, splits: int, name: str, gate: Any) -> None:
@@ -172,28 +166,32 @@ def main(argv: list[str] | None = None) -> int:
     cases.append(Case("clean windshield", det_w, train.x, y_train, T.Outputs(det_w, xs, LABELS[ys]), units))
 
     for case in cases:
-        evaluate(case, a.splits, "shipped rule", lambda cal, rows, w, idx, is_cal: np.ones(len(rows), bool))
-        for need in (4, 5):
-            evaluate(
-                case,
-                a.splits,
-                f"fold agreement, {need} of 5",
-                lambda cal, rows, w, idx, is_cal, c=case, need=need: c.votes[w][idx] >= need,
+        gates: list[tuple[str, Any]] = [
+            (
+                "no signal (the rule without a margin)",
+                lambda cal, rows, w, idx, is_cal: np.ones(len(rows), bool),
             )
-        for p in (0.02, 0.05):
-            evaluate(
-                case,
-                a.splits,
+        ]
+        gates += [
+            (
+                f"fold agreement, {need} of 5",
+                lambda cal, rows, w, idx, is_cal, c=case, n=need: c.votes[w][idx] >= n,
+            )
+            for need in (4, 5)
+        ]
+        gates += [
+            (
                 f"class-conditional novelty, p ≥ {p}",
                 lambda cal, rows, w, idx, is_cal, p=p: class_p_values(cal, rows, leave_one_out=is_cal) >= p,
             )
-        for q in (1.1, 1.2):
-            evaluate(
-                case,
-                a.splits,
-                f"trust score ≥ {q}",
-                lambda cal, rows, w, idx, is_cal, c=case, q=q: c.ts[w][idx] >= q,
-            )
+            for p in (0.02, 0.05)
+        ]
+        gates += [
+            (f"class margin ≥ {q}", lambda cal, rows, w, idx, is_cal, q=q: rows.margin >= q)
+            for q in (1.1, 1.2)
+        ]
+        for name, gate in gates:
+            evaluate(case, a.splits, name, gate)
     return 0
 
 

@@ -83,6 +83,7 @@ __all__ = [
     "SUPPORT_FACTOR",
     "SUPPORT_FACTOR_RANGE",
     "TrustCalibration",
+    "apply_margin",
     "binomial_cdf",
     "calibrate_trust",
     "check_margin",
@@ -95,6 +96,7 @@ __all__ = [
     "local_accuracy",
     "loo_p_values",
     "neighbour_scales",
+    "neighbours_needed",
     "out_of_fold_correct",
     "search",
 ]
@@ -166,6 +168,23 @@ def class_margin(
         out = d_other / np.maximum(d_same, 1e-12)
     out[~np.isfinite(d_same)] = 0.0
     return out
+
+
+def neighbours_needed(rule: str, margin: float | None) -> int:
+    """How many nearest training images the competence of ``rule`` (with a class ``margin``, or none) reads."""
+    return max(LOCAL_K if rule in LOCAL_RULES else 0, MARGIN_K if margin is not None else 0)
+
+
+def apply_margin(
+    competence_scores: np.ndarray,
+    probabilities: np.ndarray,
+    neighbors: tuple[np.ndarray, np.ndarray],
+    train_labels: np.ndarray,
+    margin: float,
+) -> np.ndarray:
+    """``competence_scores`` where the class margin of the head's prediction is at least ``margin``, else 0."""
+    pred = np.asarray(probabilities).argmax(axis=1)
+    return np.where(class_margin(*neighbors, train_labels, pred) >= margin, competence_scores, 0.0)
 
 
 def grid(rule: str, risk: float) -> np.ndarray:
@@ -413,7 +432,7 @@ class TrustCalibration:
     @property
     def neighbors_needed(self) -> int:
         """How many nearest training images :meth:`competence_for` reads (0: none)."""
-        return max(LOCAL_K if self.rule in LOCAL_RULES else 0, MARGIN_K if self.margin is not None else 0)
+        return neighbours_needed(self.rule, self.margin)
 
     def competence_for(
         self,
@@ -447,8 +466,7 @@ class TrustCalibration:
                     f"the trust decision holds {self.labels.shape[0]} classes of indexed images for "
                     f"{np.shape(train_correct)[0]} training images"
                 )
-            pred = np.asarray(probabilities).argmax(axis=1)
-            c = np.where(class_margin(*neighbors, self.labels, pred) >= self.margin, c, 0.0)
+            c = apply_margin(c, probabilities, neighbors, self.labels, self.margin)
         return c
 
     def threshold_for(self, risk: float) -> float:
@@ -573,7 +591,9 @@ def calibrate_trust(
     pred = np.asarray([classes[j] for j in proba.argmax(axis=1)], dtype=object)
     correct = pred == np.asarray(y_cal, dtype=object)
     novel = loo_p_values(calibrator.combined_scores(calibrator.raw_)) < alpha
-    local = None
+    # one search serves the local accuracy and the margin (none at all when neither reads neighbours)
+    neighbors = search(index, x_cal, neighbours_needed(rule, margin))
+    local = scales = None
     if rule in LOCAL_RULES:
         if train_correct is None:
             raise InvalidInputError(
@@ -584,17 +604,14 @@ def calibrate_trust(
                 f"trust rule {rule!r} needs the indexed embeddings for the neighbour scales"
             )
         scales = neighbour_scales(index, x_fit, groups_fit)
-        local, _ = local_accuracy(*search(index, x_cal, LOCAL_K), train_correct, scales=scales, factor=factor)
-    else:
-        scales = None
+        local, _ = local_accuracy(*neighbors, train_correct, scales=scales, factor=factor)
     c = competence(rule, proba, local)
     labels = None
     if margin is not None:
         if y_fit is None:
             raise InvalidInputError("a class margin needs the labels of the indexed images")
         labels = class_indices(y_fit, classes)
-        kept = class_margin(*search(index, x_cal, MARGIN_K), labels, proba.argmax(axis=1)) >= margin
-        c = np.where(kept, c, 0.0)
+        c = apply_margin(c, proba, neighbors, labels, margin)
     return TrustCalibration.fit(
         rule, risk, delta, c, correct, novel, scales=scales, factor=factor, margin=margin, labels=labels
     )
