@@ -62,6 +62,7 @@ import numpy as np
 
 from novelty.errors import InvalidInputError
 from novelty.params import check_choice, check_real, clone
+from novelty.trust_margin import class_margin
 
 if TYPE_CHECKING:
     from novelty.calibration import MultiScorerCalibrator
@@ -147,27 +148,6 @@ def check_margin(value: object, name: str = "trust_margin") -> float | None:
         return None
     low, high = MARGIN_RANGE
     return check_real(value, name, low=low, high=high)
-
-
-def class_margin(
-    distances: np.ndarray, positions: np.ndarray, train_labels: np.ndarray, predicted: np.ndarray
-) -> np.ndarray:
-    """The *class margin* of each row (the trust score of Jiang et al. 2018), from a search of the training
-    index: the distance to the nearest training image of another class over the distance to the nearest one of
-    the class the head predicts (``predicted``, positions in the head's classes; ``train_labels`` likewise for
-    the indexed images). ``inf`` when no other class is among the images searched, ``0`` when the predicted
-    class is not. Low: the image lies as near another class as its own, where a near-duplicate of an unseen
-    class (a shirt beside T-shirts, an ankle boot beside sneakers) sits."""
-    d, pos = np.asarray(distances, dtype=np.float64), np.asarray(positions)
-    labels = np.asarray(train_labels, dtype=np.int64)
-    lab = np.where(pos >= 0, labels[np.clip(pos, 0, None)], -2)
-    pred = np.asarray(predicted, dtype=np.int64)[:, None]
-    d_same = np.where((pos >= 0) & (lab == pred), d, np.inf).min(axis=1, initial=np.inf)
-    d_other = np.where((pos >= 0) & (lab != pred), d, np.inf).min(axis=1, initial=np.inf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = d_other / np.maximum(d_same, 1e-12)
-    out[~np.isfinite(d_same)] = 0.0
-    return out
 
 
 def neighbours_needed(rule: str, margin: float | None) -> int:
